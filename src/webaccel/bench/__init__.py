@@ -1,0 +1,1 @@
+"""Benchmarks named in DESIGN.md; see :mod:`webaccel.bench.core` for the contract."""
