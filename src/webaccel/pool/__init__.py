@@ -1,0 +1,1 @@
+"""The async resource pool: workers, routing, queues, batching, scaling, health, retries."""
