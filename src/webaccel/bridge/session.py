@@ -1,0 +1,130 @@
+"""One bridge connection's state, seen from the server.  Pure: no I/O.
+
+Like ``websockets``' sans-I/O protocol: the driver feeds every received
+message to :meth:`BridgeSession.receive`, gets back one event, and sends
+what the ``request_*`` methods return.  Request ids are minted here and a
+reply is matched to its request, so a late or unknown reply is reported as
+:class:`Stale` instead of being delivered to the wrong caller.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from webaccel.bridge import frames
+from webaccel.bridge.frames import Control, TensorFrame
+from webaccel.errors import ProtocolError, WebAccelError, error_from_code
+
+
+@dataclass(frozen=True)
+class Hello:
+    worker_id: str
+    capabilities: dict[str, Any]
+    loaded: tuple[str, ...]  # sessions still loaded in the page (after a reconnect)
+
+
+@dataclass(frozen=True)
+class Reply:
+    request_id: str
+    frame: frames.Frame
+
+
+@dataclass(frozen=True)
+class Failure:
+    request_id: str
+    error: WebAccelError
+
+
+@dataclass(frozen=True)
+class StreamStep:
+    request_id: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Stale:
+    """A reply for a request that is no longer pending (timed out or cancelled)."""
+
+    request_id: str
+
+
+Event = Hello | Reply | Failure | StreamStep | Heartbeat | Stale
+
+_FINAL_TYPES = frozenset({"loaded", "result", "unloaded", "done", "capabilities"})
+
+
+@dataclass
+class BridgeSession:
+    limits: frames.Limits = frames.DEFAULT_LIMITS
+    pending: dict[str, str] = field(default_factory=dict)  # request id -> request type
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def _new_id(self, kind: str) -> str:
+        request_id = f"{kind[0]}{next(self._ids)}"
+        self.pending[request_id] = kind
+        return request_id
+
+    # ------------------------------------------------------------- requests
+    def request(self, kind: str, *, model_name: str | None = None, data: dict[str, Any] | None = None,
+                options: dict[str, Any] | None = None) -> tuple[str, str]:
+        """A JSON request (load_model, unload, capabilities refresh ...): ``(id, text frame)``."""
+        request_id = self._new_id(kind)
+        msg = Control(id=request_id, type=kind, model_name=model_name, data=data or {},
+                      options=options or {})
+        return request_id, frames.encode_control(msg)
+
+    def request_run(self, key: str, inputs: dict[str, np.ndarray], *,
+                    output_names: list[str] | None = None, kind: str = "run",
+                    options: dict[str, Any] | None = None) -> tuple[str, bytes]:
+        request_id = self._new_id(kind)
+        data = {"output_names": output_names} if output_names else {}
+        frame = TensorFrame(id=request_id, type=kind, tensors=inputs, model_name=key, data=data,
+                            options=options or {})
+        return request_id, frames.encode_tensors(frame)
+
+    def cancel(self, request_id: str) -> str | None:
+        """Forget ``request_id``; returns the cancel frame to send if it was pending."""
+        if self.pending.pop(request_id, None) is None:
+            return None
+        return frames.encode_control(Control(id=request_id, type="cancel"))
+
+    @staticmethod
+    def heartbeat(seq: int) -> str:
+        return frames.encode_control(Control(id=f"hb{seq}", type="heartbeat"))
+
+    # ------------------------------------------------------------- receiving
+    def receive(self, message: str | bytes) -> Event:
+        """Decode one message from the page.  Raises ProtocolError on a malformed one."""
+        frame = frames.decode(message, self.limits)
+        if frame.type == "hello":
+            assert isinstance(frame, Control)
+            worker_id = frame.data.get("worker_id")
+            caps = frame.data.get("capabilities", {})
+            loaded = frame.data.get("loaded", [])
+            if not isinstance(worker_id, str) or not isinstance(caps, dict) or not isinstance(loaded, list):
+                raise ProtocolError("hello needs data.worker_id (string) and data.capabilities (object)")
+            return Hello(worker_id, caps, tuple(str(k) for k in loaded))
+        if frame.type == "heartbeat":
+            return Heartbeat(frame.data)
+        if frame.id not in self.pending:
+            return Stale(frame.id)
+        if frame.type == "stream":
+            return StreamStep(frame.id, frame.data)
+        if frame.type == "error":
+            self.pending.pop(frame.id)
+            code = frame.data.get("code", "INTERNAL")
+            message_text = frame.data.get("message", "the page reported an error without a message")
+            return Failure(frame.id, error_from_code(str(code), str(message_text),
+                                                     frame.data.get("details")))
+        if frame.type in _FINAL_TYPES:
+            self.pending.pop(frame.id)
+            return Reply(frame.id, frame)
+        raise ProtocolError(f"a page may not send frames of type {frame.type!r}")

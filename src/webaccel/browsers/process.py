@@ -1,0 +1,157 @@
+"""Browser processes that never outlive us.
+
+Each browser runs in its own session/process group (``setsid``) with
+``PR_SET_PDEATHSIG = SIGKILL``, so the kernel kills it when we die, even by
+SIGKILL (FACTS.md: plain Popen or ``start_new_session`` leave Chromium
+running).  PDEATHSIG fires when the *thread* that forked exits, so every
+browser is forked from one long-lived spawner thread.  On a normal exit,
+an exception, SIGINT or SIGTERM, :func:`terminate_all` ends each process
+group and deletes its profile directory.
+"""
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import contextlib
+import ctypes
+import logging
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    # Runs in the child between fork and exec: async-signal-safe calls only.
+    os.setsid()
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+class _Spawner:
+    """One daemon thread that forks every browser (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[tuple[concurrent.futures.Future[subprocess.Popen[bytes]], dict]] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="webaccel-spawner", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            fut, kwargs = self._jobs.get()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                pid = os.getpid()
+                fut.set_result(subprocess.Popen(preexec_fn=lambda: _die_with_parent(pid), **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                fut.set_exception(exc)
+
+    def spawn(self, **kwargs: object) -> subprocess.Popen[bytes]:
+        fut: concurrent.futures.Future[subprocess.Popen[bytes]] = concurrent.futures.Future()
+        self._jobs.put((fut, kwargs))
+        return fut.result()
+
+
+_spawner: _Spawner | None = None
+_spawner_lock = threading.Lock()
+_live: dict[int, BrowserProcess] = {}
+_live_lock = threading.Lock()
+
+
+def _get_spawner() -> _Spawner:
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = _Spawner()
+            atexit.register(terminate_all)
+            _install_signal_handlers()
+        return _spawner
+
+
+def _install_signal_handlers() -> None:
+    # SIGTERM's default action skips atexit; turn it into SystemExit so cleanup
+    # runs.  Only when nobody else handles it, and only from the main thread.
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        def on_term(signum: int, frame: object) -> None:
+            terminate_all()
+            raise SystemExit(128 + signum)
+
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, on_term)
+
+
+class BrowserProcess:
+    """A browser process group plus the temporary profile it owns."""
+
+    def __init__(self, argv: Sequence[str], *, profile_dir: Path, log_path: Path,
+                 env: dict[str, str] | None = None) -> None:
+        self.argv = list(argv)
+        self.profile_dir = profile_dir
+        self.log_path = log_path
+        self._log_file = open(log_path, "wb")  # noqa: SIM115 - closed in terminate()
+        self.popen = _get_spawner().spawn(
+            args=self.argv, stdin=subprocess.DEVNULL, stdout=self._log_file,
+            stderr=subprocess.STDOUT, env=env, close_fds=True)
+        self.pid = self.popen.pid
+        with _live_lock:
+            _live[self.pid] = self
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def log_tail(self, limit: int = 2000) -> str:
+        with contextlib.suppress(OSError):
+            data = self.log_path.read_bytes()[-limit:]
+            return data.decode(errors="replace").strip()
+        return ""
+
+    def terminate(self, grace: float = 2.0) -> None:
+        """SIGTERM the browser, then SIGKILL its whole group; delete the profile."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while self.popen.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)  # helpers still in the group (renderers, gpu)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=2)
+        with _live_lock:
+            _live.pop(self.pid, None)
+        self._log_file.close()
+        shutil.rmtree(self.profile_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.log_path.unlink()
+
+
+def terminate_all() -> None:
+    with _live_lock:
+        procs = list(_live.values())
+    for proc in procs:
+        try:
+            proc.terminate(grace=1.0)
+        except Exception:  # noqa: BLE001 - cleanup must go on for the others
+            log.exception("could not terminate browser %s", proc.pid)
+
+
+def live_pids() -> list[int]:
+    with _live_lock:
+        return list(_live)

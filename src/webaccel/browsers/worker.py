@@ -1,0 +1,148 @@
+"""A worker: one browser page over the bridge, as a :class:`WorkerTransport`."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from webaccel.bridge import frames
+from webaccel.bridge.endpoint import PageConnection
+from webaccel.browsers.chromium import chromium_flags, find_chromium
+from webaccel.browsers.process import BrowserProcess
+from webaccel.errors import BrowserLaunchError, ProtocolError, WorkerLostError
+from webaccel.pool.transport import LoadInfo, ModelRef, RunResult
+from webaccel.server import WebAccelServer
+
+
+def backends_from_capabilities(caps: dict[str, Any]) -> list[str]:
+    """Backends a page can really run, best first; a software WebGPU adapter goes last."""
+    gpu = caps.get("webgpu") or {}
+    out: list[str] = []
+    if gpu.get("available") and not gpu.get("software"):
+        out.append("webgpu")
+    if (caps.get("webnn") or {}).get("available"):
+        out.append("webnn")
+    out.append("wasm")
+    if gpu.get("available") and gpu.get("software"):
+        out.append("webgpu")
+    return out
+
+
+class BrowserWorker:
+    """Implements :class:`webaccel.pool.transport.WorkerTransport` for a page we launched."""
+
+    def __init__(self, server: WebAccelServer, worker_id: str, browser: str,
+                 process: BrowserProcess | None) -> None:
+        self.server = server
+        self.id = worker_id
+        self.browser = browser
+        self.process = process
+        self.capabilities: dict[str, Any] = {}
+        self.launch_ms = 0.0
+        self._closed = False
+
+    @property
+    def connection(self) -> PageConnection | None:
+        return self.server.hub.connections.get(self.id)
+
+    @property
+    def alive(self) -> bool:
+        if self._closed:
+            return False
+        if self.process is not None and self.process.returncode is not None:
+            return False
+        conn = self.connection
+        return conn is not None and conn.open
+
+    def available_backends(self) -> list[str]:
+        return backends_from_capabilities(self.capabilities)
+
+    def _conn(self) -> PageConnection:
+        conn = self.connection
+        if conn is None or not conn.open or not self.alive:
+            raise WorkerLostError(f"worker {self.id} ({self.browser}) is gone; retry on another worker")
+        return conn
+
+    async def load_model(self, model: ModelRef, *, timeout: float = 120.0) -> LoadInfo:
+        data = {"key": model.key, "url": model.url, "backend": model.backend,
+                "cid": model.cid, "session_options": model.session_options}
+        reply = await self._conn().request("load_model", model_name=model.key, data=data,
+                                           timeout=timeout)
+        d = reply.data
+        return LoadInfo(key=model.key, backend=str(d.get("backend", model.backend)),
+                        load_ms=float(d.get("load_ms", 0.0)),
+                        input_names=tuple(d.get("inputs", ())),
+                        output_names=tuple(d.get("outputs", ())),
+                        source=str(d.get("source", "network")))
+
+    async def run(self, key: str, inputs: dict[str, np.ndarray], *,
+                  output_names: list[str] | None = None, timeout: float = 60.0) -> RunResult:
+        start = time.perf_counter()
+        reply = await self._conn().run(key, inputs, output_names=output_names, timeout=timeout)
+        round_trip = (time.perf_counter() - start) * 1000
+        if not isinstance(reply, frames.TensorFrame):
+            raise ProtocolError(f"worker {self.id} answered a run with a {reply.type} text frame")
+        return RunResult(outputs=reply.tensors, page_ms=float(reply.data.get("page_ms", 0.0)),
+                         round_trip_ms=round_trip)
+
+    async def unload(self, key: str) -> None:
+        await self._conn().request("unload", model_name=key, timeout=30)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        conn = self.connection
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.ws.close()
+        if self.process is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.process.terminate)
+
+
+async def launch_chromium(server: WebAccelServer, *, worker_id: str | None = None,
+                          binary: str | None = None, timeout: float = 30.0,
+                          headless: bool = True, threads: int = 1, ort_build: str = "all",
+                          extra_flags: list[str] | None = None) -> BrowserWorker:
+    """Start headless Chromium on the worker page; ready once the page says hello."""
+    exe = find_chromium(binary)
+    worker_id = worker_id or f"chromium-{uuid.uuid4().hex[:8]}"
+    profile = Path(tempfile.mkdtemp(prefix="webaccel-chromium-"))
+    log_path = Path(tempfile.mkstemp(prefix="webaccel-chromium-", suffix=".log")[1])
+    url = server.worker_page_url(worker_id, threads=threads, ort=ort_build)
+    argv = [str(exe), *chromium_flags(profile, server_host=server.host, headless=headless),
+            *(extra_flags or []), url]
+    start = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    process = await loop.run_in_executor(None, lambda: BrowserProcess(argv, profile_dir=profile,
+                                                                      log_path=log_path))
+    worker = BrowserWorker(server, worker_id, "chromium", process)
+    hello = asyncio.ensure_future(server.hub.wait_for(worker_id, timeout))
+    try:
+        while not hello.done():
+            if process.returncode is not None:
+                raise BrowserLaunchError(
+                    f"Chromium exited with code {process.returncode} before its page said hello. "
+                    f"Its output ends with:\n{process.log_tail()}",
+                    details={"binary": str(exe), "returncode": process.returncode})
+            await asyncio.wait({hello}, timeout=0.05)
+        try:
+            conn = hello.result()
+        except TimeoutError:
+            raise BrowserLaunchError(
+                f"Chromium started but its worker page did not say hello within {timeout:.0f} s "
+                f"(is {server.url} reachable from the browser?). Its output ends with:\n"
+                f"{process.log_tail()}") from None
+    except BaseException:
+        hello.cancel()
+        await loop.run_in_executor(None, process.terminate)
+        raise
+    worker.capabilities = conn.capabilities
+    worker.launch_ms = (time.perf_counter() - start) * 1000
+    return worker

@@ -1,0 +1,227 @@
+"""The single ASGI app and the in-process server that runs it.
+
+One port serves everything: the worker page and onnxruntime-web assets
+(``/worker/...``), model bytes (``/models/...``), the bridge (``/ws``) and
+``/healthz``; other parts (gateway, metrics, OpenAI API) add their routes via
+``extra_routes``.  Every response carries COOP/COEP so pages are
+``crossOriginIsolated`` (WASM threads need SharedArrayBuffer).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import mimetypes
+import secrets
+import socket
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from webaccel.bridge.endpoint import WorkerHub
+from webaccel.errors import BackendUnavailableError
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).parent / "web"
+VENDOR_DIR = WEB_DIR / "vendor" / "ort"
+
+# Python 3.11's mimetypes lacks these; a module script served as
+# octet-stream is refused by browsers.
+mimetypes.add_type("text/javascript", ".mjs")
+mimetypes.add_type("application/wasm", ".wasm")
+
+ISOLATION_HEADERS = [
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-embedder-policy", b"require-corp"),
+]
+
+
+class IsolationHeaders:
+    """Adds COOP/COEP to every HTTP response, and CORP where a route set none."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {k.lower() for k, _ in headers}
+                headers += [h for h in ISOLATION_HEADERS if h[0] not in names]
+                if b"cross-origin-resource-policy" not in names:
+                    headers.append((b"cross-origin-resource-policy", b"same-origin"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class ModelFiles:
+    """Model key -> file on disk, served at ``/models/{key}`` to token holders."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, Path] = {}
+
+    def add(self, key: str, path: Path) -> str:
+        self._files[key] = Path(path)
+        return f"/models/{key}"
+
+    def get(self, key: str) -> Path | None:
+        return self._files.get(key)
+
+
+def _presented_token(request: Request | WebSocket) -> str:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.query_params.get("token", "")
+
+
+def create_app(
+    *,
+    token: str,
+    hub: WorkerHub,
+    model_files: ModelFiles,
+    allowed_origins: Callable[[], set[str]],
+    extra_routes: Sequence[BaseRoute] = (),
+    health: Callable[[], dict[str, Any]] | None = None,
+) -> ASGIApp:
+    def authorized(request: Request | WebSocket) -> bool:
+        return secrets.compare_digest(_presented_token(request).encode(), token.encode())
+
+    async def bridge(ws: WebSocket) -> None:
+        origin = ws.headers.get("origin")
+        # Browsers always send Origin; non-browser workers (Node) may not.  A
+        # foreign origin is another site's page trying to use our workers.
+        if origin is not None and origin not in allowed_origins():
+            log.warning("refused bridge socket from foreign origin")
+            await ws.close(code=1008, reason="origin not allowed")
+            return
+        if not authorized(ws):
+            await ws.close(code=1008, reason="missing or wrong token")
+            return
+        worker_id = ws.query_params.get("worker", "")
+        if not worker_id or len(worker_id) > 128:
+            await ws.close(code=1008, reason="missing worker id")
+            return
+        await ws.accept()
+        await hub.serve(ws, worker_id)
+
+    async def model(request: Request) -> Response:
+        if not authorized(request):
+            return JSONResponse({"error": {"code": "BAD_REQUEST", "message": "missing or wrong token"}},
+                                status_code=401)
+        path = model_files.get(request.path_params["key"])
+        if path is None or not path.is_file():
+            return JSONResponse({"error": {"code": "MODEL_NOT_FOUND",
+                                           "message": "no such model file on this server"}},
+                                status_code=404)
+        return FileResponse(path, media_type="application/octet-stream")
+
+    async def healthz(request: Request) -> Response:
+        body = {"status": "ok", "workers": len(hub.connections)}
+        if health is not None:
+            body.update(health())
+        return JSONResponse(body)
+
+    routes: list[BaseRoute] = [
+        WebSocketRoute("/ws", bridge),
+        Route("/models/{key:path}", model),
+        Route("/healthz", healthz),
+        *extra_routes,
+        Mount("/worker", StaticFiles(directory=WEB_DIR, html=True), name="worker"),
+    ]
+    return IsolationHeaders(Starlette(routes=routes))
+
+
+class WebAccelServer:
+    """Runs the app under uvicorn inside the current event loop.
+
+    ``port=0`` picks a free port; the server binds loopback unless told otherwise.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None,
+                 extra_routes: Sequence[BaseRoute] = (),
+                 health: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.token = token or secrets.token_urlsafe(24)
+        self.hub = WorkerHub()
+        self.model_files = ModelFiles()
+        self._extra_routes = list(extra_routes)
+        self._health = health
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def origins(self) -> set[str]:
+        out = {self.url, f"http://localhost:{self.port}", f"http://127.0.0.1:{self.port}"}
+        return out
+
+    def worker_page_url(self, worker_id: str, **params: Any) -> str:
+        from urllib.parse import urlencode
+
+        query = urlencode({"token": self.token, "worker": worker_id, **params})
+        return f"{self.url}/worker/worker.html?{query}"
+
+    def add_routes(self, routes: Sequence[BaseRoute]) -> None:
+        if self._server is not None:
+            raise RuntimeError("add routes before start()")
+        self._extra_routes.extend(routes)
+
+    async def start(self) -> None:
+        if not (VENDOR_DIR / "ort.all.min.mjs").is_file():
+            raise BackendUnavailableError(
+                f"onnxruntime-web assets are missing from {VENDOR_DIR}; run `make setup` "
+                "(it fetches onnxruntime-web from npm and copies its dist files there)")
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        app = create_app(token=self.token, hub=self.hub, model_files=self.model_files,
+                         allowed_origins=self.origins, extra_routes=self._extra_routes,
+                         health=self._health)
+        config = uvicorn.Config(app, log_level="warning", ws="websockets", backlog=4096,
+                                ws_max_size=512 * 1024 * 1024, ws_ping_interval=None,
+                                lifespan="off", timeout_graceful_shutdown=2)
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # re-raises the start-up error
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(self._task, 5)
+        self._server = None
+        self._task = None
+
+    async def __aenter__(self) -> WebAccelServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,84 @@
+// Browser bootstrap for the worker page: load onnxruntime-web from our own
+// server, report capabilities, and keep a WebSocket to the bridge open
+// (reconnecting with exponential backoff and jitter, sending heartbeats).
+import { detectCapabilities } from './capabilities.mjs';
+import { WorkerRuntime } from './runtime.mjs';
+import { control } from './protocol.mjs';
+
+const params = new URLSearchParams(location.search);
+const token = params.get('token') || '';
+const workerId = params.get('worker') || `page-${Math.random().toString(36).slice(2)}`;
+const build = params.get('ort') || 'all';
+const threads = Number(params.get('threads') || 1);
+const statusEl = document.getElementById('status');
+const setStatus = (text) => {
+  if (statusEl) statusEl.textContent = text;
+  document.title = `webaccel worker: ${text}`;
+};
+
+const ORT_BUILDS = { all: 'ort.all.min.mjs', webgpu: 'ort.webgpu.min.mjs', wasm: 'ort.wasm.min.mjs' };
+const vendor = new URL('./vendor/ort/', import.meta.url).href;
+const ort = await import(vendor + (ORT_BUILDS[build] || ORT_BUILDS.all));
+ort.env.wasm.wasmPaths = vendor; // never fetch wasm from a CDN
+// FACTS.md: on small machines one thread per worker beats several; the pool scales workers instead.
+ort.env.wasm.numThreads = threads;
+ort.env.logLevel = 'error';
+
+const capabilities = await detectCapabilities(navigator);
+capabilities.ort = { version: ort.env.versions?.web || null, build, threads };
+
+async function fetchModel(url) {
+  const resp = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
+  if (!resp.ok) {
+    const err = new Error(`HTTP ${resp.status} for ${url}`);
+    err.code = resp.status === 404 ? 'MODEL_NOT_FOUND' : 'LOAD_FAILED';
+    throw err;
+  }
+  return { bytes: new Uint8Array(await resp.arrayBuffer()), source: 'network' };
+}
+
+let ws = null;
+let attempt = 0;
+let heartbeatSeq = 0;
+const runtime = new WorkerRuntime({
+  ort,
+  fetchModel,
+  send: (msg) => {
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(msg);
+  },
+});
+
+function connect() {
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const url = `${scheme}://${location.host}/ws?token=${encodeURIComponent(token)}&worker=${encodeURIComponent(workerId)}`;
+  setStatus(`connecting (attempt ${attempt + 1})`);
+  ws = new WebSocket(url);
+  ws.binaryType = 'arraybuffer';
+  ws.onopen = () => {
+    attempt = 0;
+    setStatus('connected');
+    ws.send(control(`hello-${workerId}`, 'hello', { worker_id: workerId, capabilities, loaded: runtime.loadedKeys() }));
+  };
+  ws.onmessage = (ev) => runtime.handle(ev.data);
+  ws.onclose = (ev) => {
+    if (ev.code === 1008 || ev.code === 4401) {
+      setStatus(`refused by server: ${ev.reason || 'bad token'}`);
+      return; // a wrong token will not become right by retrying
+    }
+    // Exponential backoff with full jitter, capped at 10 s.
+    const delay = Math.random() * Math.min(10000, 250 * 2 ** attempt);
+    attempt += 1;
+    setStatus(`disconnected; retrying in ${Math.round(delay)} ms`);
+    setTimeout(connect, delay);
+  };
+}
+
+setInterval(() => {
+  if (ws && ws.readyState === WebSocket.OPEN) {
+    heartbeatSeq += 1;
+    ws.send(control(`phb${heartbeatSeq}`, 'heartbeat', { busy: runtime.busy, loaded: runtime.loadedKeys() }));
+  }
+}, 5000);
+
+window.webaccel = { runtime, capabilities, workerId };
+connect();

@@ -1,0 +1,167 @@
+// The worker runtime: a thin tensor executor over onnxruntime-web.
+//
+// Environment-agnostic on purpose: the browser page (page.mjs) and the Node
+// WebGPU worker give it an `ort` module, a `send` function and a way to fetch
+// model bytes; everything else (frames, sessions, error codes, timing) lives
+// here, so both kinds of worker behave the same.
+import { decodeBinary, encodeBinary, control, ProtocolError } from './protocol.mjs';
+
+// Map onnxruntime-web / fetch failures to the bridge's stable error codes.
+export function errorCode(err, fallback = 'INTERNAL') {
+  if (err && typeof err.code === 'string' && /^[A-Z_]+$/.test(err.code)) return err.code;
+  const msg = String((err && err.message) || err);
+  if (/out of memory|allocation failed|OOM|RangeError: Array buffer allocation/i.test(msg)) return 'OUT_OF_MEMORY';
+  if (/no available backend|backend not found|not supported|WebNN is not|webgpu is not|adapter/i.test(msg)) return 'BACKEND_UNAVAILABLE';
+  if (/invalid dimensions|invalid rank|missing in 'feeds'|input '.*' is missing|Unexpected input data type|unexpected input|invalid input|expected shape/i.test(msg)) return 'BAD_REQUEST';
+  return fallback;
+}
+
+export class RuntimeError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.code = code;
+  }
+}
+
+const now = () => (globalThis.performance ? performance.now() : Date.now());
+
+export class WorkerRuntime {
+  // ort: the onnxruntime-web module; send(text|ArrayBuffer); fetchModel(url, opts) -> Promise<Uint8Array>
+  constructor({ ort, send, fetchModel, log = () => {} }) {
+    this.ort = ort;
+    this.send = send;
+    this.fetchModel = fetchModel;
+    this.log = log;
+    this.sessions = new Map(); // key -> {session, backend, inputs, outputs}
+    this.cancelled = new Set();
+    this.queue = Promise.resolve(); // one session.run at a time: wasm sessions are not re-entrant
+    this.busy = 0;
+  }
+
+  loadedKeys() {
+    return [...this.sessions.keys()];
+  }
+
+  async handle(message) {
+    let id = '?';
+    try {
+      if (typeof message === 'string') {
+        let msg;
+        try {
+          msg = JSON.parse(message);
+        } catch (e) {
+          throw new ProtocolError(`control frame is not JSON: ${e.message}`);
+        }
+        id = msg.id ?? '?';
+        await this.onControl(msg);
+      } else {
+        const frame = decodeBinary(message);
+        id = frame.header.id ?? '?';
+        await this.onBinary(frame);
+      }
+    } catch (err) {
+      const code = errorCode(err);
+      this.log('error', id, code, err && err.message);
+      this.send(control(id, 'error', { code, message: String((err && err.message) || err) }));
+    }
+  }
+
+  async onControl(msg) {
+    switch (msg.type) {
+      case 'load_model':
+        return this.load(msg);
+      case 'unload': {
+        const entry = this.sessions.get(msg.model_name);
+        if (entry) {
+          this.sessions.delete(msg.model_name);
+          await entry.session.release();
+        }
+        return this.send(control(msg.id, 'unloaded', { key: msg.model_name }));
+      }
+      case 'cancel':
+        this.cancelled.add(msg.id);
+        return undefined;
+      case 'heartbeat':
+        return this.send(control(msg.id, 'heartbeat', { busy: this.busy, loaded: this.loadedKeys() }));
+      default:
+        throw new ProtocolError(`unsupported control type ${msg.type}`);
+    }
+  }
+
+  async load(msg) {
+    const { key, url, backend = 'wasm', session_options: extra = {} } = msg.data || {};
+    if (!key || !url) throw new ProtocolError('load_model needs data.key and data.url');
+    if (this.sessions.has(key)) {
+      const s = this.sessions.get(key);
+      return this.send(control(msg.id, 'loaded', { key, backend: s.backend, load_ms: 0, fetch_ms: 0,
+        inputs: s.session.inputNames, outputs: s.session.outputNames, source: 'memory' }));
+    }
+    const t0 = now();
+    let bytes, source;
+    try {
+      ({ bytes, source } = await this.fetchModel(url, msg.data));
+    } catch (err) {
+      throw new RuntimeError(err.code || 'LOAD_FAILED', `could not fetch model bytes from ${url}: ${err.message}`);
+    }
+    const t1 = now();
+    const ep = backend === 'webnn' ? { name: 'webnn', deviceType: extra.deviceType || 'gpu' } : backend;
+    let session;
+    try {
+      session = await this.ort.InferenceSession.create(bytes, {
+        executionProviders: [ep],
+        graphOptimizationLevel: 'all',
+        ...(extra.ort || {}),
+      });
+    } catch (err) {
+      throw new RuntimeError(errorCode(err, 'LOAD_FAILED'), `${backend} session for ${key} failed: ${err.message}`);
+    }
+    const t2 = now();
+    this.sessions.set(key, { session, backend });
+    this.send(control(msg.id, 'loaded', {
+      key, backend, fetch_ms: t1 - t0, create_ms: t2 - t1, load_ms: t2 - t0, bytes: bytes.byteLength,
+      source, inputs: session.inputNames, outputs: session.outputNames,
+    }));
+  }
+
+  async onBinary(frame) {
+    const { header, tensors } = frame;
+    if (header.type !== 'run') throw new ProtocolError(`binary frames from the server must be runs, got ${header.type}`);
+    const entry = this.sessions.get(header.model_name);
+    if (!entry) throw new RuntimeError('MODEL_NOT_FOUND', `model ${header.model_name} is not loaded in this page; send load_model first`);
+    const { session } = entry;
+    const missing = session.inputNames.filter((n) => !(n in tensors));
+    const unknown = Object.keys(tensors).filter((n) => !session.inputNames.includes(n));
+    if (missing.length || unknown.length) {
+      throw new RuntimeError('BAD_REQUEST', `inputs do not match the model: missing [${missing}] unknown [${unknown}]; the model takes [${session.inputNames}]`);
+    }
+    const feeds = {};
+    for (const [name, t] of Object.entries(tensors)) feeds[name] = new this.ort.Tensor(t.dtype, t.data, t.shape);
+    const wanted = header.data && header.data.output_names;
+    const run = async () => {
+      if (this.cancelled.delete(header.id)) throw new RuntimeError('CANCELLED', 'cancelled before it ran');
+      this.busy += 1;
+      try {
+        const t0 = now();
+        const out = wanted ? await session.run(feeds, wanted) : await session.run(feeds);
+        const pageMs = now() - t0;
+        const result = {};
+        for (const [name, tensor] of Object.entries(out)) {
+          const data = tensor.location && tensor.location !== 'cpu' ? await tensor.getData(true) : tensor.data;
+          // fp16 may come back as Float16Array where the engine has one: ship the raw bits.
+          const raw = tensor.type === 'float16' && !(data instanceof Uint16Array)
+            ? new Uint16Array(data.buffer, data.byteOffset, data.length) : data;
+          result[name] = { dtype: tensor.type, shape: tensor.dims, data: raw };
+        }
+        return { pageMs, result };
+      } finally {
+        this.busy -= 1;
+      }
+    };
+    const job = this.queue.then(run, run);
+    this.queue = job.catch(() => {});
+    const { pageMs, result } = await job;
+    if (this.cancelled.delete(header.id)) return;
+    this.send(encodeBinary({ id: header.id, type: 'result', model_name: header.model_name,
+      data: { page_ms: pageMs, backend: entry.backend } }, result));
+  }
+}
