@@ -1,0 +1,85 @@
+"""The metrics schema and its migrations.
+
+``schema_version`` holds one row per applied migration.  Migrations are
+append-only: never edit a shipped one, add the next number.  ``COLUMNS`` is the
+current shape of every record table, in insert order, with the DuckDB type used
+to cast the columnar batch (see :mod:`webaccel.metrics.db`).
+
+Record tables have no keys or constraints on purpose: a constraint violation
+would fail a whole batched flush.  ``ts`` is UTC (naive ``TIMESTAMP``).
+JSON-valued columns are ``VARCHAR`` holding JSON text.
+"""
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "initial record tables",
+        [
+            """CREATE TABLE runs (
+                ts TIMESTAMP, run_id VARCHAR, kind VARCHAR, host VARCHAR, pid INTEGER,
+                version VARCHAR, info VARCHAR)""",
+            """CREATE TABLE workers (
+                ts TIMESTAMP, run_id VARCHAR, worker_id VARCHAR, browser VARCHAR,
+                browser_version VARCHAR, backends VARCHAR, adapter VARCHAR,
+                is_fallback BOOLEAN, info VARCHAR)""",
+            """CREATE TABLE model_loads (
+                ts TIMESTAMP, run_id VARCHAR, model VARCHAR, cid VARCHAR, variant VARCHAR,
+                precision VARCHAR, backend VARCHAR, worker_id VARCHAR, bytes BIGINT,
+                tier VARCHAR, ms DOUBLE, ok BOOLEAN, error_code VARCHAR)""",
+            """CREATE TABLE inferences (
+                ts TIMESTAMP, run_id VARCHAR, model VARCHAR, worker_id VARCHAR,
+                browser VARCHAR, backend VARCHAR, precision VARCHAR, batch INTEGER,
+                queue_wait_ms DOUBLE, page_ms DOUBLE, round_trip_ms DOUBLE,
+                retries INTEGER, ok BOOLEAN, error_code VARCHAR)""",
+            """CREATE TABLE fetches (
+                ts TIMESTAMP, run_id VARCHAR, cid VARCHAR, peer VARCHAR, bytes BIGINT,
+                ms DOUBLE, tier VARCHAR, ok BOOLEAN, error_code VARCHAR)""",
+            """CREATE TABLE variants (
+                ts TIMESTAMP, run_id VARCHAR, model VARCHAR, variant VARCHAR,
+                precision VARCHAR, bytes BIGINT, metric VARCHAR, accuracy DOUBLE,
+                latency_ms DOUBLE, cid VARCHAR)""",
+            """CREATE TABLE benchmarks (
+                ts TIMESTAMP, run_id VARCHAR, benchmark VARCHAR, ratio DOUBLE,
+                ratio_is VARCHAR, better VARCHAR, unavailable VARCHAR, error VARCHAR,
+                figures VARCHAR, hardware VARCHAR, versions VARCHAR, record VARCHAR)""",
+            # Spool files already merged, so a crash between commit and unlink
+            # never ingests one twice (see webaccel.metrics.writer).
+            "CREATE TABLE spool_ingested (ts TIMESTAMP, name VARCHAR)",
+        ],
+    ),
+]
+
+LATEST = MIGRATIONS[-1][0]
+
+COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "runs": [("ts", "TIMESTAMP"), ("run_id", "VARCHAR"), ("kind", "VARCHAR"),
+             ("host", "VARCHAR"), ("pid", "INTEGER"), ("version", "VARCHAR"),
+             ("info", "VARCHAR")],
+    "workers": [("ts", "TIMESTAMP"), ("run_id", "VARCHAR"), ("worker_id", "VARCHAR"),
+                ("browser", "VARCHAR"), ("browser_version", "VARCHAR"), ("backends", "VARCHAR"),
+                ("adapter", "VARCHAR"), ("is_fallback", "BOOLEAN"), ("info", "VARCHAR")],
+    "model_loads": [("ts", "TIMESTAMP"), ("run_id", "VARCHAR"), ("model", "VARCHAR"),
+                    ("cid", "VARCHAR"), ("variant", "VARCHAR"), ("precision", "VARCHAR"),
+                    ("backend", "VARCHAR"), ("worker_id", "VARCHAR"), ("bytes", "BIGINT"),
+                    ("tier", "VARCHAR"), ("ms", "DOUBLE"), ("ok", "BOOLEAN"),
+                    ("error_code", "VARCHAR")],
+    "inferences": [("ts", "TIMESTAMP"), ("run_id", "VARCHAR"), ("model", "VARCHAR"),
+                   ("worker_id", "VARCHAR"), ("browser", "VARCHAR"), ("backend", "VARCHAR"),
+                   ("precision", "VARCHAR"), ("batch", "INTEGER"), ("queue_wait_ms", "DOUBLE"),
+                   ("page_ms", "DOUBLE"), ("round_trip_ms", "DOUBLE"), ("retries", "INTEGER"),
+                   ("ok", "BOOLEAN"), ("error_code", "VARCHAR")],
+    "fetches": [("ts", "TIMESTAMP"), ("run_id", "VARCHAR"), ("cid", "VARCHAR"),
+                ("peer", "VARCHAR"), ("bytes", "BIGINT"), ("ms", "DOUBLE"), ("tier", "VARCHAR"),
+                ("ok", "BOOLEAN"), ("error_code", "VARCHAR")],
+    "variants": [("ts", "TIMESTAMP"), ("run_id", "VARCHAR"), ("model", "VARCHAR"),
+                 ("variant", "VARCHAR"), ("precision", "VARCHAR"), ("bytes", "BIGINT"),
+                 ("metric", "VARCHAR"), ("accuracy", "DOUBLE"), ("latency_ms", "DOUBLE"),
+                 ("cid", "VARCHAR")],
+    "benchmarks": [("ts", "TIMESTAMP"), ("run_id", "VARCHAR"), ("benchmark", "VARCHAR"),
+                   ("ratio", "DOUBLE"), ("ratio_is", "VARCHAR"), ("better", "VARCHAR"),
+                   ("unavailable", "VARCHAR"), ("error", "VARCHAR"), ("figures", "VARCHAR"),
+                   ("hardware", "VARCHAR"), ("versions", "VARCHAR"), ("record", "VARCHAR")],
+}
+
+RECORD_TABLES = tuple(COLUMNS)

@@ -1,0 +1,324 @@
+"""The metrics recorder: every run, worker, model load, inference, fetch,
+precision variant and benchmark, batched into DuckDB.
+
+Usage (pool, API, content code)::
+
+    store = MetricsStore()                       # $WEBACCEL_HOME/metrics.duckdb
+    run_id = store.record_run_start("server", info={"port": 8700})
+    store.record_worker("w1", "chromium", version="156.0", backends=["wasm", "webgpu"],
+                        adapter={"vendor": "google", "architecture": "swiftshader"},
+                        is_fallback=True)
+    store.record_model_load("minilm", ms=812.0, cid="bafy...", variant="fp16",
+                            precision="fp16", backend="wasm", worker_id="w1",
+                            nbytes=45_700_000, tier="network")
+    store.record_inference("minilm", round_trip_ms=19.2, worker_id="w1", browser="chromium",
+                           backend="wasm", precision="fp32", batch=1, queue_wait_ms=0.3,
+                           page_ms=17.0, retries=0, error_code=None)
+    store.record_fetch("bafy...", nbytes=262144, ms=3.1, tier="disk", peer=None)
+    store.record_variant("minilm", "int8", nbytes=23_000_000, metric="cosine", accuracy=0.988)
+    store.record_benchmark(result_dict, better="lower")
+    store.get_metrics()          # live figures (see webaccel.metrics.live)
+    store.query("SELECT ...")    # list of dicts, after flushing this process's records
+    store.close()
+
+``record_*`` never blocks on I/O: it appends to the writer's buffer and
+updates the Prometheus metrics (``store.prom``) and live figures
+(``store.live``).  ``error_code`` is a :class:`webaccel.errors.ErrorCode`
+value (or None for success); ``ok`` is derived from it.  A model load's or
+fetch's ``tier`` names where the bytes came from: ``memory``, ``disk``,
+``browser-cache`` (local) or ``peer``, ``gateway``, ``network`` (remote; see
+:data:`NETWORK_TIERS`).
+
+Several processes may use the same file at once (a server, ``webaccel
+bench``, ``webaccel report``): see :mod:`webaccel.metrics.db` and
+:mod:`webaccel.metrics.writer` for how lock conflicts are waited out or
+spooled instead of failing.
+"""
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import json
+import os
+import socket
+import time
+import uuid
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from webaccel import __version__, paths
+from webaccel.metrics import db
+from webaccel.metrics.live import LiveStats
+from webaccel.metrics.prom import PromMetrics
+from webaccel.metrics.writer import Writer, spool_dir
+
+DEFAULT_FILENAME = "metrics.duckdb"
+NETWORK_TIERS = frozenset({"network", "peer", "gateway", "origin", "remote"})
+
+_OPEN: weakref.WeakSet[MetricsStore] = weakref.WeakSet()
+
+
+def default_path() -> Path:
+    """``$WEBACCEL_METRICS_DB`` if set, else ``$WEBACCEL_HOME/metrics.duckdb``."""
+    env = os.environ.get("WEBACCEL_METRICS_DB")
+    return Path(env) if env else paths.home() / DEFAULT_FILENAME
+
+
+def _code(error_code: Any) -> str | None:
+    if error_code is None:
+        return None
+    code = getattr(error_code, "code", error_code)  # accept an exception with a .code
+    return str(code)
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, default=str, sort_keys=True)
+
+
+class MetricsStore:
+    """Recorder and query front of one DuckDB metrics file (see module docstring)."""
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        interval: float = 1.0,
+        lock_wait: float = 0.5,
+        read_timeout: float = 30.0,
+        prom: PromMetrics | None = None,
+    ) -> None:
+        self.path = Path(path) if path is not None else default_path()
+        self.read_timeout = read_timeout
+        self.prom = prom or PromMetrics()
+        self.live = LiveStats()
+        self.run_id = uuid.uuid4().hex[:16]
+        self._writer = Writer(self.path, interval=interval, lock_wait=lock_wait)
+        self.prom.store_stats = self.stats
+        self._closed = False
+        _OPEN.add(self)
+
+    # -- recording (hot path: no I/O) ---------------------------------------------
+    def record_run_start(self, kind: str, info: Mapping[str, Any] | None = None) -> str:
+        """Start a new run (``server``, ``bench``, ``api``, ...); later records carry its id."""
+        self.run_id = uuid.uuid4().hex[:16]
+        self._writer.submit("runs", (db.utcnow(), self.run_id, kind, socket.gethostname(),
+                                     os.getpid(), __version__, _json(dict(info or {}))))
+        return self.run_id
+
+    def record_worker(
+        self,
+        worker_id: str,
+        browser: str,
+        *,
+        version: str | None = None,
+        backends: Sequence[str] = (),
+        adapter: Mapping[str, Any] | None = None,
+        is_fallback: bool | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._writer.submit("workers", (db.utcnow(), self.run_id, worker_id, browser, version,
+                                        _json(list(backends)), _json(adapter), is_fallback,
+                                        _json(info)))
+
+    def record_model_load(
+        self,
+        model: str,
+        *,
+        ms: float,
+        cid: str | None = None,
+        variant: str | None = None,
+        precision: str | None = None,
+        backend: str | None = None,
+        worker_id: str | None = None,
+        nbytes: int | None = None,
+        tier: str | None = None,
+        error_code: Any = None,
+    ) -> None:
+        code = _code(error_code)
+        self._writer.submit("model_loads", (db.utcnow(), self.run_id, model, cid, variant,
+                                            precision, backend, worker_id, nbytes, tier,
+                                            float(ms), code is None, code))
+        self.prom.model_load(model=model, tier=tier, ms=ms, nbytes=nbytes, error_code=code)
+        self.live.load(tier=tier, nbytes=nbytes, ms=ms, ok=code is None)
+
+    def record_inference(
+        self,
+        model: str,
+        *,
+        round_trip_ms: float,
+        worker_id: str | None = None,
+        browser: str | None = None,
+        backend: str | None = None,
+        precision: str | None = None,
+        batch: int = 1,
+        queue_wait_ms: float | None = None,
+        page_ms: float | None = None,
+        retries: int = 0,
+        error_code: Any = None,
+    ) -> None:
+        code = _code(error_code)
+        self._writer.submit("inferences", (db.utcnow(), self.run_id, model, worker_id, browser,
+                                           backend, precision, int(batch), queue_wait_ms,
+                                           page_ms, float(round_trip_ms), int(retries),
+                                           code is None, code))
+        self.prom.inference(model=model, backend=backend, round_trip_ms=round_trip_ms,
+                            queue_wait_ms=queue_wait_ms, page_ms=page_ms, error_code=code)
+        self.live.inference(end=time.time(), model=model, worker_id=worker_id, browser=browser,
+                            backend=backend, precision=precision, batch=int(batch),
+                            round_trip_ms=float(round_trip_ms), queue_wait_ms=queue_wait_ms,
+                            page_ms=page_ms, retries=int(retries), error_code=code)
+
+    def record_fetch(
+        self,
+        cid: str,
+        *,
+        nbytes: int | None,
+        ms: float,
+        tier: str | None = None,
+        peer: str | None = None,
+        error_code: Any = None,
+    ) -> None:
+        code = _code(error_code)
+        self._writer.submit("fetches", (db.utcnow(), self.run_id, cid, peer, nbytes, float(ms),
+                                        tier, code is None, code))
+        self.prom.fetch(tier=tier, nbytes=nbytes, error_code=code)
+        self.live.fetch(tier=tier, nbytes=nbytes, ms=ms, ok=code is None)
+
+    def record_variant(
+        self,
+        model: str,
+        variant: str,
+        *,
+        nbytes: int,
+        precision: str | None = None,
+        metric: str | None = None,
+        accuracy: float | None = None,
+        latency_ms: float | None = None,
+        cid: str | None = None,
+    ) -> None:
+        """A precision variant's size and its accuracy against fp32 (``metric``: e.g. cosine)."""
+        self._writer.submit("variants", (db.utcnow(), self.run_id, model, variant,
+                                         precision or variant, nbytes, metric, accuracy,
+                                         latency_ms, cid))
+
+    def record_benchmark(self, result: Mapping[str, Any], *, better: str | None = None) -> None:
+        """Store one benchmark line as printed by ``webaccel bench`` (see webaccel.bench.runner)."""
+        at = result.get("at")
+        ts = db.utcnow()
+        if isinstance(at, str):
+            try:
+                parsed = dt.datetime.fromisoformat(at)
+                ts = parsed.astimezone(dt.UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+            except ValueError:
+                pass
+        ratio = result.get("ratio")
+        self._writer.submit("benchmarks", (
+            ts, self.run_id, str(result["benchmark"]),
+            float(ratio) if isinstance(ratio, int | float) else None,
+            result.get("ratio_is"), better or result.get("better"), result.get("unavailable"),
+            result.get("error"), _json(result.get("figures")), _json(result.get("hardware")),
+            _json(result.get("versions")), _json(dict(result)),
+        ))
+
+    # -- durability ---------------------------------------------------------------
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Make every record so far durable (committed, or spooled if the file is locked)."""
+        return self._writer.flush(timeout)
+
+    def close(self) -> None:
+        """Flush and stop the writer thread (waits up to ~10 s for a locked file, then spools)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close()
+        _OPEN.discard(self)
+
+    def __enter__(self) -> MetricsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stats(self) -> dict[str, Any]:
+        w = self._writer
+        return {
+            "path": str(self.path),
+            "pending": w.pending,
+            "committed_rows": w.committed_rows,
+            "spooled_rows": w.spooled_rows,
+            "merged_spool_files": w.merged_spool_files,
+            "flushes": w.flushes,
+            "last_flush_at": w.last_flush_at,
+            "last_flush_s": w.last_flush_s,
+            "last_error": w.last_error,
+            "writer_alive": w.alive and not self._closed,
+            "spool_files": len(list(spool_dir(self.path).glob("*.jsonl")))
+            if spool_dir(self.path).exists() else 0,
+        }
+
+    # -- reading ------------------------------------------------------------------
+    def get_metrics(self) -> dict[str, Any]:
+        """This process's live figures: ``aggregate`` / ``models`` / ``workers`` / ``loads`` ..."""
+        return self.live.snapshot()
+
+    def recent(self, n: int = 100) -> list[dict[str, Any]]:
+        return self.live.recent(n)
+
+    def query(self, sql: str, params: Sequence[Any] | None = None, *,
+              flush: bool = True) -> list[dict[str, Any]]:
+        """Run a read-only query on the file (after making this process's records durable)."""
+        if flush and not self._closed:
+            self.flush()
+        return read_query(self.path, sql, params, timeout=self.read_timeout)
+
+    def tables(self) -> dict[str, list[dict[str, Any]]]:
+        """Every row of every record table (for tests and small exports)."""
+        from webaccel.metrics.schema import RECORD_TABLES
+
+        return {t: self.query(f"SELECT * FROM {t} ORDER BY ts") for t in RECORD_TABLES}
+
+
+def read_query(path: str | Path, sql: str, params: Sequence[Any] | None = None, *,
+               timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Read-only query on a metrics file another process may be writing.
+
+    Merges pending spool files first when the file can be opened for writing
+    within a moment, so records spooled by a process that met a lock are seen.
+    An empty or missing file reads as empty tables (the schema is created).
+    """
+    path = Path(path)
+    ensure_schema(path, timeout=timeout)
+    with db.connect(path, read_only=True, timeout=timeout) as con:
+        return db.fetch_dicts(con, sql, params)
+
+
+def ensure_schema(path: Path, *, timeout: float = 30.0) -> None:
+    """Create/migrate the file and merge spooled records, if it needs either."""
+    needs_spool = spool_dir(path).exists() and any(spool_dir(path).glob("*.jsonl"))
+    if path.exists() and not needs_spool:
+        with db.connect(path, read_only=True, timeout=timeout) as con:
+            from webaccel.metrics.schema import LATEST
+
+            if db.schema_version(con) >= LATEST:
+                return
+    # A writer with nothing of its own to write creates, migrates and merges.
+    w = Writer(path, interval=3600, lock_wait=timeout)
+    try:
+        w.flush(timeout, force=True)
+    finally:
+        w.close()
+
+
+def iter_rows(path: str | Path, tables: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    return {t: read_query(path, f"SELECT * FROM {t} ORDER BY ts") for t in tables}
+
+
+@atexit.register
+def _close_all() -> None:
+    for store in list(_OPEN):
+        try:
+            store.close()
+        except Exception:
+            pass
