@@ -1,0 +1,1 @@
+"""Model registry, import to ONNX, pre/post-processing per task and precision variants."""

