@@ -1,0 +1,14 @@
+"""Content addressing for model weights: Kubo-identical CIDs, verified block
+tiers, CAR, a trustless gateway and a multi-source fetcher.
+
+Modules (pure logic has no I/O):
+
+* ``cid``, ``pb``, ``importer``, ``dag``, ``car`` — pure: CIDs, dag-pb/UnixFS,
+  DAG building and walking, CAR framing.
+* ``add``, ``blockstore``, ``store`` — files and the memory/disk/network tiers.
+* ``gateway`` — ``GET/HEAD /ipfs/{cid}`` (IPFS trustless gateway spec).
+* ``fetcher`` — parallel, verified block fetching from many peers.
+* ``names``, ``replication``, ``cluster`` — model names and versions, pushes
+  to peers, availability checks, IPFS Cluster REST adapter.
+* ``cli`` — ``webaccel add|cat|get|pin|car`` and ``models publish``.
+"""

@@ -1,0 +1,65 @@
+"""Errors of the content layer (CIDs, blocks, DAGs, CAR, gateway, fetcher).
+
+::
+
+    WebAccelError
+    ├── BadRequestError                    BAD_REQUEST
+    │   ├── InvalidCIDError                the text/bytes are not a CID we can use
+    │   ├── DecodeError                    bytes are not valid dag-pb / UnixFS / CAR
+    │   ├── UnsupportedFormatError         a gateway format/Accept we do not serve (HTTP 406)
+    │   └── InvalidPathError               a path below a CID does not resolve (HTTP 404 at the gateway)
+    ├── NotFoundError                      NOT_FOUND
+    │   └── BlockNotFoundError             no tier and no peer has the block
+    ├── TimeoutError_                      TIMEOUT
+    │   └── FetchTimeoutError              peers did not answer in time
+    └── ContentError                       INTERNAL
+        ├── CorruptBlockError              bytes do not hash to their CID (never stored, never used)
+        ├── UnsupportedDagError            valid data we do not handle (e.g. HAMT directories)
+        └── ReplicationError               a push/pin to a peer or IPFS Cluster failed
+
+The gateway maps these to HTTP status codes in one place
+(:func:`webaccel.content.gateway.error_response`).
+"""
+from __future__ import annotations
+
+from webaccel.errors import BadRequestError, NotFoundError, TimeoutError_, WebAccelError
+
+
+class ContentError(WebAccelError):
+    """Base of content-layer errors that are not the caller's fault."""
+
+
+class InvalidCIDError(BadRequestError):
+    """Not a CID (or a CID with a codec/hash we cannot verify)."""
+
+
+class DecodeError(BadRequestError):
+    """Bytes that should be dag-pb, UnixFS or CAR are malformed or truncated."""
+
+
+class UnsupportedFormatError(BadRequestError):
+    """A response format (Accept / ?format=) the gateway does not produce."""
+
+
+class InvalidPathError(BadRequestError):
+    """A path under a root CID names no entry."""
+
+
+class BlockNotFoundError(NotFoundError):
+    """No tier (memory, disk, peers) has the block."""
+
+
+class FetchTimeoutError(TimeoutError_):
+    """Peers did not deliver a block in time, after retries."""
+
+
+class CorruptBlockError(ContentError):
+    """Bytes from outside that do not hash to the CID they were asked for."""
+
+
+class UnsupportedDagError(ContentError):
+    """A valid DAG shape that webaccel does not handle (HAMT-sharded directories)."""
+
+
+class ReplicationError(ContentError):
+    """Pushing blocks to a peer or pinning in IPFS Cluster failed."""
