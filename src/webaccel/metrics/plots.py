@@ -1,0 +1,161 @@
+"""PNG plots for the report (matplotlib, Agg backend, no display needed).
+
+Each function takes plain rows (dicts from the store) and a target path, and
+returns the path, or None when there is nothing to draw.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _log_if_wide(ax: Any, values: Sequence[float]) -> None:
+    positive = [v for v in values if v and v > 0]
+    if positive and max(positive) / min(positive) > 30:
+        ax.set_yscale("log")
+
+
+def latency_by_backend(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """rows: model, backend, precision, n, p10, p50, p90 (ms). Grouped bars, p10-p90 whiskers."""
+    if not rows:
+        return None
+    groups = sorted({(r["model"], r["backend"]) for r in rows})
+    precisions = sorted({r["precision"] for r in rows})
+    width = 0.8 / len(precisions)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(groups) + 2), 4.2))
+    values = []
+    for j, prec in enumerate(precisions):
+        xs, ys, lo, hi = [], [], [], []
+        for i, g in enumerate(groups):
+            r = next((r for r in rows if (r["model"], r["backend"]) == g and r["precision"] == prec),
+                     None)
+            if r is None:
+                continue
+            xs.append(i - 0.4 + width * (j + 0.5))
+            ys.append(r["p50"])
+            lo.append(max(0.0, r["p50"] - r["p10"]))
+            hi.append(max(0.0, r["p90"] - r["p50"]))
+            values += [r["p10"], r["p90"]]
+        bars = ax.bar(xs, ys, width * 0.92, yerr=[lo, hi], capsize=3, label=prec,
+                      color=COLORS[j % len(COLORS)])
+        ax.bar_label(bars, labels=[f"{y:.3g}" for y in ys], fontsize=8, padding=2)
+    ax.set_xticks(range(len(groups)), [f"{m}\n{b}" for m, b in groups])
+    ax.set_ylabel("round trip, ms (median, p10–p90)")
+    ax.set_title("Inference latency by backend and precision")
+    _log_if_wide(ax, values)
+    ax.legend(title="precision", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def throughput_vs_workers(runs: list[dict[str, Any]], series: dict[str, dict[int, float]],
+                          path: Path) -> Path | None:
+    """runs: workers, throughput (items/s) per recorded run; series: benchmark curves."""
+    if not runs and not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    if runs:
+        ax.scatter([r["workers"] for r in runs], [r["throughput"] for r in runs], color=COLORS[0],
+                   label="recorded runs", zorder=3)
+    for k, (name, pts) in enumerate(sorted(series.items())):
+        xs = sorted(pts)
+        ax.plot(xs, [pts[x] for x in xs], marker="o", color=COLORS[(k + 1) % len(COLORS)],
+                label=name)
+    ax.set_xlabel("workers")
+    ax.set_ylabel("throughput, items/s")
+    ax.set_title("Throughput vs workers")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def load_time_by_tier(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """rows: tier, n, p10, p50, p90 (ms)."""
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) + 2), 4.2))
+    xs = range(len(rows))
+    ys = [r["p50"] for r in rows]
+    bars = ax.bar(xs, ys, 0.6, color=[COLORS[i % len(COLORS)] for i in xs],
+                  yerr=[[max(0.0, r["p50"] - r["p10"]) for r in rows],
+                        [max(0.0, r["p90"] - r["p50"]) for r in rows]], capsize=4)
+    ax.bar_label(bars, labels=[f"{y:.3g} ms\nn={r['n']}" for y, r in zip(ys, rows, strict=True)],
+                 fontsize=8, padding=2)
+    ax.set_xticks(list(xs), [r["tier"] for r in rows])
+    ax.set_ylabel("model load, ms (median, p10–p90)")
+    ax.set_title("Model load time by cache tier")
+    _log_if_wide(ax, [v for r in rows for v in (r["p10"], r["p90"])])
+    ax.grid(axis="y", alpha=0.3)
+    ax.margins(y=0.15)
+    return _save(fig, path)
+
+
+def accuracy_vs_size(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """rows: model, variant, bytes, accuracy, metric."""
+    rows = [r for r in rows if r.get("accuracy") is not None and r.get("bytes")]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    models = sorted({r["model"] for r in rows})
+    for k, model in enumerate(models):
+        pts = sorted((r for r in rows if r["model"] == model), key=lambda r: r["bytes"])
+        xs = [r["bytes"] / 1e6 for r in pts]
+        ys = [r["accuracy"] for r in pts]
+        ax.plot(xs, ys, marker="o", linestyle=":", color=COLORS[k % len(COLORS)], label=model)
+        for r, x, y in zip(pts, xs, ys, strict=True):
+            ax.annotate(r["variant"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    metrics = sorted({str(r.get("metric") or "accuracy") for r in rows})
+    ax.set_xlabel("size, MB")
+    ax.set_ylabel(f"{' / '.join(metrics)} vs fp32")
+    ax.set_title("Accuracy vs size per precision variant")
+    lo = min(r["accuracy"] for r in rows)
+    hi = max(r["accuracy"] for r in rows)
+    pad = max((hi - lo) * 0.15, 1e-4)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def benchmark_ratios(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """rows: benchmark, ratio, better, ratio_is (latest result each)."""
+    rows = [r for r in rows if r.get("ratio") is not None and math.isfinite(r["ratio"])]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(rows) + 1.6))
+    ys = range(len(rows))
+    ratios = [r["ratio"] for r in rows]
+    bars = ax.barh(list(ys), ratios, color=[COLORS[i % len(COLORS)] for i in ys])
+    ax.bar_label(bars, labels=[f"{v:.3g}× ({r.get('better') or '?'} is better)"
+                               for v, r in zip(ratios, rows, strict=True)], fontsize=8, padding=3)
+    ax.set_yticks(list(ys), [r["benchmark"] for r in rows])
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    positive = [v for v in ratios if v > 0]
+    if positive and max(positive) / min(positive) > 30:
+        ax.set_xscale("log")
+    ax.set_xlim(right=max(ratios) * (3 if ax.get_xscale() == "log" else 1.35))
+    ax.set_xlabel("ratio (see the table for what over what)")
+    ax.set_title("Benchmarks, latest run")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)

@@ -1,0 +1,372 @@
+"""``webaccel report``: Markdown and static HTML, with PNG plots, from the store.
+
+    report = build_report(path_or_store, out_dir)
+    report.markdown, report.html, report.plots  # paths
+
+Sections (each says "no data yet" when its tables are empty): benchmarks
+(latest result of each, with a ratio chart), latency by backend and
+precision, throughput vs workers, model load time by cache tier, accuracy vs
+size per precision variant, efficiency (cache hit rate by tier, network bytes
+of repeated model loads with and without caching, browser connections with
+pooling vs one per request), and workers seen.
+
+The report reads the file read-only, so it runs beside a server that is
+writing it (see :mod:`webaccel.metrics.db`).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from webaccel.metrics import plots
+from webaccel.metrics.store import NETWORK_TIERS, MetricsStore, read_query
+
+NO_DATA = "no data yet"
+
+
+@dataclass
+class Section:
+    title: str
+    intro: str = ""
+    plot: Path | None = None
+    headers: list[str] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    key: str = ""
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    markdown: Path
+    html: Path
+    plots: dict[str, Path]
+    sections: list[Section]
+    data: dict[str, Any]
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+            return f"{v:.3g}"
+        return f"{v:.4g}" if abs(v) < 10 else f"{v:,.1f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, dt.datetime):
+        return v.strftime("%Y-%m-%d %H:%M:%S")
+    return str(v)
+
+
+def _mb(n: Any) -> float | None:
+    return None if n is None else n / 1e6
+
+
+class _Reader:
+    def __init__(self, source: MetricsStore | str | Path) -> None:
+        self.store = source if isinstance(source, MetricsStore) else None
+        self.path = source.path if isinstance(source, MetricsStore) else Path(source)
+        if self.store is not None:
+            self.store.flush()
+
+    def q(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        return read_query(self.path, sql, params)
+
+
+def _latest_benchmarks(r: _Reader) -> list[dict[str, Any]]:
+    return r.q("""SELECT * FROM benchmarks
+                  QUALIFY row_number() OVER (PARTITION BY benchmark ORDER BY ts DESC) = 1
+                  ORDER BY benchmark""")
+
+
+def _figure_summary(figures: dict[str, Any], limit: int = 6) -> str:
+    parts = []
+    for k, v in figures.items():
+        if isinstance(v, dict) and "median" in v:
+            parts.append(f"{k}: {_fmt(v['median'])} (p10 {_fmt(v.get('p10'))}, "
+                         f"p90 {_fmt(v.get('p90'))}, n={v.get('n')})")
+        elif isinstance(v, int | float | str) and not isinstance(v, bool):
+            parts.append(f"{k}: {_fmt(v)}")
+        if len(parts) >= limit:
+            break
+    return "; ".join(parts)
+
+
+def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) -> Report:
+    from webaccel.metrics.store import default_path
+
+    r = _Reader(source if source is not None else default_path())
+    out = Path(out_dir)
+    plot_dir = out / "plots"
+    if plot_dir.exists():
+        shutil.rmtree(plot_dir)  # no stale plot may survive a report without its data
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    made: dict[str, Path] = {}
+    sections: list[Section] = []
+    data: dict[str, Any] = {}
+
+    def plot(key: str, p: Path | None) -> Path | None:
+        if p is not None:
+            made[key] = p
+        return p
+
+    # -- benchmarks -------------------------------------------------------------------
+    bench = _latest_benchmarks(r)
+    data["benchmarks"] = bench
+    s = Section("Benchmarks", "Latest result of each benchmark (`webaccel bench`); ratio is "
+                "measured against a baseline in the same run.", key="benchmarks")
+    s.plot = plot("benchmarks", plots.benchmark_ratios(bench, plot_dir / "benchmarks.png"))
+    s.headers = ["benchmark", "ratio", "ratio is", "better", "figures", "at"]
+    for b in bench:
+        if b["ratio"] is not None:
+            figs = json.loads(b["figures"] or "{}")
+            s.rows.append([b["benchmark"], b["ratio"], b["ratio_is"], b["better"],
+                           _figure_summary(figs), b["ts"]])
+        else:
+            why = f"unavailable: {b['unavailable']}" if b["unavailable"] else f"error: {b['error']}"
+            s.rows.append([b["benchmark"], None, b["ratio_is"], b["better"], why, b["ts"]])
+    sections.append(s)
+
+    # -- latency by backend and precision ---------------------------------------------------
+    lat = r.q("""SELECT coalesce(model, '?') AS model, coalesce(backend, '?') AS backend,
+                        coalesce(precision, '?') AS precision, count(*) AS n,
+                        quantile_cont(round_trip_ms, 0.1) AS p10, median(round_trip_ms) AS p50,
+                        quantile_cont(round_trip_ms, 0.9) AS p90, avg(page_ms) AS page_ms,
+                        avg(queue_wait_ms) AS queue_wait_ms, sum(batch) AS items
+                 FROM inferences WHERE ok GROUP BY ALL ORDER BY model, backend, precision""")
+    errs = r.q("""SELECT error_code, count(*) AS n FROM inferences WHERE NOT ok
+                  GROUP BY ALL ORDER BY n DESC""")
+    data["latency"], data["inference_errors"] = lat, errs
+    s = Section("Latency by backend and precision", "Round trip as seen by the SDK, per "
+                "successful inference; page time is measured inside the page.", key="latency")
+    s.plot = plot("latency", plots.latency_by_backend(lat, plot_dir / "latency_by_backend.png"))
+    s.headers = ["model", "backend", "precision", "n", "p10 ms", "median ms", "p90 ms",
+                 "page ms (avg)", "queue wait ms (avg)"]
+    s.rows = [[x["model"], x["backend"], x["precision"], x["n"], x["p10"], x["p50"], x["p90"],
+               x["page_ms"], x["queue_wait_ms"]] for x in lat]
+    s.notes = [f"failed inferences: {e['error_code']} × {e['n']}" for e in errs]
+    sections.append(s)
+
+    # -- throughput vs workers --------------------------------------------------------------
+    runs = r.q("""SELECT run_id, count(DISTINCT worker_id) AS workers, sum(batch) AS items,
+                         count(*) AS n, min(epoch_ms(ts) - round_trip_ms) AS start_ms,
+                         max(epoch_ms(ts)) AS end_ms
+                  FROM inferences WHERE ok AND worker_id IS NOT NULL
+                  GROUP BY run_id HAVING count(*) >= 2 ORDER BY workers""")
+    tput = []
+    for x in runs:
+        span = (x["end_ms"] - x["start_ms"]) / 1000.0
+        if span > 0:
+            tput.append({"run_id": x["run_id"], "workers": x["workers"], "items": x["items"],
+                         "seconds": span, "throughput": x["items"] / span})
+    series: dict[str, dict[int, float]] = {}
+    for b in bench:
+        figs = json.loads(b["figures"] or "{}")
+        tvw = figs.get("throughput_vs_workers")
+        if isinstance(tvw, dict):
+            try:
+                series[b["benchmark"]] = {int(k): float(v) for k, v in tvw.items()}
+            except (TypeError, ValueError):
+                pass
+    data["throughput"], data["throughput_series"] = tput, series
+    s = Section("Throughput vs workers", "Items per second over each run's busy window "
+                "(first request start to last completion), against the workers that served it; "
+                "benchmark curves come from `throughput_vs_workers` in their figures.",
+                key="throughput")
+    s.plot = plot("throughput",
+                  plots.throughput_vs_workers(tput, series, plot_dir / "throughput_vs_workers.png"))
+    s.headers = ["source", "workers", "items", "seconds", "items/s"]
+    s.rows = [[f"run {x['run_id']}", x["workers"], x["items"], x["seconds"], x["throughput"]]
+              for x in tput]
+    s.rows += [[name, w, None, None, v] for name, pts in sorted(series.items())
+               for w, v in sorted(pts.items())]
+    sections.append(s)
+
+    # -- load time by cache tier ------------------------------------------------------------
+    loads = r.q("""SELECT coalesce(tier, 'unknown') AS tier, count(*) AS n,
+                          quantile_cont(ms, 0.1) AS p10, median(ms) AS p50,
+                          quantile_cont(ms, 0.9) AS p90, sum(bytes) AS bytes
+                   FROM model_loads WHERE ok GROUP BY ALL ORDER BY p50""")
+    data["loads"] = loads
+    s = Section("Model load time by cache tier", "Time from load request to a ready session, "
+                "by where the model bytes came from.", key="loads")
+    s.plot = plot("loads", plots.load_time_by_tier(loads, plot_dir / "load_time_by_tier.png"))
+    s.headers = ["tier", "loads", "p10 ms", "median ms", "p90 ms", "MB"]
+    s.rows = [[x["tier"], x["n"], x["p10"], x["p50"], x["p90"], _mb(x["bytes"])] for x in loads]
+    sections.append(s)
+
+    # -- accuracy vs size -------------------------------------------------------------------
+    variants = r.q("""SELECT model, variant, precision, bytes, metric, accuracy, latency_ms
+                      FROM variants
+                      QUALIFY row_number() OVER (PARTITION BY model, variant ORDER BY ts DESC) = 1
+                      ORDER BY model, bytes DESC""")
+    for b in bench:  # a precision benchmark may carry its variants in its figures
+        figs = json.loads(b["figures"] or "{}")
+        vs = figs.get("variants")
+        if isinstance(vs, dict):
+            for name, v in vs.items():
+                if isinstance(v, dict) and v.get("bytes"):
+                    variants.append({"model": f"{b['benchmark']} benchmark", "variant": name,
+                                     "precision": name, "bytes": v["bytes"],
+                                     "metric": v.get("metric"), "accuracy": v.get("accuracy"),
+                                     "latency_ms": v.get("latency_ms")})
+    data["variants"] = variants
+    s = Section("Accuracy vs size per variant", "Each precision variant's size and its "
+                "accuracy against the fp32 model's outputs.", key="variants")
+    s.plot = plot("variants", plots.accuracy_vs_size(variants, plot_dir / "accuracy_vs_size.png"))
+    s.headers = ["model", "variant", "MB", "metric", "accuracy", "latency ms"]
+    s.rows = [[v["model"], v["variant"], _mb(v["bytes"]), v["metric"], v["accuracy"],
+               v["latency_ms"]] for v in variants]
+    sections.append(s)
+
+    # -- efficiency ---------------------------------------------------------------------------
+    tiers = r.q("""SELECT tier, sum(n) AS n, sum(bytes) AS bytes FROM (
+                     SELECT coalesce(tier, 'unknown') AS tier, count(*) AS n, sum(bytes) AS bytes
+                     FROM model_loads WHERE ok GROUP BY ALL
+                     UNION ALL
+                     SELECT coalesce(tier, 'unknown'), count(*), sum(bytes)
+                     FROM fetches WHERE ok GROUP BY ALL) GROUP BY tier ORDER BY n DESC""")
+    total = sum(int(t["n"]) for t in tiers)
+    net_list = sorted(NETWORK_TIERS)
+    repeated = r.q("""SELECT model, count(*) AS loads, sum(bytes) AS bytes_uncached,
+                             sum(bytes) FILTER (WHERE tier IN (SELECT unnest($1::VARCHAR[])))
+                               AS bytes_network
+                      FROM model_loads WHERE ok GROUP BY model HAVING count(*) > 1
+                      ORDER BY model""", [net_list])
+    conns = r.q("""SELECT i.run_id, i.requests, coalesce(w.workers, i.workers_used) AS connections
+                   FROM (SELECT run_id, count(*) AS requests,
+                                count(DISTINCT worker_id) AS workers_used
+                         FROM inferences GROUP BY run_id) i
+                   LEFT JOIN (SELECT run_id, count(DISTINCT worker_id) AS workers
+                              FROM workers GROUP BY run_id) w USING (run_id)
+                   ORDER BY i.requests DESC LIMIT 20""")
+    data["efficiency"] = {"tiers": tiers, "repeated_loads": repeated, "connections": conns}
+    s = Section("Efficiency", "Reads (model loads and block fetches) served by each tier; "
+                f"remote tiers are {', '.join(net_list)}.", key="efficiency")
+    s.headers = ["tier", "reads", "hit rate", "MB served"]
+    s.rows = [[t["tier"], t["n"], f"{100.0 * int(t['n']) / total:.1f} %" if total else None,
+               _mb(t["bytes"])] for t in tiers]
+    for x in repeated:
+        net = x["bytes_network"] or 0
+        s.notes.append(
+            f"{x['model']}: {x['loads']} loads moved {_fmt(_mb(net))} MB over the network with "
+            f"caching, vs {_fmt(_mb(x['bytes_uncached']))} MB if every load fetched it "
+            f"({_fmt(100.0 * (1 - net / x['bytes_uncached']) if x['bytes_uncached'] else None)} % "
+            "saved)")
+    for c in conns:
+        if c["connections"]:
+            s.notes.append(
+                f"run {c['run_id']}: {c['requests']:,} requests over {c['connections']} pooled "
+                f"browser connection(s), vs {c['requests']:,} with one connection per request "
+                f"({c['requests'] / c['connections']:.1f} requests per connection)")
+    sections.append(s)
+
+    # -- workers -------------------------------------------------------------------------------
+    workers = r.q("""SELECT browser, browser_version, is_fallback, adapter, backends,
+                            count(*) AS n FROM workers GROUP BY ALL ORDER BY n DESC""")
+    data["workers"] = workers
+    s = Section("Workers seen", "Browsers that joined, with their WebGPU adapter; a fallback "
+                "(software) adapter is not a GPU.", key="workers")
+    s.headers = ["browser", "version", "backends", "adapter", "fallback adapter", "times"]
+    s.rows = [[w["browser"], w["browser_version"], ", ".join(json.loads(w["backends"] or "[]")),
+               _adapter(w["adapter"]), w["is_fallback"], w["n"]] for w in workers]
+    sections.append(s)
+
+    counts = r.q("""SELECT 'inferences' AS t, count(*) AS n FROM inferences UNION ALL
+                    SELECT 'model_loads', count(*) FROM model_loads UNION ALL
+                    SELECT 'fetches', count(*) FROM fetches UNION ALL
+                    SELECT 'benchmarks', count(*) FROM benchmarks UNION ALL
+                    SELECT 'workers', count(*) FROM workers UNION ALL
+                    SELECT 'runs', count(*) FROM runs""")
+    data["counts"] = {c["t"]: c["n"] for c in counts}
+    md = out / "report.md"
+    page = out / "report.html"
+    generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    md.write_text(_markdown(sections, r.path, generated, data["counts"], out), encoding="utf-8")
+    page.write_text(_html(sections, r.path, generated, data["counts"], out), encoding="utf-8")
+    return Report(out, md, page, made, sections, data)
+
+
+def _adapter(raw: str | None) -> str:
+    if not raw:
+        return "–"
+    try:
+        a = json.loads(raw)
+    except ValueError:
+        return raw
+    if isinstance(a, dict):
+        return " ".join(str(a[k]) for k in ("vendor", "architecture", "device") if a.get(k))
+    return str(a)
+
+
+def _md_cell(v: Any) -> str:
+    return _fmt(v).replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown(sections: list[Section], path: Path, generated: str, counts: dict[str, int],
+              out: Path) -> str:
+    lines = ["# webaccel report", "", f"Generated {generated} from `{path}`.", "",
+             "Records: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()), ""]
+    for s in sections:
+        lines += [f"## {s.title}", ""]
+        if s.intro:
+            lines += [s.intro, ""]
+        if not s.rows and not s.notes:
+            lines += [f"_{NO_DATA}_", ""]
+            continue
+        if s.plot is not None:
+            lines += [f"![{s.title}]({s.plot.relative_to(out).as_posix()})", ""]
+        if s.rows:
+            lines.append("| " + " | ".join(s.headers) + " |")
+            lines.append("|" + "---|" * len(s.headers))
+            for row in s.rows:
+                lines.append("| " + " | ".join(_md_cell(v) for v in row) + " |")
+            lines.append("")
+        lines += [f"- {n}" for n in s.notes]
+        if s.notes:
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _html(sections: list[Section], path: Path, generated: str, counts: dict[str, int],
+          out: Path) -> str:
+    e = html.escape
+    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+             "<title>webaccel report</title><style>",
+             "body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:24px auto;"
+             "padding:0 16px;color:#1d2733}",
+             "table{border-collapse:collapse;margin:8px 0 16px}th,td{border-bottom:1px solid #dde3ea;"
+             "padding:4px 8px;text-align:left;font-variant-numeric:tabular-nums}"
+             "th{background:#f3f6f9}img{max-width:100%;border:1px solid #dde3ea}"
+             ".empty{color:#6b7785;font-style:italic}",
+             "</style></head><body><h1>webaccel report</h1>",
+             f"<p>Generated {e(generated)} from <code>{e(str(path))}</code>.</p>",
+             "<p>Records: " + ", ".join(f"{e(k)} {v:,}" for k, v in counts.items()) + "</p>"]
+    for s in sections:
+        parts.append(f"<section id='{e(s.key)}'><h2>{e(s.title)}</h2>")
+        if s.intro:
+            parts.append(f"<p>{e(s.intro)}</p>")
+        if not s.rows and not s.notes:
+            parts.append(f"<p class='empty'>{NO_DATA}</p></section>")
+            continue
+        if s.plot is not None:
+            parts.append(f"<img src='{e(s.plot.relative_to(out).as_posix())}' alt='{e(s.title)}'>")
+        if s.rows:
+            parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in s.headers) + "</tr>")
+            for row in s.rows:
+                parts.append("<tr>" + "".join(f"<td>{e(_fmt(v))}</td>" for v in row) + "</tr>")
+            parts.append("</table>")
+        if s.notes:
+            parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in s.notes) + "</ul>")
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
