@@ -200,7 +200,7 @@ class WebAccelServer:
         app = create_app(token=self.token, hub=self.hub, model_files=self.model_files,
                          allowed_origins=self.origins, extra_routes=self._extra_routes,
                          health=self._health)
-        config = uvicorn.Config(app, log_level="warning", ws="websockets", backlog=4096,
+        config = uvicorn.Config(app, log_level="warning", ws="websockets-sansio", backlog=4096,
                                 ws_max_size=512 * 1024 * 1024, ws_ping_interval=None,
                                 lifespan="off", timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)

@@ -1,0 +1,68 @@
+# `make demo` and `make test` install what they need (apt browsers, npm assets,
+# a venv, the exported model) and then run.  Each step leaves a stamp in .make/
+# so a second run is quiet and fast.
+SHELL := /bin/bash
+.DEFAULT_GOAL := demo
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := .make
+ORT_DIST := node_modules/onnxruntime-web/dist
+VENDOR := src/webaccel/web/vendor/ort
+ORT_FILES := ort.all.min.mjs ort-wasm-simd-threaded.jsep.mjs ort-wasm-simd-threaded.jsep.wasm \
+             ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm \
+             ort.webgpu.min.mjs ort-wasm-simd-threaded.asyncify.mjs ort-wasm-simd-threaded.asyncify.wasm
+export WEBACCEL_HOME ?= $(HOME)/.cache/webaccel
+
+.PHONY: setup demo test lint bench clean system
+
+setup: system $(STAMP)/vendor $(STAMP)/models
+
+# Browsers and system tools: checked every time (cheap), installed only if missing.
+system:
+	@missing=""; \
+	[ -x /usr/lib/chromium/chromium ] || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	command -v node >/dev/null || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP):
+	@mkdir -p $(STAMP)
+
+$(STAMP)/npm: package.json package-lock.json | $(STAMP)
+	@echo "fetching JS assets from npm (pinned by package-lock.json)"
+	@npm ci --no-audit --no-fund --loglevel=error >/dev/null
+	@touch $@
+
+$(STAMP)/vendor: $(STAMP)/npm | $(STAMP)
+	@mkdir -p $(VENDOR)
+	@for f in $(ORT_FILES); do cp $(ORT_DIST)/$$f $(VENDOR)/; done
+	@touch $@
+
+$(STAMP)/venv: pyproject.toml | $(STAMP)
+	@echo "creating $(VENV) and installing webaccel with its dev and export extras"
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,export]'
+	@touch $@
+
+# Export the models once; they are cached under $WEBACCEL_HOME.
+$(STAMP)/models: $(STAMP)/venv src/webaccel/models/text.py | $(STAMP)
+	@$(VENV)/bin/webaccel models prepare minilm --quiet
+	@touch $@
+
+demo: setup
+	@$(VENV)/bin/webaccel demo
+
+test: setup
+	@$(PY) -m pytest -q
+
+lint: setup
+	@$(VENV)/bin/ruff check src tests
+
+bench: setup
+	@$(VENV)/bin/webaccel bench --json
+
+clean:
+	rm -rf $(STAMP) $(VENDOR) node_modules
