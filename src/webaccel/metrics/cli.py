@@ -1,0 +1,104 @@
+"""``webaccel bench`` and ``webaccel report``, added to the main app by :func:`register`.
+
+    webaccel bench [NAME...] [--json] [--repeat N] [--warmup N] [--db PATH]
+    webaccel report [--out DIR] [--db PATH]
+
+``bench`` runs the named benchmarks of DESIGN.md (all when none are named);
+with ``--json`` it prints exactly one JSON object per line (see
+:mod:`webaccel.bench.runner`), otherwise a table.  Every result, unavailable
+ones included, is stored in the metrics file.  It exits 1 if a benchmark
+crashed, 2 for an unknown name.  Both commands work while a server is writing
+the same file.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from webaccel.bench.core import BENCHMARK_MODULES
+
+
+def _summary(result: dict[str, Any]) -> str:
+    figs = result.get("figures") or {}
+    for v in figs.values():
+        if isinstance(v, dict) and "median" in v:
+            return f"median {v['median']:.4g} (p10 {v.get('p10', 0):.4g}, p90 {v.get('p90', 0):.4g})"
+    return ""
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``bench`` and ``report`` commands to ``app``."""
+
+    @app.command("bench")
+    def bench(
+        names: Annotated[list[str] | None, typer.Argument(
+            help="benchmarks to run (default: all): " + ", ".join(BENCHMARK_MODULES))] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+        repeat: Annotated[int, typer.Option("--repeat", min=1, help="measured repeats")] = 20,
+        warmup: Annotated[int, typer.Option("--warmup", min=0, help="warm-up runs")] = 20,
+        db: Annotated[Path | None, typer.Option("--db", help="metrics file")] = None,
+    ) -> None:
+        """Run benchmarks; print and store one result each."""
+        from webaccel.bench.runner import run_benchmarks
+        from webaccel.metrics.store import MetricsStore
+
+        unknown = [n for n in names or [] if n not in BENCHMARK_MODULES]
+        if unknown:
+            raise typer.BadParameter(
+                f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARK_MODULES)}",
+                param_hint="NAME")
+        err = Console(stderr=True)
+        results = []
+        store = MetricsStore(db)
+        try:
+            with err.status("starting…") as status:
+                def started(name: str) -> None:
+                    if not as_json:
+                        status.update(f"running {name}…")
+
+                for result in run_benchmarks(names or None, repeat=repeat, warmup=warmup,
+                                             store=store, on_start=started):
+                    results.append(result)
+                    if as_json:
+                        sys.stdout.write(json.dumps(result) + "\n")
+                        sys.stdout.flush()
+        finally:
+            store.close()
+        if not as_json:
+            table = Table(title="webaccel bench")
+            for col in ("benchmark", "ratio", "ratio is", "figures / why"):
+                table.add_column(col)
+            for r in results:
+                if "ratio" in r:
+                    table.add_row(r["benchmark"], f"{r['ratio']:.4g}", r["ratio_is"], _summary(r))
+                else:
+                    why = r.get("unavailable") or r.get("error") or ""
+                    label = "unavailable" if "unavailable" in r else "[red]error[/red]"
+                    table.add_row(r["benchmark"], label, r.get("ratio_is", ""), why)
+            Console().print(table)
+            Console().print(f"stored in {store.path}")
+        if any("error" in r for r in results):
+            raise typer.Exit(1)
+
+    @app.command("report")
+    def report(
+        out: Annotated[Path | None, typer.Option("--out", help="output folder")] = None,
+        db: Annotated[Path | None, typer.Option("--db", help="metrics file")] = None,
+    ) -> None:
+        """Write report.md and report.html with PNG plots from the metrics store."""
+        from webaccel import paths
+        from webaccel.metrics.report import build_report
+        from webaccel.metrics.store import default_path
+
+        target = out or paths.home() / "report"
+        rep = build_report(db or default_path(), target)
+        typer.echo(f"markdown: {rep.markdown}")
+        typer.echo(f"html: {rep.html}")
+        for name, p in rep.plots.items():
+            typer.echo(f"plot {name}: {p}")
