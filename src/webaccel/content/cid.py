@@ -60,6 +60,15 @@ def split(raw: bytes) -> tuple[int, int, int, bytes]:
 
 
 def _check(c: CID) -> tuple[int, int, int, bytes]:
+    try:
+        return _check_fields(c)
+    except InvalidCIDError:
+        raise
+    except Exception as exc:  # multiformats validates lazily (e.g. digest length)
+        raise InvalidCIDError(f"malformed CID ({exc.__class__.__name__})") from exc
+
+
+def _check_fields(c: CID) -> tuple[int, int, int, bytes]:
     codec = c.codec.code
     if codec not in _CODECS:
         raise InvalidCIDError(
