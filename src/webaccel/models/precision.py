@@ -50,6 +50,11 @@ Feed = Mapping[str, np.ndarray]
 # the model's weight bytes (MiniLM's word embeddings are ~52% of 90 MB).
 EMBEDDING_SHARE_TO_QUANTIZE = 0.15
 
+# MatMulNBits ``accuracy_level=4`` computes with int8 activations.  On MiniLM
+# (1 thread) it took int4 from 6.3 to 3.9 ms and the 8-bit-heavy mixed plan
+# from 18.6 to 3.6 ms per run, moving worst cosine by < 1e-3 (measured).
+DEFAULT_ACCURACY_LEVEL: int | None = 4
+
 
 # --------------------------------------------------------------------------- io
 
@@ -255,7 +260,7 @@ def to_int4(
     block_size: int = 32,
     bits: int = 4,
     quantize_embeddings: bool | Literal["auto"] = "auto",
-    accuracy_level: int | None = None,
+    accuracy_level: int | None = DEFAULT_ACCURACY_LEVEL,
 ) -> Path:
     """Weight-only ``MatMulNBits`` (and ``GatherBlockQuantized`` for big embedding tables).
 
@@ -479,7 +484,7 @@ def apply_plan(
     choice: Mapping[str, Choice],
     *,
     block_size: int = 32,
-    accuracy_level: int | None = None,
+    accuracy_level: int | None = DEFAULT_ACCURACY_LEVEL,
 ) -> onnx.ModelProto:
     """A copy of ``model`` with each layer group at its chosen precision."""
     m = onnx.ModelProto()
@@ -508,7 +513,7 @@ def to_mixed(
     target: float = 0.99,
     metric: Metric = "cosine",
     block_size: int = 32,
-    accuracy_level: int | None = None,
+    accuracy_level: int | None = DEFAULT_ACCURACY_LEVEL,
     threads: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> MixedPlan:
