@@ -295,20 +295,23 @@ def read_query(path: str | Path, sql: str, params: Sequence[Any] | None = None, 
 
 
 def ensure_schema(path: Path, *, timeout: float = 30.0) -> None:
-    """Create/migrate the file and merge spooled records, if it needs either."""
-    needs_spool = spool_dir(path).exists() and any(spool_dir(path).glob("*.jsonl"))
-    if path.exists() and not needs_spool:
-        with db.connect(path, read_only=True, timeout=timeout) as con:
-            from webaccel.metrics.schema import LATEST
+    """Create/migrate the file and merge spooled records, if it needs either.
 
-            if db.schema_version(con) >= LATEST:
-                return
-    # A writer with nothing of its own to write creates, migrates and merges.
-    w = Writer(path, interval=3600, lock_wait=timeout)
-    try:
-        w.flush(timeout, force=True)
-    finally:
-        w.close()
+    Merging spools is best effort (one second): a reader then sees what is
+    committed so far rather than waiting on a busy writer.
+    """
+    from webaccel.metrics.schema import LATEST
+
+    needs_spool = spool_dir(path).exists() and any(spool_dir(path).glob("*.jsonl"))
+    migrated = False
+    if path.exists():
+        with db.connect(path, read_only=True, timeout=timeout) as con:
+            migrated = db.schema_version(con) >= LATEST
+    if migrated and not needs_spool:
+        return
+    wait = min(timeout, 1.0) if migrated else timeout
+    # A writer with nothing of its own: its first pass creates, migrates and merges.
+    Writer(path, interval=3600, lock_wait=wait, close_lock_wait=wait).close()
 
 
 def iter_rows(path: str | Path, tables: Iterable[str]) -> dict[str, list[dict[str, Any]]]:

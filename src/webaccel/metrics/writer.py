@@ -66,7 +66,9 @@ class Writer:
         self._seq = 0  # records submitted
         self._durable = 0  # records committed or spooled
         self._flush_wanted = False
-        self._force = False  # write even with nothing buffered (migrate, merge spools)
+        # The first pass runs at once and creates/migrates the file (and merges
+        # spools), so a server finds a bad file at start, not at its first record.
+        self._force = True
         self._passes_started = 0
         self._passes_done = 0
         self._stop = False
@@ -130,7 +132,7 @@ class Writer:
 
     # -- writer thread ------------------------------------------------------------
     def _run(self) -> None:
-        next_tick = time.monotonic() + self.interval
+        next_tick = time.monotonic()  # first pass now
         while True:
             with self._cond:
                 while not (self._stop or self._flush_wanted or len(self._buf) >= self.max_batch):
