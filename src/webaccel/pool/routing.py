@@ -79,7 +79,7 @@ def normalize_precision(p: str | int | None) -> str | None:
 
 
 def needs_f16(precision: str) -> bool:
-    return "f16" in precision  # fp16, q4f16
+    return precision == "fp16" or "f16" in precision  # fp16, q4f16
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,10 @@ class WorkerCaps:
     def from_transport(cls, backends: Sequence[str], capabilities: Mapping[str, Any]) -> WorkerCaps:
         """Read the capability keys the page reports (tolerant of their exact nesting).
 
-        Keys read: ``webgpu.features`` (list; ``shader-f16``) or ``shader_f16``;
-        ``webgpu.isFallbackAdapter`` / ``webgpu.info.isFallbackAdapter`` /
+        Keys read (``web/capabilities.mjs`` reports the first of each):
+        ``webgpu.shaderF16`` / ``webgpu.features`` (list; ``shader-f16``) /
+        ``shader_f16``; ``webgpu.software`` / ``webgpu.isFallbackAdapter`` /
+        ``webgpu.info.isFallbackAdapter`` /
         ``webgpu.adapter.isFallbackAdapter`` / architecture ``swiftshader`` or
         ``software_webgpu``; ``memory_budget_bytes``.
         """
@@ -107,10 +109,11 @@ class WorkerCaps:
         if not isinstance(info, Mapping):
             info = {}
         features = gpu.get("features") or info.get("features") or ()
-        f16 = bool(capabilities.get("shader_f16")) or "shader-f16" in features
+        f16 = bool(capabilities.get("shader_f16") or gpu.get("shaderF16")) or "shader-f16" in features
         arch = str(info.get("architecture") or gpu.get("architecture") or "").lower()
         software = bool(
             capabilities.get("software_webgpu")
+            or gpu.get("software")
             or gpu.get("isFallbackAdapter")
             or info.get("isFallbackAdapter")
             or arch == "swiftshader"

@@ -59,6 +59,7 @@ LEASE = "__lease__"  # queue of requests for a whole worker (get_connection), no
 # counts the backend-shaped ones against (model, backend).
 _RETRY_ELSEWHERE = (WorkerLostError, LoadFailedError, BackendUnavailableError, OutOfMemoryError)
 _BREAKER_ERRORS = (LoadFailedError, BackendUnavailableError, OutOfMemoryError)
+_NOTABLE = "software WebGPU"  # skipped-variant reasons worth telling the caller
 
 
 @dataclass(frozen=True)
@@ -402,9 +403,11 @@ class PoolState:
 
     def _route(
         self, req: Request, workers: Iterable[WorkerRecord], now: float, *, busy_ok: bool = False
-    ) -> tuple[list[Candidate], dict[str, str]]:
+    ) -> tuple[list[Candidate], dict[str, str], list[str]]:
+        """Best candidate per worker; why each other worker is out; notable skipped variants."""
         cands: list[Candidate] = []
         rejected: dict[str, str] = {}
+        notes: list[str] = []
         for rec in workers:
             if rec.caps is None or rec.state not in ACCEPTS_WORK:
                 rejected[rec.id] = f"worker is {rec.state.value}"
@@ -433,7 +436,9 @@ class PoolState:
                 rejected[rec.id] = "; ".join(why_not) or "no variant"
             else:
                 cands.append(best)
-        return cands, rejected
+                notes += [f"{rec.id}: {w}" for w in why_not if _NOTABLE in w or
+                          "circuit open" in w or "shader-f16" in w or "no room" in w]
+        return cands, rejected, notes
 
     def _batch_for(self, head: Request, info: ModelInfo | None) -> list[Request]:
         if info is None or not info.batchable or head.batch_key is None:
@@ -473,7 +478,7 @@ class PoolState:
             sig = (req.model, req.constraints, req.model_type, req.batch_key)
             if sig in no_route:
                 continue
-            cands, rejected = self._route(req, free, now)
+            cands, rejected, notes = self._route(req, free, now)
             if not cands:
                 no_route.add(sig)
                 continue
@@ -483,11 +488,11 @@ class PoolState:
                 no_route.add(sig)
                 continue
             pick = choose(cands, self.rng, self.policy.tie_tolerance)
-            return self._start(req, batch, pick, rejected, now)
+            return self._start(req, batch, pick, rejected, notes, now)
         return None
 
     def _start(self, head: Request, batch: list[Request], pick: Candidate,
-               rejected: dict[str, str], now: float) -> Assignment:
+               rejected: dict[str, str], notes: list[str], now: float) -> Assignment:
         rec = self.workers[pick.worker_id]
         v = pick.variant
         evict: tuple[str, ...] = ()
@@ -498,6 +503,7 @@ class PoolState:
         reasons = [f"{rec.id} ({rec.browser}"
                    + (f"/{v.backend}/{v.precision}" if v else "") + f"): {pick.why}"]
         reasons += self._fallback_reasons(head, pick, rejected, now)
+        reasons += [n for n in notes if n.startswith(pick.worker_id + ":")]
         self._aid += 1
         a = Assignment(self._aid, rec.id, tuple(batch), v, v is not None and v.key not in rec.loaded,
                        evict, tuple(reasons), now)
@@ -532,7 +538,10 @@ class PoolState:
                 out.append(f"fallback: no {pref} worker in the pool")
             else:
                 out.append("fallback from " + pref + ": " + "; ".join(
-                    f"{w.id}: {rejected.get(w.id, 'slower by estimate')}" for w in prefd))
+                    f"{w.id}: " + (rejected.get(w.id) or (
+                        "busy" if not w.free else f"worker is {w.state.value}"
+                        if w.state not in ACCEPTS_WORK else "slower by estimate"))
+                    for w in prefd))
         for wid, why in rejected.items():
             if "circuit open" in why or "software WebGPU" in why or "shader-f16" in why:
                 out.append(f"{wid}: {why}")
@@ -626,14 +635,17 @@ class PoolState:
         families_present = {w.browser for w in live}
         room = total < self.scaling.max_workers
         out: list[tuple[Request, WebAccelError]] = []
+        fams = self._launchable(now, launchable)
+        verdict: dict[Hashable, bool] = {}  # requests share few signatures: decide once each
         for q in list(self.queues.values()):
             for r in list(q):
-                if any(self._could_serve(r, w) for w in live):
-                    continue
-                new_families = [f for f in self._launchable(now, launchable)
-                                if f not in families_present
-                                and (r.constraints.browser is None or r.constraints.browser == f)]
-                if room and new_families:
+                sig = (r.model, r.constraints, r.model_type)
+                if sig not in verdict:
+                    new_families = [f for f in fams if f not in families_present
+                                    and r.constraints.browser in (None, f)]
+                    verdict[sig] = any(self._could_serve(r, w) for w in live) or bool(
+                        room and new_families)
+                if verdict[sig]:
                     continue
                 self._dequeue(r)
                 del self._where[r.id]
@@ -734,7 +746,7 @@ class PoolState:
             raise ModelNotFoundError(f"model {model!r} is not registered with the pool")
         info = self.models[model]
         probe = Request(id=-1, model=model, constraints=constraints or Constraints())
-        cands, rejected = self._route(probe, self.workers.values(), now, busy_ok=True)
+        cands, rejected, notes = self._route(probe, self.workers.values(), now, busy_ok=True)
         return {
             "model": model,
             "model_type": info.model_type,
@@ -747,6 +759,7 @@ class PoolState:
                 for c in sorted(cands, key=lambda c: (not c.loaded, c.est_ms, c.worker_id))
             ],
             "rejected": rejected,
+            "skipped_variants": notes,
             "measured": self.latency.snapshot(model),
             "last_decision": list(self.last_decision.get(model, ())),
         }

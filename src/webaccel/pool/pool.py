@@ -1,0 +1,854 @@
+"""The async resource pool: an actor that owns :class:`~webaccel.pool.state.PoolState`.
+
+Shape (TGI's queue, STYLE.md): the public methods are a *handle*.  They admit
+a request without waiting (a full pool raises :class:`OverloadedError` at
+once), post a command to the actor and await a future.  One task -- the
+actor -- owns the state and is the only code that changes it; worker I/O
+(load, run, unload, launch, close) runs in short tasks that post their result
+back as commands.  So no lock guards the state, and a decision and its
+bookkeeping never interleave with another.
+
+Seams (both injected, so the pool needs neither a browser nor a model registry
+to be tested):
+
+* ``launcher: WorkerLauncher`` -- ``async launcher(family) -> WorkerTransport``
+  (``webaccel.pool.transport``).  Families: "chromium", "firefox", ...
+* ``resolver: ModelResolver`` -- ``resolver(model_name, model_type) ->
+  ResolvedModel`` (sync or async; ``webaccel.pool.resolver``).  It turns a
+  name into its variants (:class:`ModelRef` per backend/precision), batching
+  rules and optional ``preprocess(inputs) -> {name: array}`` /
+  ``postprocess(outputs, inputs) -> result``.  Called once per name, cached.
+
+Usage::
+
+    async with ResourcePool(max_connections=4, launcher=launch, resolver=registry) as pool:
+        r = await pool.run_inference("minilm", {"input_ids": ids, "attention_mask": mask})
+        rs = await pool.execute_concurrent([("minilm", a), ("vit", b)])
+        async with pool.get_connection("vision", "webgpu") as lease:
+            await lease.worker.run(...)
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from webaccel.errors import (
+    BackendUnavailableError,
+    BrowserLaunchError,
+    CancelledError_,
+    InternalError,
+    InvalidInputError,
+    OverloadedError,
+    TimeoutError_,
+    WebAccelError,
+    WorkerLostError,
+)
+from webaccel.pool.batching import batch_signature, merge, split
+from webaccel.pool.lifecycle import WorkerState
+from webaccel.pool.resolver import ModelResolver, ResolvedModel, StaticResolver, call_resolver
+from webaccel.pool.routing import (
+    Constraints,
+    RoutingPolicy,
+    WorkerCaps,
+    normalize_backend,
+    normalize_browser,
+    normalize_precision,
+)
+from webaccel.pool.state import LEASE, Assignment, Outcome, PoolState, Request, ScalingPolicy
+from webaccel.pool.transport import LoadInfo, RunResult, WorkerLauncher, WorkerTransport
+
+log = logging.getLogger(__name__)
+
+_OPTION_KEYS = frozenset({"precision", "output_names"})
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """One request's answer and where/how it ran."""
+
+    model: str
+    outputs: Any  # dict name -> array, or what the model's postprocess returned
+    worker_id: str
+    browser: str
+    backend: str
+    precision: str
+    attempts: int  # 1 + retries after lost workers / failed loads
+    queue_ms: float  # submit -> the (last) assignment started
+    run_ms: float  # round trip of the run, bridge included
+    page_ms: float  # inference time inside the page
+    load_ms: float | None  # when this assignment had to load the model first
+    batch_size: int  # requests sharing the run
+    reasons: tuple[str, ...] = ()  # why this worker/backend/precision
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "outputs"}
+        d["reasons"] = list(self.reasons)
+        return d
+
+
+@dataclass
+class Lease:
+    """A whole worker, held by one caller until the ``async with`` block ends."""
+
+    worker: WorkerTransport
+    worker_id: str
+    browser: str
+    backend: str
+    reasons: tuple[str, ...]
+
+    # Convenience pass-throughs; the caller owns what it loads.
+    async def load_model(self, *a: Any, **k: Any) -> LoadInfo:
+        return await self.worker.load_model(*a, **k)
+
+    async def run(self, *a: Any, **k: Any) -> RunResult:
+        return await self.worker.run(*a, **k)
+
+
+@dataclass(eq=False)
+class _Ticket:
+    request: Request
+    future: asyncio.Future[Any]
+    inputs: dict[str, np.ndarray] | None
+    original: Any
+    model: ResolvedModel | None
+    submitted_at: float
+    output_names: list[str] | None = None
+
+
+class _LeaseContext:
+    def __init__(self, pool: ResourcePool, req: Request) -> None:
+        self._pool, self._req = pool, req
+        self._aid: int | None = None
+
+    async def __aenter__(self) -> Lease:
+        lease, self._aid = await self._pool._submit(self._req, None, None, None)
+        return lease
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._aid is not None:
+            self._pool._post(("lease_done", self._aid))
+
+
+class ResourcePool:
+    """Many workers, many models, nothing lost.  See the module docstring."""
+
+    def __init__(
+        self,
+        max_connections: int = 4,
+        browser_preferences: Mapping[str, str] | None = None,
+        default_browser: str = "chrome",
+        adaptive_scaling: bool = True,
+        connection_timeout: float = 30.0,
+        max_retries: int = 3,
+        *,
+        launcher: WorkerLauncher | None = None,
+        resolver: ModelResolver | None = None,
+        min_connections: int = 1,
+        max_pending: int = 1024,
+        request_timeout: float = 60.0,
+        load_timeout: float = 120.0,
+        idle_timeout: float = 30.0,
+        heartbeat_interval: float = 1.0,
+        slots_per_worker: int = 1,
+        launchable: Sequence[str] | None = None,
+        scaling: ScalingPolicy | None = None,
+        policy: RoutingPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        seed: int = 0,
+    ) -> None:
+        if launcher is None:
+            raise BackendUnavailableError(
+                "ResourcePool needs a launcher: async launcher(family) -> WorkerTransport "
+                "(webaccel.browsers.launch_worker bound to a server)")
+        if max_connections < 1:
+            raise InvalidInputError("max_connections must be >= 1")
+        default = normalize_browser(default_browser) or "chromium"
+        prefs = {k: normalize_browser(v) or default for k, v in (browser_preferences or {}).items()}
+        self.policy = policy or RoutingPolicy(default_browser=default)
+        if browser_preferences is not None:
+            self.policy.browser_preferences.update(prefs)
+        self.policy.default_browser = default
+        if scaling is None:
+            lo = min(min_connections, max_connections) if adaptive_scaling else max_connections
+            scaling = ScalingPolicy(min_workers=lo, max_workers=max_connections,
+                                    idle_timeout=idle_timeout)
+        self.scaling = scaling
+        self.adaptive_scaling = adaptive_scaling
+        self.connection_timeout = connection_timeout
+        self.request_timeout = request_timeout
+        self.load_timeout = load_timeout
+        self.heartbeat_interval = heartbeat_interval
+        self.slots_per_worker = slots_per_worker
+        self.max_pending = max_pending
+        # "edge" is a preference for WebNN, not something we can start by that name.
+        fams = list(launchable) if launchable is not None else [default] + [
+            f for f in self.policy.browser_preferences.values() if f not in ("edge", default)]
+        self.launchable: list[str] = list(dict.fromkeys(normalize_browser(f) or f for f in fams))
+        self._launcher = launcher
+        self._resolver: ModelResolver = resolver if resolver is not None else StaticResolver()
+        self._clock = clock
+        self._state = PoolState(max_pending=max_pending, max_retries=max_retries,
+                                policy=self.policy, scaling=scaling, seed=seed)
+        self._workers: dict[str, WorkerTransport] = {}
+        self._models: dict[str, ResolvedModel] = {}
+        self._tickets: dict[int, _Ticket] = {}
+        self._exec: dict[int, asyncio.Task[None]] = {}
+        self._aux: set[asyncio.Task[Any]] = set()
+        self._loaded: dict[str, set[str]] = {}
+        self._load_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._inbox: deque[tuple[Any, ...]] = deque()
+        self._wake: asyncio.Event | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._actor: asyncio.Task[None] | None = None
+        self._monitor: asyncio.Task[None] | None = None
+        self._changed: asyncio.Event | None = None
+        self._admitted = 0
+        self._ids = itertools.count(1)
+        self._launch_ids = itertools.count(1)
+        self._launch_errors: deque[str] = deque(maxlen=8)
+        self._closing = False
+        self._closed = False
+        self.events: deque[tuple[float, str, str]] = deque(maxlen=1000)  # (t, kind, detail)
+
+    # ================================================================ lifecycle
+    async def __aenter__(self) -> ResourcePool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self, *, wait: bool = True) -> None:
+        """Start the actor and launch the floor of workers; wait until one is ready."""
+        if self._actor is not None:
+            return
+        if self._closed:
+            raise BackendUnavailableError("this pool is closed; create a new one")
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._actor = asyncio.create_task(self._run(), name="webaccel-pool-actor")
+        self._monitor = asyncio.create_task(self._heartbeats(), name="webaccel-pool-heartbeat")
+        self._post(("tick",))
+        if wait:
+            await self._wait_ready(self.scaling.min_workers)
+
+    async def _wait_ready(self, n: int) -> None:
+        assert self._changed is not None
+        deadline = self._clock() + self.connection_timeout
+        while True:
+            ready = sum(1 for w in self._state.workers.values()
+                        if w.state in (WorkerState.READY, WorkerState.BUSY))
+            launching = sum(1 for w in self._state.workers.values()
+                            if w.state == WorkerState.LAUNCHING)
+            if ready >= max(1, n) or (ready and not launching):
+                return
+            if not launching and self._launch_errors:
+                raise BrowserLaunchError(
+                    "no worker could be launched: " + " | ".join(self._launch_errors))
+            left = deadline - self._clock()
+            if left <= 0:
+                if ready:
+                    return
+                raise TimeoutError_(f"no worker was ready within {self.connection_timeout} s")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+    async def close(self, *, drain: bool = True, timeout: float = 10.0) -> None:
+        """Stop admitting; let pending work finish (``drain``, up to ``timeout``), then
+        cancel the rest with CANCELLED and close every worker."""
+        if self._closed:
+            return
+        self._closing = True
+        if self._actor is None:
+            self._closed = True
+            return
+        if drain and self._tickets:
+            end = self._clock() + timeout
+            while self._tickets and self._clock() < end:
+                await asyncio.sleep(0.005)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._post(("close", done))
+        await done
+        self._closed = True
+
+    # ================================================================== handle
+    def _post(self, cmd: tuple[Any, ...]) -> None:
+        self._inbox.append(cmd)
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _ensure_started(self) -> None:
+        if self._closing or self._closed:
+            raise BackendUnavailableError("the pool is closing or closed; create a new one")
+        if self._actor is None:
+            await self.start(wait=False)
+
+    async def resolve(self, model_name: str, model_type: str | None = None) -> ResolvedModel:
+        m = self._models.get(model_name)
+        if m is None:
+            m = await call_resolver(self._resolver, model_name, model_type)
+            self._models[model_name] = m
+        return m
+
+    def register_model(self, model: ResolvedModel) -> None:
+        """Teach the pool a model without a resolver round trip."""
+        self._models[model.name] = model
+
+    async def run_inference(
+        self,
+        model_name: str,
+        inputs: Any,
+        model_type: str | None = None,
+        platform: str | None = None,
+        browser: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        priority: int = 0,
+        timeout: float | None = None,
+    ) -> InferenceResult:
+        """Run one request; raises OverloadedError at once when the pool is full.
+
+        ``platform``: webgpu | webnn | wasm | auto; ``browser``: a family or
+        None; ``priority``: higher first; ``timeout``: seconds until its
+        deadline (default ``request_timeout``), queue wait included.
+        """
+        await self._ensure_started()
+        opts = dict(options or {})
+        unknown = set(opts) - _OPTION_KEYS
+        if unknown:
+            raise InvalidInputError(
+                f"unknown option(s) {sorted(unknown)} for run_inference; allowed: "
+                f"{sorted(_OPTION_KEYS)}")
+        model = await self.resolve(model_name, model_type)
+        raw = model.preprocess(inputs) if model.preprocess is not None else inputs
+        tensors = _as_tensors(raw)
+        if model.batchable:
+            key, rows = batch_signature(tensors, model.batch_axis)
+        else:
+            key, rows = None, 1
+        now = self._clock()
+        req = Request(
+            id=next(self._ids),
+            model=model.name,
+            priority=priority,
+            deadline=now + (timeout if timeout is not None else self.request_timeout),
+            constraints=Constraints(normalize_browser(browser), normalize_backend(platform),
+                                    normalize_precision(opts.get("precision"))),
+            batch_key=key,
+            rows=rows,
+        )
+        names = opts.get("output_names") or (
+            list(model.output_names) if model.output_names else None)
+        result, _ = await self._submit(req, tensors, inputs, model, names)
+        return result
+
+    def get_connection(
+        self,
+        model_type: str | None,
+        platform: str | None = None,
+        browser: str | None = None,
+        *,
+        priority: int = 0,
+        timeout: float | None = None,
+    ) -> _LeaseContext:
+        """Lease a whole worker: ``async with pool.get_connection("vision", "webgpu") as lease``.
+
+        The worker runs nothing else until the block ends.
+        """
+        req = Request(
+            id=next(self._ids), model=LEASE, priority=priority,
+            deadline=self._clock() + (timeout if timeout is not None else self.connection_timeout),
+            constraints=Constraints(normalize_browser(browser), normalize_backend(platform)),
+            model_type=model_type,
+        )
+        return _LeaseContext(self, req)
+
+    async def execute_concurrent(
+        self,
+        items: Sequence[tuple[Any, ...]],
+        *,
+        return_exceptions: bool = True,
+        priority: int = 0,
+        timeout: float | None = None,
+    ) -> list[Any]:
+        """Run ``[(model_name, inputs) | (model_name, inputs, options), ...]`` at once.
+
+        Results come back in order; with ``return_exceptions`` a failed item is
+        its :class:`WebAccelError` instead of raising the first failure.
+        """
+        async def one(item: tuple[Any, ...]) -> InferenceResult:
+            name, inputs, *rest = item
+            opts = rest[0] if rest else None
+            return await self.run_inference(name, inputs, options=opts, priority=priority,
+                                            timeout=timeout)
+
+        return list(await asyncio.gather(*(one(i) for i in items),
+                                         return_exceptions=return_exceptions))
+
+    async def _submit(self, req: Request, tensors: dict[str, np.ndarray] | None, original: Any,
+                      model: ResolvedModel | None,
+                      names: list[str] | None = None) -> tuple[Any, int]:
+        await self._ensure_started()
+        # Admission is the handle's job and never waits (TGI's try_acquire).
+        if self._admitted >= self.max_pending:
+            raise OverloadedError(
+                f"pool is full ({self._admitted} requests pending, limit {self.max_pending}); "
+                "retry later", details={"pending": self._admitted, "limit": self.max_pending})
+        self._admitted += 1
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._post(("submit", _Ticket(req, fut, tensors, original, model, self._clock(), names)))
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self._post(("cancel", req.id))
+            raise
+
+    # =============================================================== observing
+    async def explain(self, model_name: str, *, platform: str | None = None,
+                      browser: str | None = None, precision: str | None = None) -> dict[str, Any]:
+        """Why requests for ``model_name`` go where they go (a read-only snapshot)."""
+        model = await self.resolve(model_name)
+        if model.name not in self._state.models:
+            self._state.register_model(model.info())  # read-only for routing; same as submit does
+        out = self._state.explain(model.name, Constraints(normalize_browser(browser),
+                                                          normalize_backend(platform),
+                                                          normalize_precision(precision)),
+                                  self._clock())
+        out["policy"] = {"browser_preferences": dict(self.policy.browser_preferences),
+                         "default_browser": self.policy.default_browser}
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        snap = self._state.snapshot()
+        snap["admitted"] = self._admitted
+        snap["launch_errors"] = list(self._launch_errors)
+        return snap
+
+    @property
+    def workers(self) -> dict[str, WorkerTransport]:
+        return dict(self._workers)
+
+    def worker_states(self) -> dict[str, str]:
+        return {w.id: w.state.value for w in self._state.workers.values()}
+
+    def _event(self, kind: str, detail: str) -> None:
+        self.events.append((self._clock(), kind, detail))
+        log.debug("pool %s: %s", kind, detail)
+
+    # =================================================================== actor
+    async def _run(self) -> None:
+        assert self._wake is not None
+        try:
+            while True:
+                while self._inbox:
+                    cmd = self._inbox.popleft()
+                    if cmd[0] == "close":
+                        await self._shutdown(cmd[1])
+                        return
+                    self._handle(cmd)
+                now = self._clock()
+                self._step(now)
+                if self._inbox:
+                    continue
+                self._arm_timer(now)
+                self._wake.clear()
+                if not self._inbox:
+                    await self._wake.wait()
+        except Exception as exc:  # a bug: fail everyone loudly rather than hang them
+            log.exception("pool actor crashed")
+            err = InternalError(f"the pool's scheduler crashed: {exc!r}")
+            for t in list(self._tickets.values()):
+                if not t.future.done():
+                    t.future.set_exception(err)
+            raise
+
+    def _arm_timer(self, now: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        wake = self._state.next_wakeup(now)
+        if wake is not None:
+            assert self._wake is not None
+            self._timer = asyncio.get_running_loop().call_later(
+                max(0.0, wake - now) + 1e-4, self._wake.set)
+
+    def _handle(self, cmd: tuple[Any, ...]) -> None:
+        kind = cmd[0]
+        now = self._clock()
+        if kind == "submit":
+            self._on_submit(cmd[1], now)
+        elif kind == "cancel":
+            self._on_cancel(cmd[1])
+        elif kind == "done":
+            self._on_done(cmd[1], cmd[2], now)
+        elif kind == "failed":
+            self._on_failed(cmd[1], cmd[2], now)
+        elif kind == "lease_done":
+            if cmd[1] in self._state.running:
+                self._settle_worker_after(self._state.running[cmd[1]].worker_id,
+                                          self._state.finish(cmd[1], now))
+        elif kind == "launched":
+            self._on_launched(cmd[1], cmd[2], now)
+        elif kind == "launch_failed":
+            self._on_launch_failed(cmd[1], cmd[2], now)
+        elif kind == "lost":
+            self._on_lost(cmd[1], cmd[2], now)
+        elif kind == "tick":
+            pass
+        else:  # pragma: no cover - a typo in this file
+            raise InternalError(f"unknown pool command {kind!r}")
+
+    def _step(self, now: float) -> None:
+        for req, err in self._state.expire(now):
+            self._answer(req.id, err)
+        if not self._closing:  # while closing, only drain what is queued
+            for req, err in self._state.unservable(now, self.launchable):
+                if self._launch_errors:
+                    err = type(err)(
+                        f"{err.message} Launch errors: {' | '.join(self._launch_errors)}",
+                        details=err.details)
+                self._answer(req.id, err)
+            plan = self._state.scaling_plan(now, self.launchable, adaptive=self.adaptive_scaling)
+            for fam in plan.launch:
+                self._launch(fam, now, plan.why)
+            for wid in plan.drain:
+                self._event("drain", f"{wid}: {'; '.join(plan.why)}")
+                if self._state.drain(wid):
+                    self._retire(wid)
+        while (a := self._state.next_assignment(now)) is not None:
+            self._start(a)
+
+    # ---------------------------------------------------------- commands
+    def _on_submit(self, t: _Ticket, now: float) -> None:
+        if t.future.done():  # cancelled before the actor saw it
+            self._admitted -= 1
+            return
+        if self._closing:
+            self._admitted -= 1
+            t.future.set_exception(CancelledError_("the pool is closing"))
+            return
+        if t.model is not None and t.model.name not in self._state.models:
+            self._state.register_model(t.model.info())
+        try:
+            self._state.submit(t.request, now)
+        except WebAccelError as exc:
+            self._admitted -= 1
+            t.future.set_exception(exc)
+            return
+        t.submitted_at = now
+        self._tickets[t.request.id] = t
+
+    def _on_cancel(self, rid: int) -> None:
+        if self._state.cancel(rid) is not None:
+            self._answer(rid, CancelledError_(f"request {rid} was cancelled"))
+        # A running request cannot be pulled out of its batch: its result is
+        # dropped when it arrives (the ticket's future is already cancelled).
+
+    def _answer(self, rid: int, outcome: Any) -> None:
+        """Settle a request the state has already dropped: result or error."""
+        t = self._tickets.pop(rid, None)
+        if t is None:
+            return
+        self._admitted -= 1
+        if t.future.done():
+            return
+        if isinstance(outcome, BaseException):
+            t.future.set_exception(outcome)
+        else:
+            t.future.set_result(outcome)
+
+    def _settle(self, out: Outcome) -> None:
+        for req, err in out.failed:
+            self._answer(req.id, err)
+        if out.retried:
+            self._event("retry", ", ".join(f"{r.id}(attempt {r.attempts})" for r in out.retried))
+
+    def _settle_worker_after(self, wid: str, out: Outcome | None = None) -> None:
+        if out is not None:
+            self._settle(out)
+        rec = self._state.workers.get(wid)
+        if rec is not None and rec.state == WorkerState.DRAINING and not rec.running:
+            self._retire(wid)
+
+    def _on_done(self, aid: int, payload: tuple[RunResult, list[Any], float | None],
+                 now: float) -> None:
+        self._exec.pop(aid, None)
+        a = self._state.running.get(aid)
+        if a is None:  # its worker was declared lost first: the requests were retried
+            return
+        res, parts, load_ms = payload
+        self._state.finish(aid, now, ms=res.round_trip_ms)
+        rec_browser = self._browser_of(a.worker_id)
+        v = a.variant
+        assert v is not None
+        for req, part in zip(a.requests, parts, strict=True):
+            t = self._tickets.get(req.id)
+            if t is None:
+                continue
+            value = part
+            if t.model is not None and t.model.postprocess is not None:
+                try:
+                    value = t.model.postprocess(part, t.original)
+                except Exception as exc:
+                    self._answer(req.id, InternalError(
+                        f"postprocessing {req.model} output failed: {exc!r}"))
+                    continue
+            self._answer(req.id, InferenceResult(
+                model=req.model, outputs=value, worker_id=a.worker_id, browser=rec_browser,
+                backend=v.backend, precision=v.precision, attempts=req.attempts,
+                queue_ms=(a.started_at - t.submitted_at) * 1000, run_ms=res.round_trip_ms,
+                page_ms=res.page_ms, load_ms=load_ms, batch_size=len(a.requests),
+                reasons=a.reasons))
+        self._settle_worker_after(a.worker_id)
+
+    def _on_failed(self, aid: int, err: WebAccelError, now: float) -> None:
+        self._exec.pop(aid, None)
+        a = self._state.running.get(aid)
+        if a is None:
+            return
+        wid = a.worker_id
+        if isinstance(err, WorkerLostError) or (
+                isinstance(err, TimeoutError_) and err.details.get("worker_suspect")):
+            # The worker is gone or hung: everything on it is retried at once.
+            self._on_lost(wid, err.message, now)
+            return
+        self._event("failed", f"assignment {aid} on {wid}: {err.code} {err.message}")
+        self._settle_worker_after(wid, self._state.fail(aid, now, err))
+
+    def _on_lost(self, wid: str, reason: str, now: float) -> None:
+        if wid not in self._state.workers:
+            return
+        self._event("lost", f"{wid}: {reason}")
+        family = self._state.workers[wid].browser
+        aids = [aid for aid, a in self._state.running.items() if a.worker_id == wid]
+        for aid in aids:
+            task = self._exec.pop(aid, None)
+            if task is not None:
+                task.cancel()
+        self._settle(self._state.worker_lost(wid, now))
+        self._close_worker(wid)
+        # Replace it at once (same family) when there is work or we fell below
+        # the floor; otherwise adaptive scaling decides later.
+        alive = sum(1 for w in self._state.workers.values() if w.state != WorkerState.DRAINING)
+        if not self._closing and alive < self.scaling.max_workers and (
+                self._state.queued or alive < self.scaling.min_workers):
+            self._launch(family, now, (f"replacing lost {wid}",))
+
+    def _browser_of(self, wid: str) -> str:
+        rec = self._state.workers.get(wid)
+        return rec.browser if rec is not None else "?"
+
+    # ---------------------------------------------------------- workers
+    def _launch(self, family: str, now: float, why: Sequence[str]) -> None:
+        pid = f"launching-{family}-{next(self._launch_ids)}"
+        self._state.add_launching(pid, family, now)
+        self._event("launch", f"{family}: {'; '.join(why)}")
+        self._spawn(self._launch_task(pid, family))
+
+    async def _launch_task(self, pid: str, family: str) -> None:
+        try:
+            w = await asyncio.wait_for(self._launcher(family), self.connection_timeout)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            self._post(("launch_failed", pid, BrowserLaunchError(
+                f"{family} did not become ready within {self.connection_timeout} s")))
+        except Exception as exc:  # noqa: BLE001 - any launcher failure is reported the same way
+            err = exc if isinstance(exc, WebAccelError) else BrowserLaunchError(
+                f"launching {family} failed: {exc!r}")
+            self._post(("launch_failed", pid, err))
+        else:
+            self._post(("launched", pid, w))
+
+    def _on_launched(self, pid: str, w: WorkerTransport, now: float) -> None:
+        if self._closing or pid not in self._state.workers or w.id in self._state.workers:
+            if pid in self._state.workers:
+                self._state.launch_failed(pid, now)
+            self._spawn(_quiet_close(w))
+            return
+        caps = WorkerCaps.from_transport(w.available_backends(), w.capabilities)
+        self._state.rename_worker(pid, w.id)
+        self._state.worker_ready(w.id, normalize_browser(w.browser) or w.browser, caps, now,
+                                 slots=self.slots_per_worker)
+        self._workers[w.id] = w
+        self._loaded[w.id] = set()
+        self._event("ready", f"{w.id} ({w.browser}; {', '.join(caps.backends)})")
+        if self._changed is not None:
+            self._changed.set()
+
+    def _on_launch_failed(self, pid: str, err: WebAccelError, now: float) -> None:
+        rec = self._state.workers.get(pid)
+        fam = rec.browser if rec else "?"
+        self._state.launch_failed(pid, now)
+        self._launch_errors.append(f"{fam}: {err.message}")
+        self._event("launch_failed", f"{fam}: {err.message}")
+        if self._changed is not None:
+            self._changed.set()
+
+    def _retire(self, wid: str) -> None:
+        self._state.worker_closed(wid)
+        self._event("closed", wid)
+        self._close_worker(wid)
+
+    def _close_worker(self, wid: str) -> None:
+        w = self._workers.pop(wid, None)
+        self._loaded.pop(wid, None)
+        for k in [k for k in self._load_locks if k[0] == wid]:
+            del self._load_locks[k]
+        if w is not None:
+            self._spawn(_quiet_close(w))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._aux.add(task)
+        task.add_done_callback(self._aux.discard)
+        return task
+
+    async def _heartbeats(self) -> None:
+        # The transport keeps ``alive`` current (bridge heartbeats, process
+        # exit); polling it here catches a browser that died while idle.
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            for wid, w in list(self._workers.items()):
+                try:
+                    alive = w.alive
+                except Exception:  # noqa: BLE001 - a broken transport is a dead one
+                    alive = False
+                if not alive:
+                    self._post(("lost", wid, "worker reports it is no longer alive"))
+
+    # ------------------------------------------------------- execution
+    def _start(self, a: Assignment) -> None:
+        if a.variant is None:  # a lease: hand the worker to its holder
+            req = a.requests[0]
+            t = self._tickets.get(req.id)
+            w = self._workers[a.worker_id]
+            if t is None or t.future.done():
+                self._settle_worker_after(a.worker_id, self._state.finish(a.id, self._clock()))
+                self._tickets.pop(req.id, None)
+                return
+            backend = req.constraints.backend or (w.available_backends() or ["wasm"])[0]
+            lease = Lease(w, w.id, self._browser_of(w.id), backend, a.reasons)
+            self._tickets.pop(req.id)
+            self._admitted -= 1
+            t.future.set_result((lease, a.id))
+            return
+        self._exec[a.id] = asyncio.create_task(self._execute(a), name=f"webaccel-run-{a.id}")
+
+    async def _execute(self, a: Assignment) -> None:
+        try:
+            payload = await self._execute_inner(a)
+        except asyncio.CancelledError:
+            raise
+        except WebAccelError as exc:
+            self._post(("failed", a.id, exc))
+        except Exception as exc:  # noqa: BLE001 - a bug or a foreign error from a transport
+            err = InternalError(f"running {a.requests[0].model} on {a.worker_id} failed: {exc!r}")
+            err.__cause__ = exc
+            self._post(("failed", a.id, err))
+        else:
+            self._post(("done", a.id, payload))
+
+    async def _execute_inner(self, a: Assignment) -> tuple[RunResult, list[Any], float | None]:
+        w = self._workers.get(a.worker_id)
+        if w is None:
+            raise WorkerLostError(f"worker {a.worker_id} is gone")
+        v = a.variant
+        assert v is not None
+        loaded = self._loaded.setdefault(a.worker_id, set())
+        for key in a.evict:
+            if key in loaded:
+                with contextlib.suppress(WebAccelError):
+                    await w.unload(key)
+                loaded.discard(key)
+        load_ms: float | None = None
+        if v.key not in loaded:
+            lock = self._load_locks.setdefault((a.worker_id, v.key), asyncio.Lock())
+            async with lock:
+                if v.key not in loaded:
+                    info = await w.load_model(v, timeout=self.load_timeout)
+                    loaded.add(v.key)
+                    load_ms = info.load_ms
+        tickets = [self._tickets.get(r.id) for r in a.requests]
+        model = next((t.model for t in tickets if t is not None and t.model is not None), None)
+        axis = model.batch_axis if model is not None else 0
+        inputs = [t.inputs if t is not None and t.inputs is not None else {} for t in tickets]
+        merged = merge(inputs, axis) if len(inputs) > 1 else inputs[0]
+        names = next((t.output_names for t in tickets if t is not None and t.output_names), None)
+        now = self._clock()
+        deadlines = [r.deadline for r in a.requests if r.deadline is not None]
+        budget = self.request_timeout
+        by_deadline = False
+        if deadlines:
+            left = max(deadlines) - now  # the batch runs for its most patient member
+            if left < budget:
+                budget, by_deadline = max(left, 0.001), True
+        try:
+            res = await asyncio.wait_for(
+                w.run(v.key, merged, output_names=names, timeout=budget), budget + 1.0)
+        except (TimeoutError, TimeoutError_) as exc:
+            # A page that outlives the pool's own run timeout is hung (a killed
+            # renderer fails silently, FACTS.md): treat the worker as lost.
+            raise TimeoutError_(
+                f"{a.worker_id} did not answer {v.key} within {budget:.3f} s",
+                details={"worker_suspect": not by_deadline}) from exc
+        parts = split(res.outputs, [r.rows for r in a.requests], axis)
+        return res, parts, load_ms
+
+    # -------------------------------------------------------- shutdown
+    async def _shutdown(self, done: asyncio.Future[None]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._monitor is not None:
+            self._monitor.cancel()
+        for task in list(self._exec.values()):
+            task.cancel()
+        for rid in list(self._tickets):
+            self._answer(rid, CancelledError_("the pool was closed before this request finished"))
+        for task in list(self._aux):
+            if task.get_coro().__name__ == "_launch_task":  # type: ignore[union-attr]
+                task.cancel()
+        ws = list(self._workers.values())
+        self._workers.clear()
+        await asyncio.gather(*(_quiet_close(w) for w in ws))
+        # Launch tasks were cancelled above; wait for them (their launchers clean up).
+        pending = [t for t in self._aux if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=self.connection_timeout)
+        for t in list(self._exec.values()):
+            with contextlib.suppress(BaseException):
+                await t
+        self._exec.clear()
+        if not done.done():
+            done.set_result(None)
+
+
+async def _quiet_close(w: WorkerTransport) -> None:
+    with contextlib.suppress(Exception):
+        await w.close()
+
+
+def _as_tensors(raw: Any) -> dict[str, np.ndarray]:
+    if not isinstance(raw, Mapping):
+        raise InvalidInputError(
+            f"inputs must be a dict of tensor name -> array (got {type(raw).__name__}); "
+            "or give the model a preprocess step in its resolver")
+    out: dict[str, np.ndarray] = {}
+    for name, value in raw.items():
+        arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if arr.dtype == object:
+            raise InvalidInputError(f"input {name!r} is not numeric")
+        out[str(name)] = arr
+    if not out:
+        raise InvalidInputError("no input tensors given")
+    return out
