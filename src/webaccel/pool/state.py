@@ -39,7 +39,14 @@ from webaccel.errors import (
     WebAccelError,
     WorkerLostError,
 )
-from webaccel.pool.lifecycle import ACCEPTS_WORK, ALIVE, WorkerEvent, WorkerState, transition
+from webaccel.pool.lifecycle import (
+    ACCEPTS_WORK,
+    ALIVE,
+    TERMINAL,
+    WorkerEvent,
+    WorkerState,
+    transition,
+)
 from webaccel.pool.routing import (
     Candidate,
     CircuitBreaker,
@@ -554,6 +561,8 @@ class PoolState:
         if rec is None:
             return
         rec.running.discard(a.id)
+        if rec.state in TERMINAL:  # worker_lost() is failing its assignments
+            return
         ev = WorkerEvent.RELEASE if rec.running else WorkerEvent.RELEASE_LAST
         rec.state = transition(rec.state, ev)
         if not rec.running:
