@@ -28,7 +28,7 @@ th { color:var(--dim); font-weight:normal; }
 .state { padding:1px 6px; border-radius:4px; font-size:12px; background:#263140; }
 .state.ready, .state.idle { color:var(--ok); } .state.busy { color:var(--accent); }
 .state.lost, .state.failed { color:var(--bad); } .state.launching, .state.draining { color:var(--warn); }
-.bar { height:10px; background:var(--accent); border-radius:3px; min-width:2px; }
+.bar { height:10px; background:#8f7ee6; border-radius:3px; min-width:2px; }
 canvas { width:100%; height:220px; display:block; }
 .empty { color:var(--dim); font-style:italic; }
 </style></head>
@@ -91,7 +91,10 @@ function models(m) {
 const COLORS = ["#5aa9e6", "#4cc38a", "#f0b429", "#c77dff", "#ff8c61", "#7bdff2"];
 function chart(recent) {
   const c = document.getElementById("chart"), g = c.getContext("2d");
-  const W = c.width, H = c.height, L = 48, B = 22, T = 8, R = 8;
+  const dpr = window.devicePixelRatio || 1;
+  const W = c.clientWidth || 800, H = c.clientHeight || 220, L = 48, B = 22, T = 8, R = 8;
+  if (c.width !== Math.round(W * dpr)) { c.width = Math.round(W * dpr); c.height = Math.round(H * dpr); }
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, W, H);
   g.font = "12px system-ui, sans-serif"; g.fillStyle = "#8a96a3"; g.strokeStyle = "#263140";
   const pts = recent.filter(r => typeof r.round_trip_ms === "number");
