@@ -243,6 +243,8 @@ class ResourcePool:
 
     async def _wait_ready(self, n: int) -> None:
         assert self._changed is not None
+        if n <= 0:  # a pool with no floor launches on demand
+            return
         deadline = self._clock() + self.connection_timeout
         while True:
             ready = sum(1 for w in self._state.workers.values()
@@ -349,7 +351,7 @@ class ResourcePool:
         )
         names = opts.get("output_names") or (
             list(model.output_names) if model.output_names else None)
-        result, _ = await self._submit(req, tensors, inputs, model, names)
+        result: InferenceResult = await self._submit(req, tensors, inputs, model, names)
         return result
 
     def get_connection(
@@ -397,7 +399,7 @@ class ResourcePool:
 
     async def _submit(self, req: Request, tensors: dict[str, np.ndarray] | None, original: Any,
                       model: ResolvedModel | None,
-                      names: list[str] | None = None) -> tuple[Any, int]:
+                      names: list[str] | None = None) -> Any:
         await self._ensure_started()
         # Admission is the handle's job and never waits (TGI's try_acquire).
         if self._admitted >= self.max_pending:
