@@ -10,11 +10,16 @@ its own thread, so scripts and notebooks call plain methods::
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import sys
 import threading
+import weakref
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from webaccel.browsers.process import install_cleanup
 from webaccel.browsers.worker import backends_from_capabilities
 from webaccel.engine import Engine
 from webaccel.errors import InvalidInputError
@@ -59,6 +64,7 @@ class WebAccelerator:
                  launch_timeout: float = 30.0) -> None:
         self.enable_resource_pool = enable_resource_pool
         self.browser_preferences = dict(browser_preferences or {})
+        install_cleanup()  # from the caller's (usually main) thread: SIGTERM handler + atexit
         self._loop = _LoopThread()
         self._engine = Engine(max_connections=max_connections if enable_resource_pool else 1,
                               default_browser=default_browser, default_platform=default_platform,
@@ -69,6 +75,7 @@ class WebAccelerator:
             self._loop.stop()
             raise
         self._closed = False
+        _open_accelerators.add(self)
 
     @property
     def server_url(self) -> str:
@@ -120,9 +127,19 @@ class WebAccelerator:
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
-    def __del__(self) -> None:  # best effort; browsers also die with the process (PDEATHSIG)
-        if not getattr(self, "_closed", True):
-            try:
+    def __del__(self) -> None:
+        # Best effort only: during interpreter shutdown the loop thread may be
+        # unable to finish, and the atexit hook plus PDEATHSIG end the browsers anyway.
+        if not getattr(self, "_closed", True) and not sys.is_finalizing():
+            with contextlib.suppress(Exception):
                 self.shutdown()
-            except Exception:  # noqa: BLE001
-                pass
+
+
+_open_accelerators: weakref.WeakSet[WebAccelerator] = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_open_accelerators() -> None:
+    for acc in list(_open_accelerators):
+        with contextlib.suppress(Exception):
+            acc.shutdown()

@@ -103,7 +103,7 @@ class BrowserWorker:
             with contextlib.suppress(Exception):
                 await conn.ws.close()
         if self.process is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.process.terminate)
+            await self.process.terminate_async()
 
 
 async def launch_chromium(server: WebAccelServer, *, worker_id: str | None = None,
@@ -141,7 +141,7 @@ async def launch_chromium(server: WebAccelServer, *, worker_id: str | None = Non
                 f"{process.log_tail()}") from None
     except BaseException:
         hello.cancel()
-        await loop.run_in_executor(None, process.terminate)
+        await process.terminate_async()
         raise
     worker.capabilities = conn.capabilities
     worker.launch_ms = (time.perf_counter() - start) * 1000

@@ -1,0 +1,104 @@
+"""End to end: MiniLM in headless Chromium equals native onnxruntime."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from webaccel.errors import InvalidInputError, ModelNotFoundError
+from webaccel.models import registry
+
+pytestmark = pytest.mark.browser
+
+SENTENCES = [
+    "Hi.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Grüße aus Köln: Straße, Maß und Öl.",
+    "東京は日本の首都です。",
+    "Привет, как дела? Всё хорошо.",
+    "Emoji are tokens too 🚀🔥 — and so are dashes.",
+    "In 1905 Einstein published four papers that changed physics: on the photoelectric effect, "
+    "Brownian motion, special relativity and mass-energy equivalence.",
+    "def f(x): return x ** 2  # code is text as well",
+    "   leading and trailing spaces   ",
+]
+
+
+def native_embeddings(texts):
+    spec = registry.get("minilm")
+    proc = spec.processor()
+    prepared = proc.preprocess(texts, {})
+    sess = ort.InferenceSession(str(spec.ensure_onnx()), providers=["CPUExecutionProvider"])
+    (hidden,) = sess.run(["last_hidden_state"], prepared.tensors)
+    return proc.postprocess({"last_hidden_state": hidden}, prepared)["embeddings"]
+
+
+def cosines(a, b):
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_batched_wasm_embeddings_equal_native(accelerator):
+    out = accelerator.accelerate("minilm", SENTENCES, platform="wasm")
+    assert out["backend"] == "wasm" and out["browser"] == "chromium"
+    assert out["embeddings"].shape == (len(SENTENCES), 384)
+    cos = cosines(out["embeddings"], native_embeddings(SENTENCES))
+    assert cos.min() >= 0.9999, cos
+    assert out["page_ms"] > 0 and out["latency_ms"] >= out["page_ms"]
+
+
+@pytest.mark.slow
+def test_batched_webgpu_embeddings_match_native(accelerator):
+    worker = accelerator._loop.run(accelerator._engine.any_worker())
+    if not (worker.capabilities.get("webgpu") or {}).get("available"):
+        pytest.skip("this Chromium has no WebGPU adapter")
+    out = accelerator.accelerate("minilm", SENTENCES, platform="webgpu")
+    assert out["backend"] == "webgpu" and out["fallback_reason"] is None
+    cos = cosines(out["embeddings"], native_embeddings(SENTENCES))
+    assert cos.min() >= 0.999, cos
+
+
+def test_default_platform_does_not_use_software_webgpu(accelerator):
+    out = accelerator.accelerate("minilm", "hello")
+    adapter = out["adapter"]
+    if adapter and adapter["software"]:
+        assert out["backend"] == "wasm"
+        assert "software" in out["fallback_reason"]
+
+
+def test_raw_tensors_are_accepted(accelerator):
+    prepared = registry.get("minilm").processor().preprocess(["hello world"], {})
+    raw = {k: v.tolist() for k, v in prepared.tensors.items()}
+    out = accelerator.accelerate("minilm", raw, platform="wasm")
+    hidden = out["last_hidden_state"]
+    assert hidden.shape == (1, prepared.tensors["input_ids"].shape[1], 384)
+
+
+def test_long_input_is_truncated_and_says_so(accelerator):
+    text = "word " * 2000  # 10k characters
+    out = accelerator.accelerate("minilm", [text, "short"], platform="wasm")
+    assert out["truncated"] == [True, False]
+    assert "truncated" in out["warning"]
+    assert np.isclose(np.linalg.norm(out["embeddings"][0]), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [[], "", ["fine", "   "], [1, 2]])
+def test_empty_or_invalid_input_is_a_clear_error(accelerator, bad):
+    with pytest.raises(InvalidInputError):
+        accelerator.accelerate("minilm", bad)
+
+
+def test_unknown_model_and_option_are_clear_errors(accelerator):
+    with pytest.raises(ModelNotFoundError, match="known models: .*minilm"):
+        accelerator.accelerate("no-such-model", "x")
+    with pytest.raises(InvalidInputError, match="unknown option"):
+        accelerator.accelerate("minilm", "x", {"precison": 8})
+    with pytest.raises(InvalidInputError, match="precision"):
+        accelerator.accelerate("minilm", "x", {"precision": 3})
+
+
+def test_seed_api_shape(accelerator):
+    out = accelerator.accelerate("minilm", input_text="hello", options={"use_ipfs": False})
+    for key in ("browser", "backend", "precision", "latency_ms", "page_ms", "embeddings"):
+        assert key in out
+    hw = accelerator.get_optimal_hardware("minilm")
+    assert hw["browser"] == "chromium" and hw["platform"] in hw["available_backends"]

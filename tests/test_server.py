@@ -1,0 +1,104 @@
+"""The server on a real loopback socket: auth, origin, malformed frames, isolation headers."""
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+import websockets
+from websockets.exceptions import InvalidStatus
+
+from webaccel.bridge import frames
+from webaccel.bridge.frames import Control, TensorFrame
+from webaccel.server import WebAccelServer
+
+
+@pytest.fixture
+async def server(tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not really onnx")
+    async with WebAccelServer() as srv:
+        srv.model_files.add("m/fp32/model.onnx", model)
+        yield srv
+
+
+def ws_url(srv, token=None, worker="w1"):
+    token = srv.token if token is None else token
+    return f"ws://127.0.0.1:{srv.port}/ws?token={token}&worker={worker}"
+
+
+async def test_socket_without_or_with_wrong_token_is_refused(server):
+    for url in (f"ws://127.0.0.1:{server.port}/ws?worker=w", ws_url(server, token="wrong")):
+        with pytest.raises(InvalidStatus) as info:
+            async with websockets.connect(url):
+                pass
+        assert info.value.response.status_code == 403
+
+
+async def test_socket_from_foreign_origin_is_refused(server):
+    with pytest.raises(InvalidStatus):
+        async with websockets.connect(ws_url(server), origin="http://evil.example"):
+            pass
+    async with websockets.connect(ws_url(server), origin=server.url) as ws:  # our own origin is fine
+        await ws.send(frames.encode(Control(id="h", type="hello", data={
+            "worker_id": "w1", "capabilities": {}})))
+
+
+async def test_malformed_frames_get_bad_request_and_server_stays_up(server):
+    hello = frames.encode(Control(id="h", type="hello", data={"worker_id": "w1", "capabilities": {}}))
+    junk = [
+        "this is not json",
+        json.dumps({"id": "x", "type": "explode"}),
+        b"\x00\x00\x00\xffgarbage",
+        b"\x00\x00\x00\x05{bad}",
+        b"",
+        frames.encode(TensorFrame(id="z", type="run", tensors={"x": np.ones(3, np.float32)}))[:-4],
+    ]
+    async with websockets.connect(ws_url(server)) as ws:
+        await ws.send(hello)
+        for message in junk:
+            await ws.send(message)
+            reply = json.loads(await ws.recv())
+            assert reply["type"] == "error" and reply["data"]["code"] == "BAD_REQUEST"
+        conn = await server.hub.wait_for("w1", 5)
+        assert conn.protocol_errors == len(junk) and conn.open
+    async with httpx.AsyncClient() as client:
+        health = await client.get(f"{server.url}/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    async with websockets.connect(ws_url(server, worker="w2")) as ws:  # and still accepts workers
+        await ws.send(hello.replace('"w1"', '"w2"'))
+        assert (await server.hub.wait_for("w2", 5)).open
+
+
+async def test_worker_page_is_cross_origin_isolated_and_models_need_the_token(server):
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        page = await client.get("/worker/worker.html")
+        assert page.status_code == 200
+        assert page.headers["cross-origin-opener-policy"] == "same-origin"
+        assert page.headers["cross-origin-embedder-policy"] == "require-corp"
+        module = await client.get("/worker/runtime.mjs")
+        assert module.headers["content-type"].startswith("text/javascript")
+        wasm = await client.head("/worker/vendor/ort/ort-wasm-simd-threaded.wasm")
+        assert wasm.headers["content-type"] == "application/wasm"
+        assert (await client.get("/models/m/fp32/model.onnx")).status_code == 401
+        ok = await client.get("/models/m/fp32/model.onnx",
+                              headers={"authorization": f"Bearer {server.token}"})
+        assert ok.status_code == 200 and ok.content == b"not really onnx"
+        missing = await client.get("/models/nope", params={"token": server.token})
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "MODEL_NOT_FOUND"
+
+
+async def test_reply_for_disconnected_page_fails_with_worker_lost(server):
+    from webaccel.errors import WorkerLostError
+
+    async with websockets.connect(ws_url(server)) as ws:
+        await ws.send(frames.encode(Control(id="h", type="hello", data={"worker_id": "w1",
+                                                                        "capabilities": {}})))
+        conn = await server.hub.wait_for("w1", 5)
+        import asyncio
+
+        pending = asyncio.create_task(conn.request("load_model", data={"key": "k", "url": "/u"}))
+        await ws.recv()  # the page got the request ...
+    with pytest.raises(WorkerLostError):  # ... and went away without answering
+        await asyncio.wait_for(pending, 5)
