@@ -39,30 +39,34 @@ def latency_by_backend(rows: list[dict[str, Any]], path: Path) -> Path | None:
         return None
     groups = sorted({(r["model"], r["backend"]) for r in rows})
     precisions = sorted({r["precision"] for r in rows})
-    width = 0.8 / len(precisions)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(groups) + 2), 4.2))
-    values = []
-    for j, prec in enumerate(precisions):
-        xs, ys, lo, hi = [], [], [], []
-        for i, g in enumerate(groups):
-            r = next((r for r in rows if (r["model"], r["backend"]) == g and r["precision"] == prec),
-                     None)
-            if r is None:
-                continue
-            xs.append(i - 0.4 + width * (j + 0.5))
-            ys.append(r["p50"])
-            lo.append(max(0.0, r["p50"] - r["p10"]))
-            hi.append(max(0.0, r["p90"] - r["p50"]))
+    color = {p: COLORS[j % len(COLORS)] for j, p in enumerate(precisions)}
+    widest = max(sum(1 for r in rows if (r["model"], r["backend"]) == g) for g in groups)
+    width = 0.8 / widest
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) + 2.5), 4.2))
+    values: list[float] = []
+    labelled: set[str] = set()
+    for i, g in enumerate(groups):
+        present = sorted((r for r in rows if (r["model"], r["backend"]) == g),
+                         key=lambda r: r["precision"])
+        for k, r in enumerate(present):  # bars of one group centred on its tick
+            x = i + (k - (len(present) - 1) / 2) * width
+            prec = r["precision"]
+            bars = ax.bar([x], [r["p50"]], width * 0.92, color=color[prec],
+                          yerr=[[max(0.0, r["p50"] - r["p10"])], [max(0.0, r["p90"] - r["p50"])]],
+                          capsize=3, label=None if prec in labelled else prec)
+            labelled.add(prec)
+            ax.bar_label(bars, labels=[f"{r['p50']:.3g}"], fontsize=8, padding=2)
             values += [r["p10"], r["p90"]]
-        bars = ax.bar(xs, ys, width * 0.92, yerr=[lo, hi], capsize=3, label=prec,
-                      color=COLORS[j % len(COLORS)])
-        ax.bar_label(bars, labels=[f"{y:.3g}" for y in ys], fontsize=8, padding=2)
     ax.set_xticks(range(len(groups)), [f"{m}\n{b}" for m, b in groups])
     ax.set_ylabel("round trip, ms (median, p10–p90)")
     ax.set_title("Inference latency by backend and precision")
     _log_if_wide(ax, values)
-    ax.legend(title="precision", fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda n: labels[n])
+    ax.legend([handles[n] for n in order], [labels[n] for n in order], title="precision",
+              fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+    ax.margins(y=0.12)
     return _save(fig, path)
 
 
@@ -83,7 +87,8 @@ def throughput_vs_workers(runs: list[dict[str, Any]], series: dict[str, dict[int
     ax.set_ylabel("throughput, items/s")
     ax.set_title("Throughput vs workers")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_ylim(bottom=0)
+    top = max([r["throughput"] for r in runs] + [v for pts in series.values() for v in pts.values()])
+    ax.set_ylim(0, top * 1.15 if top > 0 else 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from webaccel.bench.runner import run_benchmarks
+from webaccel.metrics.report import NO_DATA, _fmt, build_report
+from webaccel.metrics.store import MetricsStore
+
+from . import toybench
+
+
+def _seed(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """A real DuckDB file with every kind of record (test data, written through the store)."""
+    rng = np.random.default_rng(7)
+    lat: dict[tuple[str, str], list[float]] = {}
+    with MetricsStore(db_path) as store:
+        for workers in (1, 2, 4):
+            store.record_run_start("server", info={"workers": workers})
+            for w in range(workers):
+                store.record_worker(f"w{w}", "chromium", version="156.0.8078.108",
+                                    backends=["wasm", "webgpu"],
+                                    adapter={"vendor": "google", "architecture": "swiftshader"},
+                                    is_fallback=True)
+            for i in range(40):
+                for backend, precision, base in (("wasm", "fp32", 17.0), ("wasm", "int8", 11.0),
+                                                 ("webgpu", "fp16", 45.0)):
+                    ms = float(base * rng.uniform(0.8, 1.3))
+                    lat.setdefault((backend, precision), []).append(ms)
+                    store.record_inference("minilm", round_trip_ms=ms, worker_id=f"w{i % workers}",
+                                           browser="chromium", backend=backend,
+                                           precision=precision, batch=4, page_ms=ms * 0.8,
+                                           queue_wait_ms=0.2)
+            store.record_inference("minilm", round_trip_ms=30000.0, backend="wasm",
+                                   error_code="TIMEOUT")
+        loads: dict[str, list[float]] = {}
+        for i in range(6):
+            for tier, base in (("network", 900.0), ("browser-cache", 40.0), ("disk", 120.0)):
+                ms = float(base * rng.uniform(0.9, 1.2))
+                loads.setdefault(tier, []).append(ms)
+                store.record_model_load("minilm", ms=ms, tier=tier, nbytes=90_000_000,
+                                        variant="fp32", backend="wasm", cid="bafyminilm")
+        for i in range(20):
+            store.record_fetch(f"bafyblock{i}", nbytes=262_144, ms=2.0,
+                               tier="memory" if i % 4 else "peer", peer="http://peer")
+        for variant, size, acc in (("fp32", 90_900_000, 1.0), ("fp16", 45_700_000, 0.99999),
+                                   ("int8", 23_000_000, 0.988), ("int4", 14_700_000, 0.948)):
+            store.record_variant("minilm", variant, nbytes=size, metric="cosine", accuracy=acc)
+        toybench.install(monkeypatch)
+        toybench.install(monkeypatch, "toy-unavailable", toybench.unavailable)
+        bench = list(run_benchmarks([toybench.NAME, "toy-unavailable"], repeat=5, warmup=1,
+                                    store=store))
+    return {"lat": lat, "loads": loads, "bench": bench}
+
+
+def test_report_from_a_seeded_store(db_path: Path, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    seeded = _seed(db_path, monkeypatch)
+    out = tmp_path / "report"
+    rep = build_report(db_path, out)
+    assert set(rep.plots) == {"benchmarks", "latency", "throughput", "loads", "variants"}
+    for p in rep.plots.values():
+        with Image.open(p) as img:
+            assert img.format == "PNG" and img.width >= 500 and img.height >= 200
+    keep = os.environ.get("WEBACCEL_TEST_SHOT_DIR")
+    if keep:
+        shutil.copytree(out, Path(keep) / "report", dirs_exist_ok=True)
+    md = rep.markdown.read_text()
+    page = rep.html.read_text()
+    for p in rep.plots.values():
+        rel = p.relative_to(out).as_posix()
+        assert f"]({rel})" in md and f"src='{rel}'" in page
+    # The numbers in the report are the store's: medians computed independently here.
+    lat = seeded["lat"]
+    for (backend, precision), values in lat.items():  # type: ignore[attr-defined]
+        expected = _fmt(float(np.median(values)))
+        row = next(line for line in md.splitlines()
+                   if line.startswith(f"| minilm | {backend} | {precision} |"))
+        assert f"| {expected} |" in row, (row, expected)
+    for tier, values in seeded["loads"].items():  # type: ignore[attr-defined]
+        row = next(line for line in md.splitlines() if line.startswith(f"| {tier} | 6 |"))
+        assert f"| {_fmt(float(np.median(values)))} |" in row
+    toy = seeded["bench"][0]  # type: ignore[index]
+    assert f"| toy-sum | {_fmt(toy['ratio'])} |" in md
+    assert "unavailable: needs a GPU adapter" in md
+    assert "failed inferences: TIMEOUT × 3" in md
+    assert "| int4 | 14.7 | cosine | 0.948 |" in md
+    # Efficiency: 18 loads of 90 MB, 6 of them over the network; 5 of 20 fetches from a peer.
+    assert "minilm: 18 loads moved 540.0 MB over the network with caching, vs 1,620.0 MB" in md
+    assert "(66.7 % saved)" in md
+    assert "| peer | 5 |" in md and "| network | 6 |" in md
+    assert "121 requests over 4 pooled browser connection(s), vs 121 with one" in md
+    assert "google swiftshader" in md
+    assert NO_DATA not in md and NO_DATA not in page
+    assert rep.data["throughput"] and {t["workers"] for t in rep.data["throughput"]} == {1, 2, 4}
+
+
+def test_report_on_an_empty_store_says_no_data(db_path: Path, tmp_path: Path) -> None:
+    MetricsStore(db_path).close()
+    rep = build_report(db_path, tmp_path / "r")
+    assert rep.plots == {}
+    md = rep.markdown.read_text()
+    assert md.count(f"_{NO_DATA}_") == len(rep.sections) == 7
+    assert rep.html.read_text().count(NO_DATA) == 7
+    assert not list((tmp_path / "r" / "plots").iterdir())
+
+
+def test_report_on_a_missing_file_creates_nothing_surprising(home: Path, tmp_path: Path) -> None:
+    rep = build_report(None, tmp_path / "r")  # default path under $WEBACCEL_HOME
+    assert rep.plots == {} and NO_DATA in rep.markdown.read_text()
