@@ -1,0 +1,185 @@
+"""``pool-saturation``: how busy a real pool keeps its workers under sustained overload.
+
+Ratio: busy-worker fraction = (sum of run round trips) / (workers x window)
+while more clients than the pool can serve send back to back; higher is
+better (1.0 = no worker ever idles while requests wait).  Figures: p50/p99
+queue wait, throughput, how many requests were refused with OVERLOADED
+(admission must fail fast, never hang), and the spread over windows.
+
+It measures real browser workers (``webaccel.browsers.launch_worker``) on a
+tiny MLP built here (so no model download is needed) and checks the first
+answers against numpy.  Without a real launcher, browser or onnxruntime-web
+assets it raises :class:`BenchmarkUnavailable` -- the fake worker in
+:mod:`webaccel.pool.fake` is never measured.
+
+Options (``ctx.options``): ``workers`` (default 2: FACTS.md found one
+single-thread browser per core best), ``window_s`` (2.0), ``windows``
+(``min(ctx.repeat, 5)``), ``overload`` (clients per worker, 8),
+``max_pending`` (clients x workers / 2, so that admission is exercised).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from webaccel.bench.core import BenchContext, BenchmarkUnavailable, Measurement, benchmark, summarize
+from webaccel.errors import BackendUnavailableError, OverloadedError, WebAccelError
+
+HIDDEN = 64
+
+
+def _tiny_mlp(path: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """x[N,64] -> relu(x @ W1) @ W2; written as ONNX, returns the weights for checking."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w1 = rng.standard_normal((HIDDEN, HIDDEN)).astype(np.float32) / 8
+    w2 = rng.standard_normal((HIDDEN, HIDDEN)).astype(np.float32) / 8
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]),
+         helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "w2"], ["y"])],
+        "tiny_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", HIDDEN])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", HIDDEN])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return w1, w2
+
+
+def _launcher_available() -> Any:
+    try:
+        from webaccel.browsers import launch_worker
+    except ImportError as exc:
+        raise BenchmarkUnavailable(f"needs browser workers ({exc})") from None
+    return launch_worker
+
+
+async def _measure(ctx: BenchContext, launch_worker: Any) -> Measurement:
+    from webaccel.pool import ResolvedModel, ResourcePool, StaticResolver
+    from webaccel.pool.transport import ModelRef
+    from webaccel.server import WebAccelServer
+
+    opts = ctx.options
+    n_workers = int(opts.get("workers", 2))
+    window = float(opts.get("window_s", 2.0))
+    windows = int(opts.get("windows", max(1, min(ctx.repeat, 5))))
+    clients = n_workers * int(opts.get("overload", 8))
+    max_pending = int(opts.get("max_pending", max(2, clients // 2)))
+
+    tmp = Path(tempfile.mkdtemp(prefix="webaccel-bench-"))
+    w1, w2 = _tiny_mlp(tmp / "mlp.onnx")
+    server = WebAccelServer()
+    try:
+        await server.start()
+    except BackendUnavailableError as exc:
+        raise BenchmarkUnavailable(f"needs browser workers: {exc.message}") from None
+    try:
+        path = server.model_files.add("bench-mlp", tmp / "mlp.onnx")
+        ref = ModelRef(key="bench-mlp:wasm:fp32", name="bench-mlp", url=f"{server.url}{path}")
+        resolver = StaticResolver({"bench-mlp": ResolvedModel("bench-mlp", "text_embedding", (ref,))})
+
+        async def launch(family: str) -> Any:
+            return await launch_worker(server, family)
+
+        pool = ResourcePool(max_connections=n_workers, adaptive_scaling=False,
+                            launcher=launch, resolver=resolver, launchable=["chromium"],
+                            max_pending=max_pending, request_timeout=30.0, connection_timeout=60.0)
+        try:
+            async with pool:
+                return await _drive(pool, n_workers, window, windows, clients, w1, w2, max_pending)
+        except BackendUnavailableError as exc:  # no browser binary here
+            raise BenchmarkUnavailable(f"needs browser workers: {exc.message}") from None
+    finally:
+        await server.stop()
+
+
+async def _drive(pool: Any, n_workers: int, window: float, windows: int, clients: int,
+                 w1: np.ndarray, w2: np.ndarray, max_pending: int) -> Measurement:
+    rng = np.random.default_rng(1)
+
+    # Warm up every worker (V8 tiers WASM up over ~20 runs, FACTS.md) and check answers.
+    warm = [rng.standard_normal((1, HIDDEN)).astype(np.float32) for _ in range(20 * n_workers)]
+    results = []
+    for i in range(0, len(warm), max_pending):  # stay under the admission bound
+        results += await pool.execute_concurrent(
+            [("bench-mlp", {"x": v}) for v in warm[i:i + max_pending]], return_exceptions=False)
+    for v, r in zip(warm, results, strict=True):
+        want = np.maximum(v @ w1, 0) @ w2
+        if not np.allclose(r.outputs["y"], want, atol=1e-4):
+            raise WebAccelError("pool-saturation: a worker returned a wrong answer")
+    if len(pool.workers) < n_workers:
+        raise BenchmarkUnavailable(f"only {len(pool.workers)} of {n_workers} workers started")
+
+    fractions: list[float] = []
+    waits: list[float] = []
+    done_total = 0
+    refused_total = 0
+    for _ in range(windows):
+        busy_ms = 0.0
+        done = 0
+        refused = 0
+        start = time.perf_counter()
+        end = start + window
+
+        async def client() -> None:
+            nonlocal busy_ms, done, refused
+            x = rng.standard_normal((1, HIDDEN)).astype(np.float32)
+            while time.perf_counter() < end:
+                try:
+                    r = await pool.run_inference("bench-mlp", {"x": x})
+                except OverloadedError:
+                    refused += 1
+                    await asyncio.sleep(0.001)  # a real client backs off
+                    continue
+                busy_ms += r.run_ms
+                done += 1
+                waits.append(r.queue_ms)
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+        fractions.append(min(1.0, busy_ms / (n_workers * elapsed * 1000)))
+        done_total += done
+        refused_total += refused
+    spread = summarize(fractions)
+    wait = summarize(waits) if waits else {}
+    ordered = sorted(waits)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else None
+    return Measurement(
+        ratio=spread["median"],
+        figures={
+            "busy_fraction": spread,
+            "queue_wait_ms_p50": wait.get("median"),
+            "queue_wait_ms_p99": p99,
+            "throughput_per_s": done_total / (window * windows),
+            "completed": done_total,
+            "refused_overloaded": refused_total,
+            "workers": n_workers,
+            "clients": clients,
+            "max_pending": max_pending,
+            "window_s": window,
+            "windows": windows,
+            "model": f"MLP {HIDDEN}x{HIDDEN}x{HIDDEN} fp32 wasm, batch 1",
+            "stats": pool.stats()["counters"],
+        },
+    )
+
+
+@benchmark("pool-saturation", ratio_is="busy worker time / (workers x wall time) under overload",
+           better="higher")
+def pool_saturation(ctx: BenchContext) -> Measurement:
+    launch_worker = _launcher_available()
+    with contextlib.suppress(RuntimeError):
+        asyncio.get_running_loop()
+        raise BenchmarkUnavailable("call pool-saturation outside a running event loop")
+    return asyncio.run(_measure(ctx, launch_worker))
