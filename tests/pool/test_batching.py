@@ -29,8 +29,10 @@ def test_signature_rejects_disagreeing_rows_and_scalars() -> None:
 
 @given(st.lists(st.integers(1, 4), min_size=1, max_size=6), st.integers(1, 3))
 def test_merge_then_split_round_trips(rows: list[int], width: int) -> None:
-    reqs = [{"x": np.arange(r * width, dtype=np.float32).reshape(r, width) + 100 * i}
-            for i, r in enumerate(rows)]
+    reqs = [
+        {"x": np.arange(r * width, dtype=np.float32).reshape(r, width) + 100 * i}
+        for i, r in enumerate(rows)
+    ]
     merged = merge(reqs)
     assert merged["x"].shape == (sum(rows), width)
     back = split(merged, rows)

@@ -34,7 +34,7 @@ def test_every_target_is_a_state_and_every_event_is_used() -> None:
 
 
 def test_terminal_states_are_lost_and_closed() -> None:
-    assert TERMINAL == {WorkerState.LOST, WorkerState.CLOSED}
+    assert {WorkerState.LOST, WorkerState.CLOSED} == TERMINAL
 
 
 def test_every_live_state_can_be_lost() -> None:
@@ -43,7 +43,7 @@ def test_every_live_state_can_be_lost() -> None:
 
 
 def test_only_ready_and_busy_accept_work() -> None:
-    assert ACCEPTS_WORK == {WorkerState.READY, WorkerState.BUSY}
+    assert {WorkerState.READY, WorkerState.BUSY} == ACCEPTS_WORK
     for state in WorkerState:
         assert (WorkerEvent.ASSIGN in TRANSITIONS[state]) == (state in ACCEPTS_WORK)
 
@@ -62,7 +62,14 @@ def test_illegal_transitions_raise(state: WorkerState, event: WorkerEvent) -> No
 
 def test_a_typical_life() -> None:
     s = WorkerState.LAUNCHING
-    for ev in (WorkerEvent.LAUNCHED, WorkerEvent.ASSIGN, WorkerEvent.ASSIGN, WorkerEvent.RELEASE,
-               WorkerEvent.RELEASE_LAST, WorkerEvent.DRAIN, WorkerEvent.CLOSED):
+    for ev in (
+        WorkerEvent.LAUNCHED,
+        WorkerEvent.ASSIGN,
+        WorkerEvent.ASSIGN,
+        WorkerEvent.RELEASE,
+        WorkerEvent.RELEASE_LAST,
+        WorkerEvent.DRAIN,
+        WorkerEvent.CLOSED,
+    ):
         s = transition(s, ev)
     assert s is WorkerState.CLOSED

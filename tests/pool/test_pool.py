@@ -1,4 +1,5 @@
 """ResourcePool with fake workers (scheduler unit tests: no browser here by design)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -29,20 +30,37 @@ from webaccel.pool.transport import ModelRef, WorkerTransport
 
 
 def ref(name: str, backend: str = "wasm", precision: str = "fp32") -> ModelRef:
-    return ModelRef(key=f"{name}:{backend}:{precision}", name=name, url=f"/models/{name}",
-                    backend=backend, precision=precision)
+    return ModelRef(
+        key=f"{name}:{backend}:{precision}",
+        name=name,
+        url=f"/models/{name}",
+        backend=backend,
+        precision=precision,
+    )
 
 
-RESOLVER = StaticResolver({
-    "emb": ResolvedModel("emb", "text_embedding", (ref("emb"),)),
-    "vit": ResolvedModel("vit", "vision", (ref("vit", "webgpu"), ref("vit"))),
-    "asr": ResolvedModel("asr", "audio", (ref("asr"),)),
-    "batchy": ResolvedModel("batchy", "text_embedding", (ref("batchy"),), batchable=True,
-                            max_batch=4, max_wait_ms=30),
-    "pre": ResolvedModel("pre", "text_embedding", (ref("pre"),),
-                         preprocess=lambda text: {"x": np.array([[len(text)]], np.float32)},
-                         postprocess=lambda out, text: f"{text}:{int(out['y'][0, 0])}"),
-})
+RESOLVER = StaticResolver(
+    {
+        "emb": ResolvedModel("emb", "text_embedding", (ref("emb"),)),
+        "vit": ResolvedModel("vit", "vision", (ref("vit", "webgpu"), ref("vit"))),
+        "asr": ResolvedModel("asr", "audio", (ref("asr"),)),
+        "batchy": ResolvedModel(
+            "batchy",
+            "text_embedding",
+            (ref("batchy"),),
+            batchable=True,
+            max_batch=4,
+            max_wait_ms=30,
+        ),
+        "pre": ResolvedModel(
+            "pre",
+            "text_embedding",
+            (ref("pre"),),
+            preprocess=lambda text: {"x": np.array([[len(text)]], np.float32)},
+            postprocess=lambda out, text: f"{text}:{int(out['y'][0, 0])}",
+        ),
+    }
+)
 
 
 def x(i: float, rows: int = 1) -> dict[str, np.ndarray]:
@@ -65,7 +83,9 @@ async def until(cond: Callable[[], bool], timeout: float = 2.0) -> None:
         await asyncio.sleep(0.001)
 
 
-async def pump(launcher: FakeLauncher, tasks: list[asyncio.Task[Any]], timeout: float = 3.0) -> None:
+async def pump(
+    launcher: FakeLauncher, tasks: list[asyncio.Task[Any]], timeout: float = 3.0
+) -> None:
     """Complete manual runs on live workers until every task is done."""
     end = time.monotonic() + timeout
     while not all(t.done() for t in tasks):
@@ -78,10 +98,15 @@ async def pump(launcher: FakeLauncher, tasks: list[asyncio.Task[Any]], timeout: 
 
 # ---------------------------------------------------------------------------
 async def test_many_concurrent_requests_over_several_models_all_answered() -> None:
-    launcher = FakeLauncher({"chromium": {"backends": ("webgpu", "wasm"), "run_latency": 0.001},
-                             "firefox": {"backends": ("wasm",), "run_latency": 0.001}})
-    async with make_pool(launcher, max_connections=3, adaptive_scaling=False,
-                         launchable=["chromium", "firefox"]) as pool:
+    launcher = FakeLauncher(
+        {
+            "chromium": {"backends": ("webgpu", "wasm"), "run_latency": 0.001},
+            "firefox": {"backends": ("wasm",), "run_latency": 0.001},
+        }
+    )
+    async with make_pool(
+        launcher, max_connections=3, adaptive_scaling=False, launchable=["chromium", "firefox"]
+    ) as pool:
         items = [(("emb", "vit", "asr")[i % 3], x(i)) for i in range(300)]
         results = await pool.execute_concurrent(items)
     assert len(results) == 300
@@ -115,8 +140,9 @@ async def test_worker_killed_mid_request_nothing_lost() -> None:
 
 async def test_hung_worker_is_declared_lost_and_its_request_retried() -> None:
     launcher = FakeLauncher({"chromium": {"manual": True}})
-    async with make_pool(launcher, max_connections=2, adaptive_scaling=False,
-                         request_timeout=0.05) as pool:
+    async with make_pool(
+        launcher, max_connections=2, adaptive_scaling=False, request_timeout=0.05
+    ) as pool:
         t = asyncio.create_task(pool.run_inference("emb", x(7), timeout=2.0))
         await until(lambda: any(w.pending for w in launcher.workers))
         stuck = next(w for w in launcher.workers if w.pending)
@@ -131,8 +157,9 @@ async def test_hung_worker_is_declared_lost_and_its_request_retried() -> None:
 
 async def test_full_pool_raises_overloaded_at_once() -> None:
     launcher = FakeLauncher({"chromium": {"manual": True}})
-    async with make_pool(launcher, max_connections=1, adaptive_scaling=False,
-                         max_pending=5) as pool:
+    async with make_pool(
+        launcher, max_connections=1, adaptive_scaling=False, max_pending=5
+    ) as pool:
         tasks = [asyncio.create_task(pool.run_inference("emb", x(i))) for i in range(5)]
         await until(lambda: pool.stats()["admitted"] == 5)
         t0 = time.perf_counter()
@@ -146,8 +173,9 @@ async def test_full_pool_raises_overloaded_at_once() -> None:
 
 async def test_ten_x_overload_fails_fast_and_stays_bounded() -> None:
     launcher = FakeLauncher({"chromium": {"run_latency": 0.002}})
-    async with make_pool(launcher, max_connections=2, adaptive_scaling=False,
-                         max_pending=20) as pool:
+    async with make_pool(
+        launcher, max_connections=2, adaptive_scaling=False, max_pending=20
+    ) as pool:
         results = await pool.execute_concurrent([("emb", x(i)) for i in range(200)])
         assert pool.stats()["pending"] <= 20
     ok = [r for r in results if isinstance(r, InferenceResult)]
@@ -176,8 +204,9 @@ async def test_priorities_are_respected() -> None:
         blocker = asyncio.create_task(pool.run_inference("emb", x(0)))
         await until(lambda: bool(launcher.workers[0].pending))
         w = launcher.workers[0]
-        low = [asyncio.create_task(pool.run_inference("emb", x(10 + i), priority=0))
-               for i in range(3)]
+        low = [
+            asyncio.create_task(pool.run_inference("emb", x(10 + i), priority=0)) for i in range(3)
+        ]
         await asyncio.sleep(0.005)
         high = asyncio.create_task(pool.run_inference("asr", x(99), priority=5))
         await until(lambda: pool.stats()["admitted"] == 5)
@@ -190,7 +219,8 @@ async def test_batching_merges_and_splits() -> None:
     launcher = FakeLauncher({"chromium": {}})
     async with make_pool(launcher, max_connections=1, adaptive_scaling=False) as pool:
         results = await pool.execute_concurrent(
-            [("batchy", x(i, rows=1)) for i in range(3)] + [("batchy", x(7, rows=1))])
+            [("batchy", x(i, rows=1)) for i in range(3)] + [("batchy", x(7, rows=1))]
+        )
     w = launcher.workers[0]
     assert len(w.calls) == 1 and w.calls[0].inputs["x"].shape == (4, 3)
     for r, v in zip(results, [0, 1, 2, 7], strict=True):
@@ -200,8 +230,9 @@ async def test_batching_merges_and_splits() -> None:
 
 async def test_scaling_up_on_queue_and_down_when_idle() -> None:
     launcher = FakeLauncher({"chromium": {"manual": True}})
-    scaling = ScalingPolicy(min_workers=1, max_workers=4, queue_per_worker=2,
-                            max_queue_wait=10, idle_timeout=0.05)
+    scaling = ScalingPolicy(
+        min_workers=1, max_workers=4, queue_per_worker=2, max_queue_wait=10, idle_timeout=0.05
+    )
     async with make_pool(launcher, scaling=scaling) as pool:
         assert len(pool.workers) == 1
         tasks = [asyncio.create_task(pool.run_inference("emb", x(i))) for i in range(10)]
@@ -215,8 +246,9 @@ async def test_scaling_up_on_queue_and_down_when_idle() -> None:
 
 async def test_cancel_frees_the_slot_and_never_runs() -> None:
     launcher = FakeLauncher({"chromium": {"manual": True}})
-    async with make_pool(launcher, max_connections=1, adaptive_scaling=False,
-                         max_pending=2) as pool:
+    async with make_pool(
+        launcher, max_connections=1, adaptive_scaling=False, max_pending=2
+    ) as pool:
         first = asyncio.create_task(pool.run_inference("emb", x(1)))
         await until(lambda: bool(launcher.workers[0].pending))
         doomed = asyncio.create_task(pool.run_inference("emb", x(2)))
@@ -259,8 +291,9 @@ async def test_unknown_model_and_impossible_constraints_fail_fast() -> None:
 
 async def test_missing_preferred_browser_falls_back_to_default_and_says_why() -> None:
     launcher = FakeLauncher({"chromium": {}}, broken={"firefox"})
-    async with make_pool(launcher, max_connections=2, min_connections=0,
-                         launchable=["chromium", "firefox"]) as pool:
+    async with make_pool(
+        launcher, max_connections=2, min_connections=0, launchable=["chromium", "firefox"]
+    ) as pool:
         r = await pool.run_inference("asr", x(1))
         assert r.browser == "chromium"
         assert any("no firefox worker" in why for why in r.reasons)

@@ -27,13 +27,21 @@ def test_aliases() -> None:
 
 
 def test_caps_from_the_page_report() -> None:
-    report = {"webgpu": {"available": True, "software": True, "isFallbackAdapter": True,
-                         "shaderF16": False, "features": []},
-              "webnn": {"available": False}}
+    report = {
+        "webgpu": {
+            "available": True,
+            "software": True,
+            "isFallbackAdapter": True,
+            "shaderF16": False,
+            "features": [],
+        },
+        "webnn": {"available": False},
+    }
     c = WorkerCaps.from_transport(["wasm", "webgpu"], report)
     assert c.software_webgpu and not c.shader_f16
-    c2 = WorkerCaps.from_transport(["webgpu", "wasm"],
-                                   {"webgpu": {"available": True, "features": ["shader-f16"]}})
+    c2 = WorkerCaps.from_transport(
+        ["webgpu", "wasm"], {"webgpu": {"available": True, "features": ["shader-f16"]}}
+    )
     assert c2.shader_f16 and not c2.software_webgpu
 
 
@@ -41,7 +49,9 @@ def test_capability_filter() -> None:
     none = Constraints()
     assert reject_reason(caps("wasm"), "chromium", "webgpu", "fp32", none)
     assert reject_reason(caps("webgpu", "wasm"), "chromium", "webgpu", "fp16", none)  # no f16
-    assert reject_reason(caps("webgpu", "wasm", f16=True), "chromium", "webgpu", "fp16", none) is None
+    assert (
+        reject_reason(caps("webgpu", "wasm", f16=True), "chromium", "webgpu", "fp16", none) is None
+    )
     assert reject_reason(caps("wasm"), "chromium", "wasm", "fp16", none)
     # A software adapter is not a GPU, unless the caller insists on webgpu.
     sw = caps("wasm", "webgpu", software=True)
@@ -123,8 +133,10 @@ def test_fallback_reason_is_recorded_when_preferred_family_is_busy() -> None:
 
 
 def test_fp16_only_where_shader_f16() -> None:
-    s = _state_with(("gpu", "chromium", caps("webgpu", "wasm")),
-                    ("gpu16", "chromium", caps("webgpu", "wasm", f16=True)))
+    s = _state_with(
+        ("gpu", "chromium", caps("webgpu", "wasm")),
+        ("gpu16", "chromium", caps("webgpu", "wasm", f16=True)),
+    )
     s.register_model(model("m", "vision", (("webgpu", "fp16"),)))
     s.submit(req("m", precision="fp16"), 0)
     s.submit(req("m", precision="fp16"), 0)

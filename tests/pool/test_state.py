@@ -179,8 +179,9 @@ def test_scale_up_on_queue_depth_and_floor() -> None:
 
 
 def test_scale_up_on_queue_wait() -> None:
-    s = PoolState(scaling=ScalingPolicy(min_workers=1, max_workers=2, queue_per_worker=10,
-                                        max_queue_wait=0.5))
+    s = PoolState(
+        scaling=ScalingPolicy(min_workers=1, max_workers=2, queue_per_worker=10, max_queue_wait=0.5)
+    )
     s.register_model(model("m"))
     add_worker(s, "w")
     s.submit(req("m"), 0)
@@ -202,8 +203,9 @@ def test_scale_down_when_idle_never_below_floor() -> None:
 
 
 def test_launch_family_follows_the_queue_and_backs_off_failures() -> None:
-    s = PoolState(scaling=ScalingPolicy(min_workers=0, max_workers=2, queue_per_worker=1,
-                                        launch_backoff=5))
+    s = PoolState(
+        scaling=ScalingPolicy(min_workers=0, max_workers=2, queue_per_worker=1, launch_backoff=5)
+    )
     s.register_model(model("whisper", "audio"))
     s.submit(req("whisper"), 0)
     plan = s.scaling_plan(0, ["chromium", "firefox"])
@@ -254,14 +256,24 @@ class PoolMachine(RuleBasedStateMachine):
         browser, c = WORKER_KINDS[kind]
         add_worker(self.s, f"w{self.nworkers}", browser, c, self.now)
 
-    @rule(m=st.sampled_from(sorted(MODELS)), prio=st.integers(0, 3),
-          browser=st.sampled_from([None, None, "chromium", "firefox"]),
-          backend=st.sampled_from([None, None, "webgpu", "wasm"]),
-          ttl=st.one_of(st.none(), st.floats(0.5, 5)))
-    def submit(self, m: str, prio: int, browser: str | None, backend: str | None,
-               ttl: float | None) -> None:
-        r = req(m, priority=prio, browser=browser, backend=backend,
-                deadline=None if ttl is None else self.now + ttl, rid=self.next_id)
+    @rule(
+        m=st.sampled_from(sorted(MODELS)),
+        prio=st.integers(0, 3),
+        browser=st.sampled_from([None, None, "chromium", "firefox"]),
+        backend=st.sampled_from([None, None, "webgpu", "wasm"]),
+        ttl=st.one_of(st.none(), st.floats(0.5, 5)),
+    )
+    def submit(
+        self, m: str, prio: int, browser: str | None, backend: str | None, ttl: float | None
+    ) -> None:
+        r = req(
+            m,
+            priority=prio,
+            browser=browser,
+            backend=backend,
+            deadline=None if ttl is None else self.now + ttl,
+            rid=self.next_id,
+        )
         self.next_id += 1
         before = self.s.pending
         try:
@@ -277,8 +289,12 @@ class PoolMachine(RuleBasedStateMachine):
             rec = self.s.workers[a.worker_id]
             assert rec.caps is not None and a.variant is not None
             for r in a.requests:  # never an incapable worker
-                assert reject_reason(rec.caps, rec.browser, a.variant.backend,
-                                     a.variant.precision, r.constraints) is None
+                assert (
+                    reject_reason(
+                        rec.caps, rec.browser, a.variant.backend, a.variant.precision, r.constraints
+                    )
+                    is None
+                )
                 assert r.deadline is None or r.deadline > self.now
             top = max(r.priority for r in a.requests)
             for q in self.s.queues.values():  # nothing more urgent could have used it
@@ -340,5 +356,9 @@ class PoolMachine(RuleBasedStateMachine):
 
 
 TestPoolMachine = PoolMachine.TestCase
-TestPoolMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None,
-                                    suppress_health_check=[HealthCheck.too_slow])
+TestPoolMachine.settings = settings(
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)

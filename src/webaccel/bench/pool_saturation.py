@@ -17,6 +17,7 @@ single-thread browser per core best), ``window_s`` (2.0), ``windows``
 (``min(ctx.repeat, 5)``), ``overload`` (clients per worker, 8),
 ``max_pending`` (clients x workers / 2, so that admission is exercised).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,7 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from webaccel.bench.core import BenchContext, BenchmarkUnavailable, Measurement, benchmark, summarize
+from webaccel.bench.core import (
+    BenchContext,
+    BenchmarkUnavailable,
+    Measurement,
+    benchmark,
+    summarize,
+)
 from webaccel.errors import BackendUnavailableError, OverloadedError, WebAccelError
 
 HIDDEN = 64
@@ -43,9 +50,11 @@ def _tiny_mlp(path: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     w1 = rng.standard_normal((HIDDEN, HIDDEN)).astype(np.float32) / 8
     w2 = rng.standard_normal((HIDDEN, HIDDEN)).astype(np.float32) / 8
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w1"], ["h"]),
-         helper.make_node("Relu", ["h"], ["r"]),
-         helper.make_node("MatMul", ["r", "w2"], ["y"])],
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"]),
+            helper.make_node("Relu", ["h"], ["r"]),
+            helper.make_node("MatMul", ["r", "w2"], ["y"]),
+        ],
         "tiny_mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", HIDDEN])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", HIDDEN])],
@@ -87,14 +96,23 @@ async def _measure(ctx: BenchContext, launch_worker: Any) -> Measurement:
     try:
         path = server.model_files.add("bench-mlp", tmp / "mlp.onnx")
         ref = ModelRef(key="bench-mlp:wasm:fp32", name="bench-mlp", url=f"{server.url}{path}")
-        resolver = StaticResolver({"bench-mlp": ResolvedModel("bench-mlp", "text_embedding", (ref,))})
+        resolver = StaticResolver(
+            {"bench-mlp": ResolvedModel("bench-mlp", "text_embedding", (ref,))}
+        )
 
         async def launch(family: str) -> Any:
             return await launch_worker(server, family)
 
-        pool = ResourcePool(max_connections=n_workers, adaptive_scaling=False,
-                            launcher=launch, resolver=resolver, launchable=["chromium"],
-                            max_pending=max_pending, request_timeout=30.0, connection_timeout=60.0)
+        pool = ResourcePool(
+            max_connections=n_workers,
+            adaptive_scaling=False,
+            launcher=launch,
+            resolver=resolver,
+            launchable=["chromium"],
+            max_pending=max_pending,
+            request_timeout=30.0,
+            connection_timeout=60.0,
+        )
         try:
             async with pool:
                 return await _drive(pool, n_workers, window, windows, clients, w1, w2, max_pending)
@@ -104,8 +122,16 @@ async def _measure(ctx: BenchContext, launch_worker: Any) -> Measurement:
         await server.stop()
 
 
-async def _drive(pool: Any, n_workers: int, window: float, windows: int, clients: int,
-                 w1: np.ndarray, w2: np.ndarray, max_pending: int) -> Measurement:
+async def _drive(
+    pool: Any,
+    n_workers: int,
+    window: float,
+    windows: int,
+    clients: int,
+    w1: np.ndarray,
+    w2: np.ndarray,
+    max_pending: int,
+) -> Measurement:
     rng = np.random.default_rng(1)
 
     # Warm up every worker (V8 tiers WASM up over ~20 runs, FACTS.md) and check answers.
@@ -113,7 +139,8 @@ async def _drive(pool: Any, n_workers: int, window: float, windows: int, clients
     results = []
     for i in range(0, len(warm), max_pending):  # stay under the admission bound
         results += await pool.execute_concurrent(
-            [("bench-mlp", {"x": v}) for v in warm[i:i + max_pending]], return_exceptions=False)
+            [("bench-mlp", {"x": v}) for v in warm[i : i + max_pending]], return_exceptions=False
+        )
     for v, r in zip(warm, results, strict=True):
         want = np.maximum(v @ w1, 0) @ w2
         if not np.allclose(r.outputs["y"], want, atol=1e-4):
@@ -132,7 +159,7 @@ async def _drive(pool: Any, n_workers: int, window: float, windows: int, clients
         start = time.perf_counter()
         end = start + window
 
-        async def client() -> None:
+        async def client(end: float = end) -> None:
             nonlocal busy_ms, done, refused
             x = rng.standard_normal((1, HIDDEN)).astype(np.float32)
             while time.perf_counter() < end:
@@ -175,8 +202,11 @@ async def _drive(pool: Any, n_workers: int, window: float, windows: int, clients
     )
 
 
-@benchmark("pool-saturation", ratio_is="busy worker time / (workers x wall time) under overload",
-           better="higher")
+@benchmark(
+    "pool-saturation",
+    ratio_is="busy worker time / (workers x wall time) under overload",
+    better="higher",
+)
 def pool_saturation(ctx: BenchContext) -> Measurement:
     launch_worker = _launcher_available()
     with contextlib.suppress(RuntimeError):

@@ -8,6 +8,7 @@ resolver (:mod:`webaccel.pool.resolver`).  Decisions live in pure modules:
 :mod:`~webaccel.pool.batching`.  :mod:`webaccel.pool.fake` is for scheduler
 unit tests only.
 """
+
 from __future__ import annotations
 
 from webaccel.pool.fake import FakeLauncher, FakeWorker

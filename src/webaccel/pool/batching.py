@@ -5,6 +5,7 @@ dtype and shape except along the batch axis.  Padding variable-length inputs
 to a common shape is the preprocessor's job (it knows the pad token), not the
 pool's: merging tensors of different shapes would change results.
 """
+
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence

@@ -13,6 +13,7 @@ pending runs raise WorkerLostError and ``alive`` turns False),
 :meth:`FakeWorker.hang` (the page stops answering but looks alive, like a
 killed renderer), ``fail_loads`` / ``fail_runs`` (errors to raise).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -41,13 +42,18 @@ def double_first(key: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarra
     return {"y": np.asarray(first, dtype=np.float32) * 2}
 
 
-def capabilities_for(backends: Iterable[str], *, shader_f16: bool = False,
-                     software_webgpu: bool = False) -> dict[str, Any]:
+def capabilities_for(
+    backends: Iterable[str], *, shader_f16: bool = False, software_webgpu: bool = False
+) -> dict[str, Any]:
     """Capabilities shaped like ``web/capabilities.mjs`` reports them."""
     b = set(backends)
-    gpu = {"available": "webgpu" in b, "software": software_webgpu,
-           "isFallbackAdapter": software_webgpu, "shaderF16": shader_f16,
-           "features": ["shader-f16"] if shader_f16 else []}
+    gpu = {
+        "available": "webgpu" in b,
+        "software": software_webgpu,
+        "isFallbackAdapter": software_webgpu,
+        "shaderF16": shader_f16,
+        "features": ["shader-f16"] if shader_f16 else [],
+    }
     return {"webgpu": gpu, "webnn": {"available": "webnn" in b}, "wasm": {"simd": True}}
 
 
@@ -60,8 +66,9 @@ class FakeCall:
 
     def complete(self, outputs: dict[str, np.ndarray] | None = None) -> None:
         if not self.future.done():
-            self.future.set_result(outputs if outputs is not None
-                                   else self.worker.compute(self.key, self.inputs))
+            self.future.set_result(
+                outputs if outputs is not None else self.worker.compute(self.key, self.inputs)
+            )
 
     def fail(self, exc: BaseException) -> None:
         if not self.future.done():
@@ -92,8 +99,11 @@ class FakeWorker:
         self.browser = browser
         self._backends = list(backends)
         self.capabilities: dict[str, Any] = dict(
-            capabilities or capabilities_for(self._backends, shader_f16=shader_f16,
-                                             software_webgpu=software_webgpu))
+            capabilities
+            or capabilities_for(
+                self._backends, shader_f16=shader_f16, software_webgpu=software_webgpu
+            )
+        )
         self.run_latency = run_latency
         self.load_latency = load_latency
         self.manual = manual
@@ -138,8 +148,14 @@ class FakeWorker:
         self.loads.append(model.key)
         return LoadInfo(key=model.key, backend=model.backend, load_ms=self.load_latency * 1000)
 
-    async def run(self, key: str, inputs: dict[str, np.ndarray], *,
-                  output_names: list[str] | None = None, timeout: float = 60.0) -> RunResult:
+    async def run(
+        self,
+        key: str,
+        inputs: dict[str, np.ndarray],
+        *,
+        output_names: list[str] | None = None,
+        timeout: float = 60.0,
+    ) -> RunResult:
         self._check()
         if key not in self.loaded:
             raise ModelNotFoundError(f"fake worker {self.id} has no session {key!r}; load it first")
@@ -159,7 +175,9 @@ class FakeWorker:
             try:
                 outputs = await asyncio.wait_for(asyncio.shield(call.future), timeout)
             except TimeoutError:
-                raise TimeoutError_(f"fake worker {self.id} did not answer within {timeout} s") from None
+                raise TimeoutError_(
+                    f"fake worker {self.id} did not answer within {timeout} s"
+                ) from None
         finally:
             if call in self.pending:
                 self.pending.remove(call)
@@ -197,10 +215,12 @@ class FakeWorker:
 
     async def wait_calls(self, n: int, timeout: float = 2.0) -> None:
         """Wait until at least ``n`` runs are pending."""
+
         async def _wait() -> None:
             while len(self.pending) < n:
                 self._arrived.clear()
                 await self._arrived.wait()
+
         await asyncio.wait_for(_wait(), timeout)
 
 
@@ -211,8 +231,13 @@ class FakeLauncher:
     in it (or in ``broken``) fails to launch like a missing browser binary.
     """
 
-    def __init__(self, families: Mapping[str, Mapping[str, Any]] | None = None, *,
-                 launch_latency: float = 0.0, broken: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        families: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        launch_latency: float = 0.0,
+        broken: Iterable[str] = (),
+    ) -> None:
         self.families = {k: dict(v) for k, v in (families or {"chromium": {}}).items()}
         self.launch_latency = launch_latency
         self.broken = set(broken)

@@ -16,6 +16,7 @@ Rules for this file (after h11's ``_state.py``):
 A worker is ``BUSY`` while at least one assignment (a request, a batch or a
 lease) runs on it; ``release_last`` is the release of the last one.
 """
+
 from __future__ import annotations
 
 from enum import StrEnum
@@ -91,6 +92,7 @@ def transition(state: WorkerState, event: WorkerEvent) -> WorkerState:
     except KeyError:
         allowed = ", ".join(TRANSITIONS.get(state, {})) or "none (terminal)"
         raise IllegalTransition(
-            f"worker in state {state.value!r} cannot take event {event.value!r}; allowed: {allowed}",
+            f"worker in state {state.value!r} cannot take event {event.value!r}; "
+            f"allowed: {allowed}",
             details={"state": state.value, "event": event.value},
         ) from None

@@ -27,6 +27,7 @@ Usage::
         async with pool.get_connection("vision", "webgpu") as lease:
             await lease.worker.run(...)
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -168,7 +169,8 @@ class ResourcePool:
         if launcher is None:
             raise BackendUnavailableError(
                 "ResourcePool needs a launcher: async launcher(family) -> WorkerTransport "
-                "(webaccel.browsers.launch_worker bound to a server)")
+                "(webaccel.browsers.launch_worker bound to a server)"
+            )
         if max_connections < 1:
             raise InvalidInputError("max_connections must be >= 1")
         default = normalize_browser(default_browser) or "chromium"
@@ -179,8 +181,9 @@ class ResourcePool:
         self.policy.default_browser = default
         if scaling is None:
             lo = min(min_connections, max_connections) if adaptive_scaling else max_connections
-            scaling = ScalingPolicy(min_workers=lo, max_workers=max_connections,
-                                    idle_timeout=idle_timeout)
+            scaling = ScalingPolicy(
+                min_workers=lo, max_workers=max_connections, idle_timeout=idle_timeout
+            )
         self.scaling = scaling
         self.adaptive_scaling = adaptive_scaling
         self.connection_timeout = connection_timeout
@@ -190,14 +193,23 @@ class ResourcePool:
         self.slots_per_worker = slots_per_worker
         self.max_pending = max_pending
         # "edge" is a preference for WebNN, not something we can start by that name.
-        fams = list(launchable) if launchable is not None else [default] + [
-            f for f in self.policy.browser_preferences.values() if f not in ("edge", default)]
+        fams = (
+            list(launchable)
+            if launchable is not None
+            else [default]
+            + [f for f in self.policy.browser_preferences.values() if f not in ("edge", default)]
+        )
         self.launchable: list[str] = list(dict.fromkeys(normalize_browser(f) or f for f in fams))
         self._launcher = launcher
         self._resolver: ModelResolver = resolver if resolver is not None else StaticResolver()
         self._clock = clock
-        self._state = PoolState(max_pending=max_pending, max_retries=max_retries,
-                                policy=self.policy, scaling=scaling, seed=seed)
+        self._state = PoolState(
+            max_pending=max_pending,
+            max_retries=max_retries,
+            policy=self.policy,
+            scaling=scaling,
+            seed=seed,
+        )
         self._workers: dict[str, WorkerTransport] = {}
         self._models: dict[str, ResolvedModel] = {}
         self._tickets: dict[int, _Ticket] = {}
@@ -247,15 +259,20 @@ class ResourcePool:
             return
         deadline = self._clock() + self.connection_timeout
         while True:
-            ready = sum(1 for w in self._state.workers.values()
-                        if w.state in (WorkerState.READY, WorkerState.BUSY))
-            launching = sum(1 for w in self._state.workers.values()
-                            if w.state == WorkerState.LAUNCHING)
+            ready = sum(
+                1
+                for w in self._state.workers.values()
+                if w.state in (WorkerState.READY, WorkerState.BUSY)
+            )
+            launching = sum(
+                1 for w in self._state.workers.values() if w.state == WorkerState.LAUNCHING
+            )
             if ready >= max(1, n) or (ready and not launching):
                 return
             if not launching and self._launch_errors:
                 raise BrowserLaunchError(
-                    "no worker could be launched: " + " | ".join(self._launch_errors))
+                    "no worker could be launched: " + " | ".join(self._launch_errors)
+                )
             left = deadline - self._clock()
             if left <= 0:
                 if ready:
@@ -330,7 +347,8 @@ class ResourcePool:
         if unknown:
             raise InvalidInputError(
                 f"unknown option(s) {sorted(unknown)} for run_inference; allowed: "
-                f"{sorted(_OPTION_KEYS)}")
+                f"{sorted(_OPTION_KEYS)}"
+            )
         model = await self.resolve(model_name, model_type)
         raw = model.preprocess(inputs) if model.preprocess is not None else inputs
         tensors = _as_tensors(raw)
@@ -344,13 +362,17 @@ class ResourcePool:
             model=model.name,
             priority=priority,
             deadline=now + (timeout if timeout is not None else self.request_timeout),
-            constraints=Constraints(normalize_browser(browser), normalize_backend(platform),
-                                    normalize_precision(opts.get("precision"))),
+            constraints=Constraints(
+                normalize_browser(browser),
+                normalize_backend(platform),
+                normalize_precision(opts.get("precision")),
+            ),
             batch_key=key,
             rows=rows,
         )
         names = opts.get("output_names") or (
-            list(model.output_names) if model.output_names else None)
+            list(model.output_names) if model.output_names else None
+        )
         result: InferenceResult = await self._submit(req, tensors, inputs, model, names)
         return result
 
@@ -368,7 +390,9 @@ class ResourcePool:
         The worker runs nothing else until the block ends.
         """
         req = Request(
-            id=next(self._ids), model=LEASE, priority=priority,
+            id=next(self._ids),
+            model=LEASE,
+            priority=priority,
             deadline=self._clock() + (timeout if timeout is not None else self.connection_timeout),
             constraints=Constraints(normalize_browser(browser), normalize_backend(platform)),
             model_type=model_type,
@@ -388,24 +412,34 @@ class ResourcePool:
         Results come back in order; with ``return_exceptions`` a failed item is
         its :class:`WebAccelError` instead of raising the first failure.
         """
+
         async def one(item: tuple[Any, ...]) -> InferenceResult:
             name, inputs, *rest = item
             opts = rest[0] if rest else None
-            return await self.run_inference(name, inputs, options=opts, priority=priority,
-                                            timeout=timeout)
+            return await self.run_inference(
+                name, inputs, options=opts, priority=priority, timeout=timeout
+            )
 
-        return list(await asyncio.gather(*(one(i) for i in items),
-                                         return_exceptions=return_exceptions))
+        return list(
+            await asyncio.gather(*(one(i) for i in items), return_exceptions=return_exceptions)
+        )
 
-    async def _submit(self, req: Request, tensors: dict[str, np.ndarray] | None, original: Any,
-                      model: ResolvedModel | None,
-                      names: list[str] | None = None) -> Any:
+    async def _submit(
+        self,
+        req: Request,
+        tensors: dict[str, np.ndarray] | None,
+        original: Any,
+        model: ResolvedModel | None,
+        names: list[str] | None = None,
+    ) -> Any:
         await self._ensure_started()
         # Admission is the handle's job and never waits (TGI's try_acquire).
         if self._admitted >= self.max_pending:
             raise OverloadedError(
                 f"pool is full ({self._admitted} requests pending, limit {self.max_pending}); "
-                "retry later", details={"pending": self._admitted, "limit": self.max_pending})
+                "retry later",
+                details={"pending": self._admitted, "limit": self.max_pending},
+            )
         self._admitted += 1
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._post(("submit", _Ticket(req, fut, tensors, original, model, self._clock(), names)))
@@ -416,18 +450,31 @@ class ResourcePool:
             raise
 
     # =============================================================== observing
-    async def explain(self, model_name: str, *, platform: str | None = None,
-                      browser: str | None = None, precision: str | None = None) -> dict[str, Any]:
+    async def explain(
+        self,
+        model_name: str,
+        *,
+        platform: str | None = None,
+        browser: str | None = None,
+        precision: str | None = None,
+    ) -> dict[str, Any]:
         """Why requests for ``model_name`` go where they go (a read-only snapshot)."""
         model = await self.resolve(model_name)
         if model.name not in self._state.models:
             self._state.register_model(model.info())  # read-only for routing; same as submit does
-        out = self._state.explain(model.name, Constraints(normalize_browser(browser),
-                                                          normalize_backend(platform),
-                                                          normalize_precision(precision)),
-                                  self._clock())
-        out["policy"] = {"browser_preferences": dict(self.policy.browser_preferences),
-                         "default_browser": self.policy.default_browser}
+        out = self._state.explain(
+            model.name,
+            Constraints(
+                normalize_browser(browser),
+                normalize_backend(platform),
+                normalize_precision(precision),
+            ),
+            self._clock(),
+        )
+        out["policy"] = {
+            "browser_preferences": dict(self.policy.browser_preferences),
+            "default_browser": self.policy.default_browser,
+        }
         return out
 
     def stats(self) -> dict[str, Any]:
@@ -482,7 +529,8 @@ class ResourcePool:
         if wake is not None:
             assert self._wake is not None
             self._timer = asyncio.get_running_loop().call_later(
-                max(0.0, wake - now) + 1e-4, self._wake.set)
+                max(0.0, wake - now) + 1e-4, self._wake.set
+            )
 
     def _handle(self, cmd: tuple[Any, ...]) -> None:
         kind = cmd[0]
@@ -497,8 +545,9 @@ class ResourcePool:
             self._on_failed(cmd[1], cmd[2], now)
         elif kind == "lease_done":
             if cmd[1] in self._state.running:
-                self._settle_worker_after(self._state.running[cmd[1]].worker_id,
-                                          self._state.finish(cmd[1], now))
+                self._settle_worker_after(
+                    self._state.running[cmd[1]].worker_id, self._state.finish(cmd[1], now)
+                )
         elif kind == "launched":
             self._on_launched(cmd[1], cmd[2], now)
         elif kind == "launch_failed":
@@ -518,7 +567,8 @@ class ResourcePool:
                 if self._launch_errors:
                     err = type(err)(
                         f"{err.message} Launch errors: {' | '.join(self._launch_errors)}",
-                        details=err.details)
+                        details=err.details,
+                    )
                 self._answer(req.id, err)
             plan = self._state.scaling_plan(now, self.launchable, adaptive=self.adaptive_scaling)
             for fam in plan.launch:
@@ -582,8 +632,9 @@ class ResourcePool:
         if rec is not None and rec.state == WorkerState.DRAINING and not rec.running:
             self._retire(wid)
 
-    def _on_done(self, aid: int, payload: tuple[RunResult, list[Any], float | None],
-                 now: float) -> None:
+    def _on_done(
+        self, aid: int, payload: tuple[RunResult, list[Any], float | None], now: float
+    ) -> None:
         self._exec.pop(aid, None)
         a = self._state.running.get(aid)
         if a is None:  # its worker was declared lost first: the requests were retried
@@ -602,15 +653,28 @@ class ResourcePool:
                 try:
                     value = t.model.postprocess(part, t.original)
                 except Exception as exc:
-                    self._answer(req.id, InternalError(
-                        f"postprocessing {req.model} output failed: {exc!r}"))
+                    self._answer(
+                        req.id, InternalError(f"postprocessing {req.model} output failed: {exc!r}")
+                    )
                     continue
-            self._answer(req.id, InferenceResult(
-                model=req.model, outputs=value, worker_id=a.worker_id, browser=rec_browser,
-                backend=v.backend, precision=v.precision, attempts=req.attempts,
-                queue_ms=(a.started_at - t.submitted_at) * 1000, run_ms=res.round_trip_ms,
-                page_ms=res.page_ms, load_ms=load_ms, batch_size=len(a.requests),
-                reasons=a.reasons))
+            self._answer(
+                req.id,
+                InferenceResult(
+                    model=req.model,
+                    outputs=value,
+                    worker_id=a.worker_id,
+                    browser=rec_browser,
+                    backend=v.backend,
+                    precision=v.precision,
+                    attempts=req.attempts,
+                    queue_ms=(a.started_at - t.submitted_at) * 1000,
+                    run_ms=res.round_trip_ms,
+                    page_ms=res.page_ms,
+                    load_ms=load_ms,
+                    batch_size=len(a.requests),
+                    reasons=a.reasons,
+                ),
+            )
         self._settle_worker_after(a.worker_id)
 
     def _on_failed(self, aid: int, err: WebAccelError, now: float) -> None:
@@ -620,7 +684,8 @@ class ResourcePool:
             return
         wid = a.worker_id
         if isinstance(err, WorkerLostError) or (
-                isinstance(err, TimeoutError_) and err.details.get("worker_suspect")):
+            isinstance(err, TimeoutError_) and err.details.get("worker_suspect")
+        ):
             # The worker is gone or hung: everything on it is retried at once.
             self._on_lost(wid, err.message, now)
             return
@@ -642,8 +707,11 @@ class ResourcePool:
         # Replace it at once (same family) when there is work or we fell below
         # the floor; otherwise adaptive scaling decides later.
         alive = sum(1 for w in self._state.workers.values() if w.state != WorkerState.DRAINING)
-        if not self._closing and alive < self.scaling.max_workers and (
-                self._state.queued or alive < self.scaling.min_workers):
+        if (
+            not self._closing
+            and alive < self.scaling.max_workers
+            and (self._state.queued or alive < self.scaling.min_workers)
+        ):
             self._launch(family, now, (f"replacing lost {wid}",))
 
     def _browser_of(self, wid: str) -> str:
@@ -663,11 +731,21 @@ class ResourcePool:
         except asyncio.CancelledError:
             raise
         except TimeoutError:
-            self._post(("launch_failed", pid, BrowserLaunchError(
-                f"{family} did not become ready within {self.connection_timeout} s")))
+            self._post(
+                (
+                    "launch_failed",
+                    pid,
+                    BrowserLaunchError(
+                        f"{family} did not become ready within {self.connection_timeout} s"
+                    ),
+                )
+            )
         except Exception as exc:  # noqa: BLE001 - any launcher failure is reported the same way
-            err = exc if isinstance(exc, WebAccelError) else BrowserLaunchError(
-                f"launching {family} failed: {exc!r}")
+            err = (
+                exc
+                if isinstance(exc, WebAccelError)
+                else BrowserLaunchError(f"launching {family} failed: {exc!r}")
+            )
             self._post(("launch_failed", pid, err))
         else:
             self._post(("launched", pid, w))
@@ -680,8 +758,9 @@ class ResourcePool:
             return
         caps = WorkerCaps.from_transport(w.available_backends(), w.capabilities)
         self._state.rename_worker(pid, w.id)
-        self._state.worker_ready(w.id, normalize_browser(w.browser) or w.browser, caps, now,
-                                 slots=self.slots_per_worker)
+        self._state.worker_ready(
+            w.id, normalize_browser(w.browser) or w.browser, caps, now, slots=self.slots_per_worker
+        )
         self._workers[w.id] = w
         self._loaded[w.id] = set()
         self._event("ready", f"{w.id} ({w.browser}; {', '.join(caps.backends)})")
@@ -797,13 +876,15 @@ class ResourcePool:
                 budget, by_deadline = max(left, 0.001), True
         try:
             res = await asyncio.wait_for(
-                w.run(v.key, merged, output_names=names, timeout=budget), budget + 1.0)
+                w.run(v.key, merged, output_names=names, timeout=budget), budget + 1.0
+            )
         except (TimeoutError, TimeoutError_) as exc:
             # A page that outlives the pool's own run timeout is hung (a killed
             # renderer fails silently, FACTS.md): treat the worker as lost.
             raise TimeoutError_(
                 f"{a.worker_id} did not answer {v.key} within {budget:.3f} s",
-                details={"worker_suspect": not by_deadline}) from exc
+                details={"worker_suspect": not by_deadline},
+            ) from exc
         parts = split(res.outputs, [r.rows for r in a.requests], axis)
         return res, parts, load_ms
 
@@ -844,7 +925,8 @@ def _as_tensors(raw: Any) -> dict[str, np.ndarray]:
     if not isinstance(raw, Mapping):
         raise InvalidInputError(
             f"inputs must be a dict of tensor name -> array (got {type(raw).__name__}); "
-            "or give the model a preprocess step in its resolver")
+            "or give the model a preprocess step in its resolver"
+        )
     out: dict[str, np.ndarray] = {}
     for name, value in raw.items():
         arr = value if isinstance(value, np.ndarray) else np.asarray(value)

@@ -6,6 +6,7 @@ registry.  It asks a **resolver** -- any callable
 per model name, and caches the answer.  ``webaccel.models`` plugs the real
 registry in; tests and small programs use :class:`StaticResolver`.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -66,7 +67,9 @@ ModelResolver = Callable[[str, "str | None"], "ResolvedModel | Awaitable[Resolve
 """``resolver(model_name, model_type)``: raise ModelNotFoundError for unknown names."""
 
 
-async def call_resolver(resolver: ModelResolver, name: str, model_type: str | None) -> ResolvedModel:
+async def call_resolver(
+    resolver: ModelResolver, name: str, model_type: str | None
+) -> ResolvedModel:
     out = resolver(name, model_type)
     if inspect.isawaitable(out):
         out = await out

@@ -19,6 +19,7 @@ The order of concerns, each one explainable in a sentence:
    estimate is within ``tie_tolerance`` of the best: sample two, take the less
    loaded, which spreads load without herding onto one "best" worker.
 """
+
 from __future__ import annotations
 
 import random
@@ -109,7 +110,9 @@ class WorkerCaps:
         if not isinstance(info, Mapping):
             info = {}
         features = gpu.get("features") or info.get("features") or ()
-        f16 = bool(capabilities.get("shader_f16") or gpu.get("shaderF16")) or "shader-f16" in features
+        f16 = (
+            bool(capabilities.get("shader_f16") or gpu.get("shaderF16")) or "shader-f16" in features
+        )
         arch = str(info.get("architecture") or gpu.get("architecture") or "").lower()
         software = bool(
             capabilities.get("software_webgpu")
@@ -186,7 +189,9 @@ class LatencyTable:
         return v if v is not None and v[1] >= self.min_samples else None
 
     def best_for(self, model: str) -> float | None:
-        vals = [ms for (m, *_), (ms, n) in self._ewma.items() if m == model and n >= self.min_samples]
+        vals = [
+            ms for (m, *_), (ms, n) in self._ewma.items() if m == model and n >= self.min_samples
+        ]
         return min(vals) if vals else None
 
     def snapshot(self, model: str) -> dict[str, dict[str, float]]:
@@ -304,8 +309,5 @@ def choose(candidates: Sequence[Candidate], rng: random.Random, tie_tolerance: f
         (c for c in pool if c.est_ms <= best * (1.0 + tie_tolerance) + 1e-9),
         key=lambda c: (c.est_ms, c.worker_id),
     )
-    if len(tier) <= 2:
-        pick = tier
-    else:
-        pick = rng.sample(tier, 2)
+    pick = tier if len(tier) <= 2 else rng.sample(tier, 2)
     return min(pick, key=lambda c: (c.load, c.est_ms, c.worker_id))

@@ -19,6 +19,7 @@ Invariants (checked by the property tests in ``tests/pool/test_state.py``):
   have used the same worker (batchable requests may wait up to their model's
   ``max_wait`` for company: that is the one documented exception).
 """
+
 from __future__ import annotations
 
 import math
@@ -30,7 +31,6 @@ from typing import Any
 
 from webaccel.errors import (
     BackendUnavailableError,
-    CancelledError_,
     LoadFailedError,
     ModelNotFoundError,
     OutOfMemoryError,
@@ -218,7 +218,9 @@ class PoolState:
 
     # ----------------------------------------------------------------- workers
     def add_launching(self, worker_id: str, browser: str, now: float) -> None:
-        self.workers[worker_id] = WorkerRecord(worker_id, browser, WorkerState.LAUNCHING, idle_since=now)
+        self.workers[worker_id] = WorkerRecord(
+            worker_id, browser, WorkerState.LAUNCHING, idle_since=now
+        )
 
     def worker_ready(
         self, worker_id: str, browser: str, caps: WorkerCaps, now: float, *, slots: int = 1
@@ -335,12 +337,15 @@ class PoolState:
                     del self._where[r.id]
                     waited = now - r.enqueued_at
                     gone.append(
-                        (r, TimeoutError_(
-                            f"request {r.id} for {r.model} waited {waited:.3f} s in the queue and "
-                            "passed its deadline before a worker was free; raise the timeout or "
-                            "add workers",
-                            details={"attempts": r.attempts, "errors": list(r.errors)},
-                        ))
+                        (
+                            r,
+                            TimeoutError_(
+                                f"request {r.id} for {r.model} waited {waited:.3f} s in the "
+                                "queue and passed its deadline before a worker was free; raise "
+                                "the timeout or add workers",
+                                details={"attempts": r.attempts, "errors": list(r.errors)},
+                            ),
+                        )
                     )
         self.counters["expired"] += len(gone)
         return gone
@@ -397,7 +402,9 @@ class PoolState:
         assert rec.caps is not None
         mtype = self._model_type(req)
         if v is None:
-            backend = req.constraints.backend or (rec.caps.backends[0] if rec.caps.backends else "wasm")
+            backend = req.constraints.backend or (
+                rec.caps.backends[0] if rec.caps.backends else "wasm"
+            )
             f, why = self.policy.prior_factor(mtype, rec.browser, rec.caps, backend, "fp32")
             return f, "prior " + (", ".join(why) or "preferred")
         m = self.latency.get((req.model, rec.browser, v.backend, v.precision))
@@ -435,16 +442,26 @@ class PoolState:
                     continue
                 est, why = self._estimate(req, rec, v)
                 loaded = v is not None and v.key in rec.loaded
-                c = Candidate(rec.id, rec.browser, v, loaded, est, len(rec.running),
-                              ("loaded; " if loaded else "") + why)
+                c = Candidate(
+                    rec.id,
+                    rec.browser,
+                    v,
+                    loaded,
+                    est,
+                    len(rec.running),
+                    ("loaded; " if loaded else "") + why,
+                )
                 if best is None or (not c.loaded, c.est_ms) < (not best.loaded, best.est_ms):
                     best = c
             if best is None:
                 rejected[rec.id] = "; ".join(why_not) or "no variant"
             else:
                 cands.append(best)
-                notes += [f"{rec.id}: {w}" for w in why_not if _NOTABLE in w or
-                          "circuit open" in w or "shader-f16" in w or "no room" in w]
+                notes += [
+                    f"{rec.id}: {w}"
+                    for w in why_not
+                    if _NOTABLE in w or "circuit open" in w or "shader-f16" in w or "no room" in w
+                ]
         return cands, rejected, notes
 
     def _batch_for(self, head: Request, info: ModelInfo | None) -> list[Request]:
@@ -460,8 +477,9 @@ class PoolState:
             rows += r.rows
         return batch
 
-    def _waiting_for_company(self, head: Request, info: ModelInfo | None, batch: Sequence[Request],
-                             now: float) -> bool:
+    def _waiting_for_company(
+        self, head: Request, info: ModelInfo | None, batch: Sequence[Request], now: float
+    ) -> bool:
         if info is None or not info.batchable or head.batch_key is None or head.retries:
             return False
         if sum(r.rows for r in batch) >= info.max_batch:
@@ -476,8 +494,14 @@ class PoolState:
         scan: list[Request] = []
         for q in self.queues.values():
             scan.extend(q[: self.scan_limit])
-        scan.sort(key=lambda r: (-r.priority, self._last_served.get(r.model, -1),
-                                 0 if r.retries else 1, r.seq))
+        scan.sort(
+            key=lambda r: (
+                -r.priority,
+                self._last_served.get(r.model, -1),
+                0 if r.retries else 1,
+                r.seq,
+            )
+        )
         no_route: set[Hashable] = set()
         for req in scan:
             if req.deadline is not None and req.deadline <= now:
@@ -498,8 +522,15 @@ class PoolState:
             return self._start(req, batch, pick, rejected, notes, now)
         return None
 
-    def _start(self, head: Request, batch: list[Request], pick: Candidate,
-               rejected: dict[str, str], notes: list[str], now: float) -> Assignment:
+    def _start(
+        self,
+        head: Request,
+        batch: list[Request],
+        pick: Candidate,
+        rejected: dict[str, str],
+        notes: list[str],
+        now: float,
+    ) -> Assignment:
         rec = self.workers[pick.worker_id]
         v = pick.variant
         evict: tuple[str, ...] = ()
@@ -507,13 +538,24 @@ class PoolState:
             e = self._evictions(rec, v)
             assert not isinstance(e, str)
             evict = e
-        reasons = [f"{rec.id} ({rec.browser}"
-                   + (f"/{v.backend}/{v.precision}" if v else "") + f"): {pick.why}"]
+        reasons = [
+            f"{rec.id} ({rec.browser}"
+            + (f"/{v.backend}/{v.precision}" if v else "")
+            + f"): {pick.why}"
+        ]
         reasons += self._fallback_reasons(head, pick, rejected, now)
         reasons += [n for n in notes if n.startswith(pick.worker_id + ":")]
         self._aid += 1
-        a = Assignment(self._aid, rec.id, tuple(batch), v, v is not None and v.key not in rec.loaded,
-                       evict, tuple(reasons), now)
+        a = Assignment(
+            self._aid,
+            rec.id,
+            tuple(batch),
+            v,
+            v is not None and v.key not in rec.loaded,
+            evict,
+            tuple(reasons),
+            now,
+        )
         for r in batch:
             self._dequeue(r)
             self._where[r.id] = a.id
@@ -532,23 +574,41 @@ class PoolState:
         self.counters["batched_requests"] += len(batch) if len(batch) > 1 else 0
         return a
 
-    def _fallback_reasons(self, req: Request, pick: Candidate, rejected: dict[str, str],
-                          now: float) -> list[str]:
+    def _fallback_reasons(
+        self, req: Request, pick: Candidate, rejected: dict[str, str], now: float
+    ) -> list[str]:
         """Say why the statically preferred choice was not taken, when it was not."""
         out: list[str] = []
         pref = self.policy.preference(self._model_type(req))
         chosen = self.workers[pick.worker_id]
         if chosen.caps is not None and not prefers(pref, chosen.browser, chosen.caps):
-            prefd = [w for w in self.workers.values()
-                     if w.caps is not None and prefers(pref, w.browser, w.caps)]
+            prefd = [
+                w
+                for w in self.workers.values()
+                if w.caps is not None and prefers(pref, w.browser, w.caps)
+            ]
             if not prefd:
                 out.append(f"fallback: no {pref} worker in the pool")
             else:
-                out.append("fallback from " + pref + ": " + "; ".join(
-                    f"{w.id}: " + (rejected.get(w.id) or (
-                        "busy" if not w.free else f"worker is {w.state.value}"
-                        if w.state not in ACCEPTS_WORK else "slower by estimate"))
-                    for w in prefd))
+                out.append(
+                    "fallback from "
+                    + pref
+                    + ": "
+                    + "; ".join(
+                        f"{w.id}: "
+                        + (
+                            rejected.get(w.id)
+                            or (
+                                "busy"
+                                if not w.free
+                                else f"worker is {w.state.value}"
+                                if w.state not in ACCEPTS_WORK
+                                else "slower by estimate"
+                            )
+                        )
+                        for w in prefd
+                    )
+                )
         for wid, why in rejected.items():
             if "circuit open" in why or "software WebGPU" in why or "shader-f16" in why:
                 out.append(f"{wid}: {why}")
@@ -595,9 +655,12 @@ class PoolState:
         rec = self.workers.get(a.worker_id)
         if a.variant is not None and rec is not None and a.load:
             rec.loaded.pop(a.variant.key, None)  # the load may not have happened
-        if a.variant is not None and isinstance(error, _BREAKER_ERRORS):
-            if self.breaker.failure(a.requests[0].model, a.variant.backend, now):
-                self.counters["circuit_opened"] += 1
+        if (
+            a.variant is not None
+            and isinstance(error, _BREAKER_ERRORS)
+            and self.breaker.failure(a.requests[0].model, a.variant.backend, now)
+        ):
+            self.counters["circuit_opened"] += 1
         retry = isinstance(error, _RETRY_ELSEWHERE) or (
             isinstance(error, TimeoutError_) and error.details.get("worker_suspect")
         )
@@ -614,11 +677,15 @@ class PoolState:
             if retry and expired:
                 err: WebAccelError = TimeoutError_(
                     f"request {r.id} passed its deadline after {r.attempts} attempt(s); last: "
-                    f"{error.message}", details={"attempts": r.attempts, "errors": list(r.errors)})
+                    f"{error.message}",
+                    details={"attempts": r.attempts, "errors": list(r.errors)},
+                )
             elif retry and r.model != LEASE:
                 err = type(error)(
                     f"request {r.id} failed {r.attempts} time(s) (max_retries={self.max_retries}); "
-                    f"last: {error.message}", details={"attempts": r.attempts, "errors": list(r.errors)})
+                    f"last: {error.message}",
+                    details={"attempts": r.attempts, "errors": list(r.errors)},
+                )
             else:
                 err = error
             out.failed.append((r, err))
@@ -637,9 +704,13 @@ class PoolState:
             return True  # still launching: unknown
         return any(self._static_reject(req, rec, v) is None for v in self._variants_for(req))
 
-    def unservable(self, now: float, launchable: Sequence[str]) -> list[tuple[Request, WebAccelError]]:
+    def unservable(
+        self, now: float, launchable: Sequence[str]
+    ) -> list[tuple[Request, WebAccelError]]:
         """Queued requests that no worker, present or launchable, could ever run: fail them now."""
-        live = [w for w in self.workers.values() if w.state in ALIVE and w.state != WorkerState.DRAINING]
+        live = [
+            w for w in self.workers.values() if w.state in ALIVE and w.state != WorkerState.DRAINING
+        ]
         total = sum(1 for w in self.workers.values() if w.state in ALIVE)
         families_present = {w.browser for w in live}
         room = total < self.scaling.max_workers
@@ -650,27 +721,44 @@ class PoolState:
             for r in list(q):
                 sig = (r.model, r.constraints, r.model_type)
                 if sig not in verdict:
-                    new_families = [f for f in fams if f not in families_present
-                                    and r.constraints.browser in (None, f)]
+                    new_families = [
+                        f
+                        for f in fams
+                        if f not in families_present and r.constraints.browser in (None, f)
+                    ]
                     verdict[sig] = any(self._could_serve(r, w) for w in live) or bool(
-                        room and new_families)
+                        room and new_families
+                    )
                 if verdict[sig]:
                     continue
                 self._dequeue(r)
                 del self._where[r.id]
-                why = "; ".join(f"{w.id}: {self._route(r, [w], now, busy_ok=True)[1].get(w.id)}"
-                                for w in live) or "no workers"
-                out.append((r, BackendUnavailableError(
-                    f"no worker can run {r.model} with {r.constraints}: {why}. "
-                    "Relax browser/backend/precision or add a capable browser",
-                    details={"attempts": r.attempts})))
+                why = (
+                    "; ".join(
+                        f"{w.id}: {self._route(r, [w], now, busy_ok=True)[1].get(w.id)}"
+                        for w in live
+                    )
+                    or "no workers"
+                )
+                out.append(
+                    (
+                        r,
+                        BackendUnavailableError(
+                            f"no worker can run {r.model} with {r.constraints}: {why}. "
+                            "Relax browser/backend/precision or add a capable browser",
+                            details={"attempts": r.attempts},
+                        ),
+                    )
+                )
         return out
 
     # ----------------------------------------------------------------- scaling
     def _launchable(self, now: float, launchable: Sequence[str]) -> list[str]:
         return [f for f in launchable if self._launch_failed.get(f, -math.inf) <= now]
 
-    def scaling_plan(self, now: float, launchable: Sequence[str], *, adaptive: bool = True) -> ScalePlan:
+    def scaling_plan(
+        self, now: float, launchable: Sequence[str], *, adaptive: bool = True
+    ) -> ScalePlan:
         """Workers to launch (families) and to retire (ids), per :class:`ScalingPolicy`."""
         sp = self.scaling
         ok = self._launchable(now, launchable)
@@ -682,7 +770,9 @@ class PoolState:
         why: list[str] = []
         if not ok:
             room = 0
-        default = self.policy.default_browser if self.policy.default_browser in ok else (ok or [""])[0]
+        default = (
+            self.policy.default_browser if self.policy.default_browser in ok else (ok or [""])[0]
+        )
         # Floor (also replaces lost workers).
         while room > 0 and len(serving) + len(launch) < sp.min_workers:
             launch.append(default)
@@ -748,8 +838,9 @@ class PoolState:
         return min(future) if future else None
 
     # ------------------------------------------------------------- explaining
-    def explain(self, model: str, constraints: Constraints | None = None,
-                now: float = 0.0) -> dict[str, Any]:
+    def explain(
+        self, model: str, constraints: Constraints | None = None, now: float = 0.0
+    ) -> dict[str, Any]:
         """Why ``model`` would go where it goes: preference, each worker's verdict, measurements."""
         if model not in self.models:
             raise ModelNotFoundError(f"model {model!r} is not registered with the pool")
@@ -762,9 +853,14 @@ class PoolState:
             "preferred_browser": self.policy.preference(info.model_type),
             "variants": [f"{v.backend}/{v.precision}" for v in info.variants],
             "candidates": [
-                {"worker": c.worker_id, "browser": c.browser,
-                 "variant": f"{c.variant.backend}/{c.variant.precision}" if c.variant else None,
-                 "loaded": c.loaded, "est_ms": round(c.est_ms, 3), "why": c.why}
+                {
+                    "worker": c.worker_id,
+                    "browser": c.browser,
+                    "variant": f"{c.variant.backend}/{c.variant.precision}" if c.variant else None,
+                    "loaded": c.loaded,
+                    "est_ms": round(c.est_ms, 3),
+                    "why": c.why,
+                }
                 for c in sorted(cands, key=lambda c: (not c.loaded, c.est_ms, c.worker_id))
             ],
             "rejected": rejected,
@@ -775,9 +871,16 @@ class PoolState:
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "workers": {w.id: {"browser": w.browser, "state": w.state.value,
-                               "running": len(w.running), "loaded": list(w.loaded),
-                               "served": w.served} for w in self.workers.values()},
+            "workers": {
+                w.id: {
+                    "browser": w.browser,
+                    "state": w.state.value,
+                    "running": len(w.running),
+                    "loaded": list(w.loaded),
+                    "served": w.served,
+                }
+                for w in self.workers.values()
+            },
             "queued": {m: len(q) for m, q in self.queues.items()},
             "running": len(self.running),
             "pending": self.pending,
