@@ -2,7 +2,12 @@
 
 ``{"peers": ["http://host:8700", ...], "replication_min": 2, "replication_max": 3,
 "disk_budget": 10737418240, "cluster": {"url": "http://127.0.0.1:9094",
-"token": null}, "upload_token": "...", "hot_fetches": 5}``
+"token": null}, "upload_token": "...", "hot_fetches": 5,
+"replicate_to": [{"url": "http://host:8700", "token": "..."}]}``
+
+``peers`` are where blocks are fetched from; ``replicate_to`` are where new
+pins are pushed (their upload token); ``upload_token`` is what this server
+accepts for uploads.
 """
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ class ContentConfig:
     cluster: dict[str, Any] | None = None
     upload_token: str | None = None
     hot_fetches: int = 5  # fetches of one CID after which it is replicated on demand
+    # peers that accept CAR uploads: [{"url": "http://host:8700", "token": "..."}]
+    replicate_to: list[dict[str, Any]] = field(default_factory=list)
 
 
 def config_path() -> Path:

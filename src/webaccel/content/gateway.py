@@ -213,10 +213,12 @@ def _parse_range(value: str | None, size: int) -> tuple[int, int] | None | str:
 
 class Gateway:
     def __init__(self, store: BlockStore, *, upload_token: str | None = None,
-                 on_upload: Callable[[list[bytes]], Awaitable[None]] | None = None) -> None:
+                 on_upload: Callable[[list[bytes]], Awaitable[None]] | None = None,
+                 on_serve: Callable[[bytes], None] | None = None) -> None:
         self.store = store
         self.upload_token = upload_token
         self.on_upload = on_upload
+        self.on_serve = on_serve  # e.g. Replicator.note_fetch (on-demand replication)
         self.served: dict[bytes, int] = {}  # root CID -> requests (for on-demand replication)
 
     async def options(self, request: Request) -> Response:
@@ -232,6 +234,8 @@ class Gateway:
         chain = await self.store.resolve_path(root, path) if path else [root]
         target = chain[-1]
         self.served[root] = self.served.get(root, 0) + 1
+        if self.on_serve is not None and fmt != "raw":
+            self.on_serve(root)
         headers = _base_headers(chain, root_text, path)
         if fmt == "raw":
             return await self._raw(request, target, headers)
