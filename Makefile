@@ -44,7 +44,8 @@ $(STAMP)/vendor: $(STAMP)/npm | $(STAMP)
 $(STAMP)/venv: pyproject.toml | $(STAMP)
 	@echo "creating $(VENV) and installing webaccel with its dev and export extras"
 	@test -x $(PY) || python3 -m venv $(VENV)
-	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,export]'
+	@set -o pipefail; $(PY) -m pip install -q --disable-pip-version-check -e '.[dev,export]' 2>&1 \
+	  | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 	@touch $@
 
 # Export the models once; they are cached under $WEBACCEL_HOME.
