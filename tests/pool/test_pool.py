@@ -315,3 +315,42 @@ async def test_close_cancels_pending_and_closes_every_worker() -> None:
     assert all(w.closed for w in launcher.workers)
     with pytest.raises(BackendUnavailableError):
         await pool.run_inference("emb", x(1))
+
+
+async def test_backend_that_keeps_failing_is_routed_away() -> None:
+    launcher = FakeLauncher(
+        {"chromium": {"backends": ("webgpu", "wasm"), "fail_backends": {"webgpu"}}}
+    )
+    async with make_pool(
+        launcher, max_connections=1, adaptive_scaling=False, max_retries=3
+    ) as pool:
+        first = await pool.run_inference("vit", x(1))
+        assert first.backend == "wasm" and first.attempts == 4  # 3 webgpu load failures
+        again = await pool.run_inference("vit", x(2))
+        assert again.backend == "wasm" and again.attempts == 1
+        assert any("circuit open" in r for r in again.reasons)
+        assert pool.stats()["counters"]["circuit_opened"] == 1
+
+
+async def test_lru_eviction_with_a_memory_budget() -> None:
+    sized = StaticResolver(
+        {
+            n: ResolvedModel(n, "text_embedding", (ModelRef(f"{n}:k", n, "/m", size_bytes=100),))
+            for n in ("m1", "m2", "m3")
+        }
+    )
+    launcher = FakeLauncher({"chromium": {}})
+    pool = ResourcePool(
+        launcher=launcher,
+        resolver=sized,
+        max_connections=1,
+        adaptive_scaling=False,
+        memory_budget_bytes=250,
+        launchable=["chromium"],
+        heartbeat_interval=0.01,
+    )
+    async with pool:
+        for n in ("m1", "m2", "m3", "m2"):
+            await pool.run_inference(n, x(1))
+    w = launcher.workers[0]
+    assert w.unloads == ["m1:k"] and w.loads == ["m1:k", "m2:k", "m3:k"]

@@ -147,6 +147,14 @@ async def _drive(
             raise WebAccelError("pool-saturation: a worker returned a wrong answer")
     if len(pool.workers) < n_workers:
         raise BenchmarkUnavailable(f"only {len(pool.workers)} of {n_workers} workers started")
+    # Affinity keeps traffic on workers that loaded the model; make sure all did,
+    # or a cold load (ORT WASM compile: seconds) would land in the measured window.
+    for _ in range(50):
+        loaded = [w["loaded"] for w in pool.stats()["workers"].values()]
+        if len(loaded) >= n_workers and all(loaded):
+            break
+        extra = [rng.standard_normal((1, HIDDEN)).astype(np.float32) for _ in range(max_pending)]
+        await pool.execute_concurrent([("bench-mlp", {"x": v}) for v in extra])
 
     fractions: list[float] = []
     waits: list[float] = []

@@ -27,6 +27,7 @@ import numpy as np
 from webaccel.errors import (
     BackendUnavailableError,
     BrowserLaunchError,
+    LoadFailedError,
     ModelNotFoundError,
     TimeoutError_,
     WebAccelError,
@@ -94,6 +95,7 @@ class FakeWorker:
         compute: Compute = double_first,
         fail_loads: WebAccelError | None = None,
         fail_runs: WebAccelError | None = None,
+        fail_backends: Iterable[str] = (),
     ) -> None:
         self.id = worker_id or f"fake-{browser}-{next(_ids)}"
         self.browser = browser
@@ -110,6 +112,7 @@ class FakeWorker:
         self.compute = compute
         self.fail_loads = fail_loads
         self.fail_runs = fail_runs
+        self.fail_backends = set(fail_backends)  # loads on these fail with LOAD_FAILED
         self.loaded: dict[str, ModelRef] = {}
         self.pending: list[FakeCall] = []
         self.calls: list[FakeCall] = []
@@ -144,6 +147,8 @@ class FakeWorker:
         self._check()
         if self.fail_loads is not None:
             raise self.fail_loads
+        if model.backend in self.fail_backends:
+            raise LoadFailedError(f"fake worker {self.id}: {model.backend} session failed")
         self.loaded[model.key] = model
         self.loads.append(model.key)
         return LoadInfo(key=model.key, backend=model.backend, load_ms=self.load_latency * 1000)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import time
@@ -160,6 +161,7 @@ class ResourcePool:
         idle_timeout: float = 30.0,
         heartbeat_interval: float = 1.0,
         slots_per_worker: int = 1,
+        memory_budget_bytes: int | None = None,
         launchable: Sequence[str] | None = None,
         scaling: ScalingPolicy | None = None,
         policy: RoutingPolicy | None = None,
@@ -191,6 +193,8 @@ class ResourcePool:
         self.load_timeout = load_timeout
         self.heartbeat_interval = heartbeat_interval
         self.slots_per_worker = slots_per_worker
+        # Model bytes a worker may hold before LRU eviction, unless it reports its own.
+        self.memory_budget_bytes = memory_budget_bytes
         self.max_pending = max_pending
         # "edge" is a preference for WebNN, not something we can start by that name.
         fams = (
@@ -757,6 +761,8 @@ class ResourcePool:
             self._spawn(_quiet_close(w))
             return
         caps = WorkerCaps.from_transport(w.available_backends(), w.capabilities)
+        if caps.memory_budget_bytes is None and self.memory_budget_bytes:
+            caps = dataclasses.replace(caps, memory_budget_bytes=self.memory_budget_bytes)
         self._state.rename_worker(pid, w.id)
         self._state.worker_ready(
             w.id, normalize_browser(w.browser) or w.browser, caps, now, slots=self.slots_per_worker

@@ -9,6 +9,7 @@ Inputs and outputs are dicts of tensor name -> numpy array.  Every method
 raises :mod:`webaccel.errors` types (``WorkerLostError`` when the page is gone,
 ``TimeoutError_`` when it did not answer in time, ``LoadFailedError`` ...).
 """
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
