@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -52,10 +53,8 @@ def wait_line(proc: subprocess.Popen[str], prefix: str, timeout: float = 20.0) -
                 break
             if line.startswith(prefix):
                 return line.strip()
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=2)
-    except subprocess.TimeoutExpired:
-        pass
     err = proc.stderr.read() if proc.poll() is not None and proc.stderr else ""
     raise AssertionError(f"no {prefix!r} line from helper within {timeout} s; stderr: {err}")
 

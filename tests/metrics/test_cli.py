@@ -36,7 +36,8 @@ def test_bench_json_lines_and_store(app: typer.Typer, db_path: Path,
     assert res.exit_code == 0, res.output
     lines = [json.loads(x) for x in res.stdout.splitlines()]
     assert [x["benchmark"] for x in lines] == ["toy-sum", "toy-unavailable"]
-    assert list(lines[0])[:2] == ["benchmark", "ratio"] and lines[0]["figures"]["python_ms"]["n"] == 5
+    assert list(lines[0])[:2] == ["benchmark", "ratio"]
+    assert lines[0]["figures"]["python_ms"]["n"] == 5
     assert lines[1]["unavailable"]
     rows = read_query(db_path, "SELECT benchmark, ratio, unavailable FROM benchmarks ORDER BY 1")
     assert rows == [{"benchmark": "toy-sum", "ratio": lines[0]["ratio"], "unavailable": None},

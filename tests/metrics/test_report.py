@@ -39,7 +39,7 @@ def _seed(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
             store.record_inference("minilm", round_trip_ms=30000.0, backend="wasm",
                                    error_code="TIMEOUT")
         loads: dict[str, list[float]] = {}
-        for i in range(6):
+        for _ in range(6):
             for tier, base in (("network", 900.0), ("browser-cache", 40.0), ("disk", 120.0)):
                 ms = float(base * rng.uniform(0.9, 1.2))
                 loads.setdefault(tier, []).append(ms)

@@ -28,7 +28,8 @@ def _summary(result: dict[str, Any]) -> str:
     figs = result.get("figures") or {}
     for v in figs.values():
         if isinstance(v, dict) and "median" in v:
-            return f"median {v['median']:.4g} (p10 {v.get('p10', 0):.4g}, p90 {v.get('p90', 0):.4g})"
+            return (f"median {v['median']:.4g} "
+                    f"(p10 {v.get('p10', 0):.4g}, p90 {v.get('p90', 0):.4g})")
     return ""
 
 

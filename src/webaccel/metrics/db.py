@@ -65,7 +65,8 @@ def connect(
                         " close the other DuckDB client (a `duckdb` shell?) or retry",
                         details={"path": str(path), "duckdb": str(exc)},
                     ) from exc
-                time.sleep(min(delay, max(0.0, deadline - time.monotonic())) * random.uniform(0.5, 1))
+                left = max(0.0, deadline - time.monotonic())
+                time.sleep(min(delay, left) * random.uniform(0.5, 1))
                 delay = min(delay * 2, 0.2)
         try:
             yield con

@@ -65,7 +65,9 @@ class _Agg:
             self.page_n += 1
 
     def view(self) -> dict[str, Any]:
-        window = (self.last_end - self.first_start) if self.first_start is not None else 0.0
+        window = 0.0
+        if self.first_start is not None and self.last_end is not None:
+            window = self.last_end - self.first_start
         recent = sorted(self.recent_ms)
         out: dict[str, Any] = {
             "inferences": self.inferences,

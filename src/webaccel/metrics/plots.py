@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
@@ -86,8 +87,9 @@ def throughput_vs_workers(runs: list[dict[str, Any]], series: dict[str, dict[int
     ax.set_xlabel("workers")
     ax.set_ylabel("throughput, items/s")
     ax.set_title("Throughput vs workers")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    top = max([r["throughput"] for r in runs] + [v for pts in series.values() for v in pts.values()])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    top = max([r["throughput"] for r in runs]
+              + [v for pts in series.values() for v in pts.values()])
     ax.set_ylim(0, top * 1.15 if top > 0 else 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

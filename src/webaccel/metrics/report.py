@@ -15,6 +15,7 @@ writing it (see :mod:`webaccel.metrics.db`).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import html
 import json
@@ -173,10 +174,8 @@ def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) 
         figs = json.loads(b["figures"] or "{}")
         tvw = figs.get("throughput_vs_workers")
         if isinstance(tvw, dict):
-            try:
+            with contextlib.suppress(TypeError, ValueError):
                 series[b["benchmark"]] = {int(k): float(v) for k, v in tvw.items()}
-            except (TypeError, ValueError):
-                pass
     data["throughput"], data["throughput_series"] = tput, series
     s = Section("Throughput vs workers", "Items per second over each run's busy window "
                 "(first request start to last completion), against the workers that served it; "
@@ -344,7 +343,8 @@ def _html(sections: list[Section], path: Path, generated: str, counts: dict[str,
              "<title>webaccel report</title><style>",
              "body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:24px auto;"
              "padding:0 16px;color:#1d2733}",
-             "table{border-collapse:collapse;margin:8px 0 16px}th,td{border-bottom:1px solid #dde3ea;"
+             "table{border-collapse:collapse;margin:8px 0 16px}"
+             "th,td{border-bottom:1px solid #dde3ea;"
              "padding:4px 8px;text-align:left;font-variant-numeric:tabular-nums}"
              "th{background:#f3f6f9}img{max-width:100%;border:1px solid #dde3ea}"
              ".empty{color:#6b7785;font-style:italic}",

@@ -37,6 +37,7 @@ spooled instead of failing.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime as dt
 import json
 import os
@@ -321,7 +322,5 @@ def iter_rows(path: str | Path, tables: Iterable[str]) -> dict[str, list[dict[st
 @atexit.register
 def _close_all() -> None:
     for store in list(_OPEN):
-        try:
+        with contextlib.suppress(Exception):
             store.close()
-        except Exception:
-            pass

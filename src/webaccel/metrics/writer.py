@@ -187,7 +187,8 @@ class Writer:
         self.last_flush_at = time.time()
         self.last_flush_s = time.perf_counter() - started
 
-    def _commit(self, batch: list[tuple[str, Row]], spools: list[Path], *, lock_wait: float) -> None:
+    def _commit(self, batch: list[tuple[str, Row]], spools: list[Path], *,
+                lock_wait: float) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with db.connect(self.path, read_only=False, timeout=lock_wait) as con:
             if not self._migrated:
@@ -214,7 +215,8 @@ class Writer:
                 for table, rows in by_table.items():
                     db.insert_rows(con, table, rows)
                 if merged:
-                    db.insert_rows_raw(con, "spool_ingested", ["ts", "name"], ["TIMESTAMP", "VARCHAR"],
+                    db.insert_rows_raw(con, "spool_ingested", ["ts", "name"],
+                                       ["TIMESTAMP", "VARCHAR"],
                                        [(db.utcnow(), p.name) for p in merged])
                 con.execute("COMMIT")
             except BaseException:
