@@ -227,3 +227,13 @@ def test_car_readable_by_ipld_car(tmp_path) -> None:
                          capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.split() == [root.cid_str, str(len(blocks))]
     assert isinstance(_parse(car.read_bytes())[1], CarBlock)
+
+
+@given(st.binary(max_size=70_000))
+@settings(max_examples=50, deadline=None)
+def test_fast_leaf_encoder_matches_generic(chunk: bytes) -> None:
+    from webaccel.content.pb import encode_file_leaf
+
+    generic = encode_node(PBNode(encode_unixfs(UnixFSData(DataType.FILE, chunk or None,
+                                                          len(chunk)))))
+    assert encode_file_leaf(chunk) == generic

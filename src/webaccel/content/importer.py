@@ -31,7 +31,15 @@ from dataclasses import dataclass
 
 from webaccel.content import cid as cidmod
 from webaccel.content.errors import UnsupportedDagError
-from webaccel.content.pb import DataType, PBLink, PBNode, UnixFSData, encode_node, encode_unixfs
+from webaccel.content.pb import (
+    DataType,
+    PBLink,
+    PBNode,
+    UnixFSData,
+    encode_file_leaf,
+    encode_node,
+    encode_unixfs,
+)
 
 Block = tuple[bytes, bytes]  # (binary CID, block bytes)
 
@@ -118,8 +126,7 @@ class FileBuilder:
     def _leaf(self, chunk: bytes) -> tuple[bytes, bytes, int]:
         if self.profile.raw_leaves:
             return cidmod.make(chunk, cidmod.RAW, 1), chunk, len(chunk)
-        data = encode_unixfs(UnixFSData(DataType.FILE, chunk or None, len(chunk)))
-        block = encode_node(PBNode(data=data))
+        block = encode_file_leaf(chunk)
         return cidmod.make(block, cidmod.DAG_PB, self._codec_version), block, len(block)
 
     def _parent(self, children: list[tuple[bytes, int, int]]) -> tuple[Block, tuple[bytes, int, int]]:
