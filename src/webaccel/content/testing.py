@@ -57,7 +57,7 @@ class TokenBucket:
 class Faults:
     """ASGI middleware: bandwidth cap, corruption, delay (see module docstring)."""
 
-    PIECE = 16 * 1024
+    PIECE = 64 * 1024
 
     def __init__(self, app: ASGIApp, *, rate: float | None = None, corrupt: float = 0.0,
                  delay: float = 0.0, seed: int = 0) -> None:
