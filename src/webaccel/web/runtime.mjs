@@ -5,6 +5,7 @@
 // model bytes; everything else (frames, sessions, error codes, timing) lives
 // here, so both kinds of worker behave the same.
 import { decodeBinary, encodeBinary, control, ProtocolError } from './protocol.mjs';
+import { runGenerate, cancelGeneration } from './generate.mjs';
 
 // Map onnxruntime-web / fetch failures to the bridge's stable error codes.
 export function errorCode(err, fallback = 'INTERNAL') {
@@ -79,6 +80,7 @@ export class WorkerRuntime {
         return this.send(control(msg.id, 'unloaded', { key: msg.model_name }));
       }
       case 'cancel':
+        if (cancelGeneration(this, msg.id)) return undefined;
         this.cancelled.add(msg.id);
         return undefined;
       case 'heartbeat':
@@ -125,6 +127,7 @@ export class WorkerRuntime {
 
   async onBinary(frame) {
     const { header, tensors } = frame;
+    if (header.type === 'generate') return runGenerate(this, frame);
     if (header.type !== 'run') throw new ProtocolError(`binary frames from the server must be runs, got ${header.type}`);
     const entry = this.sessions.get(header.model_name);
     if (!entry) throw new RuntimeError('MODEL_NOT_FOUND', `model ${header.model_name} is not loaded in this page; send load_model first`);
