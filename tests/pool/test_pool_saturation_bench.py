@@ -32,3 +32,6 @@ def test_measures_a_real_pool() -> None:
     assert 0.0 < m.ratio <= 1.0
     assert m.figures["completed"] > 0 and m.figures["queue_wait_ms_p99"] is not None
     assert m.figures["stats"].get("done", 0) >= m.figures["completed"]
+    burst = m.figures["burst"]
+    assert burst["refused"] >= burst["offered"] // 2  # 10x max_pending: most refused
+    assert burst["refusal_ms"]["max"] < 100  # at once, not after queueing
