@@ -134,7 +134,7 @@ def test_pin_gc_and_budget(tmp_path: Path) -> None:
 def test_disk_budget_evicts_least_recently_used(tmp_path: Path) -> None:
     s = BlockStore(tmp_path / "store", memory_bytes=0, disk_budget=3 << 20, fsync=False)
     roots = []
-    for i in range(6):  # 6 x 1 MiB, budget 3 MiB
+    for _i in range(6):  # 6 x 1 MiB, budget 3 MiB
         root, blocks = import_bytes(os.urandom(1 << 20), "unixfs-v1-2025")
         for c, b in blocks:
             s.put_trusted(c, b)

@@ -133,10 +133,7 @@ def to_v1(raw: bytes) -> bytes:
 def verify(raw: bytes, data: bytes) -> None:
     """Raise CorruptBlockError unless ``data`` hashes to the CID ``raw``."""
     _version, _codec, hcode, digest = split(raw)
-    if hcode == IDENTITY:
-        ok = digest == data
-    else:
-        ok = hashlib.sha256(data).digest() == digest
+    ok = digest == data if hcode == IDENTITY else hashlib.sha256(data).digest() == digest
     if not ok:
         raise CorruptBlockError(
             f"block does not match its CID {to_str(raw)}; it was dropped",

@@ -61,9 +61,9 @@ def decode(c: bytes, block: bytes) -> Node:
     if pb.data is None:
         raise DecodeError("dag-pb node without UnixFS Data")
     fs = decode_unixfs(pb.data)
-    if fs.type in (DataType.FILE, DataType.RAW) and pb.links:
-        if len(fs.blocksizes) != len(pb.links):
-            raise DecodeError("UnixFS file node: blocksizes and links differ in number")
+    if (fs.type in (DataType.FILE, DataType.RAW) and pb.links
+            and len(fs.blocksizes) != len(pb.links)):
+        raise DecodeError("UnixFS file node: blocksizes and links differ in number")
     return Node(c, None, pb, fs)
 
 

@@ -38,7 +38,6 @@ from webaccel.content import cid as cidmod
 from webaccel.content import dag
 from webaccel.content.errors import (
     BlockNotFoundError,
-    CorruptBlockError,
     FetchTimeoutError,
     UnsupportedDagError,
 )
