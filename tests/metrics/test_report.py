@@ -89,7 +89,7 @@ def test_report_from_a_seeded_store(db_path: Path, tmp_path: Path,
     assert f"| toy-sum | {_fmt(toy['ratio'])} |" in md
     assert "unavailable: needs a GPU adapter" in md
     assert "failed inferences: TIMEOUT × 3" in md
-    assert "| int4 | 14.7 | cosine | 0.948 |" in md
+    assert "| int4 | 14.7 | cosine | 0.948000 |" in md
     # Efficiency: 18 loads of 90 MB, 6 of them over the network; 5 of 20 fetches from a peer.
     assert "minilm: 18 loads moved 540.0 MB over the network with caching, vs 1,620.0 MB" in md
     assert "(66.7 % saved)" in md

@@ -43,7 +43,7 @@ class _Agg:
     recent_ms: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, *, end: float, rt_ms: float, items: int, ok: bool, retries: int,
+    def add(self, end: float, rt_ms: float, items: int, ok: bool, retries: int,
             wait_ms: float | None, page_ms: float | None) -> None:
         self.inferences += 1
         self.retries += retries
@@ -104,17 +104,20 @@ class LiveStats:
                   queue_wait_ms: float | None, page_ms: float | None, retries: int,
                   error_code: str | None) -> None:
         ok = error_code is None
-        kw = dict(end=end, rt_ms=round_trip_ms, items=batch, ok=ok, retries=retries,
-                  wait_ms=queue_wait_ms, page_ms=page_ms)
+        args = (end, round_trip_ms, batch, ok, retries, queue_wait_ms, page_ms)
         with self._lock:
-            self._all.add(**kw)  # type: ignore[arg-type]
-            m = self._models.setdefault(model, _Agg(extra={"backends": {}}))
-            m.add(**kw)  # type: ignore[arg-type]
+            self._all.add(*args)
+            m = self._models.get(model)
+            if m is None:
+                m = self._models[model] = _Agg(extra={"backends": {}})
+            m.add(*args)
             if backend:
                 m.extra["backends"][backend] = m.extra["backends"].get(backend, 0) + 1
             if worker_id is not None:
-                w = self._workers.setdefault(worker_id, _Agg(extra={"browser": browser}))
-                w.add(**kw)  # type: ignore[arg-type]
+                w = self._workers.get(worker_id)
+                if w is None:
+                    w = self._workers[worker_id] = _Agg(extra={"browser": browser})
+                w.add(*args)
             self._recent.append({
                 "t": end, "model": model, "worker": worker_id, "backend": backend,
                 "precision": precision, "batch": batch, "round_trip_ms": round_trip_ms,

@@ -124,12 +124,16 @@ def accuracy_vs_size(rows: list[dict[str, Any]], path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     models = sorted({r["model"] for r in rows})
+    named: set[tuple[str, int]] = set()
     for k, model in enumerate(models):
         pts = sorted((r for r in rows if r["model"] == model), key=lambda r: r["bytes"])
         xs = [r["bytes"] / 1e6 for r in pts]
         ys = [r["accuracy"] for r in pts]
         ax.plot(xs, ys, marker="o", linestyle=":", color=COLORS[k % len(COLORS)], label=model)
         for r, x, y in zip(pts, xs, ys, strict=True):
+            if (r["variant"], r["bytes"]) in named:  # same variant in another series
+                continue
+            named.add((r["variant"], r["bytes"]))
             ax.annotate(r["variant"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     metrics = sorted({str(r.get("metric") or "accuracy") for r in rows})
     ax.set_xlabel("size, MB")

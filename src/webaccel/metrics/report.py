@@ -95,8 +95,10 @@ def _figure_summary(figures: dict[str, Any], limit: int = 6) -> str:
         if isinstance(v, dict) and "median" in v:
             parts.append(f"{k}: {_fmt(v['median'])} (p10 {_fmt(v.get('p10'))}, "
                          f"p90 {_fmt(v.get('p90'))}, n={v.get('n')})")
-        elif isinstance(v, int | float | str) and not isinstance(v, bool):
+        elif isinstance(v, int | float) and not isinstance(v, bool):
             parts.append(f"{k}: {_fmt(v)}")
+        elif isinstance(v, str):
+            parts.append(f"{k}: {v if len(v) <= 40 else v[:37] + '...'}")
         if len(parts) >= limit:
             break
     return "; ".join(parts)
@@ -176,10 +178,14 @@ def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) 
         if isinstance(tvw, dict):
             with contextlib.suppress(TypeError, ValueError):
                 series[b["benchmark"]] = {int(k): float(v) for k, v in tvw.items()}
+        elif isinstance(figs.get("workers"), int) and isinstance(
+                figs.get("throughput_per_s"), int | float):
+            series[b["benchmark"]] = {figs["workers"]: float(figs["throughput_per_s"])}
     data["throughput"], data["throughput_series"] = tput, series
     s = Section("Throughput vs workers", "Items per second over each run's busy window "
                 "(first request start to last completion), against the workers that served it; "
-                "benchmark curves come from `throughput_vs_workers` in their figures.",
+                "benchmark points come from `throughput_vs_workers` ({workers: items/s}) or "
+                "`workers` + `throughput_per_s` in their figures.",
                 key="throughput")
     s.plot = plot("throughput",
                   plots.throughput_vs_workers(tput, series, plot_dir / "throughput_vs_workers.png"))
@@ -213,18 +219,27 @@ def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) 
         vs = figs.get("variants")
         if isinstance(vs, dict):
             for name, v in vs.items():
-                if isinstance(v, dict) and v.get("bytes"):
-                    variants.append({"model": f"{b['benchmark']} benchmark", "variant": name,
-                                     "precision": name, "bytes": v["bytes"],
-                                     "metric": v.get("metric"), "accuracy": v.get("accuracy"),
-                                     "latency_ms": v.get("latency_ms")})
+                if not (isinstance(v, dict) and v.get("bytes")):
+                    continue
+                lat = v.get("latency_ms", v.get("native_latency_ms"))
+                if isinstance(lat, dict):
+                    lat = lat.get("median")
+                for metric in ("accuracy", "cosine_mean", "cosine_worst"):
+                    if isinstance(v.get(metric), int | float):
+                        label = v.get("metric") if metric == "accuracy" else metric
+                        variants.append({"model": f"{b['benchmark']} benchmark ({metric})",
+                                         "variant": name, "precision": name, "bytes": v["bytes"],
+                                         "metric": label, "accuracy": float(v[metric]),
+                                         "latency_ms": lat})
     data["variants"] = variants
     s = Section("Accuracy vs size per variant", "Each precision variant's size and its "
                 "accuracy against the fp32 model's outputs.", key="variants")
     s.plot = plot("variants", plots.accuracy_vs_size(variants, plot_dir / "accuracy_vs_size.png"))
     s.headers = ["model", "variant", "MB", "metric", "accuracy", "latency ms"]
-    s.rows = [[v["model"], v["variant"], _mb(v["bytes"]), v["metric"], v["accuracy"],
-               v["latency_ms"]] for v in variants]
+    variants.sort(key=lambda v: (v["model"], -(v["bytes"] or 0)))
+    s.rows = [[v["model"], v["variant"], _mb(v["bytes"]), v["metric"],
+               None if v["accuracy"] is None else f"{v['accuracy']:.6f}", v["latency_ms"]]
+              for v in variants]
     sections.append(s)
 
     # -- efficiency ---------------------------------------------------------------------------

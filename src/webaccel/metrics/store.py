@@ -75,7 +75,7 @@ def _code(error_code: Any) -> str | None:
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, default=str, sort_keys=True)
+    return None if value is None else json.dumps(value, default=str)
 
 
 class MetricsStore:
