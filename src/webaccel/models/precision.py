@@ -167,7 +167,9 @@ def weight_nodes(model: onnx.ModelProto) -> list[WeightNode]:
     for node in model.graph.node:
         if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in inits:
             w = inits[node.input[1]]
-        elif node.op_type == "Gather" and node.input and node.input[0] in inits:
+        elif (node.op_type == "Gather" and node.input and node.input[0] in inits
+              and all(a.i == 0 for a in node.attribute if a.name == "axis")):
+            # Only row lookups (axis 0): GatherBlockQuantized blocks along rows.
             w = inits[node.input[0]]
         else:
             continue

