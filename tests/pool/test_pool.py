@@ -354,3 +354,24 @@ async def test_lru_eviction_with_a_memory_budget() -> None:
             await pool.run_inference(n, x(1))
     w = launcher.workers[0]
     assert w.unloads == ["m1:k"] and w.loads == ["m1:k", "m2:k", "m3:k"]
+
+
+async def test_close_during_launch_leaves_no_worker_behind() -> None:
+    launcher = FakeLauncher({"chromium": {}}, launch_latency=0.05)
+    pool = make_pool(launcher, max_connections=2, adaptive_scaling=False)
+    await pool.start(wait=False)
+    await asyncio.sleep(0.01)  # launches in flight
+    await pool.close()
+    await asyncio.sleep(0.08)
+    assert all(w.closed for w in launcher.workers)
+
+
+async def test_cancelled_lease_waiter_does_not_leak_the_worker() -> None:
+    launcher = FakeLauncher({"chromium": {}})
+    async with make_pool(launcher, max_connections=1, adaptive_scaling=False) as pool:
+        async with pool.get_connection("vision", None):
+            waiter = asyncio.create_task(pool.get_connection("vision", None).__aenter__())
+            await asyncio.sleep(0.01)
+            waiter.cancel()
+        r = await pool.run_inference("emb", x(3), timeout=1)
+        assert r.outputs["y"][0, 0] == 6

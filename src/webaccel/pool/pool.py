@@ -219,6 +219,7 @@ class ResourcePool:
         self._tickets: dict[int, _Ticket] = {}
         self._exec: dict[int, asyncio.Task[None]] = {}
         self._aux: set[asyncio.Task[Any]] = set()
+        self._launch_tasks: set[asyncio.Task[None]] = set()
         self._loaded: dict[str, set[str]] = {}
         self._load_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._inbox: deque[tuple[Any, ...]] = deque()
@@ -311,6 +312,10 @@ class ResourcePool:
             self._wake.set()
 
     async def _ensure_started(self) -> None:
+        if self._actor is not None and self._actor.done() and not self._closed:
+            raise InternalError(
+                "the pool's scheduler stopped unexpectedly; close this pool and create a new one"
+            )
         if self._closing or self._closed:
             raise BackendUnavailableError("the pool is closing or closed; create a new one")
         if self._actor is None:
@@ -450,7 +455,10 @@ class ResourcePool:
         try:
             return await fut
         except asyncio.CancelledError:
-            self._post(("cancel", req.id))
+            if req.model == LEASE and fut.done() and not fut.cancelled() and not fut.exception():
+                self._post(("lease_done", fut.result()[1]))  # granted as we were cancelled
+            else:
+                self._post(("cancel", req.id))
             raise
 
     # =============================================================== observing
@@ -727,7 +735,9 @@ class ResourcePool:
         pid = f"launching-{family}-{next(self._launch_ids)}"
         self._state.add_launching(pid, family, now)
         self._event("launch", f"{family}: {'; '.join(why)}")
-        self._spawn(self._launch_task(pid, family))
+        task = self._spawn(self._launch_task(pid, family))
+        self._launch_tasks.add(task)
+        task.add_done_callback(self._launch_tasks.discard)
 
     async def _launch_task(self, pid: str, family: str) -> None:
         try:
@@ -904,9 +914,8 @@ class ResourcePool:
             task.cancel()
         for rid in list(self._tickets):
             self._answer(rid, CancelledError_("the pool was closed before this request finished"))
-        for task in list(self._aux):
-            if task.get_coro().__name__ == "_launch_task":  # type: ignore[union-attr]
-                task.cancel()
+        for task in list(self._launch_tasks):
+            task.cancel()
         ws = list(self._workers.values())
         self._workers.clear()
         await asyncio.gather(*(_quiet_close(w) for w in ws))
@@ -918,6 +927,11 @@ class ResourcePool:
             with contextlib.suppress(BaseException):
                 await t
         self._exec.clear()
+        # A launch that finished just before it was cancelled posted its worker: close it.
+        for cmd in self._inbox:
+            if cmd[0] == "launched":
+                await _quiet_close(cmd[2])
+        self._inbox.clear()
         if not done.done():
             done.set_result(None)
 
