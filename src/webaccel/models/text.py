@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import warnings
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ def export_minilm(dest: Path) -> None:
         raise LoadFailedError(
             "exporting minilm needs torch and transformers: `pip install 'webaccel[export]'` "
             "(or run `make setup`, which exports it once)") from exc
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     bert = AutoModel.from_pretrained(str(package_dir()))
 
     class LastHidden(torch.nn.Module):
@@ -67,7 +71,10 @@ def export_minilm(dest: Path) -> None:
         "token_type_ids": torch.zeros(batch, seq, dtype=torch.int64),
     }
     axes = {0: "batch", 1: "sequence"}
-    with torch.no_grad():
+    # The tracer warns about shape-dependent Python branches in BERT's masking
+    # code; the graph is checked against sentence-transformers in the tests.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             model, tuple(dummy.values()), str(dest), input_names=list(dummy),
             output_names=["last_hidden_state"],
