@@ -1,0 +1,52 @@
+"""The Playwright launcher (system Chromium, never `playwright install`)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from webaccel.browsers import launch_worker
+from webaccel.browsers.launching import processes_marked, smoke_test
+from webaccel.errors import BackendUnavailableError
+from webaccel.server import WebAccelServer
+
+pytestmark = pytest.mark.browser
+pytest.importorskip("playwright")
+
+_spec = importlib.util.spec_from_file_location("_sel", Path(__file__).with_name("test_selenium.py"))
+assert _spec is not None and _spec.loader is not None
+_sel = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_sel)
+
+
+async def test_playwright_serves_requests_and_cleans_up() -> None:
+    async with WebAccelServer() as server:
+        workers = [await launch_worker(server, "chromium", launcher="playwright")
+                   for _ in range(2)]  # two browsers share one Playwright driver
+        try:
+            for worker in workers:
+                assert worker.launcher == "playwright"
+                assert worker.capabilities["wasm"]["crossOriginIsolated"]
+                result = await smoke_test(worker, server)
+                assert result["backend"] == "wasm"
+                assert worker.pids()
+            assert "HeadlessChrome" in workers[0].capabilities["userAgent"] or \
+                "Chrome" in workers[0].capabilities["userAgent"]
+        finally:
+            for worker in workers:
+                await worker.close()
+        for worker in workers:
+            assert not worker.alive
+            assert not processes_marked(worker.id)
+
+
+async def test_playwright_firefox_says_why_not() -> None:
+    async with WebAccelServer() as server:
+        with pytest.raises(BackendUnavailableError, match="patched Firefox"):
+            await launch_worker(server, "firefox", launcher="playwright")
+
+
+def test_no_playwright_browser_outlives_a_killed_python() -> None:
+    worker_id = _sel.run_child_and_kill("playwright")
+    assert _sel.gone_within(worker_id), [p.cmdline()[:2] for p in processes_marked(worker_id)]
