@@ -135,6 +135,7 @@ async def test_worker_killed_mid_request_nothing_lost() -> None:
         assert r.worker_id != victim.id
     moved = results[int(victim_inputs)]
     assert moved.attempts == 2
+    assert len(pool.stats()["recovery_s"]) == 1
     assert len(launcher.workers) == 3
 
 
@@ -375,3 +376,37 @@ async def test_cancelled_lease_waiter_does_not_leak_the_worker() -> None:
             waiter.cancel()
         r = await pool.run_inference("emb", x(3), timeout=1)
         assert r.outputs["y"][0, 0] == 6
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def record_inference(self, *a: Any, **k: Any) -> None:
+        self.calls.append(("inference", a, k))
+
+    def record_model_load(self, *a: Any, **k: Any) -> None:
+        self.calls.append(("load", a, k))
+
+    def record_worker(self, *a: Any, **k: Any) -> None:
+        self.calls.append(("worker", a, k))
+
+
+async def test_metrics_sink_sees_workers_loads_inferences_and_errors() -> None:
+    sink = _Sink()
+    launcher = FakeLauncher({"chromium": {"manual": True}})
+    async with make_pool(
+        launcher, max_connections=1, adaptive_scaling=False, metrics=sink, max_pending=1
+    ) as pool:
+        t = asyncio.create_task(pool.run_inference("emb", x(1)))
+        await until(lambda: bool(launcher.workers[0].pending))
+        with pytest.raises(OverloadedError):
+            await pool.run_inference("emb", x(2))
+        launcher.workers[0].release()
+        await t
+    kinds = [c[0] for c in sink.calls]
+    assert kinds.count("worker") == 1 and kinds.count("load") == 1
+    inf = [c for c in sink.calls if c[0] == "inference"]
+    assert {c[2].get("error_code") for c in inf} == {None, "OVERLOADED"}
+    ok = next(c for c in inf if c[2].get("error_code") is None)
+    assert ok[1] == ("emb",) and ok[2]["backend"] == "wasm" and ok[2]["retries"] == 0

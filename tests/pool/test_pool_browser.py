@@ -187,6 +187,7 @@ async def test_chaos_sigkill_browsers_nothing_lost(
         assert len(pool.workers) == size
         events = list(pool.events)
         counters = pool.stats()["counters"]
+        assert len(pool.stats()["recovery_s"]) == kills
     assert not errors, errors[:3]
     assert len(answered) >= 200
     for name, x, r in answered:

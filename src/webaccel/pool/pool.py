@@ -39,7 +39,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -49,6 +49,8 @@ from webaccel.errors import (
     CancelledError_,
     InternalError,
     InvalidInputError,
+    LoadFailedError,
+    OutOfMemoryError,
     OverloadedError,
     TimeoutError_,
     WebAccelError,
@@ -71,6 +73,16 @@ from webaccel.pool.transport import LoadInfo, RunResult, WorkerLauncher, WorkerT
 log = logging.getLogger(__name__)
 
 _OPTION_KEYS = frozenset({"precision", "output_names"})
+
+
+class MetricsSink(Protocol):
+    """What the pool reports to (``webaccel.metrics.store.MetricsStore`` fits)."""
+
+    def record_inference(self, model: str, *, round_trip_ms: float, **kw: Any) -> None: ...
+
+    def record_model_load(self, model: str, *, ms: float, **kw: Any) -> None: ...
+
+    def record_worker(self, worker_id: str, browser: str, **kw: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -162,6 +174,7 @@ class ResourcePool:
         heartbeat_interval: float = 1.0,
         slots_per_worker: int = 1,
         memory_budget_bytes: int | None = None,
+        metrics: MetricsSink | None = None,
         launchable: Sequence[str] | None = None,
         scaling: ScalingPolicy | None = None,
         policy: RoutingPolicy | None = None,
@@ -195,6 +208,7 @@ class ResourcePool:
         self.slots_per_worker = slots_per_worker
         # Model bytes a worker may hold before LRU eviction, unless it reports its own.
         self.memory_budget_bytes = memory_budget_bytes
+        self._metrics = metrics
         self.max_pending = max_pending
         # "edge" is a preference for WebNN, not something we can start by that name.
         fams = (
@@ -235,6 +249,9 @@ class ResourcePool:
         self._closing = False
         self._closed = False
         self.events: deque[tuple[float, str, str]] = deque(maxlen=1000)  # (t, kind, detail)
+        # Recovery: a worker lost -> the next worker ready (seconds), oldest loss first.
+        self._lost_at: deque[float] = deque()
+        self.recoveries: deque[float] = deque(maxlen=100)
 
     # ================================================================ lifecycle
     async def __aenter__(self) -> ResourcePool:
@@ -444,6 +461,10 @@ class ResourcePool:
         await self._ensure_started()
         # Admission is the handle's job and never waits (TGI's try_acquire).
         if self._admitted >= self.max_pending:
+            if req.model != LEASE:
+                self._metric(
+                    "record_inference", req.model, round_trip_ms=0.0, error_code="OVERLOADED"
+                )
             raise OverloadedError(
                 f"pool is full ({self._admitted} requests pending, limit {self.max_pending}); "
                 "retry later",
@@ -493,6 +514,7 @@ class ResourcePool:
         snap = self._state.snapshot()
         snap["admitted"] = self._admitted
         snap["launch_errors"] = list(self._launch_errors)
+        snap["recovery_s"] = list(self.recoveries)
         return snap
 
     @property
@@ -501,6 +523,15 @@ class ResourcePool:
 
     def worker_states(self) -> dict[str, str]:
         return {w.id: w.state.value for w in self._state.workers.values()}
+
+    def _metric(self, method: str, *args: Any, **kwargs: Any) -> None:
+        """Tell the metrics sink, if any; metrics never break serving."""
+        if self._metrics is None:
+            return
+        try:
+            getattr(self._metrics, method)(*args, **kwargs)
+        except Exception:  # noqa: BLE001
+            log.debug("metrics sink %s failed", method, exc_info=True)
 
     def _event(self, kind: str, detail: str) -> None:
         self.events.append((self._clock(), kind, detail))
@@ -624,6 +655,15 @@ class ResourcePool:
         if t is None:
             return
         self._admitted -= 1
+        if isinstance(outcome, WebAccelError) and t.request.model != LEASE:
+            self._metric(
+                "record_inference",
+                t.request.model,
+                round_trip_ms=0.0,
+                retries=t.request.retries,
+                error_code=outcome.code,
+                queue_wait_ms=(self._clock() - t.submitted_at) * 1000,
+            )
         if t.future.done():
             return
         if isinstance(outcome, BaseException):
@@ -645,17 +685,30 @@ class ResourcePool:
             self._retire(wid)
 
     def _on_done(
-        self, aid: int, payload: tuple[RunResult, list[Any], float | None], now: float
+        self, aid: int, payload: tuple[RunResult, list[Any], LoadInfo | None], now: float
     ) -> None:
         self._exec.pop(aid, None)
         a = self._state.running.get(aid)
         if a is None:  # its worker was declared lost first: the requests were retried
             return
-        res, parts, load_ms = payload
+        res, parts, load = payload
         self._state.finish(aid, now, ms=res.round_trip_ms)
         rec_browser = self._browser_of(a.worker_id)
         v = a.variant
         assert v is not None
+        if load is not None:
+            self._metric(
+                "record_model_load",
+                a.requests[0].model,
+                ms=load.load_ms,
+                cid=v.cid,
+                variant=v.key,
+                precision=v.precision,
+                backend=load.backend,
+                worker_id=a.worker_id,
+                nbytes=v.size_bytes,
+                tier=load.source,
+            )
         for req, part in zip(a.requests, parts, strict=True):
             t = self._tickets.get(req.id)
             if t is None:
@@ -669,6 +722,19 @@ class ResourcePool:
                         req.id, InternalError(f"postprocessing {req.model} output failed: {exc!r}")
                     )
                     continue
+            self._metric(
+                "record_inference",
+                req.model,
+                round_trip_ms=res.round_trip_ms,
+                worker_id=a.worker_id,
+                browser=rec_browser,
+                backend=v.backend,
+                precision=v.precision,
+                batch=len(a.requests),
+                queue_wait_ms=(a.started_at - t.submitted_at) * 1000,
+                page_ms=res.page_ms,
+                retries=req.retries,
+            )
             self._answer(
                 req.id,
                 InferenceResult(
@@ -682,7 +748,7 @@ class ResourcePool:
                     queue_ms=(a.started_at - t.submitted_at) * 1000,
                     run_ms=res.round_trip_ms,
                     page_ms=res.page_ms,
-                    load_ms=load_ms,
+                    load_ms=load.load_ms if load is not None else None,
                     batch_size=len(a.requests),
                     reasons=a.reasons,
                 ),
@@ -702,12 +768,28 @@ class ResourcePool:
             self._on_lost(wid, err.message, now)
             return
         self._event("failed", f"assignment {aid} on {wid}: {err.code} {err.message}")
+        if (
+            a.load
+            and a.variant is not None
+            and isinstance(err, (LoadFailedError, BackendUnavailableError, OutOfMemoryError))
+        ):
+            self._metric(
+                "record_model_load",
+                a.requests[0].model,
+                ms=0.0,
+                variant=a.variant.key,
+                precision=a.variant.precision,
+                backend=a.variant.backend,
+                worker_id=wid,
+                error_code=err.code,
+            )
         self._settle_worker_after(wid, self._state.fail(aid, now, err))
 
     def _on_lost(self, wid: str, reason: str, now: float) -> None:
         if wid not in self._state.workers:
             return
         self._event("lost", f"{wid}: {reason}")
+        self._lost_at.append(now)
         family = self._state.workers[wid].browser
         aids = [aid for aid, a in self._state.running.items() if a.worker_id == wid]
         for aid in aids:
@@ -780,6 +862,18 @@ class ResourcePool:
         self._workers[w.id] = w
         self._loaded[w.id] = set()
         self._event("ready", f"{w.id} ({w.browser}; {', '.join(caps.backends)})")
+        if self._lost_at:
+            self.recoveries.append(now - self._lost_at.popleft())
+        gpu = w.capabilities.get("webgpu")
+        self._metric(
+            "record_worker",
+            w.id,
+            normalize_browser(w.browser) or w.browser,
+            backends=caps.backends,
+            adapter=gpu if isinstance(gpu, Mapping) else None,
+            is_fallback=caps.software_webgpu,
+            info={"launched_as": pid},
+        )
         if self._changed is not None:
             self._changed.set()
 
@@ -856,7 +950,7 @@ class ResourcePool:
         else:
             self._post(("done", a.id, payload))
 
-    async def _execute_inner(self, a: Assignment) -> tuple[RunResult, list[Any], float | None]:
+    async def _execute_inner(self, a: Assignment) -> tuple[RunResult, list[Any], LoadInfo | None]:
         w = self._workers.get(a.worker_id)
         if w is None:
             raise WorkerLostError(f"worker {a.worker_id} is gone")
@@ -868,14 +962,13 @@ class ResourcePool:
                 with contextlib.suppress(WebAccelError):
                     await w.unload(key)
                 loaded.discard(key)
-        load_ms: float | None = None
+        load: LoadInfo | None = None
         if v.key not in loaded:
             lock = self._load_locks.setdefault((a.worker_id, v.key), asyncio.Lock())
             async with lock:
                 if v.key not in loaded:
-                    info = await w.load_model(v, timeout=self.load_timeout)
+                    load = await w.load_model(v, timeout=self.load_timeout)
                     loaded.add(v.key)
-                    load_ms = info.load_ms
         tickets = [self._tickets.get(r.id) for r in a.requests]
         model = next((t.model for t in tickets if t is not None and t.model is not None), None)
         axis = model.batch_axis if model is not None else 0
@@ -902,7 +995,7 @@ class ResourcePool:
                 details={"worker_suspect": not by_deadline},
             ) from exc
         parts = split(res.outputs, [r.rows for r in a.requests], axis)
-        return res, parts, load_ms
+        return res, parts, load
 
     # -------------------------------------------------------- shutdown
     async def _shutdown(self, done: asyncio.Future[None]) -> None:
