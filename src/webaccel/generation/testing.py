@@ -1,0 +1,60 @@
+"""A tiny random Llama with a byte-level tokenizer, built through the real export path.
+
+For fast tests and smoke benchmarks: 2 layers, 259 tokens (256 byte tokens +
+3 specials), ~100 KB of weights.  Byte-level tokens split every multi-byte
+character over several tokens, which is exactly what incremental
+detokenization must get right.  The weights are random (seeded) but scaled up
+so that greedy decoding does not collapse to one repeated token.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from webaccel.models.registry import ModelSpec, register
+
+SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+          "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def byte_tokenizer_json() -> str:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {s: i for i, s in enumerate(SPECIALS)}
+    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(list(SPECIALS))
+    return tok.to_str()
+
+
+def build_tiny_llama(dest: Path, *, seed: int = 0, layers: int = 2, hidden: int = 64,
+                     init_std: float = 0.4) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from webaccel.generation.export import export_causal_lm
+
+    cfg = LlamaConfig(vocab_size=256 + len(SPECIALS), hidden_size=hidden,
+                      intermediate_size=2 * hidden, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      initializer_range=init_std, tie_word_embeddings=True,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg).eval()
+    export_causal_lm(model, dest, tokenizer_json=byte_tokenizer_json(), chat_template=CHATML,
+                     eos_token_ids=[2], bos_token_id=1, source=f"random:tiny-llama/seed={seed}")
+
+
+def tiny_llama_spec(name: str = "tiny-llama", *, seed: int = 0) -> ModelSpec:
+    """Register (or re-register) a tiny random Llama named ``name``."""
+    from webaccel.models.smollm import GenerationProcessor
+
+    spec = ModelSpec(name=name, task="text_generation", source=f"random:tiny-llama/seed={seed}",
+                     description="tiny random Llama for tests (2 layers, byte tokenizer)",
+                     build_fp32=lambda dest: build_tiny_llama(dest, seed=seed),
+                     processor=GenerationProcessor)
+    return register(spec, replace=True)
