@@ -134,6 +134,42 @@ class WebAccelerator:
             with contextlib.suppress(Exception):
                 self.shutdown()
 
+    # ------------------------------------------------------------ text generation
+    def generate(self, model_name: str, prompt: str | list[dict[str, Any]], *,
+                 platform: str | None = None, precision: str = "fp32", timeout: float = 900.0,
+                 return_result: bool = False, **params: Any) -> Any:
+        """Generate text in a browser page; ``prompt`` is a string or chat messages.
+
+        ``params``: max_tokens, temperature (0 = greedy), top_k, top_p, seed,
+        repetition_penalty, stop_token_ids, stop (strings).  Returns the text, or
+        with ``return_result=True`` a :class:`webaccel.generation.GenerationResult`
+        (token ids, finish reason, usage, ``stats`` with ttft_ms and tokens/s).
+        """
+        from webaccel.generation import generate
+
+        prompt_kw = {"messages": prompt} if isinstance(prompt, list) else {"prompt": prompt}
+        result = self._loop.run(generate(self._engine, model_name, platform=platform,
+                                         precision=precision, timeout=timeout, **prompt_kw,
+                                         **params))
+        return result if return_result else result.text
+
+    def stream(self, model_name: str, prompt: str | list[dict[str, Any]], *,
+               platform: str | None = None, precision: str = "fp32", timeout: float = 900.0,
+               **params: Any) -> Any:
+        """Like :meth:`generate`, but a sync iterator of text pieces as the page makes them.
+
+        The iterator's ``result`` holds the GenerationResult once it is exhausted;
+        ``close()`` (or leaving a ``for`` loop early and dropping it) cancels the
+        generation in the page.
+        """
+        from webaccel.generation import stream_generate
+        from webaccel.generation.sync import SyncTextStream
+
+        prompt_kw = {"messages": prompt} if isinstance(prompt, list) else {"prompt": prompt}
+        astream = stream_generate(self._engine, model_name, platform=platform, precision=precision,
+                                  timeout=timeout, **prompt_kw, **params)
+        return SyncTextStream(astream, self._loop.loop)
+
 
 _open_accelerators: weakref.WeakSet[WebAccelerator] = weakref.WeakSet()
 
