@@ -118,21 +118,23 @@ def test_get_metrics_aggregates(db_path: Path) -> None:
 def test_recording_does_not_wait_for_a_locked_file(db_path: Path) -> None:
     """A foreign process holds the file: records go on at memory speed, then spool, then merge."""
     MetricsStore(db_path).close()  # create the schema
-    holder = spawn("hold", str(db_path), "3")
+    holder = spawn("hold", str(db_path), "5")
     try:
         wait_line(holder, "held")
-        store = MetricsStore(db_path, interval=0.1, lock_wait=0.2)
-        worst = 0.0
+        # The writer waits up to 1 s for the lock on every pass; a record_* call that
+        # shared that wait would take >= 1 s.
+        store = MetricsStore(db_path, interval=0.1, lock_wait=1.0)
+        took = []
         for i in range(2000):
             t0 = time.perf_counter()
             store.record_inference("m", round_trip_ms=1.0, batch=i)
-            worst = max(worst, time.perf_counter() - t0)
+            took.append(time.perf_counter() - t0)
         assert store.flush(10)
         stats = store.stats()
         assert stats["spooled_rows"] == 2000 and stats["committed_rows"] == 0
         assert stats["spool_files"] >= 1 and "locked" in stats["last_error"]
-        # One slow call (a GC pause) is possible; a call that waited on DuckDB would take ~0.2 s.
-        assert worst < 0.1
+        # Generous bounds: this runs on a loaded 2-core machine beside other test suites.
+        assert max(took) < 0.5 and sorted(took)[len(took) // 2] < 0.002
         with pytest.raises(MetricsLockedError):
             read_query(db_path, "SELECT 1", timeout=0.3)
         wait_line(holder, "released", timeout=10)

@@ -221,16 +221,15 @@ def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) 
             for name, v in vs.items():
                 if not (isinstance(v, dict) and v.get("bytes")):
                     continue
-                lat = v.get("latency_ms", v.get("native_latency_ms"))
-                if isinstance(lat, dict):
-                    lat = lat.get("median")
+                lat_raw = v.get("latency_ms", v.get("native_latency_ms"))
+                lat_ms = lat_raw.get("median") if isinstance(lat_raw, dict) else lat_raw
                 for metric in ("accuracy", "cosine_mean", "cosine_worst"):
                     if isinstance(v.get(metric), int | float):
                         label = v.get("metric") if metric == "accuracy" else metric
                         variants.append({"model": f"{b['benchmark']} benchmark ({metric})",
                                          "variant": name, "precision": name, "bytes": v["bytes"],
                                          "metric": label, "accuracy": float(v[metric]),
-                                         "latency_ms": lat})
+                                         "latency_ms": lat_ms})
     data["variants"] = variants
     s = Section("Accuracy vs size per variant", "Each precision variant's size and its "
                 "accuracy against the fp32 model's outputs.", key="variants")
