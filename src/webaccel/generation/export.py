@@ -101,6 +101,8 @@ def export_causal_lm(model: Any, dest: Path, *, tokenizer_json: str, chat_templa
                           input_names=in_names, output_names=out_names, dynamic_axes=axes,
                           opset_version=opset, dynamo=False)
     model.eval()  # FACTS.md: export can leave the module in training mode
+    if getattr(cfg, "tie_word_embeddings", False):
+        untie_lm_head(Path(dest))
     meta = {
         "format": "webaccel-causal-lm/1",
         "source": source,
@@ -118,3 +120,51 @@ def export_causal_lm(model: Any, dest: Path, *, tokenizer_json: str, chat_templa
     out_dir = Path(dest).parent
     (out_dir / TOKENIZER_FILE).write_text(tokenizer_json, encoding="utf-8")
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+def untie_lm_head(path: Path) -> bool:
+    """Drop the exporter's transposed copy of a tied embedding (113 MB for SmolLM2).
+
+    The tracer writes ``lm_head`` as ``MatMul(h, E^T)`` with ``E^T`` as a second
+    initializer.  With logits for one position, ``h`` is ``[batch, 1, hidden]``, so
+    ``Unsqueeze(Gemm(Reshape(h, [-1, hidden]), E, transB=1), 1)`` is the same
+    product reading the embedding table itself.  Returns whether it rewrote.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    gather = next((n for n in graph.node if n.op_type == "Gather" and n.input[0] in inits
+                   and n.input[1] == "input_ids"), None)
+    matmul = next((n for n in graph.node if n.op_type == "MatMul" and n.output[0] == "logits"), None)
+    if gather is None or matmul is None or matmul.input[1] not in inits:
+        return False
+    table = numpy_helper.to_array(inits[gather.input[0]])
+    copy = numpy_helper.to_array(inits[matmul.input[1]])
+    if copy.shape != table.T.shape or not np.array_equal(copy, table.T):
+        return False
+    hidden = table.shape[1]
+    shape_name = "lm_head_2d_shape"
+    graph.initializer.append(numpy_helper.from_array(np.array([-1, hidden], dtype=np.int64),
+                                                     shape_name))
+    axes_name = "lm_head_unsqueeze_axes"
+    graph.initializer.append(numpy_helper.from_array(np.array([1], dtype=np.int64), axes_name))
+    idx = list(graph.node).index(matmul)
+    new_nodes = [
+        helper.make_node("Reshape", [matmul.input[0], shape_name], ["lm_head_2d"],
+                         name="/lm/lm_head/Reshape"),
+        helper.make_node("Gemm", ["lm_head_2d", gather.input[0]], ["lm_head_logits_2d"],
+                         transB=1, name="/lm/lm_head/Gemm"),
+        helper.make_node("Unsqueeze", ["lm_head_logits_2d", axes_name], ["logits"],
+                         name="/lm/lm_head/Unsqueeze"),
+    ]
+    graph.node.remove(matmul)
+    for offset, node in enumerate(new_nodes):
+        graph.node.insert(idx + offset, node)
+    graph.initializer.remove(inits[matmul.input[1]])
+    onnx.save(model, str(path))
+    return True
+
