@@ -136,6 +136,7 @@ def _load_builtins() -> None:
     if _builtins_loaded:
         return
     _builtins_loaded = True
-    from webaccel.models import text
+    from webaccel.models import smollm, text
 
     register(text.MINILM)
+    register(smollm.SMOLLM2)
