@@ -54,6 +54,10 @@ def test_bench_table_unknown_name_and_crash_exit_codes(app: typer.Typer,
     assert res.exit_code == 0 and "toy-sum" in res.stdout and "stored in" in res.stdout
     res = runner.invoke(app, ["bench", "no-such-bench"])
     assert res.exit_code == 2 and "unknown benchmark" in res.output
+    res = runner.invoke(app, ["bench", "toy-sum", "--json", "-o", "size=1000", "--repeat", "2"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["figures"]["n"] == 1000
+    res = runner.invoke(app, ["bench", "toy-sum", "-o", "size"])
+    assert res.exit_code == 2 and "KEY=VALUE" in res.output
     res = runner.invoke(app, ["bench", "toy-broken", "--json"])
     assert res.exit_code == 1 and json.loads(res.stdout)["error"] == "RuntimeError: boom"
 

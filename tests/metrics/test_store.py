@@ -170,3 +170,23 @@ def test_interval_flush_without_close(db_path: Path) -> None:
     assert store.stats()["committed_rows"] == 1
     assert read_query(db_path, "SELECT model FROM inferences") == [{"model": "m"}]
     store.close()
+
+
+def test_a_running_writer_merges_other_processes_spools(db_path: Path) -> None:
+    """What a CLI that met the lock spooled is merged by the server's writer on its next pass."""
+    server = spawn("server", str(db_path), "2")
+    try:
+        wait_line(server, "ready")
+        rows = [("inferences", (db.utcnow(), "other", "spooled", None, None, None, None, i,
+                                None, None, 1.0, 0, True, None)) for i in range(10)]
+        write_spool(db_path, rows)
+        wait_line(server, "done", timeout=20)
+        server.wait(10)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0
+    assert not list(spool_dir(db_path).glob("*.jsonl"))  # merged by the server, not by us
+    got = read_query(db_path, "SELECT batch FROM inferences WHERE model = 'spooled' ORDER BY 1")
+    assert [r["batch"] for r in got] == list(range(10))

@@ -22,7 +22,7 @@ RATIO_IS = "python sum ms / numpy sum ms, 20k floats"
 
 
 def toy_sum(ctx: BenchContext) -> Measurement:
-    data = np.random.default_rng(0).standard_normal(20_000)
+    data = np.random.default_rng(0).standard_normal(int(ctx.options.get("size", 20_000)))
     as_list = data.tolist()
 
     def timed(fn) -> list[float]:  # type: ignore[no-untyped-def]

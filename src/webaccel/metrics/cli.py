@@ -1,6 +1,6 @@
 """``webaccel bench`` and ``webaccel report``, added to the main app by :func:`register`.
 
-    webaccel bench [NAME...] [--json] [--repeat N] [--warmup N] [--db PATH]
+    webaccel bench [NAME...] [--json] [--repeat N] [--warmup N] [-o KEY=VALUE]... [--db PATH]
     webaccel report [--out DIR] [--db PATH]
 
 ``bench`` runs the named benchmarks of DESIGN.md (all when none are named);
@@ -33,6 +33,19 @@ def _summary(result: dict[str, Any]) -> str:
     return ""
 
 
+def _parse_options(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--option")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``bench`` and ``report`` commands to ``app``."""
 
@@ -43,6 +56,9 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
         repeat: Annotated[int, typer.Option("--repeat", min=1, help="measured repeats")] = 20,
         warmup: Annotated[int, typer.Option("--warmup", min=0, help="warm-up runs")] = 20,
+        option: Annotated[list[str] | None, typer.Option(
+            "--option", "-o", help="KEY=VALUE passed to the benchmarks (value parsed as JSON "
+            "when it parses), e.g. -o workers=4")] = None,
         db: Annotated[Path | None, typer.Option("--db", help="metrics file")] = None,
     ) -> None:
         """Run benchmarks; print and store one result each."""
@@ -54,17 +70,17 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(
                 f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARK_MODULES)}",
                 param_hint="NAME")
+        options = _parse_options(option or [])
         err = Console(stderr=True)
         results = []
         store = MetricsStore(db)
         try:
             with err.status("starting…") as status:
                 def started(name: str) -> None:
-                    if not as_json:
-                        status.update(f"running {name}…")
+                    status.update(f"running {name}…")  # stderr; stdout stays JSON
 
                 for result in run_benchmarks(names or None, repeat=repeat, warmup=warmup,
-                                             store=store, on_start=started):
+                                             options=options, store=store, on_start=started):
                     results.append(result)
                     if as_json:
                         sys.stdout.write(json.dumps(result) + "\n")
