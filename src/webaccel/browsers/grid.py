@@ -34,6 +34,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -155,6 +156,18 @@ class GridWorker(SeleniumWorker):
         await asyncio.to_thread(kill_marked, self.id)  # leftovers, e.g. after a lost node
 
 
+def _quit_late_session(fut: asyncio.Future[Any]) -> None:
+    if fut.cancelled() or fut.exception() is not None:
+        return
+    driver = fut.result()
+
+    def quit_quietly() -> None:
+        with contextlib.suppress(Exception):
+            driver.quit()
+
+    threading.Thread(target=quit_quietly, daemon=True).start()
+
+
 def grid_options(browser: str, flags: Sequence[str]) -> Any:
     webdriver = require_selenium()
     if browser == "firefox":
@@ -228,14 +241,20 @@ async def launch_grid(
             raise
         return d
 
+    pending = asyncio.get_running_loop().run_in_executor(None, open_session)
     try:
-        driver = await asyncio.wait_for(asyncio.to_thread(open_session), timeout)
-    except TimeoutError:
-        raise BrowserLaunchError(
-            f"the Grid at {grid_url} gave no {browser} session within "
-            f"{timeout:.0f} s (no free node?)"
-        ) from None
-    except Exception as exc:
+        driver = await asyncio.wait_for(asyncio.shield(pending), timeout)
+    except BaseException as exc:
+        # The session may still come (the hub queues requests): quit it when it does,
+        # or it holds a node slot and a browser until the node's session timeout.
+        pending.add_done_callback(_quit_late_session)
+        if not isinstance(exc, Exception):
+            raise
+        if isinstance(exc, TimeoutError):
+            raise BrowserLaunchError(
+                f"the Grid at {grid_url} gave no {browser} session within "
+                f"{timeout:.0f} s (no free node?)"
+            ) from None
         msg = str(exc).splitlines()[0] if str(exc) else repr(exc)
         if browser == "firefox" and "firefox" in msg.lower():
             msg += f" ({NO_GECKODRIVER})"
