@@ -19,6 +19,7 @@ import contextlib
 import datetime as dt
 import html
 import json
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -368,7 +369,7 @@ def _html(sections: list[Section], path: Path, generated: str, counts: dict[str,
     for s in sections:
         parts.append(f"<section id='{e(s.key)}'><h2>{e(s.title)}</h2>")
         if s.intro:
-            parts.append(f"<p>{e(s.intro)}</p>")
+            parts.append("<p>" + re.sub(r"`([^`]+)`", r"<code>\1</code>", e(s.intro)) + "</p>")
         if not s.rows and not s.notes:
             parts.append(f"<p class='empty'>{NO_DATA}</p></section>")
             continue
