@@ -99,9 +99,15 @@ def create_app(
     allowed_origins: Callable[[], set[str]],
     extra_routes: Sequence[BaseRoute] = (),
     health: Callable[[], dict[str, Any]] | None = None,
+    token_check: Callable[[str, str | None], bool] | None = None,
 ) -> ASGIApp:
-    def authorized(request: Request | WebSocket) -> bool:
-        return secrets.compare_digest(_presented_token(request).encode(), token.encode())
+    def authorized(request: Request | WebSocket, worker_id: str | None = None) -> bool:
+        presented = _presented_token(request)
+        if secrets.compare_digest(presented.encode(), token.encode()):
+            return True
+        # Other tokens (join tokens, webaccel.browsers.remote) admit pages to the
+        # bridge (only under the worker ids issued for them) and to model bytes.
+        return token_check is not None and bool(presented) and token_check(presented, worker_id)
 
     async def bridge(ws: WebSocket) -> None:
         origin = ws.headers.get("origin")
@@ -111,12 +117,12 @@ def create_app(
             log.warning("refused bridge socket from foreign origin")
             await ws.close(code=1008, reason="origin not allowed")
             return
-        if not authorized(ws):
-            await ws.close(code=1008, reason="missing or wrong token")
-            return
         worker_id = ws.query_params.get("worker", "")
         if not worker_id or len(worker_id) > 128:
             await ws.close(code=1008, reason="missing worker id")
+            return
+        if not authorized(ws, worker_id):
+            await ws.close(code=1008, reason="missing or wrong token")
             return
         await ws.accept()
         await hub.serve(ws, worker_id)
@@ -156,7 +162,8 @@ class WebAccelServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None,
                  extra_routes: Sequence[BaseRoute] = (),
-                 health: Callable[[], dict[str, Any]] | None = None) -> None:
+                 health: Callable[[], dict[str, Any]] | None = None,
+                 token_check: Callable[[str, str | None], bool] | None = None) -> None:
         self.host = host
         self.port = port
         self.token = token or secrets.token_urlsafe(24)
@@ -164,6 +171,11 @@ class WebAccelServer:
         self.model_files = ModelFiles()
         self._extra_routes = list(extra_routes)
         self._health = health
+        # (token, worker id or None for model bytes) -> allowed; for tokens other
+        # than self.token (webaccel.browsers.remote.TokenStore.attach sets it).
+        self.token_check = token_check
+        # Origins of pages served at other addresses (a public/advertised address).
+        self.extra_origins: set[str] = set()
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -174,7 +186,7 @@ class WebAccelServer:
 
     def origins(self) -> set[str]:
         out = {self.url, f"http://localhost:{self.port}", f"http://127.0.0.1:{self.port}"}
-        return out
+        return out | self.extra_origins
 
     def worker_page_url(self, worker_id: str, **params: Any) -> str:
         from urllib.parse import urlencode
@@ -199,7 +211,9 @@ class WebAccelServer:
         self.port = sock.getsockname()[1]
         app = create_app(token=self.token, hub=self.hub, model_files=self.model_files,
                          allowed_origins=self.origins, extra_routes=self._extra_routes,
-                         health=self._health)
+                         health=self._health,
+                         token_check=lambda t, w: self.token_check is not None
+                         and self.token_check(t, w))
         config = uvicorn.Config(app, log_level="warning", ws="websockets-sansio", backlog=4096,
                                 ws_max_size=512 * 1024 * 1024, ws_ping_interval=None,
                                 lifespan="off", timeout_graceful_shutdown=2)
