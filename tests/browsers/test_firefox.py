@@ -1,4 +1,5 @@
 """Firefox ESR as a subprocess: serves requests on WASM, reports what it has, stays off the net."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -51,13 +52,19 @@ async def test_firefox_serves_requests_reports_capabilities_and_cleans_up() -> N
                     conns = psutil.Process(pid).net_connections(kind="inet")
                 except psutil.Error:
                     continue
-                remote += [c.raddr.ip for c in conns if c.raddr and
-                           not ipaddress.ip_address(c.raddr.ip).is_loopback]
+                remote += [
+                    c.raddr.ip
+                    for c in conns
+                    if c.raddr and not ipaddress.ip_address(c.raddr.ip).is_loopback
+                ]
             assert remote == [], f"Firefox talks to {remote}"
             profile = str(worker.process.profile_dir)
         finally:
             await worker.close()
         assert not worker.alive
         assert not os.path.exists(profile)
-        assert not [p for p in pids if psutil.pid_exists(p)
-                    and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        assert not [
+            p
+            for p in pids
+            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]

@@ -4,6 +4,7 @@ through them, and a node SIGKILLed mid-run (FACTS.md: Grid section).
 The hub's health check is set long (60 s) on purpose: the pool must notice
 the dead node itself, at once, and kill the node's orphaned browsers.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -31,9 +32,11 @@ def _mlp(path: Path) -> np.ndarray:
     w = (np.random.default_rng(3).standard_normal((WIDTH, WIDTH)) / 4).astype(np.float32)
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
-        "grid", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", WIDTH])],
+        "grid",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", WIDTH])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", WIDTH])],
-        [numpy_helper.from_array(w, "w")])
+        [numpy_helper.from_array(w, "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -45,8 +48,7 @@ def grid() -> Iterator[Any]:
     from webaccel.browsers.grid import LocalGrid
 
     try:
-        g = LocalGrid(nodes=2, max_sessions=2, healthcheck_interval=60,
-                      session_request_timeout=20)
+        g = LocalGrid(nodes=2, max_sessions=2, healthcheck_interval=60, session_request_timeout=20)
     except BackendUnavailableError as exc:
         pytest.skip(str(exc))
     g.start()
@@ -55,8 +57,10 @@ def grid() -> Iterator[Any]:
     finally:
         g.stop()
     for node in g.nodes:  # no JVM, chromedriver or Chromium left behind
-        assert not psutil.pid_exists(node.process.pid) or \
-            psutil.Process(node.process.pid).status() == psutil.STATUS_ZOMBIE
+        assert (
+            not psutil.pid_exists(node.process.pid)
+            or psutil.Process(node.process.pid).status() == psutil.STATUS_ZOMBIE
+        )
 
 
 @pytest.fixture
@@ -69,8 +73,11 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Any, Any, np.ndarray]]:
     async with WebAccelServer() as server:
         rel = server.model_files.add("grid", tmp_path / "grid.onnx")
         resolver = StaticResolver()
-        resolver.register(ResolvedModel("grid", "text_embedding",
-                                        (ModelRef(key="grid:wasm", name="grid", url=rel),)))
+        resolver.register(
+            ResolvedModel(
+                "grid", "text_embedding", (ModelRef(key="grid:wasm", name="grid", url=rel),)
+            )
+        )
         yield server, resolver, w
 
 
@@ -109,10 +116,17 @@ async def test_pool_through_grid_survives_a_killed_node(grid: Any, served: Any) 
 
     server, resolver, w = served
     rng = np.random.default_rng(0)
-    pool = ResourcePool(max_connections=4, adaptive_scaling=False,
-                        launcher=GridLauncher(server, grid.url), resolver=resolver,
-                        launchable=["chromium"], connection_timeout=90, heartbeat_interval=0.1,
-                        max_retries=5, request_timeout=30)
+    pool = ResourcePool(
+        max_connections=4,
+        adaptive_scaling=False,
+        launcher=GridLauncher(server, grid.url),
+        resolver=resolver,
+        launchable=["chromium"],
+        connection_timeout=90,
+        heartbeat_interval=0.1,
+        max_retries=5,
+        request_timeout=30,
+    )
     answered: list[tuple[np.ndarray, Any]] = []
     errors: list[BaseException] = []
     async with pool:
@@ -125,15 +139,20 @@ async def test_pool_through_grid_survives_a_killed_node(grid: Any, served: Any) 
         assert len(set(on_node.values())) == 2, on_node  # both nodes serve
         # Warm: every worker loads the model (first load compiles the WASM).
         await pool.execute_concurrent(
-            [("grid", {"x": rng.standard_normal((1, WIDTH)).astype(np.float32)})
-             for _ in range(16)], return_exceptions=False)
+            [
+                ("grid", {"x": rng.standard_normal((1, WIDTH)).astype(np.float32)})
+                for _ in range(16)
+            ],
+            return_exceptions=False,
+        )
 
         victim_uri = next(iter(on_node.values()))
         victim = next(i for i, n in enumerate(grid.nodes) if n.uri == victim_uri)
         doomed = {wid: pool.workers[wid] for wid, uri in on_node.items() if uri == victim_uri}
         doomed_pids = {p for wk in doomed.values() for p in wk.pids()}
-        node_children = {c.pid for c in psutil.Process(grid.nodes[victim].process.pid)
-                         .children(recursive=True)}
+        node_children = {
+            c.pid for c in psutil.Process(grid.nodes[victim].process.pid).children(recursive=True)
+        }
         assert doomed_pids and node_children
         end = time.monotonic() + 8
         killed_at: list[float] = []
@@ -152,8 +171,9 @@ async def test_pool_through_grid_survives_a_killed_node(grid: Any, served: Any) 
             killed_at.append(time.monotonic())
 
         await asyncio.gather(killer(), *(client() for _ in range(8)))
-        detect = {wid: wk.lost_at - killed_at[0] for wid, wk in doomed.items()
-                  if wk.lost_at is not None}
+        detect = {
+            wid: wk.lost_at - killed_at[0] for wid, wk in doomed.items() if wk.lost_at is not None
+        }
         hub_still_up = victim_uri in grid.up_nodes()
         events = list(pool.events)
     assert not errors, errors[:3]
@@ -169,8 +189,13 @@ async def test_pool_through_grid_survives_a_killed_node(grid: Any, served: Any) 
     # The dead node's browsers and chromedrivers do not linger.
     for wid in doomed:
         assert not processes_marked(wid)
-    left = [p for p in doomed_pids | node_children if psutil.pid_exists(p)
-            and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    left = [
+        p
+        for p in doomed_pids | node_children
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
     assert left == [], left
-    print(f"grid: {len(answered)} answered after a node kill; detection s: "
-          f"{ {k: round(v, 2) for k, v in detect.items()} }")
+    print(
+        f"grid: {len(answered)} answered after a node kill; detection s: "
+        f"{ {k: round(v, 2) for k, v in detect.items()} }"
+    )

@@ -1,4 +1,5 @@
 """The Playwright launcher (system Chromium, never `playwright install`)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -22,8 +23,9 @@ _spec.loader.exec_module(_sel)
 
 async def test_playwright_serves_requests_and_cleans_up() -> None:
     async with WebAccelServer() as server:
-        workers = [await launch_worker(server, "chromium", launcher="playwright")
-                   for _ in range(2)]  # two browsers share one Playwright driver
+        workers = [
+            await launch_worker(server, "chromium", launcher="playwright") for _ in range(2)
+        ]  # two browsers share one Playwright driver
         try:
             for worker in workers:
                 assert worker.launcher == "playwright"
@@ -31,8 +33,10 @@ async def test_playwright_serves_requests_and_cleans_up() -> None:
                 result = await smoke_test(worker, server)
                 assert result["backend"] == "wasm"
                 assert worker.pids()
-            assert "HeadlessChrome" in workers[0].capabilities["userAgent"] or \
-                "Chrome" in workers[0].capabilities["userAgent"]
+            assert (
+                "HeadlessChrome" in workers[0].capabilities["userAgent"]
+                or "Chrome" in workers[0].capabilities["userAgent"]
+            )
         finally:
             for worker in workers:
                 await worker.close()

@@ -1,4 +1,5 @@
-"""The Selenium launcher (local chromedriver): same page, same bridge, real inference, no leftovers."""
+"""The Selenium launcher (local chromedriver): same page and bridge, real inference, no leftovers."""
+
 from __future__ import annotations
 
 import signal
@@ -61,8 +62,9 @@ CHILD = textwrap.dedent("""
 
 def run_child_and_kill(launcher: str) -> str:
     """Start a Python that launches a browser, SIGKILL it, return the worker id."""
-    child = subprocess.Popen([sys.executable, "-c", CHILD, launcher], stdout=subprocess.PIPE,
-                             text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, launcher], stdout=subprocess.PIPE, text=True
+    )
     try:
         worker_id = child.stdout.readline().strip()  # type: ignore[union-attr]
         assert worker_id, "child did not start a browser"
