@@ -1,4 +1,4 @@
-"""The Selenium launcher (local chromedriver): same page and bridge, real inference, no leftovers."""
+"""Selenium launcher (local chromedriver): same page and bridge, real inference, no leftovers."""
 
 from __future__ import annotations
 
