@@ -309,3 +309,33 @@ def _save_matmul(path: Path, w: np.ndarray) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+async def test_grid_node_in_another_namespace_serves(netns: Netns) -> None:
+    """A hub on the veth address, a node inside the namespace: its Chromium opens
+    the worker page at the server's veth address and serves from there."""
+    pytest.importorskip("selenium")
+    from webaccel.browsers import launch_worker
+    from webaccel.browsers.grid import LocalGrid
+    from webaccel.browsers.launching import smoke_test
+
+    grid = LocalGrid(host=netns.host_ip, nodes=0, session_request_timeout=30)
+    await asyncio.to_thread(grid.start)
+    server = WebAccelServer(netns.host_ip)
+    await server.start()
+    try:
+        node = await asyncio.to_thread(grid.add_node, host=netns.ns_ip, netns=netns.name)
+        assert node.uri == f"http://{netns.ns_ip}:{node.port}"
+        worker = await launch_worker(server, "chromium", grid_url=grid.url, timeout=90)
+        try:
+            peer = server.hub.connections[worker.id].ws.client
+            assert peer is not None and peer.host == netns.ns_ip
+            result = await smoke_test(worker, server)
+            assert result["backend"] == "wasm"
+        finally:
+            await worker.close()
+    finally:
+        await server.stop()
+        await asyncio.to_thread(grid.stop)

@@ -485,12 +485,13 @@ class LocalGrid:
     def status(self) -> dict[str, Any]:
         return dict(_get_json(f"{self.url}/status")["value"])
 
-    def up_nodes(self) -> list[str]:
-        with contextlib.suppress(Exception):
-            return [
-                n["uri"] for n in self.status().get("nodes", []) if n.get("availability") == "UP"
-            ]
-        return []
+    def up_nodes(self) -> list[str] | None:
+        """URIs of the nodes the hub counts as UP (None while the hub does not answer)."""
+        try:
+            nodes = self.status().get("nodes", [])
+        except Exception:  # noqa: BLE001 - not up yet
+            return None
+        return [n["uri"] for n in nodes if n.get("availability") == "UP"]
 
     def wait_ready(self, n_nodes: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -500,7 +501,8 @@ class LocalGrid:
                     raise BrowserLaunchError(
                         f"a Grid process exited with code {proc.returncode}:\n{proc.log_tail()}"
                     )
-            if len(self.up_nodes()) >= n_nodes:
+            up = self.up_nodes()
+            if up is not None and len(up) >= n_nodes:
                 return
             time.sleep(0.3)
         tail = self.hub.log_tail() if self.hub else ""
