@@ -67,6 +67,7 @@ class WebAccelerator:
         install_cleanup()  # from the caller's (usually main) thread: SIGTERM handler + atexit
         self._loop = _LoopThread()
         self._engine = Engine(max_connections=max_connections if enable_resource_pool else 1,
+                              browser_preferences=browser_preferences,
                               default_browser=default_browser, default_platform=default_platform,
                               threads=threads, launch_timeout=launch_timeout)
         try:
@@ -99,7 +100,8 @@ class WebAccelerator:
         """Which browser, backend and precision would serve ``model_name`` here, and why."""
         spec = registry.get(model_name)
         worker = self._loop.run(self._engine.any_worker())
-        choice = choose_backend(self._engine.default_platform, worker.capabilities, explicit=False)
+        choice = choose_backend(self._engine.default_platform or "auto", worker.capabilities,
+                                explicit=False)
         return {
             "model": spec.name,
             "model_type": model_type or spec.model_type,

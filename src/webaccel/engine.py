@@ -1,39 +1,48 @@
 """The async core behind :class:`webaccel.api.WebAccelerator`, the CLI and the server.
 
-It turns "model name + user input" into a page run: look the model up in the
-registry, preprocess in Python, pick a worker and backend, make sure the
-variant is loaded there, run, postprocess, and say where and how fast it ran.
+It owns the server and a :class:`~webaccel.pool.ResourcePool` of browser
+workers, and is the pool's model resolver: a registry name becomes one
+:class:`ModelRef` per (backend, precision), each served lazily at
+``/models/<name>/<precision>/model.onnx`` (a variant is built the first time
+a page asks for it).  A request is preprocessed here (off the event loop),
+scheduled by the pool, and postprocessed here; the result says where and how
+fast it ran, and why a backend was or was not used.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from webaccel.browsers import BrowserWorker, launch_worker
-from webaccel.errors import InvalidInputError, WorkerLostError
+from webaccel.browsers import launch_worker
+from webaccel.errors import InvalidInputError
 from webaccel.models import registry
 from webaccel.models.registry import ModelSpec, Prepared
-from webaccel.platforms import BackendChoice, choose_backend
-from webaccel.pool.transport import ModelRef
+from webaccel.platforms import PLATFORMS, choose_backend
+from webaccel.pool import ResolvedModel, ResourcePool
+from webaccel.pool.pool import InferenceResult
+from webaccel.pool.transport import BACKENDS, ModelRef, WorkerTransport
 from webaccel.server import WebAccelServer
+
+log = logging.getLogger(__name__)
 
 # The option keys of the seed API; anything else is a typo we should not ignore.
 OPTION_KEYS = frozenset(
-    {"precision", "mixed_precision", "optimize_for_audio", "use_ipfs", "timeout", "priority",
-     "browser"})
+    {"precision", "mixed_precision", "optimize_for_audio", "use_ipfs", "timeout", "priority"})
 PRECISION_BITS = {4: "int4", 8: "int8", 16: "fp16", 32: "fp32"}
 
 
-def parse_precision(options: dict[str, Any]) -> str:
+def parse_precision(options: dict[str, Any]) -> str | None:
+    """The precision asked for, or None for "let the router choose"."""
     if options.get("mixed_precision"):
         return "mixed"
-    value = options.get("precision", "fp32")
+    value = options.get("precision")
     if value in (None, "auto"):
-        return "fp32"
+        return None
     if isinstance(value, int) and not isinstance(value, bool):
         if value not in PRECISION_BITS:
             raise InvalidInputError(f"precision {value} bits is not offered; use 4, 8, 16 or 32")
@@ -72,71 +81,85 @@ def raw_tensors(data: dict[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-@dataclass
-class _WorkerSlot:
-    worker: BrowserWorker
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    loaded: dict[str, float] = field(default_factory=dict)  # model key -> load ms
-    inflight: int = 0
-
-
 class Engine:
-    """Owns the server and the browser workers; one per accelerator."""
+    """Owns the server and the worker pool; one per accelerator or server process."""
 
     def __init__(self, *, max_connections: int = 4, default_browser: str = "chromium",
-                 default_platform: str = "webgpu", threads: int = 1, host: str = "127.0.0.1",
-                 port: int = 0, launch_timeout: float = 30.0) -> None:
-        self.max_connections = max(1, max_connections)
-        self.default_browser = default_browser
+                 browser_preferences: dict[str, str] | None = None, adaptive_scaling: bool = True,
+                 default_platform: str | None = None, threads: int = 1, host: str = "127.0.0.1",
+                 port: int = 0, launch_timeout: float = 30.0, max_retries: int = 3,
+                 metrics: Any = None, server: WebAccelServer | None = None) -> None:
+        if default_platform is not None and default_platform not in PLATFORMS:
+            raise InvalidInputError(f"unknown platform {default_platform!r}; choose one of {PLATFORMS}")
         self.default_platform = default_platform
         self.threads = threads
         self.launch_timeout = launch_timeout
-        self.server = WebAccelServer(host, port)
-        self._slots: list[_WorkerSlot] = []
-        self._launching = asyncio.Lock()
+        self.metrics = metrics
+        self.server = server or WebAccelServer(host, port)
+        self.pool = ResourcePool(
+            max_connections=max(1, max_connections),
+            browser_preferences=browser_preferences,
+            default_browser=default_browser,
+            adaptive_scaling=adaptive_scaling,
+            connection_timeout=launch_timeout,
+            max_retries=max_retries,
+            launcher=self._launch,
+            resolver=self._resolve,
+            metrics=metrics,
+        )
+
+    async def _launch(self, family: str) -> WorkerTransport:
+        worker = await launch_worker(self.server, family, timeout=self.launch_timeout,
+                                     threads=self.threads)
+        return worker
 
     async def start(self) -> None:
         await self.server.start()
+        await self.pool.start(wait=False)
 
     async def close(self) -> None:
-        slots, self._slots = self._slots, []
-        await asyncio.gather(*(s.worker.close() for s in slots), return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.pool.close(drain=False, timeout=5)
         await self.server.stop()
 
-    # -------------------------------------------------------------- workers
-    async def _slot(self) -> _WorkerSlot:
-        self._slots = [s for s in self._slots if s.worker.alive]
-        idle = [s for s in self._slots if s.inflight == 0]
-        if idle:
-            return idle[0]
-        async with self._launching:
-            self._slots = [s for s in self._slots if s.worker.alive]
-            if len(self._slots) < self.max_connections and (not self._slots or
-                                                            all(s.inflight for s in self._slots)):
-                worker = await launch_worker(self.server, self.default_browser,
-                                             timeout=self.launch_timeout, threads=self.threads)
-                self._slots.append(_WorkerSlot(worker))
-        return min(self._slots, key=lambda s: s.inflight)
+    # ------------------------------------------------------------ models
+    def _resolve(self, name: str, model_type: str | None) -> ResolvedModel:
+        spec = registry.get(name)
+        if model_type is not None and model_type != spec.model_type:
+            raise InvalidInputError(f"{name} is a {spec.model_type} model, not {model_type}")
+        variants = []
+        for precision in registry.PRECISIONS:
+            url = self.server.model_files.add_lazy(
+                f"{spec.name}/{precision}/model.onnx",
+                lambda p=precision: spec.ensure_onnx(p))  # type: ignore[misc]
+            for backend in BACKENDS:
+                variants.append(ModelRef(key=f"{spec.name}/{precision}/{backend}", name=spec.name,
+                                         url=url, backend=backend, precision=precision))
+        return ResolvedModel(
+            name=spec.name,
+            model_type=spec.model_type,
+            variants=tuple(variants),
+            # Requests of equal padded shape share a run (the pool checks shapes).
+            batchable=True,
+            output_names=spec.output_names,
+            # Without an explicit precision: fp32 everywhere (the accuracy
+            # reference); lower precisions only when asked for.
+            auto_precisions=("fp32",),
+        )
 
-    async def any_worker(self) -> BrowserWorker:
-        return (await self._slot()).worker
+    async def any_worker(self) -> WorkerTransport:
+        """A live worker (launching one if the pool has none yet)."""
+        async with self.pool.get_connection(None) as lease:
+            return lease.worker
 
-    # -------------------------------------------------------------- requests
-    def _model_ref(self, spec: ModelSpec, precision: str, backend: str) -> ModelRef:
-        path = spec.ensure_onnx(precision)
-        key = f"{spec.name}/{precision}/{backend}"
-        url = self.server.model_files.add(f"{spec.name}/{precision}/model.onnx", path)
-        return ModelRef(key=key, name=spec.name, url=url, backend=backend, precision=precision,
-                        size_bytes=path.stat().st_size)
-
+    # ------------------------------------------------------------ requests
     async def accelerate(self, model_name: str, input_data: Any, options: dict[str, Any] | None = None,
-                         *, platform: str | None = None, model_type: str | None = None) -> dict[str, Any]:
+                         *, platform: str | None = None, model_type: str | None = None,
+                         browser: str | None = None) -> dict[str, Any]:
         t_start = time.perf_counter()
         options = validate_options(options)
         precision = parse_precision(options)
         spec = registry.get(model_name)
-        if model_type is not None and model_type != spec.model_type:
-            raise InvalidInputError(f"{model_name} is a {spec.model_type} model, not {model_type}")
         if input_data is None:
             raise InvalidInputError("no input: pass input_data (or input_text)")
         raw = isinstance(input_data, dict)
@@ -145,63 +168,82 @@ class Engine:
         else:
             prepared = await asyncio.to_thread(spec.processor().preprocess, input_data, options)
         t_pre = time.perf_counter()
-        timeout = float(options.get("timeout", 120.0))
-        explicit = platform is not None
-        requested = platform or self.default_platform
-        for attempt in range(3):
-            slot = await self._slot()
-            choice = choose_backend(requested, slot.worker.capabilities, precision=precision,
-                                    explicit=explicit)
-            ref = self._model_ref(spec, precision, choice.backend)
-            slot.inflight += 1
-            try:
-                async with slot.lock:
-                    load_ms = None
-                    if ref.key not in slot.loaded:
-                        info = await slot.worker.load_model(ref, timeout=timeout)
-                        slot.loaded[ref.key] = load_ms = info.load_ms
-                    result = await slot.worker.run(
-                        ref.key, prepared.tensors,
-                        output_names=None if raw else list(spec.output_names or []) or None,
-                        timeout=timeout)
-                break
-            except WorkerLostError:
-                if attempt == 2:
-                    raise
-            finally:
-                slot.inflight -= 1
+        requested = platform or self.default_platform or "auto"
+        target, reason = await self._platform_for(requested, explicit=platform is not None,
+                                                  precision=precision or "fp32")
+        pool_options: dict[str, Any] = {}
+        if precision is not None:
+            pool_options["precision"] = precision
+        if raw:
+            pool_options["output_names"] = None
+        result = await self.pool.run_inference(
+            spec.name, prepared.tensors, model_type=model_type, platform=target,
+            browser=browser or ("firefox" if options.get("optimize_for_audio") else None),
+            options=pool_options, priority=int(options.get("priority", 0)),
+            timeout=float(options["timeout"]) if "timeout" in options else None)
         t_run = time.perf_counter()
         if raw:
             outputs: dict[str, Any] = dict(result.outputs)
         else:
             outputs = await asyncio.to_thread(spec.processor().postprocess, result.outputs, prepared)
         t_end = time.perf_counter()
-        return self._describe(spec, slot.worker, choice, precision, outputs, result.page_ms,
-                              result.round_trip_ms, load_ms,
-                              {"preprocess_ms": (t_pre - t_start) * 1000,
-                               "postprocess_ms": (t_end - t_run) * 1000,
-                               "latency_ms": (t_end - t_start) * 1000})
+        return self._describe(spec, result, requested, reason, outputs, {
+            "preprocess_ms": (t_pre - t_start) * 1000,
+            "postprocess_ms": (t_end - t_run) * 1000,
+            "latency_ms": (t_end - t_start) * 1000,
+        })
 
-    @staticmethod
-    def _describe(spec: ModelSpec, worker: BrowserWorker, choice: BackendChoice, precision: str,
-                  outputs: dict[str, Any], page_ms: float, round_trip_ms: float,
-                  load_ms: float | None, times: dict[str, float]) -> dict[str, Any]:
-        gpu = worker.capabilities.get("webgpu") or {}
+    async def _platform_for(self, requested: str, *, explicit: bool,
+                            precision: str) -> tuple[str | None, str | None]:
+        """The backend constraint to give the pool, and why it differs from ``requested``.
+
+        The pool treats a backend as a hard constraint; users expect a missing
+        one to fall back (webgpu -> webnn -> wasm) with the reason reported.
+        A *default* platform is a preference: like ``auto`` it never lands on
+        a software WebGPU adapter.
+        """
+        if requested not in PLATFORMS:
+            raise InvalidInputError(f"unknown platform {requested!r}; choose one of {PLATFORMS}")
+        workers = [w for w in self.pool.workers.values() if w.alive]
+        if not workers:
+            workers = [await self.any_worker()]
+        choices = [choose_backend(requested, w.capabilities, precision=precision, explicit=explicit)
+                   for w in workers]
+        if requested == "auto":
+            # The pool's own routing prefers real GPUs and skips software adapters;
+            # report why this machine's best worker did not give a GPU.
+            return None, next((c.reason for c in choices if c.backend != "webgpu"), None)
+        if any(c.backend == requested for c in choices):
+            return requested, None
+        return choices[0].backend, choices[0].reason
+
+    def _describe(self, spec: ModelSpec, result: InferenceResult, requested: str,
+                  reason: str | None, outputs: dict[str, Any],
+                  times: dict[str, float]) -> dict[str, Any]:
+        worker = self.pool.workers.get(result.worker_id)
+        caps = worker.capabilities if worker is not None else {}
+        gpu = caps.get("webgpu") or {}
+        wanted = requested
+        fell_back = result.backend != wanted
         return {
             "model": spec.name,
             "task": spec.task,
             **outputs,
-            "browser": worker.browser,
-            "worker_id": worker.id,
-            "user_agent": worker.capabilities.get("userAgent", ""),
-            "backend": choice.backend,
-            "requested_backend": choice.requested,
-            "fallback_reason": choice.reason,
-            "adapter": {k: gpu.get(k) for k in ("vendor", "architecture", "software")} if gpu.get(
-                "available") else None,
-            "precision": precision,
-            "page_ms": page_ms,
-            "round_trip_ms": round_trip_ms,
-            "load_ms": load_ms,
+            "browser": result.browser,
+            "worker_id": result.worker_id,
+            "user_agent": caps.get("userAgent", ""),
+            "backend": result.backend,
+            "requested_backend": wanted,
+            "fallback_reason": (reason or "; ".join(result.reasons)) if fell_back else None,
+            "reasons": list(result.reasons),
+            "adapter": {k: gpu.get(k) for k in ("vendor", "architecture", "software")}
+            if gpu.get("available") else None,
+            "precision": result.precision,
+            "page_ms": result.page_ms,
+            "round_trip_ms": result.run_ms,
+            "queue_ms": result.queue_ms,
+            "load_ms": result.load_ms,
+            "attempts": result.attempts,
+            "batch_size": result.batch_size,
             **times,
         }

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from webaccel.bridge.endpoint import WorkerHub
-from webaccel.errors import BackendUnavailableError
+from webaccel.errors import BackendUnavailableError, WebAccelError
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +71,37 @@ class IsolationHeaders:
 
 
 class ModelFiles:
-    """Model key -> file on disk, served at ``/models/{key}`` to token holders."""
+    """Model key -> file on disk, served at ``/models/{key}`` to token holders.
+
+    A file may be registered lazily (``add_lazy``): it is built on the first
+    request for it (e.g. a precision variant nobody has asked for yet), off
+    the event loop, once even when several pages ask at the same time.
+    """
 
     def __init__(self) -> None:
         self._files: dict[str, Path] = {}
+        self._builders: dict[str, Callable[[], Path]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def add(self, key: str, path: Path) -> str:
         self._files[key] = Path(path)
         return f"/models/{key}"
 
+    def add_lazy(self, key: str, build: Callable[[], Path]) -> str:
+        self._builders[key] = build
+        return f"/models/{key}"
+
     def get(self, key: str) -> Path | None:
         return self._files.get(key)
+
+    async def resolve(self, key: str) -> Path | None:
+        if key in self._files or key not in self._builders:
+            return self._files.get(key)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if key not in self._files:
+                self._files[key] = Path(await asyncio.to_thread(self._builders[key]))
+        return self._files[key]
 
 
 def _presented_token(request: Request | WebSocket) -> str:
@@ -131,7 +151,11 @@ def create_app(
         if not authorized(request):
             return JSONResponse({"error": {"code": "BAD_REQUEST", "message": "missing or wrong token"}},
                                 status_code=401)
-        path = model_files.get(request.path_params["key"])
+        try:
+            path = await model_files.resolve(request.path_params["key"])
+        except WebAccelError as exc:
+            log.warning("building model file failed: %s", exc.message)
+            return JSONResponse({"error": exc.to_dict()}, status_code=500)
         if path is None or not path.is_file():
             return JSONResponse({"error": {"code": "MODEL_NOT_FOUND",
                                            "message": "no such model file on this server"}},
