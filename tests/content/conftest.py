@@ -41,7 +41,8 @@ def kubo():
 
 @pytest.fixture(scope="session")
 def js_cid():
-    if shutil.which("node") is None or not (REPO / "node_modules" / "ipfs-unixfs-importer").exists():
+    js = REPO / "node_modules" / "ipfs-unixfs-importer"
+    if shutil.which("node") is None or not js.exists():
         pytest.skip("node and npm ipfs-unixfs-importer are needed (npm install at repo root)")
 
     def run(profile: str, path: Path) -> str:

@@ -3,9 +3,11 @@
 import { importer } from 'ipfs-unixfs-importer'
 import { fixedSize } from 'ipfs-unixfs-importer/chunker'
 import { balanced } from 'ipfs-unixfs-importer/layout'
-import { BlackHoleBlockstore } from 'blockstore-core/black-hole'
 import fs from 'node:fs'
 import path from 'node:path'
+
+// the importer only needs put(); keep nothing (we want CIDs, not blocks)
+const blackHole = { put: async (cid) => cid, has: async () => false }
 
 const [profile, target] = process.argv.slice(2)
 const options = {
@@ -35,7 +37,7 @@ function * walk (p) {
 }
 const top = path.basename(path.resolve(target))
 let root
-for await (const entry of importer(walk(path.resolve(target)), new BlackHoleBlockstore(), options)) {
+for await (const entry of importer(walk(path.resolve(target)), blackHole, options)) {
   if (entry.path === top) root = entry.cid
 }
 console.log(root.toString())

@@ -180,7 +180,7 @@ def test_car_random_bytes(data: bytes) -> None:
     _decode_any(_parse, encode_header([VALID_CAR[3:39]]) + data)
 
 
-@FUZZ
+@settings(max_examples=200, deadline=1000)
 @given(st.data())
 def test_car_truncated_and_mutated(data: st.DataObject) -> None:
     cut = data.draw(st.integers(0, len(VALID_CAR) - 1))

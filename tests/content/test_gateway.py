@@ -56,7 +56,8 @@ async def test_file_bytes_headers_and_range(served) -> None:
     r = await client.get(f"/ipfs/{root}", headers={"Range": f"bytes={len(data)}-"})
     assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{len(data)}"
     r = await client.head(f"/ipfs/{root}")
-    assert r.status_code == 200 and r.content == b"" and r.headers["content-length"] == str(len(data))
+    assert r.status_code == 200 and r.content == b""
+    assert r.headers["content-length"] == str(len(data))
     r = await client.get(f"/ipfs/{root}", headers={"If-None-Match": f'"{root}"'})
     assert r.status_code == 304
 
@@ -123,7 +124,8 @@ async def test_upload_requires_token_and_verifies(served, tmp_path: Path) -> Non
     assert r.status_code == 401
     bad = bytearray(car)
     bad[-5] ^= 0xFF
-    r = await client.post(UPLOAD_PATH, content=bytes(bad), headers={"Authorization": "Bearer s3cret"})
+    r = await client.post(UPLOAD_PATH, content=bytes(bad),
+                          headers={"Authorization": "Bearer s3cret"})
     assert r.status_code == 400
     r = await client.post(UPLOAD_PATH + "?pin=1", content=car,
                           headers={"Authorization": "Bearer s3cret"})
@@ -137,7 +139,8 @@ async def test_concurrency_limit_answers_429(tmp_path: Path) -> None:
     app = create_gateway_app(store, max_concurrency=4)
     srv = serve_in_thread(Faults(app, delay=0.3))
     try:
-        async with httpx.AsyncClient(base_url=srv.url, limits=httpx.Limits(max_connections=50)) as c:
+        limits = httpx.Limits(max_connections=50)
+        async with httpx.AsyncClient(base_url=srv.url, limits=limits) as c:
             rs = await asyncio.gather(*[c.get(f"/ipfs/{root}") for _ in range(20)])
         codes = sorted(r.status_code for r in rs)
         assert codes.count(200) >= 4 and codes.count(429) >= 10
@@ -146,6 +149,7 @@ async def test_concurrency_limit_answers_429(tmp_path: Path) -> None:
         srv.stop()
 
 
+@pytest.mark.slow
 async def test_thousands_of_concurrent_requests(tmp_path: Path) -> None:
     """1500 concurrent connections to one gateway process: all answered, none refused."""
     store = BlockStore(tmp_path / "s")

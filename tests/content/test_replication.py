@@ -135,7 +135,8 @@ async def test_hot_root_is_replicated_on_demand(tmp_path: Path) -> None:
         from webaccel.content.gateway import gateway_routes
 
         app = Starlette(routes=gateway_routes(local, gateway=gw))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://x") as c:
             for _ in range(2):
                 assert (await c.get(f"/ipfs/{root}")).status_code == 200
             assert not rep.tasks and not remote.has(root)

@@ -105,7 +105,8 @@ async def test_walk_scopes(tmp_path: Path) -> None:
     s = BlockStore(tmp_path / "store")
     root = add_path(d, "kubo-v1", store=s)
     all_blocks = [c async for c, _ in s.walk(root)]
-    assert len(all_blocks) == len(set(all_blocks)) == 1 + 1 + 1 + 1 + 3  # dirs, a, file root, leaves
+    # 2 directories, a.txt, the file's root and its 3 leaves
+    assert len(all_blocks) == len(set(all_blocks)) == 2 + 1 + 1 + 3
     assert [c async for c, _ in s.walk(root, "block")] == [cidmod.parse(root)]
     assert [c async for c, _ in s.walk(root, "entity")] == [cidmod.parse(root)]
     chain = await s.resolve_path(root, "sub/w.bin")

@@ -16,7 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from webaccel.bench.core import BenchContext, BenchmarkUnavailable, Measurement, benchmark, summarize
+from webaccel.bench.core import (
+    BenchContext,
+    BenchmarkUnavailable,
+    Measurement,
+    benchmark,
+    summarize,
+)
 
 
 def _write(path: Path, size: int, seed: int = 256) -> None:

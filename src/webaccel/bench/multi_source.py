@@ -20,7 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from webaccel.bench.core import BenchContext, BenchmarkUnavailable, Measurement, benchmark, summarize
+from webaccel.bench.core import (
+    BenchContext,
+    BenchmarkUnavailable,
+    Measurement,
+    benchmark,
+    summarize,
+)
 
 
 def _fetch(root: str, urls: list[str], out: Path) -> tuple[float, dict[str, object]]:
@@ -31,8 +37,9 @@ def _fetch(root: str, urls: list[str], out: Path) -> tuple[float, dict[str, obje
         try:
             t0 = time.perf_counter()
             stats = await f.fetch(root, out)
-            return time.perf_counter() - t0, {"retries": stats.retries, "hedged": stats.hedged,
-                                               "blocks_per_peer": [p["blocks"] for p in stats.peers]}
+            secs = time.perf_counter() - t0
+            return secs, {"retries": stats.retries, "hedged": stats.hedged,
+                          "blocks_per_peer": [p["blocks"] for p in stats.peers]}
         finally:
             await f.aclose()
 

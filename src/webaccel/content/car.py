@@ -159,7 +159,7 @@ def decode_header(body: bytes) -> list[bytes]:
     return out
 
 
-def split_cid(buf: bytes | memoryview, pos: int, end: int) -> int:
+def split_cid(buf: bytes | bytearray | memoryview, pos: int, end: int) -> int:
     """End offset of the binary CID starting at ``pos`` (CIDv0 or CIDv1)."""
     if end - pos >= 2 and buf[pos] == 0x12 and buf[pos + 1] == 0x20:
         if end - pos < 34:

@@ -30,7 +30,9 @@ from webaccel.errors import WebAccelError
 
 err = Console(stderr=True)
 
-PeerOpt = Annotated[list[str] | None, typer.Option("--peer", help="Gateway URL to fetch from (repeatable)")]
+PeerOpt = Annotated[list[str] | None,
+                    typer.Option("--peer", help="Gateway URL to fetch from (repeatable)")]
+ReplicateOpt = Annotated[bool, typer.Option(help="Push to replicate_to peers / IPFS Cluster")]
 
 
 def _fail(exc: WebAccelError) -> None:
@@ -58,7 +60,8 @@ def _store(peers: list[str] | None = None):  # noqa: ANN202
 
 def add(path: Annotated[Path, typer.Argument(exists=True, help="File or folder")],
         profile: Annotated[str, typer.Option(help=f"One of: {', '.join(PROFILES)}")] = "kubo-v0",
-        only_hash: Annotated[bool, typer.Option("--only-hash", "-n", help="Print the CID, store nothing")] = False,
+        only_hash: Annotated[bool, typer.Option("--only-hash", "-n",
+                                                help="Print the CID, store nothing")] = False,
         pin: Annotated[bool, typer.Option("--pin", help="Pin the root in the local store")] = False,
         recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Add a folder")] = False,
         hidden: Annotated[bool, typer.Option("--hidden", "-H", help="Include dot files")] = False,
@@ -183,7 +186,7 @@ def pin_ls(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @pin_app.command("add")
 def pin_add(cid: str, peer: PeerOpt = None,
             name: Annotated[str | None, typer.Option(help="A label for the pin")] = None,
-            replicate: Annotated[bool, typer.Option(help="Push to replicate_to peers / IPFS Cluster")] = True) -> None:
+            replicate: ReplicateOpt = True) -> None:
     """Pin CID (fetching missing blocks from peers) and replicate it when configured."""
     store, cfg = _store(peer)
 
@@ -215,7 +218,8 @@ def pin_add(cid: str, peer: PeerOpt = None,
 
 @pin_app.command("rm")
 def pin_rm(cid: str,
-           gc: Annotated[bool, typer.Option("--gc", help="Also delete unpinned blocks now")] = False) -> None:
+           gc: Annotated[bool, typer.Option("--gc", help="Delete unpinned blocks now")] = False,
+           ) -> None:
     store, _ = _store()
     try:
         if not store.unpin(cid):
@@ -230,7 +234,8 @@ def pin_rm(cid: str,
 
 
 @pin_app.command("status")
-def pin_status(check: Annotated[bool, typer.Option("--check/--no-check", help="Ask peers now")] = True,
+def pin_status(check: Annotated[bool, typer.Option("--check/--no-check",
+                                                  help="Ask peers now")] = True,
                deep: Annotated[bool, typer.Option(help="Fetch and verify every block")] = False,
                as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """For each pin: on how many peers it is retrievable, against replication_min."""
@@ -321,7 +326,7 @@ def car_import(path: Annotated[Path, typer.Argument(exists=True)],
 def publish(name: str, path: Annotated[Path, typer.Argument(exists=True)],
             profile: Annotated[str, typer.Option()] = "unixfs-v1-2025",
             note: Annotated[str | None, typer.Option(help="What changed")] = None,
-            replicate: Annotated[bool, typer.Option(help="Push to replicate_to peers / IPFS Cluster")] = True) -> None:
+            replicate: ReplicateOpt = True) -> None:
     """Add PATH, pin it and make it the newest version of NAME. Prints the CID last."""
     from webaccel.content.add import add_path
     from webaccel.content.names import NameRegistry

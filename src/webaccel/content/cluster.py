@@ -38,7 +38,8 @@ class ClusterClient:
         try:
             r = await self._client.request(method, path, **kw)
         except httpx.HTTPError as exc:
-            raise ReplicationError(f"IPFS Cluster at {self._client.base_url} is unreachable") from exc
+            raise ReplicationError(
+                f"IPFS Cluster at {self._client.base_url} is unreachable") from exc
         if r.status_code >= 400:
             raise ReplicationError(
                 f"IPFS Cluster answered {r.status_code} to {method} {path.split('?')[0]}",

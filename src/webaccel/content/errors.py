@@ -7,7 +7,7 @@
     │   ├── InvalidCIDError                the text/bytes are not a CID we can use
     │   ├── DecodeError                    bytes are not valid dag-pb / UnixFS / CAR
     │   ├── UnsupportedFormatError         a gateway format/Accept we do not serve (HTTP 406)
-    │   └── InvalidPathError               a path below a CID does not resolve (HTTP 404 at the gateway)
+    │   └── InvalidPathError               a path below a CID does not resolve (gateway: 404)
     ├── NotFoundError                      NOT_FOUND
     │   └── BlockNotFoundError             no tier and no peer has the block
     ├── TimeoutError_                      TIMEOUT

@@ -157,7 +157,8 @@ class Fetcher:
                     raise _NotHere()
                 if r.status_code == 429:
                     retry = r.headers.get("Retry-After", "1")
-                    peer.down_until = time.monotonic() + min(30.0, float(retry) if retry.isdigit() else 1.0)
+                    wait = float(retry) if retry.isdigit() else 1.0
+                    peer.down_until = time.monotonic() + min(30.0, wait)
                     raise httpx.HTTPStatusError("429", request=r.request, response=r)
                 r.raise_for_status()
                 buf = bytearray()

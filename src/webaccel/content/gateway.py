@@ -304,7 +304,8 @@ class Gateway:
         headers = {**headers, "ETag": etag, "Accept-Ranges": "bytes"}
         rng = _parse_range(request.headers.get("range"), size)
         if rng == "unsatisfiable":
-            return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+            return Response(status_code=416,
+                            headers={**headers, "Content-Range": f"bytes */{size}"})
         status = 200
         start, end = 0, size
         if isinstance(rng, tuple):

@@ -42,6 +42,7 @@ from webaccel.content.pb import (
 )
 
 Block = tuple[bytes, bytes]  # (binary CID, block bytes)
+Link = tuple[bytes, int, int]  # (binary CID, Tsize, file bytes under it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +119,7 @@ class FileBuilder:
         self.profile = get_profile(profile)
         self._codec_version = self.profile.cid_version
         # levels[i]: pending (cid, tsize, filesize) at depth i (0 = leaves)
-        self._levels: list[list[tuple[bytes, int, int]]] = [[]]
+        self._levels: list[list[Link]] = [[]]
         self._nleaves = 0
         self.size = 0
         self.root: Entry | None = None
@@ -129,7 +130,7 @@ class FileBuilder:
         block = encode_file_leaf(chunk)
         return cidmod.make(block, cidmod.DAG_PB, self._codec_version), block, len(block)
 
-    def _parent(self, children: list[tuple[bytes, int, int]]) -> tuple[Block, tuple[bytes, int, int]]:
+    def _parent(self, children: list[Link]) -> tuple[Block, Link]:
         filesize = sum(c[2] for c in children)
         data = encode_unixfs(
             UnixFSData(DataType.FILE, None, filesize, tuple(c[2] for c in children))
@@ -196,7 +197,8 @@ class FileBuilder:
         return out
 
 
-def import_file(pieces: Iterable[bytes], profile: str | Profile = DEFAULT_PROFILE) -> Iterator[Block]:
+def import_file(pieces: Iterable[bytes],
+                profile: str | Profile = DEFAULT_PROFILE) -> Iterator[Block]:
     """Yield ``(cid, block)`` for every block of the file; the root comes last.
 
     ``pieces`` may be cut any way; they are re-chunked to the profile's size.
@@ -208,7 +210,8 @@ def import_file(pieces: Iterable[bytes], profile: str | Profile = DEFAULT_PROFIL
     yield from b.finish()
 
 
-def import_bytes(data: bytes, profile: str | Profile = DEFAULT_PROFILE) -> tuple[Entry, list[Block]]:
+def import_bytes(data: bytes,
+                 profile: str | Profile = DEFAULT_PROFILE) -> tuple[Entry, list[Block]]:
     """Whole-buffer convenience for small inputs and tests."""
     b = FileBuilder(profile)
     blocks: list[Block] = []

@@ -4,7 +4,8 @@ Follows the specs, byte for byte, because CIDs depend on it:
 
 * dag-pb: https://ipld.io/specs/codecs/dag-pb/spec/ ::
 
-      message PBLink { optional bytes Hash = 1; optional string Name = 2; optional uint64 Tsize = 3; }
+      message PBLink { optional bytes Hash = 1; optional string Name = 2;
+                       optional uint64 Tsize = 3; }
       message PBNode { repeated PBLink Links = 2; optional bytes Data = 1; }
 
   "Links" are written before "Data" (the spec's canonical order, which Kubo
@@ -49,7 +50,10 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
-def read_varint(buf: bytes | memoryview, pos: int, end: int | None = None) -> tuple[int, int]:
+Buf = bytes | bytearray | memoryview
+
+
+def read_varint(buf: Buf, pos: int, end: int | None = None) -> tuple[int, int]:
     """``(value, new_pos)``; DecodeError if truncated, over 64 bits or over-long."""
     end = len(buf) if end is None else end
     result = 0
@@ -112,14 +116,14 @@ def encode_node(node: PBNode) -> bytes:
     return b"".join(parts)
 
 
-def _read_len(buf: bytes | memoryview, pos: int, end: int) -> tuple[int, int]:
+def _read_len(buf: bytes | bytearray | memoryview, pos: int, end: int) -> tuple[int, int]:
     n, pos = read_varint(buf, pos, end)
     if n > end - pos:
         raise DecodeError("length-delimited field runs past the end")
     return pos, pos + n
 
 
-def decode_link(buf: bytes | memoryview, pos: int, end: int) -> PBLink:
+def decode_link(buf: bytes | bytearray | memoryview, pos: int, end: int) -> PBLink:
     last = 0
     hash_: bytes | None = None
     name: str | None = None
@@ -148,7 +152,7 @@ def decode_link(buf: bytes | memoryview, pos: int, end: int) -> PBLink:
     return PBLink(hash_, name, tsize)
 
 
-def decode_node(buf: bytes | memoryview) -> PBNode:
+def decode_node(buf: bytes | bytearray | memoryview) -> PBNode:
     pos, end = 0, len(buf)
     links: list[PBLink] = []
     data: bytes | None = None
@@ -231,7 +235,7 @@ def encode_file_leaf(chunk: bytes) -> bytes:
     return b"".join((prefix, chunk, b"\x18", varint(n)))
 
 
-def _skip(buf: bytes | memoryview, pos: int, end: int, wire: int) -> int:
+def _skip(buf: bytes | bytearray | memoryview, pos: int, end: int, wire: int) -> int:
     if wire == 0:
         return read_varint(buf, pos, end)[1]
     if wire == 1:
@@ -247,7 +251,7 @@ def _skip(buf: bytes | memoryview, pos: int, end: int, wire: int) -> int:
     raise DecodeError(f"unsupported protobuf wire type {wire}")
 
 
-def decode_unixfs(buf: bytes | memoryview) -> UnixFSData:
+def decode_unixfs(buf: bytes | bytearray | memoryview) -> UnixFSData:
     pos, end = 0, len(buf)
     type_: int | None = None
     data: bytes | None = None

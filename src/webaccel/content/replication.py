@@ -158,7 +158,8 @@ class Replicator:
         raw = cidmod.parse(root)
         urls = self._check_urls()
         results = await asyncio.gather(*[self.available(raw, u, deep=deep) for u in urls])
-        return Availability(cidmod.to_str(raw), [u for u, ok in zip(urls, results, strict=False) if ok],
+        return Availability(cidmod.to_str(raw),
+                            [u for u, ok in zip(urls, results, strict=False) if ok],
                             [u for u, ok in zip(urls, results, strict=False) if not ok],
                             self.cfg.replication_min, time.time())
 

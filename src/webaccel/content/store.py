@@ -237,7 +237,8 @@ class BlockStore:
         missing = [x for x in self._local_dag(raw, strict=False) if x is None]
         if missing:
             raise BlockNotFoundError(
-                f"cannot pin {cidmod.to_str(raw)}: blocks are missing; fetch it first (webaccel get)"
+                f"cannot pin {cidmod.to_str(raw)}: blocks are missing; "
+                "fetch it first (webaccel get)"
             )
         p = self._pin_path(raw)
         tmp = p.with_suffix(".tmp")

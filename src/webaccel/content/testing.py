@@ -79,7 +79,8 @@ class Faults:
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 state["ok"] = message["status"] in (200, 206)
-                state["flip"] = state["ok"] and self.corrupt > 0 and self.rng.random() < self.corrupt
+                state["flip"] = (state["ok"] and self.corrupt > 0
+                                 and self.rng.random() < self.corrupt)
                 await send(message)
                 return
             if message["type"] == "http.response.body":
