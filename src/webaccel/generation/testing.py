@@ -40,7 +40,7 @@ def build_tiny_llama(dest: Path, *, seed: int = 0, layers: int = 2, hidden: int 
 
     cfg = LlamaConfig(vocab_size=256 + len(SPECIALS), hidden_size=hidden,
                       intermediate_size=2 * hidden, num_hidden_layers=layers,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
                       initializer_range=init_std, tie_word_embeddings=True,
                       bos_token_id=1, eos_token_id=2, pad_token_id=0)
     torch.manual_seed(seed)

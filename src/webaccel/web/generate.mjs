@@ -5,7 +5,8 @@
 // token with the KV cache kept here (on the GPU when the session was created
 // with preferredOutputLocation 'gpu-buffer' for the present.* outputs, i.e. on
 // webgpu), streams every token id back as a `stream` control frame as soon as
-// it is picked, and ends with a `done` frame carrying the stats.  A `cancel`
+// it is picked, and ends with a `done` frame carrying the stats.  options also
+// carry kv_heads and head_dim (the empty past's shape).  A `cancel`
 // for the request id stops it before its next step.
 //
 // Sampling mirrors webaccel/generation/sampling.py exactly (same order, same
@@ -148,10 +149,10 @@ export async function runGenerate(rt, frame) {
   const opts = checkOptions(header.options || {});
   const pastNames = session.inputNames.filter((n) => n.startsWith('past_key_values.'));
   const presentNames = pastNames.map((n) => n.replace('past_key_values.', 'present.'));
-  const kvHeads = header.data && header.data.kv_heads;
-  const headDim = header.data && header.data.head_dim;
+  const kvHeads = header.options && header.options.kv_heads;
+  const headDim = header.options && header.options.head_dim;
   if (!pastNames.length || !int32(kvHeads) || !int32(headDim)) {
-    throw new ProtocolError('generate needs a model with past_key_values inputs and data.kv_heads / data.head_dim');
+    throw new ProtocolError('generate needs a model with past_key_values inputs and options.kv_heads / options.head_dim');
   }
   const ort = rt.ort;
   const stops = new Set(opts.stop_token_ids);
