@@ -1,4 +1,5 @@
 """Shared fixtures.  Browser tests reuse one accelerator per module to save start-ups."""
+
 from __future__ import annotations
 
 import pytest

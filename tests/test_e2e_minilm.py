@@ -1,4 +1,5 @@
 """End to end: MiniLM in headless Chromium equals native onnxruntime."""
+
 from __future__ import annotations
 
 import numpy as np

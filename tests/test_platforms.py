@@ -1,4 +1,5 @@
 """Backend choice: software WebGPU is not a GPU, fallbacks say why."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,13 +7,24 @@ import pytest
 from webaccel.errors import InvalidInputError
 from webaccel.platforms import choose_backend
 
-SWIFTSHADER = {"webgpu": {"available": True, "software": True, "isFallbackAdapter": True,
-                          "architecture": "swiftshader", "shaderF16": False},
-               "webnn": {"available": False, "reason": "WebNN is not supported on this platform"}}
-GPU = {"webgpu": {"available": True, "software": False, "shaderF16": True},
-       "webnn": {"available": False, "reason": "no"}}
-NO_GPU = {"webgpu": {"available": False, "reason": "requestAdapter() returned null"},
-          "webnn": {"available": True}}
+SWIFTSHADER = {
+    "webgpu": {
+        "available": True,
+        "software": True,
+        "isFallbackAdapter": True,
+        "architecture": "swiftshader",
+        "shaderF16": False,
+    },
+    "webnn": {"available": False, "reason": "WebNN is not supported on this platform"},
+}
+GPU = {
+    "webgpu": {"available": True, "software": False, "shaderF16": True},
+    "webnn": {"available": False, "reason": "no"},
+}
+NO_GPU = {
+    "webgpu": {"available": False, "reason": "requestAdapter() returned null"},
+    "webnn": {"available": True},
+}
 
 
 def test_auto_skips_software_adapter_and_says_why():

@@ -1,4 +1,5 @@
 """The server on a real loopback socket: auth, origin, malformed frames, isolation headers."""
+
 from __future__ import annotations
 
 import json
@@ -40,13 +41,20 @@ async def test_socket_from_foreign_origin_is_refused(server):
     with pytest.raises(InvalidStatus):
         async with websockets.connect(ws_url(server), origin="http://evil.example"):
             pass
-    async with websockets.connect(ws_url(server), origin=server.url) as ws:  # our own origin is fine
-        await ws.send(frames.encode(Control(id="h", type="hello", data={
-            "worker_id": "w1", "capabilities": {}})))
+    async with websockets.connect(
+        ws_url(server), origin=server.url
+    ) as ws:  # our own origin is fine
+        await ws.send(
+            frames.encode(
+                Control(id="h", type="hello", data={"worker_id": "w1", "capabilities": {}})
+            )
+        )
 
 
 async def test_malformed_frames_get_bad_request_and_server_stays_up(server):
-    hello = frames.encode(Control(id="h", type="hello", data={"worker_id": "w1", "capabilities": {}}))
+    hello = frames.encode(
+        Control(id="h", type="hello", data={"worker_id": "w1", "capabilities": {}})
+    )
     junk = [
         "this is not json",
         json.dumps({"id": "x", "type": "explode"}),
@@ -82,8 +90,9 @@ async def test_worker_page_is_cross_origin_isolated_and_models_need_the_token(se
         wasm = await client.head("/worker/vendor/ort/ort-wasm-simd-threaded.wasm")
         assert wasm.headers["content-type"] == "application/wasm"
         assert (await client.get("/models/m/fp32/model.onnx")).status_code == 401
-        ok = await client.get("/models/m/fp32/model.onnx",
-                              headers={"authorization": f"Bearer {server.token}"})
+        ok = await client.get(
+            "/models/m/fp32/model.onnx", headers={"authorization": f"Bearer {server.token}"}
+        )
         assert ok.status_code == 200 and ok.content == b"not really onnx"
         missing = await client.get("/models/nope", params={"token": server.token})
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "MODEL_NOT_FOUND"
@@ -93,8 +102,11 @@ async def test_reply_for_disconnected_page_fails_with_worker_lost(server):
     from webaccel.errors import WorkerLostError
 
     async with websockets.connect(ws_url(server)) as ws:
-        await ws.send(frames.encode(Control(id="h", type="hello", data={"worker_id": "w1",
-                                                                        "capabilities": {}})))
+        await ws.send(
+            frames.encode(
+                Control(id="h", type="hello", data={"worker_id": "w1", "capabilities": {}})
+            )
+        )
         conn = await server.hub.wait_for("w1", 5)
         import asyncio
 

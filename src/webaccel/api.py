@@ -7,6 +7,7 @@ its own thread, so scripts and notebooks call plain methods::
         out = acc.accelerate("minilm", ["hello", "world"])
         out["embeddings"], out["backend"], out["latency_ms"]
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,7 +29,13 @@ from webaccel.platforms import choose_backend
 
 T = TypeVar("T")
 
-__all__ = ["WebAccelerator"]
+__all__ = [
+    "IPFSWebAccelerator",
+    "ModelHandle",
+    "ResourcePoolBridgeIntegration",
+    "WebAccelerator",
+    "create_ipfs_web_accelerator",
+]
 
 
 class _LoopThread:
@@ -36,8 +43,9 @@ class _LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="webaccel-loop",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="webaccel-loop", daemon=True
+        )
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -58,18 +66,29 @@ class _LoopThread:
 class WebAccelerator:
     """Run registered models in browser workers; results say where and how fast they ran."""
 
-    def __init__(self, enable_resource_pool: bool = True, max_connections: int = 4,
-                 browser_preferences: dict[str, str] | None = None, default_browser: str = "chrome",
-                 default_platform: str = "webgpu", *, threads: int = 1,
-                 launch_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        enable_resource_pool: bool = True,
+        max_connections: int = 4,
+        browser_preferences: dict[str, str] | None = None,
+        default_browser: str = "chrome",
+        default_platform: str = "webgpu",
+        *,
+        threads: int = 1,
+        launch_timeout: float = 30.0,
+    ) -> None:
         self.enable_resource_pool = enable_resource_pool
         self.browser_preferences = dict(browser_preferences or {})
         install_cleanup()  # from the caller's (usually main) thread: SIGTERM handler + atexit
         self._loop = _LoopThread()
-        self._engine = Engine(max_connections=max_connections if enable_resource_pool else 1,
-                              browser_preferences=browser_preferences,
-                              default_browser=default_browser, default_platform=default_platform,
-                              threads=threads, launch_timeout=launch_timeout)
+        self._engine = Engine(
+            max_connections=max_connections if enable_resource_pool else 1,
+            browser_preferences=browser_preferences,
+            default_browser=default_browser,
+            default_platform=default_platform,
+            threads=threads,
+            launch_timeout=launch_timeout,
+        )
         try:
             self._loop.run(self._engine.start())
         except BaseException:
@@ -82,9 +101,16 @@ class WebAccelerator:
     def server_url(self) -> str:
         return self._engine.server.url
 
-    def accelerate(self, model_name: str, input_data: Any = None, options: dict[str, Any] | None = None,
-                   *, input_text: str | list[str] | None = None, model_type: str | None = None,
-                   platform: str | None = None) -> dict[str, Any]:
+    def accelerate(
+        self,
+        model_name: str,
+        input_data: Any = None,
+        options: dict[str, Any] | None = None,
+        *,
+        input_text: str | list[str] | None = None,
+        model_type: str | None = None,
+        platform: str | None = None,
+    ) -> dict[str, Any]:
         """Run ``model_name`` on ``input_data`` (or ``input_text``) in a browser worker.
 
         Returns the model's outputs (e.g. ``embeddings``) plus ``browser``, ``backend``,
@@ -93,15 +119,21 @@ class WebAccelerator:
         if input_data is not None and input_text is not None:
             raise InvalidInputError("give input_data or input_text, not both")
         data = input_text if input_text is not None else input_data
-        return self._loop.run(self._engine.accelerate(model_name, data, options, platform=platform,
-                                                      model_type=model_type))
+        return self._loop.run(
+            self._engine.accelerate(
+                model_name, data, options, platform=platform, model_type=model_type
+            )
+        )
 
-    def get_optimal_hardware(self, model_name: str, model_type: str | None = None) -> dict[str, Any]:
+    def get_optimal_hardware(
+        self, model_name: str, model_type: str | None = None
+    ) -> dict[str, Any]:
         """Which browser, backend and precision would serve ``model_name`` here, and why."""
         spec = registry.get(model_name)
         worker = self._loop.run(self._engine.any_worker())
-        choice = choose_backend(self._engine.default_platform or "auto", worker.capabilities,
-                                explicit=False)
+        choice = choose_backend(
+            self._engine.default_platform or "auto", worker.capabilities, explicit=False
+        )
         return {
             "model": spec.name,
             "model_type": model_type or spec.model_type,
@@ -137,9 +169,17 @@ class WebAccelerator:
                 self.shutdown()
 
     # ------------------------------------------------------------ text generation
-    def generate(self, model_name: str, prompt: str | list[dict[str, Any]], *,
-                 platform: str | None = None, precision: str = "fp32", timeout: float = 900.0,
-                 return_result: bool = False, **params: Any) -> Any:
+    def generate(
+        self,
+        model_name: str,
+        prompt: str | list[dict[str, Any]],
+        *,
+        platform: str | None = None,
+        precision: str = "fp32",
+        timeout: float = 900.0,
+        return_result: bool = False,
+        **params: Any,
+    ) -> Any:
         """Generate text in a browser page; ``prompt`` is a string or chat messages.
 
         ``params``: max_tokens, temperature (0 = greedy), top_k, top_p, seed,
@@ -150,14 +190,29 @@ class WebAccelerator:
         from webaccel.generation import generate
 
         prompt_kw = {"messages": prompt} if isinstance(prompt, list) else {"prompt": prompt}
-        result = self._loop.run(generate(self._engine, model_name, platform=platform,
-                                         precision=precision, timeout=timeout, **prompt_kw,
-                                         **params))
+        result = self._loop.run(
+            generate(
+                self._engine,
+                model_name,
+                platform=platform,
+                precision=precision,
+                timeout=timeout,
+                **prompt_kw,
+                **params,
+            )
+        )
         return result if return_result else result.text
 
-    def stream(self, model_name: str, prompt: str | list[dict[str, Any]], *,
-               platform: str | None = None, precision: str = "fp32", timeout: float = 900.0,
-               **params: Any) -> Any:
+    def stream(
+        self,
+        model_name: str,
+        prompt: str | list[dict[str, Any]],
+        *,
+        platform: str | None = None,
+        precision: str = "fp32",
+        timeout: float = 900.0,
+        **params: Any,
+    ) -> Any:
         """Like :meth:`generate`, but a sync iterator of text pieces as the page makes them.
 
         The iterator's ``result`` holds the GenerationResult once it is exhausted;
@@ -168,8 +223,15 @@ class WebAccelerator:
         from webaccel.generation.sync import SyncTextStream
 
         prompt_kw = {"messages": prompt} if isinstance(prompt, list) else {"prompt": prompt}
-        astream = stream_generate(self._engine, model_name, platform=platform, precision=precision,
-                                  timeout=timeout, **prompt_kw, **params)
+        astream = stream_generate(
+            self._engine,
+            model_name,
+            platform=platform,
+            precision=precision,
+            timeout=timeout,
+            **prompt_kw,
+            **params,
+        )
         return SyncTextStream(astream, self._loop.loop)
 
 
@@ -181,3 +243,251 @@ def _shutdown_open_accelerators() -> None:
     for acc in list(_open_accelerators):
         with contextlib.suppress(Exception):
             acc.shutdown()
+
+
+# --------------------------------------------------------------------------
+# The names the seed documents use, on top of the same engine.
+
+HARDWARE_KEYS = frozenset(
+    {
+        "priority_list",
+        "enable_ipfs",
+        "precompile_shaders",
+        "use_firefox_optimizations",
+        "precision",
+        "mixed_precision",
+        "browser",
+    }
+)
+_BROWSER_BACKENDS = ("webgpu", "webnn", "wasm")
+
+
+def _parse_hardware(prefs: dict[str, Any] | None) -> dict[str, Any]:
+    prefs = dict(prefs or {})
+    unknown = set(prefs) - HARDWARE_KEYS
+    if unknown:
+        raise InvalidInputError(
+            f"unknown hardware preference(s) {sorted(unknown)}; accepted: {sorted(HARDWARE_KEYS)}"
+        )
+    order = [p.lower() for p in prefs.get("priority_list") or ["webgpu", "webnn", "wasm"]]
+    bad = [p for p in order if p not in (*_BROWSER_BACKENDS, "cpu")]
+    if bad:
+        raise InvalidInputError(
+            f"priority_list entries {bad} are not backends; use webgpu, webnn, "
+            "wasm or cpu (native onnxruntime in this process)"
+        )
+    browser_order = [p for p in order if p in _BROWSER_BACKENDS]
+    return {
+        # The first browser backend is the preference; the engine falls back
+        # along webgpu -> webnn -> wasm and reports why.
+        "platform": browser_order[0] if browser_order else None,
+        "native_fallback": "cpu" in order,
+        "native_only": not browser_order,
+        "options": {k: prefs[k] for k in ("precision", "mixed_precision") if k in prefs}
+        | ({"use_ipfs": True} if prefs.get("enable_ipfs") else {}),
+        "browser": prefs.get("browser")
+        or ("firefox" if prefs.get("use_firefox_optimizations") else None),
+        "precompile": bool(prefs.get("precompile_shaders")),
+    }
+
+
+class ModelHandle:
+    """A model bound to hardware preferences; call it with inputs."""
+
+    def __init__(
+        self,
+        integration: ResourcePoolBridgeIntegration,
+        model_name: str,
+        model_type: str | None,
+        hardware: dict[str, Any],
+    ) -> None:
+        self.integration = integration
+        self.model_name = model_name
+        self.model_type = model_type
+        self.hardware = hardware
+
+    async def run_async(self, inputs: Any) -> dict[str, Any]:
+        engine = self.integration._engine
+        hw = self.hardware
+        if hw["native_only"]:
+            spec = registry.get(self.model_name)
+            proc = spec.processor()
+            prepared = proc.preprocess(inputs, {})
+            outputs, run_ms, _ = await asyncio.to_thread(
+                engine.native.run,
+                spec,
+                prepared.tensors,
+                "fp32",
+                list(spec.output_names or []) or None,
+            )
+            return {
+                **proc.postprocess(outputs, prepared),
+                "browser": "native",
+                "backend": "cpu",
+                "latency_ms": run_ms,
+            }
+        return await engine.accelerate(
+            self.model_name,
+            inputs,
+            hw["options"],
+            platform=hw["platform"],
+            model_type=self.model_type,
+            browser=hw["browser"],
+            native_fallback=hw["native_fallback"],
+        )
+
+    def __call__(self, inputs: Any) -> dict[str, Any]:
+        return self.integration._loop.run(self.run_async(inputs))
+
+    def __repr__(self) -> str:
+        return f"ModelHandle({self.model_name!r}, type={self.model_type!r})"
+
+
+class ResourcePoolBridgeIntegration:
+    """Seed-compatible pool facade: ``initialize()``, ``get_model()``, ``execute_concurrent()``."""
+
+    def __init__(
+        self,
+        max_connections: int = 4,
+        browser_preferences: dict[str, str] | None = None,
+        adaptive_scaling: bool = True,
+        *,
+        threads: int = 1,
+    ) -> None:
+        self.max_connections = max_connections
+        self.browser_preferences = dict(browser_preferences or {})
+        self.adaptive_scaling = adaptive_scaling
+        self.threads = threads
+        self._loop: _LoopThread | None = None
+        self._engine: Engine | None = None  # type: ignore[assignment]
+
+    def initialize(self) -> bool:
+        if self._engine is not None:
+            return True
+        install_cleanup()
+        self._loop = _LoopThread()
+        engine = Engine(
+            max_connections=self.max_connections,
+            browser_preferences=self.browser_preferences or None,
+            adaptive_scaling=self.adaptive_scaling,
+            threads=self.threads,
+        )
+        try:
+            self._loop.run(engine.start())
+        except BaseException:
+            self._loop.stop()
+            raise
+        self._engine = engine
+        return True
+
+    def get_model(
+        self,
+        model_type: str | None,
+        model_name: str,
+        hardware_preferences: dict[str, Any] | None = None,
+    ) -> ModelHandle:
+        self.initialize()
+        spec = registry.get(model_name)
+        if model_type is not None and model_type not in (spec.model_type, spec.task):
+            raise InvalidInputError(f"{model_name} is a {spec.model_type} model, not {model_type}")
+        handle = ModelHandle(
+            self, model_name, model_type or spec.model_type, _parse_hardware(hardware_preferences)
+        )
+        if handle.hardware["precompile"] and not handle.hardware["native_only"]:
+            # Load (and compile shaders) now rather than on the first request.
+            self._loop.run(self._engine.pool.resolve(model_name, handle.model_type))
+        return handle
+
+    def execute_concurrent(self, models_and_inputs: list[tuple[Any, Any]]) -> list[Any]:
+        """Run ``[(model_or_name, inputs), ...]`` at once; failures are returned, not raised."""
+        self.initialize()
+
+        async def all_of() -> list[Any]:
+            jobs = []
+            for model, inputs in models_and_inputs:
+                handle = model if isinstance(model, ModelHandle) else self.get_model(None, model)
+                jobs.append(handle.run_async(inputs))
+            return list(await asyncio.gather(*jobs, return_exceptions=True))
+
+        return self._loop.run(all_of())
+
+    def get_stats(self) -> dict[str, Any]:
+        return self._engine.pool.stats() if self._engine else {}
+
+    def close(self) -> None:
+        if self._engine is None:
+            return
+        try:
+            self._loop.run(self._engine.close(), timeout=30)
+        finally:
+            self._loop.stop()
+            self._engine = None
+
+    def __enter__(self) -> ResourcePoolBridgeIntegration:
+        self.initialize()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class IPFSWebAccelerator:
+    """What ``create_ipfs_web_accelerator`` returns (the seed's accelerator object)."""
+
+    def __init__(self, integration: ResourcePoolBridgeIntegration, enable_ipfs: bool) -> None:
+        self.integration = integration
+        self.enable_ipfs = enable_ipfs
+        self._handles: dict[str, ModelHandle] = {}
+        self._stats: dict[str, Any] = {"inferences": 0, "errors": 0, "latency_ms_total": 0.0}
+
+    def accelerate_model(
+        self, model_name: str, model_type: str | None = None, platform: str | None = None
+    ) -> ModelHandle:
+        prefs = {
+            "priority_list": [platform, "cpu"] if platform else ["webgpu", "webnn", "wasm", "cpu"],
+            "enable_ipfs": self.enable_ipfs,
+        }
+        handle = self.integration.get_model(model_type, model_name, prefs)
+        self._handles[model_name] = handle
+        return handle
+
+    def run_inference(self, model_name: str, inputs: Any) -> dict[str, Any]:
+        handle = self._handles.get(model_name) or self.accelerate_model(model_name)
+        try:
+            result = handle(inputs)
+        except Exception:
+            self._stats["errors"] += 1
+            raise
+        self._stats["inferences"] += 1
+        self._stats["latency_ms_total"] += float(result.get("latency_ms", 0.0))
+        return result
+
+    def get_metrics(self) -> dict[str, Any]:
+        n = self._stats["inferences"]
+        return {
+            **self._stats,
+            "mean_latency_ms": self._stats["latency_ms_total"] / n if n else None,
+            "pool": self.integration.get_stats(),
+            "models": sorted(self._handles),
+        }
+
+    def close(self) -> None:
+        self.integration.close()
+
+    def __enter__(self) -> IPFSWebAccelerator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def create_ipfs_web_accelerator(
+    max_connections: int = 4,
+    browser_preferences: dict[str, str] | None = None,
+    enable_ipfs: bool = True,
+    **_ignored_seed_kwargs: Any,
+) -> IPFSWebAccelerator:
+    """The seed's entry point: a pool-backed accelerator with IPFS model delivery."""
+    integration = ResourcePoolBridgeIntegration(max_connections, browser_preferences)
+    integration.initialize()
+    return IPFSWebAccelerator(integration, enable_ipfs)

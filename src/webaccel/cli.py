@@ -1,4 +1,5 @@
 """The ``webaccel`` command."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,8 +19,11 @@ from rich.table import Table
 
 from webaccel.errors import WebAccelError
 
-app = typer.Typer(help="Run ONNX models in a pool of web browsers.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Run ONNX models in a pool of web browsers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 models_app = typer.Typer(help="The model registry: list, show, prepare.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console()
@@ -70,10 +74,12 @@ def run(
 
     default_browser = "chromium" if browser == "auto" else browser
     options = {} if precision == "auto" else {"precision": precision}
-    with WebAccelerator(default_browser=default_browser, default_platform="auto",
-                        max_connections=1) as acc:
-        result = acc.accelerate(model, input_text, options,
-                                platform=None if backend == "auto" else backend)
+    with WebAccelerator(
+        default_browser=default_browser, default_platform="auto", max_connections=1
+    ) as acc:
+        result = acc.accelerate(
+            model, input_text, options, platform=None if backend == "auto" else backend
+        )
     if "embeddings" in result:
         result["embedding"] = result.pop("embeddings")[0]
         result["truncated"] = result["truncated"][0]
@@ -95,8 +101,19 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
     specs = registry.all_models()
     if as_json:
-        print(json.dumps([{"name": s.name, "task": s.task, "source": s.source,
-                           "prepared": s.onnx_path().is_file()} for s in specs]))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": s.name,
+                        "task": s.task,
+                        "source": s.source,
+                        "prepared": s.onnx_path().is_file(),
+                    }
+                    for s in specs
+                ]
+            )
+        )
         return
     table = Table("name", "task", "source", "prepared")
     for s in specs:
@@ -112,9 +129,15 @@ def models_show(name: str, as_json: bool = typer.Option(False, "--json")) -> Non
 
     spec = registry.get(name)
     files = {p: str(spec.onnx_path(p)) for p in registry.PRECISIONS if spec.onnx_path(p).is_file()}
-    info = {"name": spec.name, "task": spec.task, "source": spec.source,
-            "description": spec.description, "aliases": list(spec.aliases), "files": files,
-            "bytes": {p: spec.onnx_path(p).stat().st_size for p in files}}
+    info = {
+        "name": spec.name,
+        "task": spec.task,
+        "source": spec.source,
+        "description": spec.description,
+        "aliases": list(spec.aliases),
+        "files": files,
+        "bytes": {p: spec.onnx_path(p).stat().st_size for p in files},
+    }
     if as_json:
         print(json.dumps(info))
     else:
@@ -124,8 +147,9 @@ def models_show(name: str, as_json: bool = typer.Option(False, "--json")) -> Non
 
 @models_app.command("prepare")
 @typed_errors
-def models_prepare(name: str, precision: str = typer.Option("fp32"),
-                   quiet: bool = typer.Option(False, "--quiet")) -> None:
+def models_prepare(
+    name: str, precision: str = typer.Option("fp32"), quiet: bool = typer.Option(False, "--quiet")
+) -> None:
     """Build (once) and cache the ONNX file of NAME at PRECISION."""
     from webaccel.models import registry
 
@@ -137,8 +161,10 @@ def models_prepare(name: str, precision: str = typer.Option("fp32"),
     with console.status(f"exporting {name} ({precision}) to ONNX"):
         start = time.perf_counter()
         path = spec.ensure_onnx(precision)
-    console.print(f"{name} {precision}: {path} ({path.stat().st_size / 1e6:.1f} MB, "
-                  f"{time.perf_counter() - start:.1f} s)")
+    console.print(
+        f"{name} {precision}: {path} ({path.stat().st_size / 1e6:.1f} MB, "
+        f"{time.perf_counter() - start:.1f} s)"
+    )
 
 
 @app.command()
@@ -189,20 +215,26 @@ def demo(runs: int = typer.Option(20, help="warm runs to time")) -> None:
     for i, s in enumerate(SENTENCES):
         table.add_row(f"{i} {s[:38]}", *[f"{sims[i, j]:.2f}" for j in range(len(SENTENCES))])
     console.print(table)
-    console.print(f"ran in [bold]{first['browser']}[/] on [bold]{first['backend']}[/] "
-                  f"({first['precision']}), requested {first['requested_backend']}")
+    console.print(
+        f"ran in [bold]{first['browser']}[/] on [bold]{first['backend']}[/] "
+        f"({first['precision']}), requested {first['requested_backend']}"
+    )
     if first["fallback_reason"]:
         console.print(f"fallback: {first['fallback_reason']}", highlight=False)
     console.print(
         f"start-up + first batch: {startup_s:.1f} s (model load {first['load_ms']:.0f} ms); "
         f"batch of {len(SENTENCES)}: median {statistics.median(warm):.1f} ms over {runs} warm runs "
-        f"(first run {first['latency_ms']:.0f} ms)")
+        f"(first run {first['latency_ms']:.0f} ms)"
+    )
 
 
 @app.command()
 @typed_errors
-def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8700),
-          browsers: int = typer.Option(0, help="browser workers to start now")) -> None:
+def serve(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8700),
+    browsers: int = typer.Option(0, help="browser workers to start now"),
+) -> None:
     """Serve the bridge, worker page and model files until interrupted."""
     from webaccel.serve import serve_forever
 
@@ -212,9 +244,11 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8700),
 def _register_plugins() -> None:
     # Areas that add their own commands (content store, metrics/bench) do it
     # through register(app); an area not built yet simply adds nothing.
-    for module, func, target in (("webaccel.content.cli", "register", app),
-                                 ("webaccel.content.cli", "register_models", models_app),
-                                 ("webaccel.metrics.cli", "register", app)):
+    for module, func, target in (
+        ("webaccel.content.cli", "register", app),
+        ("webaccel.content.cli", "register_models", models_app),
+        ("webaccel.metrics.cli", "register", app),
+    ):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -8,6 +8,7 @@ a page asks for it).  A request is preprocessed here (off the event loop),
 scheduled by the pool, and postprocessed here; the result says where and how
 fast it ran, and why a backend was or was not used.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from webaccel.browsers import launch_worker
-from webaccel.errors import InvalidInputError
+from webaccel.errors import BackendUnavailableError, BrowserLaunchError, InvalidInputError
 from webaccel.models import registry
 from webaccel.models.registry import ModelSpec, Prepared
+from webaccel.native import NativeRunner
 from webaccel.platforms import PLATFORMS, choose_backend
 from webaccel.pool import ResolvedModel, ResourcePool
 from webaccel.pool.pool import InferenceResult
@@ -32,7 +34,8 @@ log = logging.getLogger(__name__)
 
 # The option keys of the seed API; anything else is a typo we should not ignore.
 OPTION_KEYS = frozenset(
-    {"precision", "mixed_precision", "optimize_for_audio", "use_ipfs", "timeout", "priority"})
+    {"precision", "mixed_precision", "optimize_for_audio", "use_ipfs", "timeout", "priority"}
+)
 PRECISION_BITS = {4: "int4", 8: "int8", 16: "fp16", 32: "fp32"}
 
 
@@ -49,8 +52,9 @@ def parse_precision(options: dict[str, Any]) -> str | None:
         return PRECISION_BITS[value]
     if isinstance(value, str) and value.lower() in registry.PRECISIONS:
         return value.lower()
-    raise InvalidInputError(f"unknown precision {value!r}; use bits (4, 8, 16, 32) or one of "
-                            f"{registry.PRECISIONS}")
+    raise InvalidInputError(
+        f"unknown precision {value!r}; use bits (4, 8, 16, 32) or one of {registry.PRECISIONS}"
+    )
 
 
 def validate_options(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -58,7 +62,8 @@ def validate_options(options: dict[str, Any] | None) -> dict[str, Any]:
     unknown = set(options) - OPTION_KEYS
     if unknown:
         raise InvalidInputError(
-            f"unknown option(s) {sorted(unknown)}; accepted options are {sorted(OPTION_KEYS)}")
+            f"unknown option(s) {sorted(unknown)}; accepted options are {sorted(OPTION_KEYS)}"
+        )
     return options
 
 
@@ -68,7 +73,9 @@ def raw_tensors(data: dict[str, Any]) -> dict[str, np.ndarray]:
     for name, value in data.items():
         arr = np.asarray(value)
         if arr.dtype == object:
-            raise InvalidInputError(f"input {name!r} is ragged or not numeric; give equal-length rows")
+            raise InvalidInputError(
+                f"input {name!r} is ragged or not numeric; give equal-length rows"
+            )
         if arr.dtype.kind in "iu":
             arr = arr.astype(np.int64)
         elif arr.dtype.kind == "f" and arr.dtype != np.float16:
@@ -84,18 +91,32 @@ def raw_tensors(data: dict[str, Any]) -> dict[str, np.ndarray]:
 class Engine:
     """Owns the server and the worker pool; one per accelerator or server process."""
 
-    def __init__(self, *, max_connections: int = 4, default_browser: str = "chromium",
-                 browser_preferences: dict[str, str] | None = None, adaptive_scaling: bool = True,
-                 default_platform: str | None = None, threads: int = 1, host: str = "127.0.0.1",
-                 port: int = 0, launch_timeout: float = 30.0, max_retries: int = 3,
-                 metrics: Any = None, server: WebAccelServer | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int = 4,
+        default_browser: str = "chromium",
+        browser_preferences: dict[str, str] | None = None,
+        adaptive_scaling: bool = True,
+        default_platform: str | None = None,
+        threads: int = 1,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        launch_timeout: float = 30.0,
+        max_retries: int = 3,
+        metrics: Any = None,
+        server: WebAccelServer | None = None,
+    ) -> None:
         if default_platform is not None and default_platform not in PLATFORMS:
-            raise InvalidInputError(f"unknown platform {default_platform!r}; choose one of {PLATFORMS}")
+            raise InvalidInputError(
+                f"unknown platform {default_platform!r}; choose one of {PLATFORMS}"
+            )
         self.default_platform = default_platform
         self.threads = threads
         self.launch_timeout = launch_timeout
         self.metrics = metrics
         self.server = server or WebAccelServer(host, port)
+        self.native = NativeRunner()
         self.pool = ResourcePool(
             max_connections=max(1, max_connections),
             browser_preferences=browser_preferences,
@@ -109,8 +130,9 @@ class Engine:
         )
 
     async def _launch(self, family: str) -> WorkerTransport:
-        worker = await launch_worker(self.server, family, timeout=self.launch_timeout,
-                                     threads=self.threads)
+        worker = await launch_worker(
+            self.server, family, timeout=self.launch_timeout, threads=self.threads
+        )
         return worker
 
     async def start(self) -> None:
@@ -130,11 +152,18 @@ class Engine:
         variants = []
         for precision in registry.PRECISIONS:
             url = self.server.model_files.add_lazy(
-                f"{spec.name}/{precision}/model.onnx",
-                lambda p=precision: spec.ensure_onnx(p))  # type: ignore[misc]
+                f"{spec.name}/{precision}/model.onnx", lambda p=precision: spec.ensure_onnx(p)
+            )  # type: ignore[misc]
             for backend in BACKENDS:
-                variants.append(ModelRef(key=f"{spec.name}/{precision}/{backend}", name=spec.name,
-                                         url=url, backend=backend, precision=precision))
+                variants.append(
+                    ModelRef(
+                        key=f"{spec.name}/{precision}/{backend}",
+                        name=spec.name,
+                        url=url,
+                        backend=backend,
+                        precision=precision,
+                    )
+                )
         return ResolvedModel(
             name=spec.name,
             model_type=spec.model_type,
@@ -153,9 +182,49 @@ class Engine:
             return lease.worker
 
     # ------------------------------------------------------------ requests
-    async def accelerate(self, model_name: str, input_data: Any, options: dict[str, Any] | None = None,
-                         *, platform: str | None = None, model_type: str | None = None,
-                         browser: str | None = None) -> dict[str, Any]:
+    async def _run_native(
+        self,
+        spec: ModelSpec,
+        prepared: Prepared,
+        precision: str,
+        output_names: tuple[str, ...] | None,
+        cause: Exception,
+    ) -> InferenceResult:
+        outputs, run_ms, load_ms = await asyncio.to_thread(
+            self.native.run,
+            spec,
+            prepared.tensors,
+            precision,
+            list(output_names) if output_names else None,
+        )
+        return InferenceResult(
+            model=spec.name,
+            outputs=outputs,
+            worker_id="native",
+            browser="native",
+            backend="cpu",
+            precision=precision,
+            attempts=1,
+            queue_ms=0.0,
+            run_ms=run_ms,
+            page_ms=run_ms,
+            load_ms=load_ms,
+            batch_size=1,
+            reasons=(f"native fallback: {cause}",),
+        )
+
+    async def accelerate(
+        self,
+        model_name: str,
+        input_data: Any,
+        options: dict[str, Any] | None = None,
+        *,
+        platform: str | None = None,
+        model_type: str | None = None,
+        browser: str | None = None,
+        native_fallback: bool = False,
+    ) -> dict[str, Any]:
+        """Run one request; ``native_fallback``: run in-process when no browser can serve."""
         t_start = time.perf_counter()
         options = validate_options(options)
         precision = parse_precision(options)
@@ -169,32 +238,61 @@ class Engine:
             prepared = await asyncio.to_thread(spec.processor().preprocess, input_data, options)
         t_pre = time.perf_counter()
         requested = platform or self.default_platform or "auto"
-        target, reason = await self._platform_for(requested, explicit=platform is not None,
-                                                  precision=precision or "fp32")
+        try:
+            target, reason = await self._platform_for(
+                requested, explicit=platform is not None, precision=precision or "fp32"
+            )
+        except (BackendUnavailableError, BrowserLaunchError):
+            if not native_fallback:
+                raise
+            target, reason = None, None  # the pool raises again below; then we go native
         pool_options: dict[str, Any] = {}
         if precision is not None:
             pool_options["precision"] = precision
         if raw:
             pool_options["output_names"] = None
-        result = await self.pool.run_inference(
-            spec.name, prepared.tensors, model_type=model_type, platform=target,
-            browser=browser or ("firefox" if options.get("optimize_for_audio") else None),
-            options=pool_options, priority=int(options.get("priority", 0)),
-            timeout=float(options["timeout"]) if "timeout" in options else None)
+        try:
+            result = await self.pool.run_inference(
+                spec.name,
+                prepared.tensors,
+                model_type=model_type,
+                platform=target,
+                browser=browser or ("firefox" if options.get("optimize_for_audio") else None),
+                options=pool_options,
+                priority=int(options.get("priority", 0)),
+                timeout=float(options["timeout"]) if "timeout" in options else None,
+            )
+        except (BackendUnavailableError, BrowserLaunchError) as exc:
+            if not native_fallback:
+                raise
+            result = await self._run_native(
+                spec, prepared, precision or "fp32", None if raw else spec.output_names, exc
+            )
+            reason = f"no browser could serve ({exc.message}); ran in native onnxruntime"
         t_run = time.perf_counter()
         if raw:
             outputs: dict[str, Any] = dict(result.outputs)
         else:
-            outputs = await asyncio.to_thread(spec.processor().postprocess, result.outputs, prepared)
+            outputs = await asyncio.to_thread(
+                spec.processor().postprocess, result.outputs, prepared
+            )
         t_end = time.perf_counter()
-        return self._describe(spec, result, requested, reason, outputs, {
-            "preprocess_ms": (t_pre - t_start) * 1000,
-            "postprocess_ms": (t_end - t_run) * 1000,
-            "latency_ms": (t_end - t_start) * 1000,
-        })
+        return self._describe(
+            spec,
+            result,
+            requested,
+            reason,
+            outputs,
+            {
+                "preprocess_ms": (t_pre - t_start) * 1000,
+                "postprocess_ms": (t_end - t_run) * 1000,
+                "latency_ms": (t_end - t_start) * 1000,
+            },
+        )
 
-    async def _platform_for(self, requested: str, *, explicit: bool,
-                            precision: str) -> tuple[str | None, str | None]:
+    async def _platform_for(
+        self, requested: str, *, explicit: bool, precision: str
+    ) -> tuple[str | None, str | None]:
         """The backend constraint to give the pool, and why it differs from ``requested``.
 
         The pool treats a backend as a hard constraint; users expect a missing
@@ -207,8 +305,10 @@ class Engine:
         workers = [w for w in self.pool.workers.values() if w.alive]
         if not workers:
             workers = [await self.any_worker()]
-        choices = [choose_backend(requested, w.capabilities, precision=precision, explicit=explicit)
-                   for w in workers]
+        choices = [
+            choose_backend(requested, w.capabilities, precision=precision, explicit=explicit)
+            for w in workers
+        ]
         if requested == "auto":
             # The pool's own routing prefers real GPUs and skips software adapters;
             # report why this machine's best worker did not give a GPU.
@@ -217,9 +317,15 @@ class Engine:
             return requested, None
         return choices[0].backend, choices[0].reason
 
-    def _describe(self, spec: ModelSpec, result: InferenceResult, requested: str,
-                  reason: str | None, outputs: dict[str, Any],
-                  times: dict[str, float]) -> dict[str, Any]:
+    def _describe(
+        self,
+        spec: ModelSpec,
+        result: InferenceResult,
+        requested: str,
+        reason: str | None,
+        outputs: dict[str, Any],
+        times: dict[str, float],
+    ) -> dict[str, Any]:
         worker = self.pool.workers.get(result.worker_id)
         caps = worker.capabilities if worker is not None else {}
         gpu = caps.get("webgpu") or {}
@@ -237,7 +343,8 @@ class Engine:
             "fallback_reason": (reason or "; ".join(result.reasons)) if fell_back else None,
             "reasons": list(result.reasons),
             "adapter": {k: gpu.get(k) for k in ("vendor", "architecture", "software")}
-            if gpu.get("available") else None,
+            if gpu.get("available")
+            else None,
             "precision": result.precision,
             "page_ms": result.page_ms,
             "round_trip_ms": result.run_ms,

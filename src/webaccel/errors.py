@@ -24,6 +24,7 @@ do about it.  The tree::
 Errors raised by foreign libraries are mapped into these at I/O boundaries and
 chained with ``raise ... from exc``.
 """
+
 from __future__ import annotations
 
 from enum import StrEnum
@@ -139,7 +140,9 @@ _BY_CODE: dict[str, type[WebAccelError]] = {
 }
 
 
-def error_from_code(code: str, message: str, details: dict[str, Any] | None = None) -> WebAccelError:
+def error_from_code(
+    code: str, message: str, details: dict[str, Any] | None = None
+) -> WebAccelError:
     """Rebuild a typed error from a wire ``{code, message}`` pair (unknown codes -> INTERNAL)."""
     cls = _BY_CODE.get(code, InternalError)
     return cls(message, details=details)

@@ -1,4 +1,5 @@
 """Where webaccel keeps its data: ``$WEBACCEL_HOME`` (default ``~/.cache/webaccel``)."""
+
 from __future__ import annotations
 
 import os

@@ -8,6 +8,7 @@ Rules (DESIGN.md "Routing and precision"):
 * Fallback order: webgpu -> webnn -> wasm; every fallback says why.
 * fp16 on WebGPU needs ``shader-f16``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,8 +40,10 @@ def _webgpu_problem(caps: dict[str, Any], precision: str, *, allow_software: boo
         return f"WebGPU unavailable: {gpu.get('reason', 'no adapter')}"
     if gpu.get("software") and not allow_software:
         arch = gpu.get("architecture") or gpu.get("description") or "software"
-        return (f"the WebGPU adapter is a software rasterizer ({arch}, isFallbackAdapter="
-                f"{gpu.get('isFallbackAdapter')}), not a GPU; wasm is faster")
+        return (
+            f"the WebGPU adapter is a software rasterizer ({arch}, isFallbackAdapter="
+            f"{gpu.get('isFallbackAdapter')}), not a GPU; wasm is faster"
+        )
     if precision == "fp16" and not gpu.get("shaderF16"):
         return "the WebGPU adapter lacks shader-f16, which fp16 models need"
     return None
@@ -53,8 +56,9 @@ def _webnn_problem(caps: dict[str, Any]) -> str | None:
     return f"WebNN unavailable: {nn.get('reason', 'navigator.ml missing')}"
 
 
-def choose_backend(requested: str | None, caps: dict[str, Any], *, precision: str = "fp32",
-                   explicit: bool = True) -> BackendChoice:
+def choose_backend(
+    requested: str | None, caps: dict[str, Any], *, precision: str = "fp32", explicit: bool = True
+) -> BackendChoice:
     """Pick the backend for ``requested`` on a worker with ``caps``.
 
     ``explicit`` is False when ``requested`` is only a default (e.g.

@@ -1,4 +1,5 @@
 """``webaccel serve``: run the server (and optionally browser workers) until interrupted."""
+
 from __future__ import annotations
 
 import asyncio

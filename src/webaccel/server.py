@@ -6,6 +6,7 @@ One port serves everything: the worker page and onnxruntime-web assets
 ``extra_routes``.  Every response carries COOP/COEP so pages are
 ``crossOriginIsolated`` (WASM threads need SharedArrayBuffer).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -149,17 +150,25 @@ def create_app(
 
     async def model(request: Request) -> Response:
         if not authorized(request):
-            return JSONResponse({"error": {"code": "BAD_REQUEST", "message": "missing or wrong token"}},
-                                status_code=401)
+            return JSONResponse(
+                {"error": {"code": "BAD_REQUEST", "message": "missing or wrong token"}},
+                status_code=401,
+            )
         try:
             path = await model_files.resolve(request.path_params["key"])
         except WebAccelError as exc:
             log.warning("building model file failed: %s", exc.message)
             return JSONResponse({"error": exc.to_dict()}, status_code=500)
         if path is None or not path.is_file():
-            return JSONResponse({"error": {"code": "MODEL_NOT_FOUND",
-                                           "message": "no such model file on this server"}},
-                                status_code=404)
+            return JSONResponse(
+                {
+                    "error": {
+                        "code": "MODEL_NOT_FOUND",
+                        "message": "no such model file on this server",
+                    }
+                },
+                status_code=404,
+            )
         return FileResponse(path, media_type="application/octet-stream")
 
     async def healthz(request: Request) -> Response:
@@ -184,10 +193,16 @@ class WebAccelServer:
     ``port=0`` picks a free port; the server binds loopback unless told otherwise.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None,
-                 extra_routes: Sequence[BaseRoute] = (),
-                 health: Callable[[], dict[str, Any]] | None = None,
-                 token_check: Callable[[str, str | None], bool] | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        token: str | None = None,
+        extra_routes: Sequence[BaseRoute] = (),
+        health: Callable[[], dict[str, Any]] | None = None,
+        token_check: Callable[[str, str | None], bool] | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.token = token or secrets.token_urlsafe(24)
@@ -227,20 +242,32 @@ class WebAccelServer:
         if not (VENDOR_DIR / "ort.all.min.mjs").is_file():
             raise BackendUnavailableError(
                 f"onnxruntime-web assets are missing from {VENDOR_DIR}; run `make setup` "
-                "(it fetches onnxruntime-web from npm and copies its dist files there)")
+                "(it fetches onnxruntime-web from npm and copies its dist files there)"
+            )
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
-        app = create_app(token=self.token, hub=self.hub, model_files=self.model_files,
-                         allowed_origins=self.origins, extra_routes=self._extra_routes,
-                         health=self._health,
-                         token_check=lambda t, w: self.token_check is not None
-                         and self.token_check(t, w))
-        config = uvicorn.Config(app, log_level="warning", ws="websockets-sansio", backlog=4096,
-                                ws_max_size=512 * 1024 * 1024, ws_ping_interval=None,
-                                lifespan="off", timeout_graceful_shutdown=2)
+        app = create_app(
+            token=self.token,
+            hub=self.hub,
+            model_files=self.model_files,
+            allowed_origins=self.origins,
+            extra_routes=self._extra_routes,
+            health=self._health,
+            token_check=lambda t, w: self.token_check is not None and self.token_check(t, w),
+        )
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            ws="websockets-sansio",
+            backlog=4096,
+            ws_max_size=512 * 1024 * 1024,
+            ws_ping_interval=None,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+        )
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:

@@ -1,4 +1,5 @@
 """The pure bridge session: request ids, replies, failures, stale replies."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,19 @@ def page_says(msg: Control | TensorFrame) -> str | bytes:
 
 def test_hello_carries_capabilities_and_loaded_sessions():
     s = BridgeSession()
-    ev = s.receive(page_says(Control(id="h", type="hello", data={
-        "worker_id": "w1", "capabilities": {"wasm": {"simd": True}}, "loaded": ["m/fp32/wasm"]})))
+    ev = s.receive(
+        page_says(
+            Control(
+                id="h",
+                type="hello",
+                data={
+                    "worker_id": "w1",
+                    "capabilities": {"wasm": {"simd": True}},
+                    "loaded": ["m/fp32/wasm"],
+                },
+            )
+        )
+    )
     assert ev == Hello("w1", {"wasm": {"simd": True}}, ("m/fp32/wasm",))
 
 
@@ -31,8 +43,9 @@ def test_run_reply_matches_its_request_once():
     rid, blob = s.request_run("m", {"x": np.ones(2, np.float32)})
     sent = frames.decode(blob)
     assert sent.type == "run" and sent.model_name == "m" and sent.id == rid
-    reply = TensorFrame(id=rid, type="result", tensors={"y": np.zeros(1, np.float32)},
-                        data={"page_ms": 2.0})
+    reply = TensorFrame(
+        id=rid, type="result", tensors={"y": np.zeros(1, np.float32)}, data={"page_ms": 2.0}
+    )
     ev = s.receive(page_says(reply))
     assert isinstance(ev, Reply) and ev.request_id == rid
     assert s.pending == {}
@@ -42,8 +55,11 @@ def test_run_reply_matches_its_request_once():
 def test_error_reply_becomes_typed_error():
     s = BridgeSession()
     rid, _ = s.request("load_model", model_name="m", data={"key": "m", "url": "/x"})
-    ev = s.receive(page_says(Control(id=rid, type="error",
-                                     data={"code": "LOAD_FAILED", "message": "bad onnx"})))
+    ev = s.receive(
+        page_says(
+            Control(id=rid, type="error", data={"code": "LOAD_FAILED", "message": "bad onnx"})
+        )
+    )
     assert isinstance(ev, Failure) and isinstance(ev.error, LoadFailedError)
     assert ev.error.message == "bad onnx"
 
@@ -51,8 +67,9 @@ def test_error_reply_becomes_typed_error():
 def test_unknown_error_code_maps_to_internal_and_known_codes_keep_type():
     s = BridgeSession()
     rid, _ = s.request("load_model")
-    ev = s.receive(page_says(Control(id=rid, type="error", data={"code": "MODEL_NOT_FOUND",
-                                                                  "message": "m"})))
+    ev = s.receive(
+        page_says(Control(id=rid, type="error", data={"code": "MODEL_NOT_FOUND", "message": "m"}))
+    )
     assert isinstance(ev.error, ModelNotFoundError)
 
 

@@ -1,4 +1,5 @@
 """The Chromium launcher: readiness, clear errors, and no browser outlives Python."""
+
 from __future__ import annotations
 
 import os
@@ -90,8 +91,9 @@ def wait_until_gone(profile: str, seconds: float = 10.0) -> list[psutil.Process]
     return left
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT],
-                         ids=["SIGKILL", "SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["SIGKILL", "SIGTERM", "SIGINT"]
+)
 def test_no_browser_outlives_the_python_process(sig):
     child, _pid, profile = start_child_with_browser()
     child.send_signal(sig)

@@ -6,6 +6,7 @@ MiniLM, batch 1, wasm.  After a warm-up long enough for V8 to tier the WASM up
 the frame, WebSocket both ways, decode, pool) and reads the page's own
 ``session.run`` time from the same result.
 """
+
 from __future__ import annotations
 
 import time
@@ -15,8 +16,11 @@ from webaccel.bench.core import BenchContext, Measurement, benchmark, summarize
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 
 
-@benchmark("bridge-overhead", ratio_is="SDK round trip / in-page inference time, MiniLM batch 1",
-           better="lower")
+@benchmark(
+    "bridge-overhead",
+    ratio_is="SDK round trip / in-page inference time, MiniLM batch 1",
+    better="lower",
+)
 def bridge_overhead(ctx: BenchContext) -> Measurement:
     from webaccel.api import WebAccelerator
 
@@ -36,9 +40,14 @@ def bridge_overhead(ctx: BenchContext) -> Measurement:
     sdk, page = summarize(sdk_ms), summarize(page_ms)
     return Measurement(
         ratio=sdk["median"] / page["median"],
-        figures={"sdk_round_trip_ms": sdk, "in_page_ms": page,
-                 "bridge_round_trip_ms": summarize(bridge_ms),
-                 "overhead_ms_median": sdk["median"] - page["median"],
-                 "backend": "wasm", "batch": 1, "warmup_runs": max(ctx.warmup, 20),
-                 "browser": browser},
+        figures={
+            "sdk_round_trip_ms": sdk,
+            "in_page_ms": page,
+            "bridge_round_trip_ms": summarize(bridge_ms),
+            "overhead_ms_median": sdk["median"] - page["median"],
+            "backend": "wasm",
+            "batch": 1,
+            "warmup_runs": max(ctx.warmup, 20),
+            "browser": browser,
+        },
     )

@@ -10,6 +10,7 @@ that into ``{"unavailable": reason}`` instead of a ratio.
 The runner (``webaccel bench``) adds ``hardware``, ``versions`` and ``at``,
 prints one JSON line per benchmark and stores it in the metrics store.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -68,7 +69,9 @@ BENCHMARK_MODULES: dict[str, str] = {
 def benchmark(name: str, *, ratio_is: str, better: Literal["higher", "lower"]):
     """Register ``fn`` as the benchmark ``name`` (one of BENCHMARK_MODULES)."""
 
-    def register(fn: Callable[[BenchContext], Measurement]) -> Callable[[BenchContext], Measurement]:
+    def register(
+        fn: Callable[[BenchContext], Measurement],
+    ) -> Callable[[BenchContext], Measurement]:
         REGISTRY[name] = BenchSpec(name, ratio_is, better, fn, fn.__module__)
         return fn
 

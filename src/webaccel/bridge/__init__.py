@@ -1,1 +1,1 @@
-"""The WebSocket bridge: a pure protocol (:mod:`.frames`, :mod:`.session`) and its asyncio driver."""
+"""The WebSocket bridge: a pure protocol (:mod:`.frames`, :mod:`.session`) and its driver."""

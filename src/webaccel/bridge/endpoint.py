@@ -5,6 +5,7 @@ It only moves bytes: every message goes through the pure
 futures keyed by request id.  :class:`WorkerHub` maps worker ids to their
 current connection, so a page that reconnects (same worker id) keeps serving.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -70,7 +71,9 @@ class PageConnection:
                     await self.ws.send_bytes(message)
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
             self._close(f"send failed: {exc}")
-            raise WorkerLostError(f"worker {self.worker_id}: the page went away while sending") from exc
+            raise WorkerLostError(
+                f"worker {self.worker_id}: the page went away while sending"
+            ) from exc
 
     async def _await_reply(self, request_id: str, timeout: float, what: str) -> frames.Frame:
         fut = self._futures[request_id]
@@ -95,18 +98,33 @@ class PageConnection:
             self._futures.pop(request_id, None)
             self._streams.pop(request_id, None)
 
-    async def request(self, kind: str, *, model_name: str | None = None,
-                      data: dict[str, Any] | None = None, timeout: float = 60.0) -> frames.Frame:
+    async def request(
+        self,
+        kind: str,
+        *,
+        model_name: str | None = None,
+        data: dict[str, Any] | None = None,
+        timeout: float = 60.0,
+    ) -> frames.Frame:
         request_id, message = self.session.request(kind, model_name=model_name, data=data)
         self._futures[request_id] = asyncio.get_running_loop().create_future()
         await self._send(message)
         return await self._await_reply(request_id, timeout, kind)
 
-    async def run(self, key: str, inputs: dict[str, np.ndarray], *, output_names: list[str] | None = None,
-                  timeout: float = 60.0, kind: str = "run", options: dict[str, Any] | None = None,
-                  on_stream: Callable[[dict[str, Any]], None] | None = None) -> frames.Frame:
-        request_id, message = self.session.request_run(key, inputs, output_names=output_names,
-                                                       kind=kind, options=options)
+    async def run(
+        self,
+        key: str,
+        inputs: dict[str, np.ndarray],
+        *,
+        output_names: list[str] | None = None,
+        timeout: float = 60.0,
+        kind: str = "run",
+        options: dict[str, Any] | None = None,
+        on_stream: Callable[[dict[str, Any]], None] | None = None,
+    ) -> frames.Frame:
+        request_id, message = self.session.request_run(
+            key, inputs, output_names=output_names, kind=kind, options=options
+        )
         self._futures[request_id] = asyncio.get_running_loop().create_future()
         if on_stream is not None:
             self._streams[request_id] = on_stream
@@ -149,9 +167,13 @@ class PageConnection:
         self.closed.set()
         for request_id, fut in list(self._futures.items()):
             if not fut.done():
-                fut.set_exception(WorkerLostError(
-                    f"worker {self.worker_id} disconnected ({reason}) before answering {request_id}; "
-                    "the request can be retried on another worker"))
+                fut.set_exception(
+                    WorkerLostError(
+                        f"worker {self.worker_id} disconnected ({reason}) before answering "
+                        f"{request_id}; "
+                        "the request can be retried on another worker"
+                    )
+                )
         self.session.pending.clear()
 
     def cancel_all(self, reason: str) -> None:
@@ -200,8 +222,11 @@ class WorkerHub:
                     conn.protocol_errors += 1
                     log.warning("worker %s sent a malformed frame: %s", worker_id, exc)
                     with contextlib.suppress(Exception):
-                        await conn._send(frames.encode_control(
-                            frames.error_frame("invalid", str(exc.code), exc.message)))
+                        await conn._send(
+                            frames.encode_control(
+                                frames.error_frame("invalid", str(exc.code), exc.message)
+                            )
+                        )
                     continue
                 if hello is not None:
                     self._register(conn)

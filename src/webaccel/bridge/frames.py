@@ -22,6 +22,7 @@ Two kinds of WebSocket message travel between Python and a page:
 Anything malformed raises :class:`webaccel.errors.ProtocolError`
 (``BAD_REQUEST``); decoding never raises anything else, whatever the bytes.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,17 @@ from webaccel.errors import ProtocolError
 # Message types, grouped by who sends them.
 SERVER_TYPES = frozenset({"load_model", "run", "unload", "cancel", "heartbeat", "generate"})
 PAGE_TYPES = frozenset(
-    {"hello", "capabilities", "loaded", "result", "stream", "error", "heartbeat", "unloaded", "done"}
+    {
+        "hello",
+        "capabilities",
+        "loaded",
+        "result",
+        "stream",
+        "error",
+        "heartbeat",
+        "unloaded",
+        "done",
+    }
 )
 MESSAGE_TYPES = SERVER_TYPES | PAGE_TYPES
 
@@ -125,7 +136,9 @@ def _check_fields(
     if not isinstance(id_, str) or not id_ or len(id_) > 128:
         raise ProtocolError("frame 'id' must be a non-empty string of at most 128 characters")
     if type_ not in MESSAGE_TYPES:
-        raise ProtocolError(f"unknown frame type {type_!r}; expected one of {sorted(MESSAGE_TYPES)}")
+        raise ProtocolError(
+            f"unknown frame type {type_!r}; expected one of {sorted(MESSAGE_TYPES)}"
+        )
     if model_name is not None and not isinstance(model_name, str):
         raise ProtocolError("'model_name' must be a string")
     if platform is not None and not isinstance(platform, str):
@@ -145,7 +158,9 @@ def encode_control(msg: Control) -> str:
 
 def decode_control(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Control:
     if len(text) > limits.max_control_bytes:
-        raise ProtocolError(f"control frame of {len(text)} bytes exceeds {limits.max_control_bytes}")
+        raise ProtocolError(
+            f"control frame of {len(text)} bytes exceeds {limits.max_control_bytes}"
+        )
     obj = _loads(text, "control frame")
     if not isinstance(obj, dict):
         raise ProtocolError("control frame must be a JSON object")
@@ -225,7 +240,9 @@ def encode_tensors(frame: TensorFrame) -> bytes:
     return b"".join([_HEADER_LEN.pack(len(head)), head, *chunks])
 
 
-def decode_tensors(message: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> TensorFrame:
+def decode_tensors(
+    message: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS
+) -> TensorFrame:
     """Parse and validate a binary frame; arrays are copies (safe to keep)."""
     buf = memoryview(message).cast("B")
     if len(buf) > limits.max_frame_bytes:
@@ -234,7 +251,9 @@ def decode_tensors(message: bytes | bytearray | memoryview, limits: Limits = DEF
         raise ProtocolError("binary frame is shorter than its 4-byte header length")
     (head_len,) = _HEADER_LEN.unpack_from(buf, 0)
     if head_len > limits.max_header_bytes:
-        raise ProtocolError(f"binary frame header of {head_len} bytes exceeds {limits.max_header_bytes}")
+        raise ProtocolError(
+            f"binary frame header of {head_len} bytes exceeds {limits.max_header_bytes}"
+        )
     body_start = _HEADER_LEN.size + head_len
     if body_start > len(buf):
         raise ProtocolError(
@@ -273,14 +292,17 @@ def _decode_entry(entry: Any, body: memoryview, limits: Limits) -> tuple[str, np
     if not isinstance(name, str) or not name:
         raise ProtocolError("tensor 'name' must be a non-empty string")
     if dtype not in DTYPES:
-        raise ProtocolError(f"tensor {name!r}: unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
+        raise ProtocolError(
+            f"tensor {name!r}: unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}"
+        )
     if (
         not isinstance(shape, list)
         or len(shape) > limits.max_rank
         or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
         raise ProtocolError(
-            f"tensor {name!r}: shape must be a list of at most {limits.max_rank} non-negative integers"
+            f"tensor {name!r}: shape must be a list of at most {limits.max_rank} "
+            "non-negative integers"
         )
     for label, value in (("offset", offset), ("length", length)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -290,11 +312,13 @@ def _decode_entry(entry: Any, body: memoryview, limits: Limits) -> tuple[str, np
     expected = math.prod(shape) * itemsize
     if expected != length:
         raise ProtocolError(
-            f"tensor {name!r}: shape {shape} of {dtype} needs {expected} bytes, header says {length}"
+            f"tensor {name!r}: shape {shape} of {dtype} needs {expected} bytes, "
+            f"header says {length}"
         )
     if offset + length > len(body):
         raise ProtocolError(
-            f"tensor {name!r}: bytes [{offset}, {offset + length}) run past the frame's {len(body)} bytes"
+            f"tensor {name!r}: bytes [{offset}, {offset + length}) run past the "
+            f"frame's {len(body)} bytes"
         )
     array = np.frombuffer(body[offset : offset + length], dtype=DTYPES[dtype]).reshape(shape).copy()
     return name, array

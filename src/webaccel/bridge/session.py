@@ -6,6 +6,7 @@ what the ``request_*`` methods return.  Request ids are minted here and a
 reply is matched to its request, so a late or unknown reply is reported as
 :class:`Stale` instead of being delivered to the wrong caller.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -73,21 +74,40 @@ class BridgeSession:
         return request_id
 
     # ------------------------------------------------------------- requests
-    def request(self, kind: str, *, model_name: str | None = None, data: dict[str, Any] | None = None,
-                options: dict[str, Any] | None = None) -> tuple[str, str]:
+    def request(
+        self,
+        kind: str,
+        *,
+        model_name: str | None = None,
+        data: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[str, str]:
         """A JSON request (load_model, unload, capabilities refresh ...): ``(id, text frame)``."""
         request_id = self._new_id(kind)
-        msg = Control(id=request_id, type=kind, model_name=model_name, data=data or {},
-                      options=options or {})
+        msg = Control(
+            id=request_id, type=kind, model_name=model_name, data=data or {}, options=options or {}
+        )
         return request_id, frames.encode_control(msg)
 
-    def request_run(self, key: str, inputs: dict[str, np.ndarray], *,
-                    output_names: list[str] | None = None, kind: str = "run",
-                    options: dict[str, Any] | None = None) -> tuple[str, bytes]:
+    def request_run(
+        self,
+        key: str,
+        inputs: dict[str, np.ndarray],
+        *,
+        output_names: list[str] | None = None,
+        kind: str = "run",
+        options: dict[str, Any] | None = None,
+    ) -> tuple[str, bytes]:
         request_id = self._new_id(kind)
         data = {"output_names": output_names} if output_names else {}
-        frame = TensorFrame(id=request_id, type=kind, tensors=inputs, model_name=key, data=data,
-                            options=options or {})
+        frame = TensorFrame(
+            id=request_id,
+            type=kind,
+            tensors=inputs,
+            model_name=key,
+            data=data,
+            options=options or {},
+        )
         return request_id, frames.encode_tensors(frame)
 
     def cancel(self, request_id: str) -> str | None:
@@ -109,8 +129,14 @@ class BridgeSession:
             worker_id = frame.data.get("worker_id")
             caps = frame.data.get("capabilities", {})
             loaded = frame.data.get("loaded", [])
-            if not isinstance(worker_id, str) or not isinstance(caps, dict) or not isinstance(loaded, list):
-                raise ProtocolError("hello needs data.worker_id (string) and data.capabilities (object)")
+            if (
+                not isinstance(worker_id, str)
+                or not isinstance(caps, dict)
+                or not isinstance(loaded, list)
+            ):
+                raise ProtocolError(
+                    "hello needs data.worker_id (string) and data.capabilities (object)"
+                )
             return Hello(worker_id, caps, tuple(str(k) for k in loaded))
         if frame.type == "heartbeat":
             return Heartbeat(frame.data)
@@ -122,8 +148,9 @@ class BridgeSession:
             self.pending.pop(frame.id)
             code = frame.data.get("code", "INTERNAL")
             message_text = frame.data.get("message", "the page reported an error without a message")
-            return Failure(frame.id, error_from_code(str(code), str(message_text),
-                                                     frame.data.get("details")))
+            return Failure(
+                frame.id, error_from_code(str(code), str(message_text), frame.data.get("details"))
+            )
         if frame.type in _FINAL_TYPES:
             self.pending.pop(frame.id)
             return Reply(frame.id, frame)

@@ -1,4 +1,5 @@
 """Chromium as a subprocess: where to find it and which flags it needs here."""
+
 from __future__ import annotations
 
 import os
@@ -28,18 +29,21 @@ def find_chromium(explicit: str | os.PathLike[str] | None = None) -> Path:
         raise BrowserNotFoundError(
             f"Chromium binary {str(path)!r} does not exist or is not executable; "
             "fix WEBACCEL_CHROMIUM / the binary argument, or install it: apt-get install chromium",
-            details={"binary": str(path)})
+            details={"binary": str(path)},
+        )
     for name in CANDIDATES:
         found = name if os.path.isabs(name) else shutil.which(name)
         if found and os.path.isfile(found) and os.access(found, os.X_OK):
             return Path(found)
     raise BrowserNotFoundError(
         "Chromium is not installed: run `apt-get install chromium chromium-driver` "
-        "(or `make setup`), or point WEBACCEL_CHROMIUM at a Chromium/Chrome binary")
+        "(or `make setup`), or point WEBACCEL_CHROMIUM at a Chromium/Chrome binary"
+    )
 
 
-def chromium_flags(profile_dir: Path, *, server_host: str = "127.0.0.1", headless: bool = True,
-                   webnn: bool = True) -> list[str]:
+def chromium_flags(
+    profile_dir: Path, *, server_host: str = "127.0.0.1", headless: bool = True, webnn: bool = True
+) -> list[str]:
     exclude = "EXCLUDE 127.0.0.1, EXCLUDE localhost"
     if server_host not in ("127.0.0.1", "localhost", "::1"):
         exclude += f", EXCLUDE {server_host}"

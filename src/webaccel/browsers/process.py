@@ -8,6 +8,7 @@ browser is forked from one long-lived spawner thread.  On a normal exit,
 an exception, SIGINT or SIGTERM, :func:`terminate_all` ends each process
 group and deletes its profile directory.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,7 +47,9 @@ class _Spawner:
     """One daemon thread that forks every browser (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._jobs: queue.Queue[tuple[concurrent.futures.Future[subprocess.Popen[bytes]], dict]] = queue.Queue()
+        self._jobs: queue.Queue[tuple[concurrent.futures.Future[subprocess.Popen[bytes]], dict]] = (
+            queue.Queue()
+        )
         self._thread = threading.Thread(target=self._loop, name="webaccel-spawner", daemon=True)
         self._thread.start()
 
@@ -57,7 +60,9 @@ class _Spawner:
                 continue
             try:
                 pid = os.getpid()
-                fut.set_result(subprocess.Popen(preexec_fn=lambda: _die_with_parent(pid), **kwargs))
+                fut.set_result(
+                    subprocess.Popen(preexec_fn=lambda p=pid: _die_with_parent(p), **kwargs)
+                )
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 fut.set_exception(exc)
 
@@ -101,6 +106,7 @@ def install_cleanup() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+
         def on_term(signum: int, frame: object) -> None:
             terminate_all()
             raise SystemExit(128 + signum)
@@ -112,15 +118,26 @@ def install_cleanup() -> None:
 class BrowserProcess:
     """A browser process group plus the temporary profile it owns."""
 
-    def __init__(self, argv: Sequence[str], *, profile_dir: Path, log_path: Path,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        profile_dir: Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.argv = list(argv)
         self.profile_dir = profile_dir
         self.log_path = log_path
         self._log_file = open(log_path, "wb")  # noqa: SIM115 - closed in terminate()
         self.popen = _get_spawner().spawn(
-            args=self.argv, stdin=subprocess.DEVNULL, stdout=self._log_file,
-            stderr=subprocess.STDOUT, env=env, close_fds=True)
+            args=self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            close_fds=True,
+        )
         self.pid = self.popen.pid
         with _live_lock:
             _live[self.pid] = self

@@ -1,4 +1,5 @@
 """A worker: one browser page over the bridge, as a :class:`WorkerTransport`."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,8 +38,9 @@ def backends_from_capabilities(caps: dict[str, Any]) -> list[str]:
 class BrowserWorker:
     """Implements :class:`webaccel.pool.transport.WorkerTransport` for a page we launched."""
 
-    def __init__(self, server: WebAccelServer, worker_id: str, browser: str,
-                 process: BrowserProcess | None) -> None:
+    def __init__(
+        self, server: WebAccelServer, worker_id: str, browser: str, process: BrowserProcess | None
+    ) -> None:
         self.server = server
         self.id = worker_id
         self.browser = browser
@@ -66,30 +68,50 @@ class BrowserWorker:
     def _conn(self) -> PageConnection:
         conn = self.connection
         if conn is None or not conn.open or not self.alive:
-            raise WorkerLostError(f"worker {self.id} ({self.browser}) is gone; retry on another worker")
+            raise WorkerLostError(
+                f"worker {self.id} ({self.browser}) is gone; retry on another worker"
+            )
         return conn
 
     async def load_model(self, model: ModelRef, *, timeout: float = 120.0) -> LoadInfo:
-        data = {"key": model.key, "url": model.url, "backend": model.backend,
-                "cid": model.cid, "session_options": model.session_options}
-        reply = await self._conn().request("load_model", model_name=model.key, data=data,
-                                           timeout=timeout)
+        data = {
+            "key": model.key,
+            "url": model.url,
+            "backend": model.backend,
+            "cid": model.cid,
+            "session_options": model.session_options,
+        }
+        reply = await self._conn().request(
+            "load_model", model_name=model.key, data=data, timeout=timeout
+        )
         d = reply.data
-        return LoadInfo(key=model.key, backend=str(d.get("backend", model.backend)),
-                        load_ms=float(d.get("load_ms", 0.0)),
-                        input_names=tuple(d.get("inputs", ())),
-                        output_names=tuple(d.get("outputs", ())),
-                        source=str(d.get("source", "network")))
+        return LoadInfo(
+            key=model.key,
+            backend=str(d.get("backend", model.backend)),
+            load_ms=float(d.get("load_ms", 0.0)),
+            input_names=tuple(d.get("inputs", ())),
+            output_names=tuple(d.get("outputs", ())),
+            source=str(d.get("source", "network")),
+        )
 
-    async def run(self, key: str, inputs: dict[str, np.ndarray], *,
-                  output_names: list[str] | None = None, timeout: float = 60.0) -> RunResult:
+    async def run(
+        self,
+        key: str,
+        inputs: dict[str, np.ndarray],
+        *,
+        output_names: list[str] | None = None,
+        timeout: float = 60.0,
+    ) -> RunResult:
         start = time.perf_counter()
         reply = await self._conn().run(key, inputs, output_names=output_names, timeout=timeout)
         round_trip = (time.perf_counter() - start) * 1000
         if not isinstance(reply, frames.TensorFrame):
             raise ProtocolError(f"worker {self.id} answered a run with a {reply.type} text frame")
-        return RunResult(outputs=reply.tensors, page_ms=float(reply.data.get("page_ms", 0.0)),
-                         round_trip_ms=round_trip)
+        return RunResult(
+            outputs=reply.tensors,
+            page_ms=float(reply.data.get("page_ms", 0.0)),
+            round_trip_ms=round_trip,
+        )
 
     async def unload(self, key: str) -> None:
         await self._conn().request("unload", model_name=key, timeout=30)
@@ -106,22 +128,34 @@ class BrowserWorker:
             await self.process.terminate_async()
 
 
-async def launch_chromium(server: WebAccelServer, *, worker_id: str | None = None,
-                          binary: str | None = None, timeout: float = 30.0,
-                          headless: bool = True, threads: int = 1, ort_build: str = "all",
-                          extra_flags: list[str] | None = None) -> BrowserWorker:
+async def launch_chromium(
+    server: WebAccelServer,
+    *,
+    worker_id: str | None = None,
+    binary: str | None = None,
+    timeout: float = 30.0,
+    headless: bool = True,
+    threads: int = 1,
+    ort_build: str = "all",
+    extra_flags: list[str] | None = None,
+) -> BrowserWorker:
     """Start headless Chromium on the worker page; ready once the page says hello."""
     exe = find_chromium(binary)
     worker_id = worker_id or f"chromium-{uuid.uuid4().hex[:8]}"
     profile = Path(tempfile.mkdtemp(prefix="webaccel-chromium-"))
     log_path = Path(tempfile.mkstemp(prefix="webaccel-chromium-", suffix=".log")[1])
     url = server.worker_page_url(worker_id, threads=threads, ort=ort_build)
-    argv = [str(exe), *chromium_flags(profile, server_host=server.host, headless=headless),
-            *(extra_flags or []), url]
+    argv = [
+        str(exe),
+        *chromium_flags(profile, server_host=server.host, headless=headless),
+        *(extra_flags or []),
+        url,
+    ]
     start = time.perf_counter()
     loop = asyncio.get_running_loop()
-    process = await loop.run_in_executor(None, lambda: BrowserProcess(argv, profile_dir=profile,
-                                                                      log_path=log_path))
+    process = await loop.run_in_executor(
+        None, lambda: BrowserProcess(argv, profile_dir=profile, log_path=log_path)
+    )
     worker = BrowserWorker(server, worker_id, "chromium", process)
     hello = asyncio.ensure_future(server.hub.wait_for(worker_id, timeout))
     try:
@@ -130,7 +164,8 @@ async def launch_chromium(server: WebAccelServer, *, worker_id: str | None = Non
                 raise BrowserLaunchError(
                     f"Chromium exited with code {process.returncode} before its page said hello. "
                     f"Its output ends with:\n{process.log_tail()}",
-                    details={"binary": str(exe), "returncode": process.returncode})
+                    details={"binary": str(exe), "returncode": process.returncode},
+                )
             await asyncio.wait({hello}, timeout=0.05)
         try:
             conn = hello.result()
@@ -138,7 +173,8 @@ async def launch_chromium(server: WebAccelServer, *, worker_id: str | None = Non
             raise BrowserLaunchError(
                 f"Chromium started but its worker page did not say hello within {timeout:.0f} s "
                 f"(is {server.url} reachable from the browser?). Its output ends with:\n"
-                f"{process.log_tail()}") from None
+                f"{process.log_tail()}"
+            ) from None
     except BaseException:
         hello.cancel()
         await process.terminate_async()

