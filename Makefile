@@ -22,6 +22,8 @@ system:
 	@missing=""; \
 	[ -x /usr/lib/chromium/chromium ] || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	command -v firefox-esr >/dev/null || missing="$$missing firefox-esr"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v node >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
