@@ -339,3 +339,22 @@ async def test_grid_node_in_another_namespace_serves(netns: Netns) -> None:
     finally:
         await server.stop()
         await asyncio.to_thread(grid.stop)
+
+
+async def test_remote_join_helper_prints_urls_and_qr_for_serve() -> None:
+    from webaccel.browsers.remote import RemoteJoin
+
+    server = WebAccelServer()
+    remote = RemoteJoin(server, public_url="https://gpu.example.org/")
+    await server.start()
+    try:
+        tok, urls = remote.issue("serve")
+        assert urls == [f"https://gpu.example.org/join?token={tok.value}"]
+        assert "https://gpu.example.org" in server.origins()  # pages behind the proxy pass
+        text = remote.banner(tok, urls)
+        assert urls[0] in text and tok.id in text and text.count("\n") > 15
+        assert remote.joined.try_next() is None
+        # The join route works through the helper too.
+        assert (await join(server, tok.value)).status_code == 303
+    finally:
+        await server.stop()

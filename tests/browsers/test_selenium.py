@@ -89,3 +89,18 @@ def gone_within(worker_id: str, seconds: float = 10.0) -> bool:
 def test_no_selenium_browser_outlives_a_killed_python() -> None:
     worker_id = run_child_and_kill("selenium")
     assert gone_within(worker_id), [p.cmdline()[:2] for p in processes_marked(worker_id)]
+
+
+def test_launcher_status_for_doctor() -> None:
+    from webaccel.browsers.launching import launcher_status
+
+    rows = {(r["launcher"], r["browser"]): r for r in launcher_status()}
+    assert rows[("subprocess", "chromium")]["ok"]
+    assert (
+        "--enable-features=WebMachineLearningNeuralNetwork"
+        in rows[("subprocess", "chromium")]["switches"]
+    )
+    assert rows[("selenium", "chromium")]["ok"]
+    assert not rows[("playwright", "firefox")]["ok"]
+    if not rows[("selenium", "firefox")]["ok"]:
+        assert "geckodriver" in rows[("selenium", "firefox")]["why"]

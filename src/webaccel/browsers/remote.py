@@ -285,18 +285,72 @@ class JoinedWorkers:
             held = self._handed.get(wid)
             if held is not None and not held._closed:
                 continue
-            worker = RemoteWorker(
-                self.server,
-                wid,
-                family_from_user_agent(conn.capabilities.get("userAgent", "")),
-                None,
-            )
-            worker.capabilities = conn.capabilities
-            self._handed[wid] = worker
-            return worker
+            return self._hand_out(wid, conn)
+
+    def try_next(self) -> RemoteWorker | None:
+        """A joined page not handed out yet, or None (never waits)."""
+        while not self._queue.empty():
+            wid = self._queue.get_nowait()
+            conn = self.server.hub.connections.get(wid)
+            held = self._handed.get(wid)
+            if conn is None or not conn.open or (held is not None and not held._closed):
+                continue
+            return self._hand_out(wid, conn)
+        return None
+
+    def _hand_out(self, wid: str, conn: Any) -> RemoteWorker:
+        worker = RemoteWorker(
+            self.server, wid, family_from_user_agent(conn.capabilities.get("userAgent", "")), None
+        )
+        worker.capabilities = conn.capabilities
+        self._handed[wid] = worker
+        return worker
 
     async def __call__(self, family: str) -> RemoteWorker:
         return await self.next()
+
+
+class RemoteJoin:
+    """Everything ``webaccel serve --listen ADDR`` needs; build it before ``server.start()``.
+
+    ``public_url`` is the address browsers use (a TLS proxy's ``https://...``,
+    or ``http://LAN-IP:PORT``); without it the join URLs use the bound address,
+    or every non-loopback address of this host when bound to 0.0.0.0.
+    """
+
+    def __init__(
+        self, server: WebAccelServer, *, public_url: str | None = None, threads: int = 1
+    ) -> None:
+        self.server = server
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.tokens = TokenStore().attach(server)
+        server.add_routes(join_routes(self.tokens, threads=threads))
+        self.joined = JoinedWorkers(server)
+
+    def base_urls(self) -> list[str]:
+        """Call after start (the port may have been 0)."""
+        if self.public_url:
+            advertise(self.server, self.public_url)
+            return [self.public_url]
+        if self.server.host in ("0.0.0.0", "::", ""):
+            urls = public_urls(self.server.port) or [f"http://127.0.0.1:{self.server.port}"]
+        else:
+            urls = [self.server.url]
+        for url in urls:
+            advertise(self.server, url)
+        return urls
+
+    def issue(
+        self, label: str = "", *, ttl_s: float | None = None, max_workers: int | None = None
+    ) -> tuple[JoinToken, list[str]]:
+        tok = self.tokens.issue(label, ttl_s=ttl_s, max_workers=max_workers)
+        return tok, [join_url(base, tok) for base in self.base_urls()]
+
+    def banner(self, tok: JoinToken, urls: list[str], *, qr: bool = True) -> str:
+        text = join_banner(urls[0], qr=qr)
+        if len(urls) > 1:
+            text += "\nAlso reachable at:\n" + "\n".join(f"  {u}" for u in urls[1:])
+        return text + f"\n(token id {tok.id})"
 
 
 TLS_PROXY_NOTES = """\

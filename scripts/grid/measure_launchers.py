@@ -1,0 +1,110 @@
+"""Start-up time (launch -> page hello) and memory (PSS) per launcher.
+
+    python scripts/grid/measure_launchers.py [--repeats 5] [--json]
+
+Each launcher starts one headless browser on the same worker page, sequentially;
+PSS is read 2 s after hello (the page idle, onnxruntime-web loaded), split into
+the browser's own processes and the driver that started it (chromedriver,
+Playwright's Node driver, the Grid node's JVM). Medians over the repeats.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+
+import psutil
+
+from webaccel.browsers import launch_worker
+from webaccel.browsers.grid import LocalGrid
+from webaccel.browsers.launching import descendants, processes_marked, pss_bytes, tree
+from webaccel.server import WebAccelServer
+
+
+def split_pids(worker) -> tuple[list[int], list[int]]:
+    """(browser pids, driver pids) of a worker."""
+    kind = getattr(worker, "launcher", "subprocess")
+    if kind == "grid":
+        browser = [p.pid for p in tree(processes_marked(worker.id))]
+        drivers = []
+        for p in processes_marked(worker.id):
+            parent = p.parent()
+            if parent is not None and "chromedriver" in parent.name():
+                drivers.append(parent.pid)
+        return browser, drivers
+    if kind == "selenium":
+        driver = worker.driver_process.pid
+        return descendants(driver, include_self=False), [driver]
+    if kind == "playwright":
+        nodes = [c.pid for c in psutil.Process().children() if "playwright" in " ".join(c.cmdline())]
+        return worker.pids(), nodes
+    return descendants(worker.process.pid), []
+
+
+async def measure(server, browser: str, launcher: str | None, repeats: int, **kw):
+    rows = []
+    for _ in range(repeats):
+        w = await launch_worker(server, browser, launcher=launcher, **kw)
+        await asyncio.sleep(2)
+        b, d = split_pids(w)
+        rows.append((w.launch_ms, pss_bytes(b), pss_bytes(d), len(b)))
+        await w.close()
+        await asyncio.sleep(0.5)
+    ms = [r[0] for r in rows]
+    return {
+        "browser": browser, "launcher": launcher or "subprocess",
+        "start_ms_median": round(statistics.median(ms)), "start_ms_min": round(min(ms)),
+        "start_ms_max": round(max(ms)),
+        "browser_pss_mb": round(statistics.median(r[1] for r in rows) / 2**20),
+        "driver_pss_mb": round(statistics.median(r[2] for r in rows) / 2**20),
+        "browser_processes": int(statistics.median(r[3] for r in rows)), "repeats": repeats,
+    }
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    results = []
+    async with WebAccelServer() as server:
+        # One throwaway launch: first-run disk caches are not a launcher's cost.
+        w = await launch_worker(server, "chromium")
+        await w.close()
+        for browser, launcher in [("chromium", "subprocess"), ("chromium", "selenium"),
+                                  ("chromium", "playwright"), ("firefox", "subprocess")]:
+            results.append(await measure(server, browser, launcher, args.repeats))
+        grid = await asyncio.to_thread(LocalGrid(nodes=1, max_sessions=1).start)
+        try:
+            w = await launch_worker(server, "chromium", grid_url=grid.url)  # warm the JVM
+            await w.close()
+            row = await measure(server, "chromium", "grid", args.repeats, grid_url=grid.url)
+            row["jvm_rss_mb"] = {
+                "hub": round(psutil.Process(grid.hub.pid).memory_info().rss / 2**20),
+                "node": round(psutil.Process(grid.nodes[0].process.pid).memory_info().rss / 2**20),
+            }
+            results.append(row)
+        finally:
+            grid.stop()
+    host = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    if args.json:
+        for r in results:
+            print(json.dumps({**r, "hardware": host}))
+        return
+    print("| browser | launcher | start-up to hello, ms (median [min-max]) | browser PSS MB "
+          "| driver PSS MB | processes |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['browser']} | {r['launcher']} | {r['start_ms_median']} "
+              f"[{r['start_ms_min']}-{r['start_ms_max']}] | {r['browser_pss_mb']} | "
+              f"{r['driver_pss_mb']} | {r['browser_processes']} |")
+    for r in results:
+        if "jvm_rss_mb" in r:
+            print(f"Grid JVMs (RSS MB): {r['jvm_rss_mb']}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
