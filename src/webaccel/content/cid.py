@@ -4,13 +4,15 @@ Inside the content layer a CID is its binary form (``bytes``): CIDv0 is the bare
 sha2-256 multihash (34 bytes), CIDv1 is ``0x01 || varint(codec) || multihash``
 (https://github.com/multiformats/cid).  Building a ``multiformats.CID`` costs
 about as much as hashing a 256 KiB chunk, so the importer and the stores keep
-bytes and convert only to parse or print (``parse``, ``to_str``).
+bytes and convert only to parse or print (``parse``, ``to_str``, both cached:
+the gateway and the fetcher print and parse the same CIDs over and over).
 
 We only verify sha2-256 and identity multihashes and the dag-pb/raw codecs:
 that is what UnixFS file DAGs use, and a CID we cannot verify is refused.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from multiformats import CID
@@ -82,6 +84,16 @@ def _check_fields(c: CID) -> tuple[int, int, int, bytes]:
     return c.version, codec, hcode, c.raw_digest
 
 
+@functools.lru_cache(maxsize=16384)
+def _parse_text(value: str) -> bytes:
+    try:
+        c = CID.decode(value)
+    except Exception as exc:
+        raise InvalidCIDError("not a valid CID; expected bafy... (CIDv1) or Qm... (CIDv0)") from exc
+    _check(c)
+    return bytes(c)
+
+
 def parse(value: CIDLike) -> bytes:
     """Binary CID from a string (any multibase), a ``CID`` or binary bytes.
 
@@ -95,12 +107,7 @@ def parse(value: CIDLike) -> bytes:
         return bytes(value)
     if not isinstance(value, str) or not value or len(value) > 512:
         raise InvalidCIDError("expected a CID string such as bafy... or Qm...")
-    try:
-        c = CID.decode(value.strip())
-    except Exception as exc:
-        raise InvalidCIDError("not a valid CID; expected bafy... (CIDv1) or Qm... (CIDv0)") from exc
-    _check(c)
-    return bytes(c)
+    return _parse_text(value.strip())
 
 
 def to_cid(raw: bytes) -> CID:
@@ -110,6 +117,7 @@ def to_cid(raw: bytes) -> CID:
     return c
 
 
+@functools.lru_cache(maxsize=16384)
 def to_str(raw: bytes) -> str:
     """Canonical text: base58btc for CIDv0, base32 for CIDv1 (what Kubo prints)."""
     return str(to_cid(raw))

@@ -62,7 +62,9 @@ class Faults:
     def __init__(self, app: ASGIApp, *, rate: float | None = None, corrupt: float = 0.0,
                  delay: float = 0.0, seed: int = 0) -> None:
         self.app = app
-        self.bucket = TokenBucket(rate, burst=max(self.PIECE, int(rate // 50))) if rate else None
+        # a quarter second of burst: a process scheduled late (busy machine)
+        # catches up instead of losing the tokens it slept through
+        self.bucket = TokenBucket(rate, burst=max(self.PIECE, int(rate // 4))) if rate else None
         self.corrupt = corrupt
         self.delay = delay
         self.rng = random.Random(seed)
