@@ -39,7 +39,9 @@ def split_pids(worker) -> tuple[list[int], list[int]]:
         driver = worker.driver_process.pid
         return descendants(driver, include_self=False), [driver]
     if kind == "playwright":
-        nodes = [c.pid for c in psutil.Process().children() if "playwright" in " ".join(c.cmdline())]
+        nodes = [
+            c.pid for c in psutil.Process().children() if "playwright" in " ".join(c.cmdline())
+        ]
         return worker.pids(), nodes
     return descendants(worker.process.pid), []
 
