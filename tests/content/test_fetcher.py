@@ -92,3 +92,16 @@ async def test_missing_everywhere_is_not_found(tmp_path: Path) -> None:
         with pytest.raises(BlockNotFoundError):
             await f.get_block(cidmod.parse(missing))
         await f.aclose()
+
+
+async def test_blocks_already_local_are_not_fetched(tmp_path: Path) -> None:
+    src = write_random(tmp_path / "f", 2 * 262_144 + 10, seed=4)
+    root = _seed(tmp_path, src, "kubo-v1", ["p1"])
+    local = BlockStore(tmp_path / "local")
+    add_path(src, "kubo-v1", store=local)
+    with peers([{"root": tmp_path / "p1"}]) as (p,):
+        f = Fetcher([p.url])
+        stats = await f.fetch(root, tmp_path / "out", store=local)
+        await f.aclose()
+    assert stats.local_blocks == 4 and stats.blocks == 0
+    assert (tmp_path / "out").read_bytes() == src.read_bytes()

@@ -87,6 +87,7 @@ class FetchStats:
     corrupt_rejected: int = 0
     retries: int = 0
     hedged: int = 0
+    local_blocks: int = 0  # found in the store, not fetched
     seconds: float = 0.0
     peers: list[dict[str, Any]] = field(default_factory=list)
 
@@ -235,7 +236,8 @@ class Fetcher:
 
         With ``out`` the UnixFS content is written there (a file, or a folder
         tree), via ``out.partial`` renamed at the end; with ``store`` every
-        verified block is also stored.  ``progress(done_bytes, total_bytes)``.
+        verified block is also stored (blocks already there are not fetched).
+        ``progress(done_bytes, total_bytes)``.
         """
         raw = cidmod.parse(root)
         stats = FetchStats()
@@ -252,6 +254,16 @@ class Fetcher:
         done_bytes = 0
         durations: deque[float] = deque(maxlen=64)
 
+        def complete(job: _Job, data: bytes) -> None:
+            nonlocal total, done_bytes
+            content, new_jobs, size = self._handle(job, data)
+            if job.kind == "root":
+                total = size
+            done_bytes += content
+            queue.extend(new_jobs)
+            if progress is not None:
+                progress(done_bytes, total)
+
         def launch(job: _Job, peer: Peer) -> None:
             peer.inflight += 1
             job.started = time.monotonic()
@@ -263,6 +275,12 @@ class Fetcher:
                 # fill the window
                 while queue and len(running) < self.window:
                     job = queue[0]
+                    local = store.get_local(job.cid) if store is not None else None
+                    if local is not None:  # already here (verified on the way in)
+                        queue.popleft()
+                        stats.local_blocks += 1
+                        complete(job, local)
+                        continue
                     peer = self._pick(job.tried, self.typical_block)
                     if peer is None:
                         if not self._alive(job.tried):
@@ -311,13 +329,7 @@ class Fetcher:
                     stats.bytes += len(data)
                     if store is not None:
                         store.put_trusted(job.cid, data)
-                    content, new_jobs, size = self._handle(job, data)
-                    if job.kind == "root":
-                        total = size
-                    done_bytes += content
-                    queue.extend(new_jobs)
-                    if progress is not None:
-                        progress(done_bytes, total)
+                    complete(job, data)
         finally:
             for task in running:
                 task.cancel()
