@@ -231,14 +231,20 @@ def demo(runs: int = typer.Option(20, help="warm runs to time")) -> None:
 @app.command()
 @typed_errors
 def serve(
-    host: str = typer.Option("127.0.0.1"),
+    host: str = typer.Option("127.0.0.1", help="address to bind (loopback unless you opt in)"),
     port: int = typer.Option(8700),
-    browsers: int = typer.Option(0, help="browser workers to start now"),
+    browsers: int = typer.Option(0, help="headless browser workers to start now"),
+    api_key: str = typer.Option(None, envvar="WEBACCEL_API_KEY", help="OpenAI API bearer key"),
+    listen: str = typer.Option(None, help="e.g. 0.0.0.0: accept joining browsers from the network"),
+    public_url: str = typer.Option(None, help="the URL remote browsers reach (e.g. behind TLS)"),
 ) -> None:
-    """Serve the bridge, worker page and model files until interrupted."""
+    """Serve the bridge, gateway, OpenAI API, metrics and dashboard until interrupted."""
     from webaccel.serve import serve_forever
 
-    asyncio.run(serve_forever(host, port, browsers))
+    asyncio.run(
+        serve_forever(listen or host, port, browsers, api_key=api_key,
+                      join=True if listen else None, public_url=public_url)
+    )
 
 
 def _register_plugins() -> None:

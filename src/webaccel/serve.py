@@ -1,30 +1,105 @@
-"""``webaccel serve``: run the server (and optionally browser workers) until interrupted."""
-
+"""``webaccel serve``: one port for the bridge, worker page, model files, the
+trustless gateway, the OpenAI-compatible API, Prometheus metrics and the
+dashboard; browsers that join over the network become pool workers.
+"""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
+from typing import Any
 
 from rich.console import Console
 
 from webaccel.engine import Engine
 
 
-async def serve_forever(host: str, port: int, browsers: int) -> None:
+def live_snapshot(engine: Engine) -> dict[str, Any]:
+    """What the dashboard and Prometheus show about the pool right now."""
+    stats = engine.pool.stats()
+    workers = []
+    for wid, info in stats["workers"].items():
+        worker = engine.pool.workers.get(wid)
+        workers.append({
+            "id": wid,
+            "browser": info["browser"],
+            "state": info["state"],
+            "backends": worker.available_backends() if worker is not None else [],
+            "models": info["loaded"],
+            "inflight": info["running"],
+            "served": info["served"],
+        })
+    return {"workers": workers, "queues": stats["queued"], "running": stats["running"],
+            "pending": stats["pending"], "recovery_s": stats["recovery_s"]}
+
+
+async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int = 0, *,
+                        api_key: str | None = None, join: bool | None = None,
+                        public_url: str | None = None, ready: asyncio.Event | None = None,
+                        stop: asyncio.Event | None = None) -> None:
+    from webaccel.browsers import remote
+    from webaccel.content.gateway import gateway_routes
+    from webaccel.content.store import BlockStore
+    from webaccel.metrics.http import metrics_routes
+    from webaccel.metrics.store import MetricsStore
+    from webaccel.openai_api import openai_routes, resolve_api_key
+
     console = Console()
-    engine = Engine(host=host, port=port, max_connections=max(browsers, 1))
-    await engine.start()
-    stop = asyncio.Event()
+    metrics = MetricsStore()
+    metrics.record_run_start("server", info={"host": host, "port": port})
+    engine = Engine(host=host, port=port, max_connections=max(browsers, 4), metrics=metrics)
+    key, generated = resolve_api_key(api_key)
+    blocks = BlockStore()
+    server = engine.server
+    server.add_routes([
+        *gateway_routes(blocks, upload_token=server.token),
+        *openai_routes(engine, key),
+        # The server answers /healthz itself (with pool and metrics health below).
+        *[r for r in metrics_routes(metrics, lambda: live_snapshot(engine))
+          if getattr(r, "path", "") != "/healthz"],
+    ])
+    server.health = lambda: {"pool": {k: v for k, v in live_snapshot(engine).items()
+                                       if k != "workers"},
+                              "metrics_writer_alive": metrics.stats()["writer_alive"]}
+    remote_ok = join if join is not None else host not in ("127.0.0.1", "localhost", "::1")
+    tokens = joined = None
+    if remote_ok:
+        tokens = remote.TokenStore().attach(server)
+        server.add_routes(remote.join_routes(tokens))
+        joined = remote.JoinedWorkers(server)
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    await engine.start()
+    adopt_task = None
     try:
+        console.print(f"webaccel serving on [bold]{server.url}[/]")
+        console.print(f"  OpenAI API: {server.url}/v1  (API key: "
+                      f"{key if generated else 'from --api-key / WEBACCEL_API_KEY'})")
+        console.print(f"  gateway: {server.url}/ipfs/<cid>   dashboard: {server.url}/dashboard   "
+                      f"metrics: {server.url}/metrics")
+        if tokens is not None and joined is not None:
+            for url in [public_url] if public_url else remote.public_urls(server.port):
+                remote.advertise(server, url)
+            tok = tokens.issue("serve")
+            base = public_url or (remote.public_urls(server.port) or [server.url])[0]
+            console.print(remote.join_banner(remote.join_url(base, tok)))
+
+            async def adopt_joined() -> None:
+                while True:
+                    with contextlib.suppress(TimeoutError):
+                        engine.pool.adopt(await joined.next(timeout=3600))
+
+            adopt_task = asyncio.create_task(adopt_joined())
         for _ in range(browsers):
             await engine.any_worker()
-        console.print(f"webaccel serving on {engine.server.url}  (token: {engine.server.token})")
-        console.print(f"worker page: {engine.server.worker_page_url('manual-1')}")
+        if ready is not None:
+            ready.set()
         await stop.wait()
     finally:
+        if adopt_task is not None:
+            adopt_task.cancel()
         await engine.close()
+        metrics.close()

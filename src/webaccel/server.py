@@ -209,7 +209,7 @@ class WebAccelServer:
         self.hub = WorkerHub()
         self.model_files = ModelFiles()
         self._extra_routes = list(extra_routes)
-        self._health = health
+        self.health = health  # extra fields for /healthz; may be set until start()
         # (token, worker id or None for model bytes) -> allowed; for tokens other
         # than self.token (webaccel.browsers.remote.TokenStore.attach sets it).
         self.token_check = token_check
@@ -255,7 +255,7 @@ class WebAccelServer:
             model_files=self.model_files,
             allowed_origins=self.origins,
             extra_routes=self._extra_routes,
-            health=self._health,
+            health=self.health,
             token_check=lambda t, w: self.token_check is not None and self.token_check(t, w),
         )
         config = uvicorn.Config(

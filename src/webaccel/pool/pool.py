@@ -521,6 +521,14 @@ class ResourcePool:
     def workers(self) -> dict[str, WorkerTransport]:
         return dict(self._workers)
 
+    def adopt(self, worker: WorkerTransport) -> None:
+        """Add a worker that started elsewhere (a browser that joined, a Grid session).
+
+        It is routed to like a launched one; when it is lost it is not
+        replaced by a launch of its family unless that family is launchable.
+        """
+        self._post(("adopt", worker))
+
     def worker_states(self) -> dict[str, str]:
         return {w.id: w.state.value for w in self._state.workers.values()}
 
@@ -593,6 +601,11 @@ class ResourcePool:
                 )
         elif kind == "launched":
             self._on_launched(cmd[1], cmd[2], now)
+        elif kind == "adopt":
+            worker = cmd[1]
+            pid = f"adopting-{worker.id}"
+            self._state.add_launching(pid, normalize_browser(worker.browser) or worker.browser, now)
+            self._on_launched(pid, worker, now)
         elif kind == "launch_failed":
             self._on_launch_failed(cmd[1], cmd[2], now)
         elif kind == "lost":
