@@ -8,8 +8,10 @@ start of a stop string is held back until it cannot be, and a match cancels
 the page's loop.  Leaving the iteration early (``aclose()``, ``break``, a
 client disconnect) cancels the generation in the page too.
 
-The engine's worker slot is locked only while the model loads, so several
-generations share a page: the page alternates their steps.
+A worker is leased from the engine's pool only to place and load the model;
+the generation then runs on that page's connection outside the lease, so
+several generations share a page (the page alternates their steps) and the
+pool can still send the page other work.
 """
 from __future__ import annotations
 
@@ -24,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from webaccel.errors import InvalidInputError, WorkerLostError
+from webaccel.errors import BackendUnavailableError, InvalidInputError, WorkerLostError
 from webaccel.generation.detok import IncrementalDetokenizer
 from webaccel.generation.meta import GenerationModel
 from webaccel.generation.sampling import GenerationParams
 from webaccel.models import registry
-from webaccel.platforms import choose_backend
+from webaccel.pool.transport import ModelRef
 
 if TYPE_CHECKING:
     from webaccel.engine import Engine
@@ -174,28 +176,14 @@ async def _stream(engine: Engine, model: str, prompt: str | None,
     task: asyncio.Task[Any] | None = None
     worker: Any = None
     backend = ""
+    getter: asyncio.Future[int] | None = None
     completed = False
     try:
         for attempt in range(3):
-            slot = await engine._slot()
-            worker = slot.worker
-            choice = choose_backend(platform or engine.default_platform, worker.capabilities,
-                                    precision=precision, explicit=platform is not None)
-            backend = choice.backend
-            ref = engine._model_ref(spec, precision, backend)
-            if backend == "webgpu":
-                # Keep the KV cache on the GPU between steps (onnxruntime-web io binding).
-                present = [n.replace("past_key_values.", "present.")
-                           for n in gm.meta["inputs"] if n.startswith("past_key_values.")]
-                ref = dataclasses.replace(ref, session_options={
-                    "ort": {"preferredOutputLocation": dict.fromkeys(present, "gpu-buffer")}})
-            slot.inflight += 1
+            worker, ref, load_ms = await _place(engine, spec, gm, precision, platform, timeout)
+            backend = ref.backend
             try:
-                async with slot.lock:
-                    if ref.key not in slot.loaded:
-                        info = await worker.load_model(ref, timeout=timeout)
-                        slot.loaded[ref.key] = load_ms = info.load_ms
-                conn = worker.connection
+                conn = getattr(worker, "connection", None)
                 if conn is None or not conn.open:
                     raise WorkerLostError(f"worker {worker.id} went away before generating")
                 task = asyncio.ensure_future(conn.run(ref.key, inputs, kind="generate",
@@ -236,8 +224,6 @@ async def _stream(engine: Engine, model: str, prompt: str | None,
             except WorkerLostError:
                 if tokens or attempt == 2:
                     raise
-            finally:
-                slot.inflight -= 1
         if finish != "stop" or not gp.stop:
             pending += detok.flush()
         if pending:
@@ -245,6 +231,8 @@ async def _stream(engine: Engine, model: str, prompt: str | None,
             yield Piece(pending, tuple(pending_ids))
         completed = True
     finally:
+        if getter is not None and not getter.done():
+            getter.cancel()
         if task is not None and not task.done():
             task.cancel()  # PageConnection sends the page a cancel for this request
             with contextlib.suppress(BaseException):
@@ -272,3 +260,37 @@ async def _stream(engine: Engine, model: str, prompt: str | None,
 def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
     hits = [i for i in (text.find(s) for s in stops) if i >= 0]
     return min(hits) if hits else None
+
+
+_LOAD_LOCKS: dict[tuple[str, str], asyncio.Lock] = {}
+
+
+async def _place(engine: Engine, spec: Any, gm: GenerationModel, precision: str,
+                 platform: str | None, timeout: float) -> tuple[Any, ModelRef, float | None]:
+    """Lease a worker from the pool, make sure the model is loaded there, release it."""
+    requested = platform or engine.default_platform or "auto"
+    target, _reason = await engine._platform_for(requested, explicit=platform is not None,
+                                                 precision=precision)
+    async with engine.pool.get_connection("text_generation", target) as lease:
+        worker = lease.worker
+        backend = lease.backend or target or "wasm"
+        resolved = engine._resolve(spec.name, None)
+        key = f"{spec.name}/{precision}/{backend}"
+        ref = next((v for v in resolved.variants if v.key == key), None)
+        if ref is None:
+            raise BackendUnavailableError(f"{spec.name} has no {precision} variant for {backend}")
+        if backend == "webgpu":
+            # Keep the KV cache on the GPU between steps (onnxruntime-web io binding).
+            present = [n.replace("past_key_values.", "present.")
+                       for n in gm.meta["inputs"] if n.startswith("past_key_values.")]
+            ref = dataclasses.replace(ref, session_options={
+                **ref.session_options,
+                "ort": {"preferredOutputLocation": dict.fromkeys(present, "gpu-buffer")}})
+        # The page answers at once when the key is already loaded; the lock keeps two
+        # streams from loading the same 540 MB model twice into one page.
+        lock = _LOAD_LOCKS.setdefault((worker.id, ref.key), asyncio.Lock())
+        async with lock:
+            info = await worker.load_model(ref, timeout=timeout)
+    load_ms = info.load_ms if info.source != "memory" else None
+    return worker, ref, load_ms
+

@@ -117,6 +117,20 @@ function enqueue(rt, fn) {
   return job;
 }
 
+// Yield to the event loop's task queue.  Every await in the step loop resolves
+// through microtasks, which run before any task: without this, a page busy
+// generating would not see a WebSocket message (a cancel, another request's
+// load) until the whole generation ended.  A MessageChannel task has no
+// setTimeout clamp (4 ms once nested); Node has setImmediate.
+function yieldToTasks() {
+  if (typeof globalThis.setImmediate === 'function') return new Promise((r) => globalThis.setImmediate(r));
+  return new Promise((resolve) => {
+    const ch = new MessageChannel();
+    ch.port1.onmessage = () => { ch.port1.close(); resolve(); };
+    ch.port2.postMessage(null);
+  });
+}
+
 function generations(rt) {
   if (!rt.generations) rt.generations = new Map();
   return rt.generations;
@@ -181,6 +195,7 @@ export async function runGenerate(rt, frame) {
   rt.busy += 1;
   try {
     while (out.length < opts.max_tokens) {
+      if (out.length) await yieldToTasks();
       if (state.cancelled) { finish = 'cancelled'; break; }
       const f = feeds;
       const tStep = now();
