@@ -35,7 +35,7 @@ def live_snapshot(engine: Engine) -> dict[str, Any]:
 
 async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int = 0, *,
                         api_key: str | None = None, join: bool | None = None,
-                        public_url: str | None = None, ready: asyncio.Event | None = None,
+                        public_url: str | None = None, ready: asyncio.Future[Engine] | None = None,
                         stop: asyncio.Event | None = None) -> None:
     from webaccel.browsers import remote
     from webaccel.content.gateway import gateway_routes
@@ -49,7 +49,7 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
     metrics.record_run_start("server", info={"host": host, "port": port})
     engine = Engine(host=host, port=port, max_connections=max(browsers, 4), metrics=metrics)
     key, generated = resolve_api_key(api_key)
-    blocks = BlockStore()
+    blocks = BlockStore.default()
     server = engine.server
     server.add_routes([
         *gateway_routes(blocks, upload_token=server.token),
@@ -95,8 +95,8 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
             adopt_task = asyncio.create_task(adopt_joined())
         for _ in range(browsers):
             await engine.any_worker()
-        if ready is not None:
-            ready.set()
+        if ready is not None and not ready.done():
+            ready.set_result(engine)
         await stop.wait()
     finally:
         if adopt_task is not None:
