@@ -18,8 +18,14 @@ const { values: o } = parseArgs({ options: {
   'dawn-flag': { type: 'string', multiple: true, default: [] },
   'ort-dir': { type: 'string' },
 } });
-const dawnFlags = [...o['dawn-flag']];
-if (!dawnFlags.includes(F16_FLAG)) dawnFlags.push(F16_FLAG);
+// One enable-dawn-features flag with every toggle (the f16 one always on).
+const toggles = [F16_FLAG.split('=')[1]];
+const dawnFlags = [];
+for (const f of o['dawn-flag']) {
+  if (f.startsWith('enable-dawn-features=')) toggles.push(...f.split('=')[1].split(',').filter(Boolean));
+  else dawnFlags.push(f);
+}
+dawnFlags.push(`enable-dawn-features=${[...new Set(toggles)].join(',')}`);
 const env = await setupNodeEnv({ build: o.build, threads: Number(o.threads), dawnFlags,
   ...(o['ort-dir'] ? { ortDir: o['ort-dir'] } : {}) });
 const { ort, capabilities } = env;
@@ -78,7 +84,7 @@ for (const name of o.variants.split(',')) {
       const dims = [batch, seq];
       let feeds;
       if (v.gpuInputs) {
-        const device = ort.env.webgpu.device;
+        const device = await ort.env.webgpu.device;
         feeds = { input_ids: await gpuTensor(device, ids, dims), attention_mask: await gpuTensor(device, mask, dims), token_type_ids: await gpuTensor(device, types, dims) };
       } else {
         feeds = { input_ids: new ort.Tensor('int64', ids, dims), attention_mask: new ort.Tensor('int64', mask, dims), token_type_ids: new ort.Tensor('int64', types, dims) };
@@ -86,7 +92,7 @@ for (const name of o.variants.split(',')) {
       let fetches;
       if (v.sess?.enableGraphCapture) {
         // Graph capture needs pre-allocated GPU outputs (onnxruntime-web docs: graph capture).
-        const device = ort.env.webgpu.device;
+        const device = await ort.env.webgpu.device;
         const n = batch * seq * 384;
         const elt = 4;
         const buf = device.createBuffer({ size: n * elt, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
@@ -96,18 +102,22 @@ for (const name of o.variants.split(',')) {
         const out = fetches ? await session.run(feeds, fetches) : await session.run(feeds);
         const t = out.last_hidden_state;
         if (v.read === false) return t;
-        const data = t.location === 'cpu' ? t.data : await t.getData(false);
+        if (t.location === 'cpu') return t.data;
+        const data = await t.getData(false);
+        if (!fetches) t.dispose();
         return data;
       };
       const warm = Number(o.warmup), rep = Number(o.repeat);
       let last;
       for (let i = 0; i < warm; i++) last = await once();
-      if (v.read === false) { await ort.env.webgpu.device?.queue.onSubmittedWorkDone(); }
+      const dev = v.ep === 'wasm' ? null : await ort.env.webgpu.device;
+      if (v.read === false) await dev.queue.onSubmittedWorkDone();
       const times = [];
       for (let i = 0; i < rep; i++) {
         const t0 = performance.now();
         last = await once();
-        if (v.read === false) await ort.env.webgpu.device.queue.onSubmittedWorkDone();
+        if (v.read === false && !fetches) last.dispose();
+        if (v.read === false) await dev.queue.onSubmittedWorkDone();
         times.push(performance.now() - t0);
       }
       if (last && last.length) { let s = 0; for (let i = 0; i < last.length; i += 97) s += Number(last[i]); rec.checksum = s; rec.first = Array.from(last.slice(0, 4)).map(Number); }

@@ -3,6 +3,7 @@
 #   scripts/gpu/run.sh probe   # in-process onnxruntime-web variants (scripts/gpu/probe.mjs) + PyTorch CUDA
 #   scripts/gpu/run.sh bench   # webaccel bench webgpu-vs-wasm (Python server + Node workers), JSON
 #   scripts/gpu/run.sh all
+#   scripts/gpu/run.sh unpack  # only unpack what this call carried (the stage is split over two calls)
 # Results go to $OUT (the device tool brings them back) or ./gpu-out.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,19 +20,38 @@ export XDG_RUNTIME_DIR=/tmp
 if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
   export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 fi
+# Unpack whatever this call carried into $W; a call may carry only part of the
+# stage (64 MiB per call) and a later call on the same warm machine the rest.
 W=/tmp/webaccel-gpu
 mkdir -p $W
-[ -x $W/node ] || { xz -dc .stage/node.xz > $W/node.tmp && chmod +x $W/node.tmp && mv $W/node.tmp $W/node; }
-[ -f node_modules/webgpu/dist/linux-x64/dawn.node ] && [ -f src/webaccel/web/vendor/ort/ort.webgpu.min.mjs ] \
-  || xz -dc .stage/js.tar.xz | tar -xf -
+if [ -f .stage/node.xz ] && [ ! -x $W/node ]; then
+  xz -dc .stage/node.xz > $W/node.tmp && chmod +x $W/node.tmp && mv $W/node.tmp $W/node
+fi
+if [ -f .stage/js.tar.xz ] && [ ! -f $W/js.done ]; then
+  mkdir -p $W/js && xz -dc .stage/js.tar.xz | tar -C $W/js -xf - && touch $W/js.done
+fi
+if [ -f $W/js.done ]; then  # into the work tree, where node-worker.mjs looks for them
+  mkdir -p node_modules src/webaccel/web/vendor
+  cp -a $W/js/node_modules/. node_modules/ && cp -a $W/js/src/webaccel/web/vendor/. src/webaccel/web/vendor/
+fi
+if ls .stage/whl/*.whl >/dev/null 2>&1 && [ ! -d $W/site/starlette ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $W/site .stage/whl/*.whl
+fi
 export PATH=$W:$PATH WEBACCEL_NODE=$W/node
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $W/site .stage/whl/*.whl \
-  || { echo "wheel install failed" >&2; exit 1; }
 export PYTHONPATH=$W/site:$PWD/src PYTHONUNBUFFERED=1
 export WEBACCEL_HOME=$W/home
 M=$WEBACCEL_HOME/models/minilm
-[ -f $M/fp32/model.onnx ] || { xz -dc .stage/minilm.npz.xz > $W/minilm.npz && python3 scripts/gpu/minilm_pack.py unpack $W/minilm.npz $M/fp32 >/dev/null; }
-[ -f $M/fp16/model.onnx ] || python3 -c 'from webaccel.models import registry; print(registry.get("minilm").ensure_onnx("fp16"))' >/dev/null
+if [ -f .stage/minilm.npz.xz ] && [ ! -f $M/fp32/model.onnx ]; then
+  xz -dc .stage/minilm.npz.xz > $W/minilm.npz && python3 scripts/gpu/minilm_pack.py unpack $W/minilm.npz $M/fp32 >/dev/null && rm $W/minilm.npz
+fi
+if [ -f $M/fp32/model.onnx ] && [ ! -f $M/fp16/model.onnx ]; then
+  python3 -c 'from webaccel.models import registry; print(registry.get("minilm").ensure_onnx("fp16"))' >/dev/null
+fi
+ls -la $W $M/*/ >&2
+if [ "$MODE" = unpack ]; then step "unpacked"; exit 0; fi
+for need in $W/node $W/js.done $W/site/starlette $M/fp32/model.onnx $M/fp16/model.onnx; do
+  [ -e $need ] || { echo "missing $need: carry the rest of .stage in this call (see scripts/gpu/stage.sh)" >&2; exit 3; }
+done
 step "staged: node $(node --version), $(nvidia-smi -L 2>/dev/null | head -1)"
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,clocks.sm --format=csv > $OUT/nvidia-smi.csv 2>&1
 

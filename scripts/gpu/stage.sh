@@ -26,7 +26,7 @@ fi
 ORT=src/webaccel/web/vendor/ort
 JS=(node_modules/webgpu/package.json node_modules/webgpu/index.js
     node_modules/webgpu/dist/linux-x64/dawn.node
-    $ORT/ort.webgpu.min.mjs $ORT/ort-wasm-simd-threaded.asyncify.mjs $ORT/ort-wasm-simd-threaded.asyncify.wasm
+    $ORT/ort.all.min.mjs $ORT/ort.webgpu.min.mjs $ORT/ort-wasm-simd-threaded.asyncify.mjs $ORT/ort-wasm-simd-threaded.asyncify.wasm
     $ORT/ort.wasm.min.mjs $ORT/ort-wasm-simd-threaded.mjs $ORT/ort-wasm-simd-threaded.wasm)
 if newer $S/js.tar.xz "${JS[@]}"; then
   tar -cf - "${JS[@]}" | xz -T0 -6 > $S/js.tar.xz.tmp && mv $S/js.tar.xz.tmp $S/js.tar.xz
