@@ -486,8 +486,8 @@ def _count_embedding_tokens(model: str, texts: list[str]) -> int:
         return 0
     from webaccel.models import text as text_models
 
-    return sum(len(e.ids) for e in text_models._tokenizer().encode_batch(list(texts))
-               if e is not None)
+    # The shared tokenizer pads a batch to its longest text: count real tokens only.
+    return sum(sum(e.attention_mask) for e in text_models._tokenizer().encode_batch(list(texts)))
 
 
 # ------------------------------------------------------------------ OpenAPI
