@@ -30,6 +30,8 @@ def test_layer_group_from_torch_names() -> None:
     assert P.layer_group("/model/layers.12/mlp/down_proj/MatMul") == "model/layers.12"
     assert P.layer_group("/b/embeddings/word_embeddings/Gather", "Gather") == "embeddings"
     assert P.layer_group("/head/MatMul") == "head"
+    assert P.layer_group("/cross.2/k_proj/MatMul") == "cross.2"
+    assert P.layer_group("/h.0/attn/MatMul") == "h.0"
 
 
 def test_weight_nodes_finds_matmuls_and_tables(tiny: Path) -> None:
@@ -139,8 +141,35 @@ def test_minilm_int4(minilm_variants) -> None:
     assert r.accuracy_mean >= 0.95 and r.accuracy_worst >= 0.88
 
 
+@pytest.mark.slow
 def test_minilm_mixed_beats_int8(minilm_onnx: Path, minilm_feeds, minilm_variants, tmp_path) -> None:
     plan = P.to_mixed(minilm_onnx, tmp_path / "minilm.mixed.onnx", minilm_feeds, target=0.985)
     assert plan.met_target
     assert plan.bytes < minilm_variants["int8"].bytes
     assert plan.sensitivity["embeddings"] < max(plan.sensitivity.values())
+
+
+def test_int4_unties_a_table_shared_by_lookup_and_projection(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    d, vocab = 64, 256
+    table = np.random.default_rng(0).normal(0, 1, (d, vocab)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["cols"], name="/embed/Gather", axis=1),
+        helper.make_node("Transpose", ["cols"], ["emb"], perm=[1, 0], name="/embed/T"),
+        helper.make_node("MatMul", ["emb", "table"], ["logits"], name="/proj/MatMul"),
+    ]
+    graph = helper.make_graph(
+        nodes, "tied", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", vocab])],
+        [numpy_helper.from_array(table, "table")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    src = tmp_path / "tied.onnx"
+    onnx.save(model, str(src))
+    out = P.to_int4(src, tmp_path / "tied.int4.onnx", block_size=16)
+    assert {"GatherBlockQuantized", "MatMulNBits"} <= _ops(out)
+    # Both uses are 4-bit: no fp32 copy of the table survives.
+    assert P.model_bytes(out) < 0.45 * P.model_bytes(src)
+    feeds = [{"ids": np.arange(0, vocab, 7, dtype=np.int64)}]
+    rep = P.evaluate(src, out, feeds, metric="top1", repeat=1, warmup=0)
+    assert rep.accuracy_mean >= 0.9

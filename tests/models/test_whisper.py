@@ -137,3 +137,14 @@ def test_processor_feeds_the_encoder(runner) -> None:
     assert prep.tensors["input_features"].shape == (1, 80, 3000)
     toks = W.transcribe(runner, W.beckett_wav()).tokens
     assert word_error_rate(BECKETT, proc.postprocess({"tokens": np.array(toks)}, prep)["text"]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp16", "int8", "int4"])
+def test_variants_transcribe_beckett(whisper_parts, precision: str, tmp_path: Path) -> None:
+    variant = W.make_variants(whisper_parts, precision, tmp_path / precision)
+    rep = W.evaluate_variant(whisper_parts, variant, [W.beckett_wav()], precision=precision)
+    fp32_bytes = sum(p.stat().st_size for p in whisper_parts.values())
+    assert rep.bytes < (0.55 if precision == "fp16" else 0.3) * fp32_bytes
+    assert rep.wer_vs_fp32 <= 0.1, rep.texts
+    assert word_error_rate(BECKETT, rep.texts[0]) == 0.0

@@ -140,15 +140,16 @@ class WeightNode:
     group: str  # layer group (see :func:`layer_group`)
 
 
-_LAYER_RE = re.compile(r"(?:^|[/._])((?:layers?|layer_|blocks?|h|encoder_layers|decoder_layers)[._]?)(\d+)(?=[/._]|$)")
+# A path segment ending in a ModuleList index: "layer.3", "layers.12", "h.0", "cross.1".
+_LAYER_RE = re.compile(r"(?:^|/)([A-Za-z_]\w*\.\d+)(?=/|$)")
 
 
 def layer_group(node_name: str, op_type: str = "") -> str:
-    """Group key of a node: ``<prefix>layer.N`` for transformer layers, else its module path.
+    """Group key of a node: the module path up to its first indexed segment.
 
     torch.onnx.export names nodes after the module path
     (``/encoder/layer.3/attention/self/query/MatMul``), so the layer index is
-    in the name; everything up to it is the group.
+    in the name; everything up to it is the group (``encoder/layer.3``).
     """
     name = node_name.lstrip("/")
     m = _LAYER_RE.search(name)
@@ -217,6 +218,52 @@ def _opset_for_int4_tables(model: onnx.ModelProto) -> onnx.ModelProto:
         ) from exc
 
 
+def _untie_column_gathers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Give ``Gather(table, ids, axis=1)`` lookups their own row-major table.
+
+    A decoder that shares one [hidden, vocab] table between its token lookup
+    (Gather on axis 1) and its output projection (MatMul) stores it once in
+    fp32, but the 4-bit quantizer can only shrink the MatMul: the Gather
+    would keep the fp32 table alive.  A transposed copy looked up on axis 0
+    (then transposed back) is quantized to GatherBlockQuantized instead.
+    Only 1-D index tensors are rewritten (the permutation needs the rank).
+    """
+    from onnx import helper, numpy_helper, shape_inference
+
+    inits = {i.name: i for i in model.graph.initializer}
+    candidates = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits
+                  and len(inits[n.input[0]].dims) == 2
+                  and any(a.name == "axis" and a.i == 1 for a in n.attribute)]
+    if not candidates:
+        return model
+    try:
+        inferred = shape_inference.infer_shapes(model)
+        ranks = {v.name: len(v.type.tensor_type.shape.dim)
+                 for v in [*inferred.graph.value_info, *inferred.graph.input]
+                 if v.type.tensor_type.HasField("shape")}
+    except Exception:
+        return model
+    nodes = []
+    for node in model.graph.node:
+        if node not in candidates or ranks.get(node.input[1]) != 1:
+            nodes.append(node)
+            continue
+        table = inits[node.input[0]]
+        rows = table.name + ".rows"
+        if rows not in inits:
+            inits[rows] = numpy_helper.from_array(
+                np.ascontiguousarray(numpy_helper.to_array(table).T), rows)
+            model.graph.initializer.append(inits[rows])
+        looked_up = node.output[0] + ".rows"
+        nodes.append(helper.make_node("Gather", [rows, node.input[1]], [looked_up],
+                                      name=(node.name or "Gather") + ".rows", axis=0))
+        nodes.append(helper.make_node("Transpose", [looked_up], [node.output[0]],
+                                      name=(node.name or "Gather") + ".rows_T", perm=[1, 0]))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
 def _nbits_pass(
     model: onnx.ModelProto,
     nodes: Iterable[str],
@@ -276,6 +323,8 @@ def to_int4(
         raise InvalidInputError(f"bits must be 4 or 8, got {bits}")
     model = load_model(src)
     _nameless_nodes_named(model)
+    if bits == 4 and quantize_embeddings is not False:
+        model = _untie_column_gathers(model)
     nodes = weight_nodes(model)
     total = _weight_bytes(model) or 1
     chosen = [n.name for n in nodes if n.op_type == "MatMul"]
@@ -492,6 +541,8 @@ def apply_plan(
     m = onnx.ModelProto()
     m.CopyFrom(model)
     _nameless_nodes_named(m)
+    if any(c == "int4" for c in choice.values()):
+        m = _untie_column_gathers(m)
     nodes = weight_nodes(m)
     by_bits: dict[int, list[str]] = {4: [], 8: []}
     for n in nodes:
@@ -536,6 +587,7 @@ def to_mixed(
     say = progress or (lambda msg: log.info(msg))
     base = load_model(src)
     _nameless_nodes_named(base)
+    base = _untie_column_gathers(base)  # so shared lookup tables form their own group
     groups: dict[str, int] = {}
     for n in weight_nodes(base):
         groups[n.group] = groups.get(n.group, 0) + n.bytes

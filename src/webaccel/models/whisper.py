@@ -216,7 +216,8 @@ def export_onnx(dest_dir: str | os.PathLike[str], model: Any | None = None,
     cfg = model.config
     n_layers, heads = cfg.decoder_layers, cfg.decoder_attention_heads
     head_dim = cfg.d_model // heads
-    enc, dec = _EncoderPart(model), _DecoderPart(model)
+    encoder_cls, decoder_cls = _modules()
+    enc, dec = encoder_cls(model).eval(), decoder_cls(model).eval()
     cross = [f"cross_{kv}_{i}" for i in range(n_layers) for kv in ("key", "value")]
     past = [f"past_{kv}_{i}" for i in range(n_layers) for kv in ("key", "value")]
     present = [f"present_{kv}_{i}" for i in range(n_layers) for kv in ("key", "value")]
@@ -257,85 +258,99 @@ def _attend(q: Any, k: Any, v: Any, mask: Any | None) -> Any:
     return torch.softmax(scores, dim=-1) @ v
 
 
-class _EncoderPart:  # built lazily so importing this module never needs torch
-    def __new__(cls, model: Any) -> Any:
-        torch, nn = _torch_parts()
+def _modules() -> Any:
+    """The torch modules of the export, defined on first use (importing needs no torch)."""
+    torch, nn = _torch_parts()
 
-        class EncoderPart(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.encoder = model.model.encoder
-                self.layers = model.model.decoder.layers
-                self.heads = model.config.decoder_attention_heads
+    def split(x: Any, heads: int) -> Any:
+        b, t, d = x.shape
+        return x.view(b, t, heads, d // heads).transpose(1, 2)
 
-            def forward(self, input_features: Any) -> tuple[Any, ...]:
-                h = self.encoder(input_features=input_features).last_hidden_state
-                b, t, d = h.shape
-                out = []
-                for layer in self.layers:
-                    for proj in (layer.encoder_attn.k_proj, layer.encoder_attn.v_proj):
-                        out.append(proj(h).view(b, t, self.heads, d // self.heads).transpose(1, 2))
-                return tuple(out)
+    class CrossKV(nn.Module):
+        # A module per layer so node names carry the layer (``/cross.2/k_proj``):
+        # mixed precision groups weights by that path.
+        def __init__(self, attn: Any, heads: int) -> None:
+            super().__init__()
+            self.k_proj, self.v_proj, self.heads = attn.k_proj, attn.v_proj, heads
 
-        return EncoderPart().eval()
+        def forward(self, h: Any) -> tuple[Any, Any]:
+            return split(self.k_proj(h), self.heads), split(self.v_proj(h), self.heads)
 
+    class EncoderPart(nn.Module):
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.encoder = model.model.encoder
+            heads = model.config.decoder_attention_heads
+            self.cross = nn.ModuleList(
+                [CrossKV(layer.encoder_attn, heads) for layer in model.model.decoder.layers])
 
-class _DecoderPart:
-    def __new__(cls, model: Any) -> Any:
-        torch, nn = _torch_parts()
+        def forward(self, input_features: Any) -> tuple[Any, ...]:
+            h = self.encoder(input_features=input_features).last_hidden_state
+            out: list[Any] = []
+            for kv in self.cross:
+                out += kv(h)
+            return tuple(out)
 
-        class DecoderPart(nn.Module):
-            """Whisper's decoder written out so past/cross K/V are plain tensors."""
+    class DecoderLayer(nn.Module):
+        """One Whisper decoder layer with its caches as plain tensors."""
 
-            def __init__(self) -> None:
-                super().__init__()
-                dec = model.model.decoder
-                # One [d_model, vocab] table serves the token lookup (Gather on
-                # axis 1) and the output projection (MatMul): exporting
-                # embed_tokens and the tied proj_out separately stored the
-                # 80 MB table twice.
-                self.table = nn.Parameter(dec.embed_tokens.weight.detach().t().contiguous(),
-                                          requires_grad=False)
-                self.embed_positions = dec.embed_positions
-                self.layers, self.layer_norm = dec.layers, dec.layer_norm
-                self.heads = model.config.decoder_attention_heads
+        def __init__(self, layer: Any, heads: int) -> None:
+            super().__init__()
+            self.layer, self.heads = layer, heads
 
-            def split(self, x: Any) -> Any:
-                b, t, d = x.shape
-                return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)
+        def forward(self, x: Any, past_k: Any, past_v: Any, cross_k: Any, cross_v: Any,
+                    mask: Any) -> tuple[Any, Any, Any]:
+            layer, heads = self.layer, self.heads
+            sa = layer.self_attn
+            h = layer.self_attn_layer_norm(x)
+            k = torch.cat([past_k, split(sa.k_proj(h), heads)], dim=2)
+            v = torch.cat([past_v, split(sa.v_proj(h), heads)], dim=2)
+            a = _attend(split(sa.q_proj(h), heads), k, v, mask)
+            x = x + sa.out_proj(a.transpose(1, 2).reshape(x.shape))
+            ca = layer.encoder_attn
+            h = layer.encoder_attn_layer_norm(x)
+            a = _attend(split(ca.q_proj(h), heads), cross_k, cross_v, None)
+            x = x + ca.out_proj(a.transpose(1, 2).reshape(x.shape))
+            h = layer.final_layer_norm(x)
+            return x + layer.fc2(layer.activation_fn(layer.fc1(h))), k, v
 
-            def forward(self, input_ids: Any, *kv: Any) -> tuple[Any, ...]:
-                n = len(self.layers)
-                past, cross = kv[: 2 * n], kv[2 * n:]
-                p = past[0].shape[2]
-                t = input_ids.shape[1]
-                pos = self.embed_positions.weight[p:p + t]
-                b = input_ids.shape[0]
-                tok = torch.index_select(self.table, 1, input_ids.reshape(-1))
-                x = tok.transpose(0, 1).reshape(b, t, -1) + pos
-                # Causal over past + new tokens: query i (at p+i) sees keys <= p+i.
-                q_pos = torch.arange(t).unsqueeze(1) + p
-                k_pos = torch.arange(p + t).unsqueeze(0)
-                mask = torch.where(k_pos <= q_pos, 0.0, float("-inf")).to(x.dtype)
-                presents = []
-                for i, layer in enumerate(self.layers):
-                    sa = layer.self_attn
-                    h = layer.self_attn_layer_norm(x)
-                    k = torch.cat([past[2 * i], self.split(sa.k_proj(h))], dim=2)
-                    v = torch.cat([past[2 * i + 1], self.split(sa.v_proj(h))], dim=2)
-                    presents += [k, v]
-                    a = _attend(self.split(sa.q_proj(h)), k, v, mask)
-                    x = x + sa.out_proj(a.transpose(1, 2).reshape(x.shape))
-                    ca = layer.encoder_attn
-                    h = layer.encoder_attn_layer_norm(x)
-                    a = _attend(self.split(ca.q_proj(h)), cross[2 * i], cross[2 * i + 1], None)
-                    x = x + ca.out_proj(a.transpose(1, 2).reshape(x.shape))
-                    h = layer.final_layer_norm(x)
-                    x = x + layer.fc2(layer.activation_fn(layer.fc1(h)))
-                logits = torch.matmul(self.layer_norm(x), self.table)
-                return (logits, *presents)
+    class DecoderPart(nn.Module):
+        """Whisper's decoder written out so past/cross K/V are plain tensors."""
 
-        return DecoderPart().eval()
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            dec = model.model.decoder
+            # One [d_model, vocab] table serves the token lookup (Gather on
+            # axis 1) and the output projection (MatMul): exporting
+            # embed_tokens and the tied proj_out separately stored the
+            # 80 MB table twice.
+            self.table = nn.Parameter(dec.embed_tokens.weight.detach().t().contiguous(),
+                                      requires_grad=False)
+            self.embed_positions = dec.embed_positions
+            heads = model.config.decoder_attention_heads
+            self.layers = nn.ModuleList([DecoderLayer(layer, heads) for layer in dec.layers])
+            self.layer_norm = dec.layer_norm
+
+        def forward(self, input_ids: Any, *kv: Any) -> tuple[Any, ...]:
+            n = len(self.layers)
+            past, cross = kv[: 2 * n], kv[2 * n:]
+            p = past[0].shape[2]
+            b, t = input_ids.shape
+            pos = self.embed_positions.weight[p:p + t]
+            tok = torch.index_select(self.table, 1, input_ids.reshape(-1))
+            x = tok.transpose(0, 1).reshape(b, t, -1) + pos
+            # Causal over past + new tokens: query i (at p+i) sees keys <= p+i.
+            q_pos = torch.arange(t).unsqueeze(1) + p
+            k_pos = torch.arange(p + t).unsqueeze(0)
+            mask = torch.where(k_pos <= q_pos, 0.0, float("-inf")).to(x.dtype)
+            presents: list[Any] = []
+            for i, layer in enumerate(self.layers):
+                x, k, v = layer(x, past[2 * i], past[2 * i + 1], cross[2 * i], cross[2 * i + 1], mask)
+                presents += [k, v]
+            logits = torch.matmul(self.layer_norm(x), self.table)
+            return (logits, *presents)
+
+    return EncoderPart, DecoderPart
 
 
 # --------------------------------------------------------------------- decoding
@@ -432,6 +447,96 @@ def transcribe(run: Runner, data: audio.AudioLike, *, sample_rate: int | None = 
     return Transcript(text=text, tokens=tokens, windows=len(feats), steps=steps)
 
 
+# ------------------------------------------------------------ precision variants
+
+
+def parts_in(directory: str | os.PathLike[str]) -> dict[str, Path]:
+    d = Path(directory)
+    parts = {"encoder": d / "encoder.onnx", "decoder": d / "decoder.onnx"}
+    missing = [str(p) for p in parts.values() if not p.is_file()]
+    if missing:
+        raise LoadFailedError(f"whisper parts missing: {missing}; run export_onnx first")
+    return parts
+
+
+class RecordingRunner:
+    """Wraps a runner and keeps the feeds of each part (calibration data for ``mixed``)."""
+
+    def __init__(self, run: Runner, keep: int = 64) -> None:
+        self.run, self.keep = run, keep
+        self.feeds: dict[str, list[dict[str, np.ndarray]]] = {}
+
+    def __call__(self, part: str, feeds: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        seen = self.feeds.setdefault(part, [])
+        if len(seen) < self.keep:
+            seen.append({k: np.array(v) for k, v in feeds.items()})
+        return self.run(part, feeds)
+
+
+def make_variants(parts: Mapping[str, Path], precision: str, dest_dir: str | os.PathLike[str], *,
+                  block_size: int = 32, calibration: Any = None,
+                  target: float = 0.99) -> dict[str, Path]:
+    """``precision`` variants of both parts in ``dest_dir`` (same file names).
+
+    ``mixed`` records the fp32 parts' feeds while transcribing ``calibration``
+    audio (beckett.wav by default) and searches each part separately: the
+    encoder on cosine of its first cross-attention key, the decoder on top-1
+    agreement of its next-token logits (target 1.0: greedy output unchanged).
+    """
+    from webaccel.models import precision as P
+
+    out = Path(dest_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if precision != "mixed":
+        return {name: P.make_variant(path, precision, out / Path(path).name, block_size=block_size)
+                for name, path in parts.items()}
+    rec = RecordingRunner(OrtRunner(parts))
+    transcribe(rec, calibration if calibration is not None else beckett_wav())
+    P.to_mixed(parts["encoder"], out / "encoder.onnx", rec.feeds["encoder"], metric="cosine",
+               target=target, block_size=block_size)
+    P.to_mixed(parts["decoder"], out / "decoder.onnx", rec.feeds["decoder"], metric="top1",
+               target=1.0, block_size=block_size)
+    return {"encoder": out / "encoder.onnx", "decoder": out / "decoder.onnx"}
+
+
+@dataclass
+class TranscriptReport:
+    precision: str
+    bytes: int
+    wer_vs_fp32: float  # per clip, mean
+    texts: list[str]
+    seconds: list[float]  # wall time of each transcription (native onnxruntime)
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def evaluate_variant(fp32: Mapping[str, Path], variant: Mapping[str, Path], clips: list[Any], *,
+                     precision: str = "", threads: int | None = None,
+                     reference: list[str] | None = None) -> TranscriptReport:
+    """Word error rate of ``variant``'s transcripts against the fp32 transcripts, plus bytes."""
+    import time
+
+    from webaccel.models import precision as P
+
+    if not clips:
+        raise InvalidInputError("evaluate_variant needs at least one audio clip")
+    if reference is None:
+        ref_run = OrtRunner(fp32, threads=threads)
+        reference = [transcribe(ref_run, c).text for c in clips]
+    run = OrtRunner(variant, threads=threads)
+    texts, secs = [], []
+    for clip in clips:
+        t = time.perf_counter()
+        texts.append(transcribe(run, clip).text)
+        secs.append(time.perf_counter() - t)
+    wers = [P.word_error_rate(r, h) for r, h in zip(reference, texts, strict=True)]
+    return TranscriptReport(precision, sum(P.model_bytes(p) for p in variant.values()),
+                            float(np.mean(wers)), texts, secs)
+
+
 # ------------------------------------------------- registry-facing processor
 
 
@@ -465,6 +570,11 @@ def beckett_wav() -> Path:
 
 
 __all__ = [
+    "RecordingRunner",
+    "TranscriptReport",
+    "evaluate_variant",
+    "make_variants",
+    "parts_in",
     "DecodeOptions",
     "OrtRunner",
     "Runner",
