@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import os
 import sys
 import threading
 import weakref
@@ -36,6 +37,14 @@ __all__ = [
     "WebAccelerator",
     "create_ipfs_web_accelerator",
 ]
+
+
+def _open_metrics(setting: bool | str | os.PathLike[str]) -> Any:
+    if setting is False or setting is None:
+        return None
+    from webaccel.metrics.store import MetricsStore
+
+    return MetricsStore(None if setting is True else setting)
 
 
 class _LoopThread:
@@ -76,10 +85,14 @@ class WebAccelerator:
         *,
         threads: int = 1,
         launch_timeout: float = 30.0,
+        metrics: bool | str | os.PathLike[str] = True,
     ) -> None:
+        """``metrics``: record every load and inference in DuckDB (True: the default
+        file under $WEBACCEL_HOME; a path: that file; False: off)."""
         self.enable_resource_pool = enable_resource_pool
         self.browser_preferences = dict(browser_preferences or {})
         install_cleanup()  # from the caller's (usually main) thread: SIGTERM handler + atexit
+        self.metrics = _open_metrics(metrics)
         self._loop = _LoopThread()
         self._engine = Engine(
             max_connections=max_connections if enable_resource_pool else 1,
@@ -88,11 +101,14 @@ class WebAccelerator:
             default_platform=default_platform,
             threads=threads,
             launch_timeout=launch_timeout,
+            metrics=self.metrics,
         )
         try:
             self._loop.run(self._engine.start())
         except BaseException:
             self._loop.stop()
+            if self.metrics is not None:
+                self.metrics.close()
             raise
         self._closed = False
         _open_accelerators.add(self)
@@ -152,8 +168,15 @@ class WebAccelerator:
             self._loop.run(self._engine.close(), timeout=30)
         finally:
             self._loop.stop()
+            if self.metrics is not None:
+                self.metrics.close()
 
     close = shutdown
+
+    def get_metrics(self) -> dict[str, Any]:
+        """Live figures (per model, per worker, aggregate) and the pool's state."""
+        live = self.metrics.get_metrics() if self.metrics is not None else {}
+        return {**live, "pool": self._engine.pool.stats()}
 
     def __enter__(self) -> WebAccelerator:
         return self
@@ -353,11 +376,14 @@ class ResourcePoolBridgeIntegration:
         adaptive_scaling: bool = True,
         *,
         threads: int = 1,
+        metrics: bool | str | os.PathLike[str] = True,
     ) -> None:
         self.max_connections = max_connections
         self.browser_preferences = dict(browser_preferences or {})
         self.adaptive_scaling = adaptive_scaling
         self.threads = threads
+        self._metrics_setting = metrics
+        self.metrics: Any = None
         self._loop: _LoopThread | None = None
         self._engine: Engine | None = None  # type: ignore[assignment]
 
@@ -365,8 +391,10 @@ class ResourcePoolBridgeIntegration:
         if self._engine is not None:
             return True
         install_cleanup()
+        self.metrics = _open_metrics(self._metrics_setting)
         self._loop = _LoopThread()
         engine = Engine(
+            metrics=self.metrics,
             max_connections=self.max_connections,
             browser_preferences=self.browser_preferences or None,
             adaptive_scaling=self.adaptive_scaling,
@@ -422,6 +450,8 @@ class ResourcePoolBridgeIntegration:
         finally:
             self._loop.stop()
             self._engine = None
+            if self.metrics is not None:
+                self.metrics.close()
 
     def __enter__(self) -> ResourcePoolBridgeIntegration:
         self.initialize()
@@ -464,7 +494,9 @@ class IPFSWebAccelerator:
 
     def get_metrics(self) -> dict[str, Any]:
         n = self._stats["inferences"]
+        live = self.integration.metrics.get_metrics() if self.integration.metrics else {}
         return {
+            **live,
             **self._stats,
             "mean_latency_ms": self._stats["latency_ms_total"] / n if n else None,
             "pool": self.integration.get_stats(),
