@@ -105,3 +105,16 @@ async def test_blocks_already_local_are_not_fetched(tmp_path: Path) -> None:
         await f.aclose()
     assert stats.local_blocks == 4 and stats.blocks == 0
     assert (tmp_path / "out").read_bytes() == src.read_bytes()
+
+
+async def test_store_fetch_dag_uses_all_peers(tmp_path: Path) -> None:
+    src = write_random(tmp_path / "f", 6 * 262_144, seed=5)
+    root = _seed(tmp_path, src, "kubo-v1", ["p1"])
+    with peers([{"root": tmp_path / "p1"}, {"root": tmp_path / "p1"}]) as (a, b):
+        local = BlockStore(tmp_path / "local", network=Fetcher([a.url, b.url], per_peer=2))
+        assert await local.fetch_dag(root) == 7
+        local.pin(root)
+        used = [p.blocks for p in local.network.peers]  # type: ignore[union-attr]
+        await local.network.aclose()  # type: ignore[union-attr]
+    assert all(n > 0 for n in used) and sum(used) == 7
+    assert b"".join(local.read_file(root)) == src.read_bytes()

@@ -219,7 +219,6 @@ class Gateway:
         self.upload_token = upload_token
         self.on_upload = on_upload
         self.on_serve = on_serve  # e.g. Replicator.note_fetch (on-demand replication)
-        self.served: dict[bytes, int] = {}  # root CID -> requests (for on-demand replication)
 
     async def options(self, request: Request) -> Response:
         return Response(status_code=204, headers={**CORS, "Access-Control-Max-Age": "86400"})
@@ -233,15 +232,16 @@ class Gateway:
         fmt = _format(request)
         chain = await self.store.resolve_path(root, path) if path else [root]
         target = chain[-1]
-        self.served[root] = self.served.get(root, 0) + 1
-        if self.on_serve is not None and fmt != "raw":
-            self.on_serve(root)
         headers = _base_headers(chain, root_text, path)
         if fmt == "raw":
             return await self._raw(request, target, headers)
         if fmt == "car":
-            return await self._car(request, chain, headers)
-        return await self._file(request, target, headers, path)
+            response = await self._car(request, chain, headers)
+        else:
+            response = await self._file(request, target, headers, path)
+        if self.on_serve is not None and response.status_code < 300:
+            self.on_serve(root)  # whole-file/DAG requests only, and only ones we can serve
+        return response
 
     async def _raw(self, request: Request, target: bytes, headers: dict[str, str]) -> Response:
         etag = f'"{cidmod.to_str(target)}.raw"'

@@ -220,7 +220,16 @@ class BlockStore:
         return chain
 
     async def fetch_dag(self, root: CIDLike) -> int:
-        """Make the whole DAG local (from peers if needed); returns its block count."""
+        """Make the whole DAG local (from peers if needed); returns its block count.
+
+        With a multi-source :class:`~webaccel.content.fetcher.Fetcher` as the
+        network tier, missing blocks come from all peers in parallel.
+        """
+        from webaccel.content.fetcher import Fetcher
+
+        if isinstance(self.network, Fetcher):
+            stats = await self.network.fetch(root, None, store=self)
+            return stats.blocks + stats.local_blocks
         n = 0
         async for _c, _d in self.walk(root):
             n += 1
