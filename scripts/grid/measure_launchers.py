@@ -7,6 +7,7 @@ PSS is read 2 s after hello (the page idle, onnxruntime-web loaded), split into
 the browser's own processes and the driver that started it (chromedriver,
 Playwright's Node driver, the Grid node's JVM). Medians over the repeats.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,23 +47,28 @@ def split_pids(worker) -> tuple[list[int], list[int]]:
     return descendants(worker.process.pid), []
 
 
-async def measure(server, browser: str, launcher: str | None, repeats: int, **kw):
-    rows = []
-    for _ in range(repeats):
-        w = await launch_worker(server, browser, launcher=launcher, **kw)
-        await asyncio.sleep(2)
-        b, d = split_pids(w)
-        rows.append((w.launch_ms, pss_bytes(b), pss_bytes(d), len(b)))
-        await w.close()
-        await asyncio.sleep(0.5)
+async def once(server, browser: str, launcher: str | None, **kw) -> tuple[float, int, int, int]:
+    w = await launch_worker(server, browser, launcher=launcher, **kw)
+    await asyncio.sleep(2)
+    b, d = split_pids(w)
+    row = (w.launch_ms, pss_bytes(b), pss_bytes(d), len(b))
+    await w.close()
+    await asyncio.sleep(0.5)
+    return row
+
+
+def summary(browser: str, launcher: str, rows: list[tuple[float, int, int, int]]) -> dict:
     ms = [r[0] for r in rows]
     return {
-        "browser": browser, "launcher": launcher or "subprocess",
-        "start_ms_median": round(statistics.median(ms)), "start_ms_min": round(min(ms)),
+        "browser": browser,
+        "launcher": launcher,
+        "start_ms_median": round(statistics.median(ms)),
+        "start_ms_min": round(min(ms)),
         "start_ms_max": round(max(ms)),
         "browser_pss_mb": round(statistics.median(r[1] for r in rows) / 2**20),
         "driver_pss_mb": round(statistics.median(r[2] for r in rows) / 2**20),
-        "browser_processes": int(statistics.median(r[3] for r in rows)), "repeats": repeats,
+        "browser_processes": int(statistics.median(r[3] for r in rows)),
+        "repeats": len(rows),
     }
 
 
@@ -76,33 +82,51 @@ async def main() -> None:
         # One throwaway launch: first-run disk caches are not a launcher's cost.
         w = await launch_worker(server, "chromium")
         await w.close()
-        for browser, launcher in [("chromium", "subprocess"), ("chromium", "selenium"),
-                                  ("chromium", "playwright"), ("firefox", "subprocess")]:
-            results.append(await measure(server, browser, launcher, args.repeats))
         grid = await asyncio.to_thread(LocalGrid(nodes=1, max_sessions=1).start)
         try:
             w = await launch_worker(server, "chromium", grid_url=grid.url)  # warm the JVM
             await w.close()
-            row = await measure(server, "chromium", "grid", args.repeats, grid_url=grid.url)
-            row["jvm_rss_mb"] = {
+            cases = [
+                ("chromium", "subprocess", {}),
+                ("chromium", "selenium", {}),
+                ("chromium", "playwright", {}),
+                ("chromium", "grid", {"grid_url": grid.url}),
+                ("firefox", "subprocess", {}),
+            ]
+            rows: dict[int, list] = {i: [] for i in range(len(cases))}
+            # Round-robin, so drifting load on a shared machine hits every launcher alike.
+            for _ in range(args.repeats):
+                for i, (browser, launcher, kw) in enumerate(cases):
+                    rows[i].append(await once(server, browser, launcher, **kw))
+            results = [summary(b, lch, rows[i]) for i, (b, lch, _) in enumerate(cases)]
+            jvm = {
                 "hub": round(psutil.Process(grid.hub.pid).memory_info().rss / 2**20),
                 "node": round(psutil.Process(grid.nodes[0].process.pid).memory_info().rss / 2**20),
             }
-            results.append(row)
+            results[3]["jvm_rss_mb"] = jvm
         finally:
             grid.stop()
-    host = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    host = {
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "loadavg": [round(x, 1) for x in os.getloadavg()],
+    }
     if args.json:
         for r in results:
             print(json.dumps({**r, "hardware": host}))
         return
-    print("| browser | launcher | start-up to hello, ms (median [min-max]) | browser PSS MB "
-          "| driver PSS MB | processes |")
+    print(
+        "| browser | launcher | start-up to hello, ms (median [min-max]) | browser PSS MB "
+        "| driver PSS MB | processes |"
+    )
     print("|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['browser']} | {r['launcher']} | {r['start_ms_median']} "
-              f"[{r['start_ms_min']}-{r['start_ms_max']}] | {r['browser_pss_mb']} | "
-              f"{r['driver_pss_mb']} | {r['browser_processes']} |")
+        print(
+            f"| {r['browser']} | {r['launcher']} | {r['start_ms_median']} "
+            f"[{r['start_ms_min']}-{r['start_ms_max']}] | {r['browser_pss_mb']} | "
+            f"{r['driver_pss_mb']} | {r['browser_processes']} |"
+        )
+    print(f"load average at the end: {host['loadavg']} on {host['cpus']} CPUs")
     for r in results:
         if "jvm_rss_mb" in r:
             print(f"Grid JVMs (RSS MB): {r['jvm_rss_mb']}")
