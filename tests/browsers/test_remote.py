@@ -358,3 +358,33 @@ async def test_remote_join_helper_prints_urls_and_qr_for_serve() -> None:
         assert (await join(server, tok.value)).status_code == 303
     finally:
         await server.stop()
+
+
+async def test_token_admin_routes_need_the_master_token() -> None:
+    from webaccel.browsers.remote import RemoteJoin
+
+    server = WebAccelServer()
+    RemoteJoin(server)  # adds /join and /admin/tokens
+    await server.start()
+    try:
+        master = {"authorization": f"Bearer {server.token}"}
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            assert (await client.get("/admin/tokens")).status_code == 401
+            made = await client.post("/admin/tokens", headers=master, json={"label": "phone"})
+            assert made.status_code == 201
+            body = made.json()
+            assert body["label"] == "phone" and body["join_path"].startswith("/join?token=")
+            # A join token is no master key: it cannot list, issue or revoke.
+            joiner = {"authorization": f"Bearer {body['token']}"}
+            assert (await client.get("/admin/tokens", headers=joiner)).status_code == 401
+            assert (await client.post("/admin/tokens", headers=joiner)).status_code == 401
+            listed = (await client.get("/admin/tokens", headers=master)).json()["tokens"]
+            assert [t["id"] for t in listed] == [body["id"]]
+            assert body["token"] not in json.dumps(listed)  # secrets are never listed
+            assert (await client.get(body["join_path"])).status_code == 303
+            gone = await client.delete(f"/admin/tokens/{body['id']}", headers=master)
+            assert gone.json()["revoked"] is True
+            assert (await client.get(body["join_path"])).status_code == 403
+            assert (await client.delete("/admin/tokens/nope", headers=master)).status_code == 404
+    finally:
+        await server.stop()

@@ -41,7 +41,7 @@ from urllib.parse import urlencode, urlsplit
 
 import psutil
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from webaccel.browsers.worker import BrowserWorker
@@ -185,6 +185,73 @@ def join_routes(store: TokenStore, *, threads: int = 1) -> list[BaseRoute]:
     return [Route("/join", join)]
 
 
+def token_admin_routes(store: TokenStore, master_token: str) -> list[BaseRoute]:
+    """Manage join tokens from another process (``webaccel tokens ...``), master token only.
+
+    ``GET /admin/tokens`` lists (never the secrets), ``POST /admin/tokens``
+    (JSON ``{label, ttl_s, max_workers}``) issues and returns the secret once,
+    ``DELETE /admin/tokens/{id}`` revokes and disconnects the token's workers.
+    """
+
+    def allowed(request: Request) -> bool:
+        auth = request.headers.get("authorization", "")
+        presented = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        return secrets.compare_digest(presented.encode(), master_token.encode())
+
+    def denied() -> Response:
+        return JSONResponse(
+            {"error": {"code": "BAD_REQUEST", "message": "needs the server's own token (Bearer)"}},
+            status_code=401,
+        )
+
+    async def tokens(request: Request) -> Response:
+        if not allowed(request):
+            return denied()
+        if request.method == "POST":
+            try:
+                body = await request.json() if await request.body() else {}
+                tok = store.issue(
+                    str(body.get("label", "")),
+                    ttl_s=body.get("ttl_s"),
+                    max_workers=body.get("max_workers"),
+                )
+            except (ValueError, TypeError, AttributeError):
+                return JSONResponse(
+                    {
+                        "error": {
+                            "code": "BAD_REQUEST",
+                            "message": "body must be JSON {label, ttl_s, max_workers}",
+                        }
+                    },
+                    status_code=400,
+                )
+            return JSONResponse(
+                {
+                    **tok.describe(),
+                    "token": tok.value,
+                    "join_path": f"/join?{urlencode({'token': tok.value})}",
+                },
+                status_code=201,
+            )
+        return JSONResponse({"tokens": store.tokens()})
+
+    async def revoke(request: Request) -> Response:
+        if not allowed(request):
+            return denied()
+        token_id = request.path_params["token_id"]
+        if token_id not in {t["id"] for t in store.tokens()}:
+            return JSONResponse(
+                {"error": {"code": "NOT_FOUND", "message": "no such token id"}}, status_code=404
+            )
+        closed = await store.revoke(token_id)
+        return JSONResponse({"id": token_id, "revoked": True, "disconnected": closed})
+
+    return [
+        Route("/admin/tokens", tokens, methods=["GET", "POST"]),
+        Route("/admin/tokens/{token_id}", revoke, methods=["DELETE"]),
+    ]
+
+
 def join_url(base_url: str, tok: JoinToken) -> str:
     return f"{base_url.rstrip('/')}/join?{urlencode({'token': tok.value})}"
 
@@ -245,9 +312,24 @@ def family_from_user_agent(user_agent: str) -> str:
 
 
 class RemoteWorker(BrowserWorker):
-    """A page that joined by itself; we own no process, only its socket."""
+    """A page that joined by itself; we own no process, only its socket.
+
+    A remote page can vanish without closing its socket (a laptop lid, a
+    dropped Wi-Fi link: TCP notices only much later).  The page sends a
+    heartbeat every 5 s, so silence for ``silence_s`` means it is gone.  A
+    page that runs a model on its main thread cannot send heartbeats meanwhile:
+    keep ``silence_s`` above the longest single run.
+    """
 
     launcher = "join"
+    silence_s = 45.0
+
+    @property
+    def alive(self) -> bool:
+        if not super().alive:
+            return False
+        conn = self.connection
+        return conn is not None and time.monotonic() - conn.last_seen < self.silence_s
 
 
 class JoinedWorkers:
@@ -325,6 +407,7 @@ class RemoteJoin:
         self.public_url = public_url.rstrip("/") if public_url else None
         self.tokens = TokenStore().attach(server)
         server.add_routes(join_routes(self.tokens, threads=threads))
+        server.add_routes(token_admin_routes(self.tokens, server.token))
         self.joined = JoinedWorkers(server)
 
     def base_urls(self) -> list[str]:
