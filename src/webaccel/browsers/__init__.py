@@ -47,10 +47,13 @@ async def launch_worker(
     *,
     launcher: str | None = None,
     grid_url: str | None = None,
+    public_url: str | None = None,
     **options: Any,
 ) -> BrowserWorker:
     """Start one worker page in ``browser`` via ``launcher`` (default: ``$WEBACCEL_LAUNCHER``
-    or "subprocess"; "grid" when ``grid_url`` is given)."""
+    or "subprocess"; "grid" when ``grid_url`` is given).  ``public_url`` is the server
+    address Grid nodes can reach (needed when the server listens on 0.0.0.0); local
+    launchers ignore it."""
     family = BROWSER_ALIASES.get(browser)
     if family is None:
         raise BackendUnavailableError(
@@ -77,5 +80,5 @@ async def launch_worker(
             raise BackendUnavailableError("launcher 'grid' needs grid_url='http://HUB:4444'")
         from webaccel.browsers.grid import launch_grid
 
-        return await launch_grid(server, grid_url, browser=family, **options)
+        return await launch_grid(server, grid_url, browser=family, public_url=public_url, **options)
     raise BackendUnavailableError(f"unknown launcher {how!r}; use one of {', '.join(LAUNCHERS)}")
