@@ -181,3 +181,12 @@ async def test_get_without_peers_is_a_typed_404(tmp_path: Path) -> None:
     with pytest.raises(BlockNotFoundError) as ei:
         await s.get(cidmod.make(b"nope", cidmod.RAW, 1))
     assert ei.value.code == "NOT_FOUND"
+
+
+def test_add_larger_than_budget_keeps_its_own_blocks_when_pinned(tmp_path: Path) -> None:
+    s = BlockStore(tmp_path / "store", memory_bytes=0, disk_budget=1 << 20, fsync=False)
+    old = add_path(write_random(tmp_path / "old", 1 << 20, 1), "kubo-v1", store=s)
+    big = write_random(tmp_path / "big", 80 * 262_144, 2)  # 81 blocks: auto-GC would run
+    root = add_path(big, "kubo-v1", store=s, pin=True)
+    assert b"".join(s.read_file(root)) == big.read_bytes()  # no GC during the add
+    assert not s.has(old)  # the budget was enforced afterwards, on unpinned blocks

@@ -107,7 +107,12 @@ def add_path(path: str | os.PathLike[str], profile: str | Profile = "kubo-v0",
 
             store = BlockStore.default()
         sink = store.put_trusted
-    entry = add_tree(p, profile, sink, hidden=hidden, progress=progress)
-    if store is not None and not only_hash and pin:
-        store.pin(entry.cid)
+    if store is None or only_hash:
+        entry = add_tree(p, profile, sink, hidden=hidden, progress=progress)
+        return cidmod.to_cid(entry.cid)
+    with store.gc_paused():
+        entry = add_tree(p, profile, sink, hidden=hidden, progress=progress)
+        if pin:
+            store.pin(entry.cid)
+    store.enforce_budget()
     return cidmod.to_cid(entry.cid)

@@ -64,6 +64,7 @@ class BlockStore:
         self.fsync = fsync
         self.stats = {"memory_hits": 0, "disk_hits": 0, "network_fetches": 0, "corrupt_dropped": 0}
         self._puts_since_gc = 0
+        self._gc_paused = 0
 
     @classmethod
     def default(cls, **kw: object) -> BlockStore:
@@ -92,10 +93,25 @@ class BlockStore:
         self.memory.put(mh, data)
         if self.disk.put(mh, data, fsync=self.fsync):
             self._puts_since_gc += 1
-            if self.disk_budget is not None and self._puts_since_gc >= 64:
+            if self._puts_since_gc >= 64 and not self._gc_paused:
                 self._puts_since_gc = 0
-                if self.disk.nbytes > self.disk_budget:
-                    self.gc(self.disk_budget)
+                self.enforce_budget()
+
+    def enforce_budget(self) -> GcResult | None:
+        """Run GC (least recently used unpinned blocks first) if over ``disk_budget``."""
+        if self.disk_budget is not None and self.disk.nbytes > self.disk_budget:
+            return self.gc(self.disk_budget)
+        return None
+
+    @contextlib.contextmanager
+    def gc_paused(self) -> Iterator[None]:
+        """No automatic GC inside (like Kubo's GC lock during ``ipfs add``): the
+        blocks of a DAG being added are unpinned until its root exists."""
+        self._gc_paused += 1
+        try:
+            yield
+        finally:
+            self._gc_paused -= 1
 
     def has(self, c: CIDLike) -> bool:
         mh = mh_of(cidmod.parse(c))
