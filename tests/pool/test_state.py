@@ -362,3 +362,40 @@ TestPoolMachine.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+def test_waits_for_the_loaded_worker_when_loading_costs_more() -> None:
+    """A free worker without the model does not load it (seconds) to save a short wait."""
+    s = PoolState()
+    s.register_model(model("m"))
+    add_worker(s, "w1")
+    first = req("m")
+    s.submit(first, 0)
+    a = s.next_assignment(0)
+    assert a is not None and a.worker_id == "w1" and a.load
+    s.finish(a.id, 0, ms=50.0, load_ms=5000.0)  # measured: 50 ms runs, 5 s loads
+    busy = s.next_assignment(0) if s.submit(req("m"), 0) is None else None
+    assert busy is not None and busy.worker_id == "w1" and not busy.load
+    add_worker(s, "w2")  # idle, model not loaded
+    s.submit(req("m"), 0)
+    assert s.next_assignment(0) is None  # cheaper to wait ~50 ms for w1 than load 5 s on w2
+    s.finish(busy.id, 0, ms=50.0)
+    nxt = s.next_assignment(0)
+    assert nxt is not None and nxt.worker_id == "w1"
+
+
+def test_a_long_queue_spreads_the_model_to_idle_workers() -> None:
+    s = PoolState()
+    s.register_model(model("m"))
+    add_worker(s, "w1")
+    s.submit(req("m"), 0)
+    a = s.next_assignment(0)
+    s.finish(a.id, 0, ms=50.0, load_ms=1000.0)
+    s.submit(req("m"), 0)
+    busy = s.next_assignment(0)
+    assert busy is not None and busy.worker_id == "w1"
+    add_worker(s, "w2")
+    for _ in range(40):  # 40 x 50 ms queued ahead > a 1 s load
+        s.submit(req("m"), 0)
+    spread = s.next_assignment(0)
+    assert spread is not None and spread.worker_id == "w2" and spread.load

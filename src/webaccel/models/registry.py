@@ -138,7 +138,9 @@ def _load_builtins() -> None:
     if _builtins_loaded:
         return
     _builtins_loaded = True
-    from webaccel.models import smollm, text
+    from webaccel.models import smollm, text, vision
 
     register(text.MINILM)
     register(smollm.SMOLLM2)
+    register(vision.NSFW_CNN)
+    register(vision.VIT_SALIENCY)

@@ -705,7 +705,9 @@ class ResourcePool:
         if a is None:  # its worker was declared lost first: the requests were retried
             return
         res, parts, load = payload
-        self._state.finish(aid, now, ms=res.round_trip_ms)
+        self._state.finish(
+            aid, now, ms=res.round_trip_ms, load_ms=load.load_ms if load is not None else None
+        )
         rec_browser = self._browser_of(a.worker_id)
         v = a.variant
         assert v is not None

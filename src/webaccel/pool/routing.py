@@ -188,10 +188,9 @@ class LatencyTable:
         v = self._ewma.get(key)
         return v if v is not None and v[1] >= self.min_samples else None
 
-    def best_for(self, model: str) -> float | None:
-        vals = [
-            ms for (m, *_), (ms, n) in self._ewma.items() if m == model and n >= self.min_samples
-        ]
+    def best_for(self, model: str, min_samples: int | None = None) -> float | None:
+        need = self.min_samples if min_samples is None else min_samples
+        vals = [ms for (m, *_), (ms, n) in self._ewma.items() if m == model and n >= need]
         return min(vals) if vals else None
 
     def snapshot(self, model: str) -> dict[str, dict[str, float]]:

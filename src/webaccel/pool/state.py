@@ -195,6 +195,7 @@ class PoolState:
         self.scaling = scaling or ScalingPolicy()
         self.latency = latency or LatencyTable()
         self.breaker = breaker or CircuitBreaker()
+        self.load_cost: dict[str, float] = {}  # model -> EWMA of measured load ms
         self.rng = random.Random(seed)
         self.scan_limit = scan_limit
         self.models: dict[str, ModelInfo] = {}
@@ -510,7 +511,7 @@ class PoolState:
             if sig in no_route:
                 continue
             cands, rejected, notes = self._route(req, free, now)
-            if not cands:
+            if not cands or self._cheaper_to_wait(req, cands):
                 no_route.add(sig)
                 continue
             info = self.models.get(req.model)
@@ -521,6 +522,37 @@ class PoolState:
             pick = choose(cands, self.rng, self.policy.tie_tolerance)
             return self._start(req, batch, pick, rejected, notes, now)
         return None
+
+    def _cheaper_to_wait(self, req: Request, cands: Sequence[Candidate]) -> bool:
+        """Leave ``req`` queued for a busy worker that has its model loaded when the
+        expected wait there is shorter than loading the model on a free worker.
+
+        Without this, every burst copies each model onto every idle worker
+        (a multi-second load to save a few tens of ms of queueing).  The wait
+        grows with the model's queue, so sustained load still spreads a model
+        over more workers once waiting costs more than a load.
+        """
+        if any(c.loaded for c in cands):
+            return False
+        load = self.load_cost.get(req.model)
+        run = self.latency.best_for(req.model, min_samples=1)  # a rough figure is enough here
+        if load is None or run is None:
+            return False
+        holders = [
+            w
+            for w in self.workers.values()
+            if not w.free
+            and w.state in ACCEPTS_WORK
+            and any(
+                v is not None and v.key in w.loaded and self._static_reject(req, w, v) is None
+                for v in self._variants_for(req)
+            )
+        ]
+        if not holders:
+            return False
+        ahead = len(self.queues.get(req.model, ()))
+        expected_wait = (ahead / len(holders) + 1) * run
+        return load > expected_wait
 
     def _start(
         self,
@@ -628,9 +660,21 @@ class PoolState:
         if not rec.running:
             rec.idle_since = now
 
-    def finish(self, assignment_id: int, now: float, *, ms: float | None = None) -> Outcome:
-        """The assignment succeeded; ``ms`` (its round trip) feeds the latency table."""
+    def finish(
+        self,
+        assignment_id: int,
+        now: float,
+        *,
+        ms: float | None = None,
+        load_ms: float | None = None,
+    ) -> Outcome:
+        """The assignment succeeded; ``ms`` (its round trip) feeds the latency table,
+        ``load_ms`` (when it had to load the model first) the load-cost estimate."""
         a = self.running[assignment_id]
+        if load_ms is not None:
+            model = a.requests[0].model
+            old = self.load_cost.get(model)
+            self.load_cost[model] = load_ms if old is None else 0.7 * old + 0.3 * load_ms
         self._release(a, now)
         rec = self.workers.get(a.worker_id)
         if rec is not None:

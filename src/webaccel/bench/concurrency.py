@@ -1,0 +1,115 @@
+"""``concurrency``: N different models served at once vs one after another.
+
+The same pool (one browser worker per model, WASM, one thread each: FACTS.md
+found one single-threaded browser per core best here) serves R requests of
+each model twice: first model by model (each stream waits for the previous
+one), then all models' streams at once.  The ratio is total time one after
+another / total time concurrently, i.e. throughput concurrently / sequentially.
+Every model is warmed up on every worker first so V8's WASM tiering and model
+loads are outside the timed runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from webaccel.bench.core import (
+    BenchContext,
+    BenchmarkUnavailable,
+    Measurement,
+    benchmark,
+    summarize,
+)
+
+CANDIDATES = ("minilm", "nsfw-cnn", "vit-saliency")
+
+
+def _inputs(name: str) -> Any:
+    if name == "minilm":
+        return ["Concurrency is about dealing with lots of things at once."]
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, size=(224, 224, 3), dtype=np.uint8)
+
+
+def _available_models(wanted: int) -> list[str]:
+    from webaccel.errors import WebAccelError
+    from webaccel.models import registry
+
+    names = []
+    for name in CANDIDATES:
+        try:
+            registry.get(name).ensure_onnx("fp32")
+        except WebAccelError:
+            continue
+        names.append(name)
+    return names[:wanted]
+
+
+@benchmark(
+    "concurrency",
+    ratio_is="throughput of N models served concurrently / one after another",
+    better="higher",
+)
+def concurrency(ctx: BenchContext) -> Measurement:
+    models = _available_models(int(ctx.options.get("models", 3)))
+    if len(models) < 2:
+        raise BenchmarkUnavailable(
+            f"needs at least 2 registered models with weights; have {models}"
+        )
+    return asyncio.run(_measure(models, ctx))
+
+
+async def _measure(models: list[str], ctx: BenchContext) -> Measurement:
+    from webaccel.engine import Engine
+
+    per_model = max(ctx.repeat, 5)
+    engine = Engine(max_connections=len(models), adaptive_scaling=False, default_platform="wasm")
+    await engine.start()
+    try:
+
+        async def stream(name: str) -> list[float]:
+            times = []
+            for _ in range(per_model):
+                t = time.perf_counter()
+                await engine.accelerate(name, _inputs(name), {"timeout": 300})
+                times.append((time.perf_counter() - t) * 1000)
+            return times
+
+        for name in models:  # warm-up: loads, shader/WASM tiering
+            for _ in range(max(ctx.warmup, 5)):
+                await engine.accelerate(name, _inputs(name), {"timeout": 300})
+        start = time.perf_counter()
+        sequential = [await stream(name) for name in models]
+        seq_s = time.perf_counter() - start
+        start = time.perf_counter()
+        concurrent = await asyncio.gather(*(stream(name) for name in models))
+        conc_s = time.perf_counter() - start
+        workers = engine.pool.stats()["workers"]
+    finally:
+        await engine.close()
+    total = per_model * len(models)
+    return Measurement(
+        ratio=seq_s / conc_s,
+        figures={
+            "models": models,
+            "requests_per_model": per_model,
+            "workers": len(workers),
+            "cores": os.cpu_count(),
+            "sequential_s": seq_s,
+            "concurrent_s": conc_s,
+            "sequential_throughput_per_s": total / seq_s,
+            "concurrent_throughput_per_s": total / conc_s,
+            "latency_ms_sequential": {
+                m: summarize(t) for m, t in zip(models, sequential, strict=True)
+            },
+            "latency_ms_concurrent": {
+                m: summarize(t) for m, t in zip(models, concurrent, strict=True)
+            },
+            "models_per_worker": {w: info["loaded"] for w, info in workers.items()},
+        },
+    )
