@@ -54,6 +54,10 @@ async def launch_worker(
     or "subprocess"; "grid" when ``grid_url`` is given).  ``public_url`` is the server
     address Grid nodes can reach (needed when the server listens on 0.0.0.0); local
     launchers ignore it."""
+    if browser == "node-webgpu":  # the headless WebGPU worker (Node + Dawn), no browser
+        from webaccel.browsers.node import launch_node_worker
+
+        return await launch_node_worker(server, **options)
     family = BROWSER_ALIASES.get(browser)
     if family is None:
         raise BackendUnavailableError(
