@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -169,6 +170,13 @@ class Replicator:
         tmp.write_text(json.dumps([{**asdict(a), "ok": a.ok} for a in out], indent=1))
         os.replace(tmp, self.status_path)
         return out
+
+    async def monitor_forever(self, interval_s: float = 300.0, *, deep: bool = False) -> None:
+        """Re-check every pin every ``interval_s`` (a server starts this as a task)."""
+        while True:
+            with contextlib.suppress(Exception):  # a failed round must not end monitoring
+                await self.monitor(deep=deep)
+            await asyncio.sleep(interval_s)
 
     def last_status(self) -> list[dict[str, Any]]:
         if not self.status_path.exists():
