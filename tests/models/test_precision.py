@@ -173,3 +173,21 @@ def test_int4_unties_a_table_shared_by_lookup_and_projection(tmp_path: Path) -> 
     feeds = [{"ids": np.arange(0, vocab, 7, dtype=np.int64)}]
     rep = P.evaluate(src, out, feeds, metric="top1", repeat=1, warmup=0)
     assert rep.accuracy_mean >= 0.9
+
+
+def test_fp16_keeps_resized_constants_and_shape_math_in_fp32() -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.ones((1, 4, 3, 3), np.float32), "pos")
+    nodes = [
+        helper.make_node("Shape", ["x"], ["xs"], name="shape"),
+        helper.make_node("Slice", ["xs", "zero", "four"], ["sizes"], name="slice"),
+        helper.make_node("Resize", ["pos", "", "", "sizes"], ["pos_r"], name="resize", mode="cubic"),
+        helper.make_node("Add", ["x", "pos_r"], ["y"], name="add"),
+    ]
+    inits = [table, numpy_helper.from_array(np.array([0], np.int64), "zero"),
+             numpy_helper.from_array(np.array([4], np.int64), "four")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])], inits)
+    blocked = P._resize_scale_nodes(helper.make_model(graph))
+    assert blocked == {"resize", "slice", "shape"}  # "add" (the data path) goes fp16

@@ -146,3 +146,15 @@ def test_nsfw_int8_variant_through_the_spec() -> None:
     rep = evaluate(fp32, int8, [prep.tensors], metric="top1", repeat=2, warmup=1)
     assert rep.ratio_to_fp32 < 0.35
     assert rep.accuracy_mean == 1.0
+
+
+@pytest.mark.slow
+def test_saliency_fp16_variant_runs(tmp_path: Path) -> None:
+    """fp16 once broke the ViT's position-embedding Resize at run time (see precision.to_fp16)."""
+    from webaccel.models.precision import evaluate, make_variant
+
+    fp32 = V.VIT_SALIENCY.ensure_onnx("fp32")
+    half = make_variant(fp32, "fp16", tmp_path / "vit.fp16.onnx")
+    prep = V.SaliencyProcessor().preprocess([_picture(300, 200, 5)], {})
+    rep = evaluate(fp32, half, [prep.tensors], metric="cosine", repeat=1, warmup=0)
+    assert rep.accuracy_worst > 0.999 and rep.ratio_to_fp32 < 0.55

@@ -7,10 +7,16 @@ onnxruntime CPU load time and latency (median over ``ctx.repeat`` runs after
 ``ctx.warmup``).  In-browser latency per variant is not measured here yet; no
 figure pretends to be it.
 
+The other models' variants go to ``figures["models"]``: ``nsfw-cnn`` (top-1
+agreement and max |p - p_fp32| on synthetic pictures), ``vit-saliency``
+(cosine of the saliency maps), ``whisper-tiny-en`` (word error rate against
+the fp32 transcript of beckett.wav, and the transcription's wall time).
+
 Options (``ctx.options``): ``threads`` (intra-op threads, default 1, the WASM
 default on this class of machine), ``mixed`` (False skips the ~15 s mixed
 search), ``mixed_target`` (worst cosine the mixed variant must meet, 0.99),
-``block_size`` (int4 block, 32).
+``block_size`` (int4 block, 32), ``models`` (which other models to measure;
+default all three, ``[]`` for MiniLM only).
 """
 from __future__ import annotations
 
@@ -98,9 +104,135 @@ def run(ctx: BenchContext) -> Measurement:
             "build_s": round(build_s, 2),
             **extra,
         }
+    figures["models"], figures["models_unavailable"] = {}, {}
+    for name in opts.get("models", OTHER_MODELS):
+        try:
+            figures["models"][name] = OTHER_MODELS[name](ctx, threads, block)
+        except Exception as exc:  # a missing weights package must not sink the whole run
+            figures["models_unavailable"][name] = f"{type(exc).__name__}: {exc}"
     v = figures["variants"]
     ratio = v["int4"]["bytes"] / v["fp32"]["bytes"]
     figures["target"] = {"int4_ratio_max": 0.2, "cosine_min": 0.95,
                          "met_by_mean": ratio <= 0.2 and v["int4"]["cosine_mean"] >= 0.95,
                          "met_by_worst": ratio <= 0.2 and v["int4"]["cosine_worst"] >= 0.95}
     return Measurement(ratio=ratio, figures=figures)
+
+
+# ------------------------------------------------------------ the other models
+
+
+def _pictures(n: int = 8) -> list[Any]:
+    """Deterministic structured pictures (no image data ships with the repo)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    out = []
+    for k in range(n):
+        rng = np.random.default_rng(k)
+        w, h = int(rng.integers(160, 400)), int(rng.integers(160, 400))
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = np.stack([xx * 255 / w, yy * 255 / h, np.full_like(xx, 40 * k % 255)], -1)
+        img = Image.fromarray((base + rng.normal(0, 10, base.shape)).clip(0, 255).astype(np.uint8))
+        d = ImageDraw.Draw(img)
+        for _ in range(3):
+            x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
+            d.ellipse([x0, y0, x0 + int(rng.integers(10, w // 2)), y0 + int(rng.integers(10, h // 2))],
+                      fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+        out.append(img)
+    return out
+
+
+def _fresh(variant: Path, fp32: Path) -> bool:
+    return variant.is_file() and variant.stat().st_mtime >= fp32.stat().st_mtime
+
+
+def _vision_variants(spec: Any, metric: str, ctx: BenchContext, threads: int,
+                     block: int) -> dict[str, Any]:
+    from webaccel.models import precision as P
+
+    fp32 = spec.ensure_onnx("fp32")
+    proc = spec.processor()
+    feeds = [proc.preprocess(img, {}).tensors for img in _pictures()]
+    ref = P.run_feeds(P.session(fp32, threads=threads), feeds)
+    out_dir = fp32.parent.parent / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    res: dict[str, Any] = {"metric": metric, "inputs": f"{len(feeds)} synthetic pictures"}
+    for p in ("fp32", "fp16", "int8", "int4"):
+        path = fp32 if p == "fp32" else out_dir / f"model.{p}.onnx"
+        t0 = time.perf_counter()
+        if p != "fp32" and not _fresh(path, fp32):
+            P.make_variant(fp32, p, path, block_size=block)
+        build_s = time.perf_counter() - t0
+        rep = P.evaluate(fp32, path, feeds, metric=metric, precision=p, repeat=ctx.repeat,
+                         warmup=min(ctx.warmup, 5), threads=threads, ref_outputs=ref)
+        row = {"bytes": rep.bytes, "ratio_to_fp32": round(rep.ratio_to_fp32, 4),
+               "accuracy_mean": round(rep.accuracy_mean, 6),
+               "accuracy_worst": round(rep.accuracy_worst, 6),
+               "native_latency_ms": {k: round(x, 3) for k, x in rep.latency_ms.items()},
+               "native_load_ms": round(rep.load_ms, 1), "build_s": round(build_s, 2)}
+        if metric == "top1":
+            outs = P.run_feeds(P.session(path, threads=threads), feeds)
+            row["max_abs_prob_diff"] = round(max(
+                float(P.compare_outputs(r, o, f, "max_abs").max())
+                for r, o, f in zip(ref, outs, feeds, strict=True)), 6)
+        if p == "int4" and rep.ratio_to_fp32 > 0.9:
+            row["note"] = ("weight-only int4 covers MatMul/Gather weights; this model's weights are "
+                           "mostly Conv, so int4 leaves it nearly fp32 (int8 quantizes Conv)")
+        res[p] = row
+    return res
+
+
+def _nsfw(ctx: BenchContext, threads: int, block: int) -> dict[str, Any]:
+    from webaccel.models.vision import NSFW_CNN
+
+    return _vision_variants(NSFW_CNN, "top1", ctx, threads, block)
+
+
+def _saliency(ctx: BenchContext, threads: int, block: int) -> dict[str, Any]:
+    from webaccel.models.vision import VIT_SALIENCY
+
+    return _vision_variants(VIT_SALIENCY, "cosine", ctx, threads, block)
+
+
+def _whisper(ctx: BenchContext, threads: int, block: int) -> dict[str, Any]:
+    from webaccel.models import whisper as W
+
+    base = (ctx.home / "models" if ctx.home else paths.subdir("models")) / "whisper-tiny-en"
+    fp32_dir = base / "fp32"
+    try:
+        fp32 = W.parts_in(fp32_dir)
+    except Exception:
+        fp32 = W.export_onnx(fp32_dir)
+    clip = W.beckett_wav()
+    res: dict[str, Any] = {"metric": "wer_vs_fp32", "inputs": "beckett.wav (10 s)",
+                           "latency_is": "wall time of one greedy transcription, native onnxruntime"}
+    ref_text: list[str] | None = None
+    for p in ("fp32", "fp16", "int8", "int4"):
+        t0 = time.perf_counter()
+        if p == "fp32":
+            parts = fp32
+        else:
+            d = base / p
+            fresh = all(_fresh(d / f.name, f) for f in fp32.values())
+            parts = ({k: d / f.name for k, f in fp32.items()} if fresh
+                     else W.make_variants(fp32, p, d, block_size=block))
+        build_s = time.perf_counter() - t0
+        # Warm the sessions once, then time ctx.repeat transcriptions (capped: each is ~1 s).
+        W.evaluate_variant(fp32, parts, [clip], precision=p, threads=threads,
+                           reference=ref_text or [""])
+        rep = W.evaluate_variant(fp32, parts, [clip] * max(1, min(ctx.repeat, 5)), precision=p,
+                                 threads=threads,
+                                 reference=(ref_text * max(1, min(ctx.repeat, 5))) if ref_text else None)
+        if ref_text is None:
+            ref_text = [rep.texts[0]]
+        secs = sorted(rep.seconds)
+        res[p] = {"bytes": rep.bytes, "wer_vs_fp32": rep.wer_vs_fp32, "text": rep.texts[0],
+                  "transcribe_s_median": round(secs[len(secs) // 2], 3),
+                  "build_s": round(build_s, 2)}
+    for p in ("fp16", "int8", "int4"):
+        res[p]["ratio_to_fp32"] = round(res[p]["bytes"] / res["fp32"]["bytes"], 4)
+    return res
+
+
+OTHER_MODELS: dict[str, Any] = {"nsfw-cnn": _nsfw, "vit-saliency": _saliency,
+                                "whisper-tiny-en": _whisper}
