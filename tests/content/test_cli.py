@@ -92,3 +92,27 @@ def test_models_publish_and_resolve(tmp_path: Path, _home: Path) -> None:
     assert BlockStore(None).is_pinned(c1) and BlockStore(None).is_pinned(c2)
     r = runner.invoke(_app(), ["models", "resolve", "nope"])
     assert r.exit_code == 1 and "MODEL_NOT_FOUND" in r.output
+
+
+def test_pin_add_replicates_and_pin_status_reports(tmp_path: Path, _home: Path) -> None:
+    from webaccel.content.config import ContentConfig, save_config
+    from webaccel.content.gateway import create_gateway_app
+    from webaccel.content.testing import serve_in_thread
+
+    remote = BlockStore(tmp_path / "remote")
+    srv = serve_in_thread(create_gateway_app(remote, upload_token="tok"))
+    try:
+        save_config(ContentConfig(replicate_to=[{"url": srv.url, "token": "tok"}],
+                                  replication_min=1))
+        f = write_random(tmp_path / "w.onnx", 600_000, 9)
+        cid = _ok("add", str(f), "--profile", "kubo-v1").strip().splitlines()[-1]
+        rows = json.loads(_ok("pin", "status", "--json"))
+        assert rows == []  # nothing pinned yet
+        r = runner.invoke(_app(), ["pin", "add", cid])
+        assert r.exit_code == 0 and f"pinned {cid}" in r.stdout
+        assert remote.is_pinned(cid)
+        rows = json.loads(_ok("pin", "status", "--json"))
+        assert rows[0]["cid"] == cid and rows[0]["available_on"] == [srv.url] and rows[0]["ok"]
+        assert f"{cid} 1/1 ok" in _ok("pin", "status", "--no-check")
+    finally:
+        srv.stop()
