@@ -10,5 +10,11 @@ Modules (pure logic has no I/O):
 * ``fetcher`` — parallel, verified block fetching from many peers.
 * ``names``, ``replication``, ``cluster`` — model names and versions, pushes
   to peers, availability checks, IPFS Cluster REST adapter.
-* ``cli`` — ``webaccel add|cat|get|pin|car`` and ``models publish``.
+* ``cli`` — ``webaccel add|cat|get|pin|car`` and ``models publish|resolve``.
+* ``web/cidfetch.mjs``, ``webassets`` — verified, cached loading by CID in the
+  browser (OPFS / Cache API), bundled with esbuild.
+* ``testing`` — local gateway peers with bandwidth caps, corruption, delay.
+
+CIDs are ``bytes`` (binary form) inside; ``cid.parse`` / ``cid.to_str`` /
+``cid.to_cid`` convert at the edges.
 """
