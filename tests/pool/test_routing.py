@@ -214,3 +214,23 @@ def test_circuit_breaker_routes_away_from_a_failing_backend() -> None:
     assert a is not None and a.variant is not None and a.variant.backend == "wasm"
     assert a.requests[0].attempts == 3
     assert any("circuit open" in r for r in a.reasons)
+
+
+def test_new_models_are_placed_on_the_emptiest_free_worker() -> None:
+    from webaccel.pool.state import PoolState
+
+    from .helpers import add_worker, model, req
+
+    s = PoolState()
+    for name in ("a", "b", "c"):
+        s.register_model(model(name))
+    for wid in ("w1", "w2", "w3"):
+        add_worker(s, wid)
+    placed = []
+    for name in ("a", "b", "c"):
+        s.submit(req(name), 0)
+        a = s.next_assignment(0)
+        assert a is not None and a.load
+        placed.append(a.worker_id)
+        s.finish(a.id, 0)
+    assert sorted(placed) == ["w1", "w2", "w3"]  # one model per worker, not two on one

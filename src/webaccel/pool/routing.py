@@ -295,6 +295,7 @@ class Candidate:
     est_ms: float
     load: int  # running assignments on the worker
     why: str
+    resident: int = 0  # models already loaded on the worker
 
 
 def choose(candidates: Sequence[Candidate], rng: random.Random, tie_tolerance: float) -> Candidate:
@@ -308,5 +309,9 @@ def choose(candidates: Sequence[Candidate], rng: random.Random, tie_tolerance: f
         (c for c in pool if c.est_ms <= best * (1.0 + tie_tolerance) + 1e-9),
         key=lambda c: (c.est_ms, c.worker_id),
     )
+    if not best_loaded:
+        # Placing a model (a load): spread models over workers, so models
+        # served at the same time do not queue behind each other on one page.
+        return min(tier, key=lambda c: (c.load, c.resident, c.est_ms, c.worker_id))
     pick = tier if len(tier) <= 2 else rng.sample(tier, 2)
     return min(pick, key=lambda c: (c.load, c.est_ms, c.worker_id))

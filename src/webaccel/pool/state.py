@@ -451,6 +451,7 @@ class PoolState:
                     est,
                     len(rec.running),
                     ("loaded; " if loaded else "") + why,
+                    resident=len(rec.loaded),
                 )
                 if best is None or (not c.loaded, c.est_ms) < (not best.loaded, best.est_ms):
                     best = c
