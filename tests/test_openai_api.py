@@ -5,6 +5,7 @@ raw SSE/auth/validation checks with httpx, and disconnect -> cancel in the page.
 test Llama registered first so generation stays fast); the disconnect test runs
 the same routes in-process so it can watch the page's frames.
 """
+
 from __future__ import annotations
 
 import base64
@@ -25,8 +26,10 @@ from webaccel.generation import GenerationParams
 pytestmark = pytest.mark.browser
 
 KEY = "test-key-" + "x" * 16
-SERVE = ("from webaccel.generation.testing import tiny_llama_spec; tiny_llama_spec('tiny-llama'); "
-         "import sys; from webaccel.cli import main; sys.argv[0] = 'webaccel'; main()")
+SERVE = (
+    "from webaccel.generation.testing import tiny_llama_spec; tiny_llama_spec('tiny-llama'); "
+    "import sys; from webaccel.cli import main; sys.argv[0] = 'webaccel'; main()"
+)
 
 
 def free_port() -> int:
@@ -60,8 +63,12 @@ def served(tiny_models, tmp_path_factory):
     log = home / "serve.log"
     env = {**os.environ, "WEBACCEL_HOME": str(home), "WEBACCEL_API_KEY": KEY}
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", SERVE, "serve", "--port", str(port),
-                                 "--browsers", "1"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SERVE, "serve", "--port", str(port), "--browsers", "1"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -69,8 +76,9 @@ def served(tiny_models, tmp_path_factory):
             if proc.poll() is not None:
                 raise RuntimeError(f"webaccel serve exited: {Path(log).read_text()[-3000:]}")
             try:
-                r = httpx.get(url + "/v1/models", headers={"authorization": f"Bearer {KEY}"},
-                              timeout=2)
+                r = httpx.get(
+                    url + "/v1/models", headers={"authorization": f"Bearer {KEY}"}, timeout=2
+                )
                 if r.status_code == 200 and b"serving on" in Path(log).read_bytes():
                     break
             except httpx.HTTPError:
@@ -96,13 +104,16 @@ def client(served):
 def chat_reference(tiny_models, messages, max_tokens):
     gm, native = tiny_models
     ids = gm.encode(gm.apply_chat_template(messages))
-    res = native.generate(ids, GenerationParams(max_tokens=max_tokens),
-                          stop_token_ids=gm.eos_token_ids)
+    res = native.generate(
+        ids, GenerationParams(max_tokens=max_tokens), stop_token_ids=gm.eos_token_ids
+    )
     return gm.decode(res.token_ids), res, len(ids)
 
 
-MESSAGES = [{"role": "system", "content": "You are terse."},
-            {"role": "user", "content": "Name a city in Japan: 東京?"}]
+MESSAGES = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Name a city in Japan: 東京?"},
+]
 
 
 # ------------------------------------------------------------------ openai client
@@ -110,8 +121,9 @@ MESSAGES = [{"role": "system", "content": "You are terse."},
 
 def test_openai_client_chat_completion(client, tiny_models):
     want, res, prompt_tokens = chat_reference(tiny_models, MESSAGES, 24)
-    out = client.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=24,
-                                         temperature=0)
+    out = client.chat.completions.create(
+        model="tiny-llama", messages=MESSAGES, max_tokens=24, temperature=0
+    )
     assert out.object == "chat.completion" and out.model == "tiny-llama"
     assert out.choices[0].message.role == "assistant"
     assert out.choices[0].message.content == want
@@ -122,15 +134,22 @@ def test_openai_client_chat_completion(client, tiny_models):
 
 def test_openai_client_streaming_chat(client, tiny_models):
     want, _, _ = chat_reference(tiny_models, MESSAGES, 24)
-    stream = client.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=24,
-                                            temperature=0, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="tiny-llama",
+        messages=MESSAGES,
+        max_tokens=24,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == want
     assert len({c.id for c in chunks}) == 1
     assert chunks[0].choices[0].delta.role == "assistant"
-    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finals = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert finals in (["length"], ["stop"])
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 24
 
@@ -156,10 +175,12 @@ def test_openai_client_embeddings(client):
 
 def test_openai_client_completions_and_models(client, tiny_models):
     gm, native = tiny_models
-    want = native.generate(gm.encode("Once upon"), GenerationParams(max_tokens=10),
-                           stop_token_ids=gm.eos_token_ids)
-    out = client.completions.create(model="tiny-llama", prompt="Once upon", max_tokens=10,
-                                    temperature=0)
+    want = native.generate(
+        gm.encode("Once upon"), GenerationParams(max_tokens=10), stop_token_ids=gm.eos_token_ids
+    )
+    out = client.completions.create(
+        model="tiny-llama", prompt="Once upon", max_tokens=10, temperature=0
+    )
     assert out.choices[0].text == gm.decode(want.token_ids)
     ids = {m.id for m in client.models.list().data}
     assert {"smollm2", "minilm", "tiny-llama"} <= ids
@@ -191,16 +212,23 @@ def sse_events(lines):
         if not line:
             continue
         assert line.startswith("data: "), line
-        events.append(line[len("data: "):])
+        events.append(line[len("data: ") :])
     return events
 
 
 def test_sse_chunk_format(served, tiny_models):
     want, _, _ = chat_reference(tiny_models, MESSAGES, 16)
-    body = {"model": "tiny-llama", "messages": MESSAGES, "max_tokens": 16, "temperature": 0,
-            "stream": True, "stream_options": {"include_usage": True}}
-    with httpx.stream("POST", served + "/v1/chat/completions", json=body, headers=auth(),
-                      timeout=120) as r:
+    body = {
+        "model": "tiny-llama",
+        "messages": MESSAGES,
+        "max_tokens": 16,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with httpx.stream(
+        "POST", served + "/v1/chat/completions", json=body, headers=auth(), timeout=120
+    ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         raw = r.read().decode()
@@ -226,10 +254,18 @@ def test_sse_chunk_format(served, tiny_models):
 
 def test_completions_stream(served, tiny_models):
     gm, native = tiny_models
-    want = gm.decode(native.generate(gm.encode("Once upon"), GenerationParams(max_tokens=12),
-                                     stop_token_ids=gm.eos_token_ids).token_ids)
-    body = {"model": "tiny-llama", "prompt": "Once upon", "max_tokens": 12, "temperature": 0,
-            "stream": True}
+    want = gm.decode(
+        native.generate(
+            gm.encode("Once upon"), GenerationParams(max_tokens=12), stop_token_ids=gm.eos_token_ids
+        ).token_ids
+    )
+    body = {
+        "model": "tiny-llama",
+        "prompt": "Once upon",
+        "max_tokens": 12,
+        "temperature": 0,
+        "stream": True,
+    }
     r = httpx.post(served + "/v1/completions", json=body, headers=auth(), timeout=120)
     events = sse_events(r.text.split("\n"))
     assert events[-1] == "[DONE]"
@@ -239,10 +275,18 @@ def test_completions_stream(served, tiny_models):
     assert chunks[-1]["choices"][0]["finish_reason"] in ("length", "stop")
 
 
-@pytest.mark.parametrize("path,method", [("/v1/chat/completions", "POST"), ("/v1/models", "GET"),
-                                         ("/v1/embeddings", "POST"), ("/v1/completions", "POST")])
-@pytest.mark.parametrize("headers", [{}, auth("wrong-key"), {"authorization": KEY},
-                                     {"authorization": "Basic abc"}])
+@pytest.mark.parametrize(
+    "path,method",
+    [
+        ("/v1/chat/completions", "POST"),
+        ("/v1/models", "GET"),
+        ("/v1/embeddings", "POST"),
+        ("/v1/completions", "POST"),
+    ],
+)
+@pytest.mark.parametrize(
+    "headers", [{}, auth("wrong-key"), {"authorization": KEY}, {"authorization": "Basic abc"}]
+)
 def test_auth_failures_are_401_in_openai_shape(served, path, method, headers):
     r = httpx.request(method, served + path, headers=headers, json={}, timeout=30)
     assert r.status_code == 401
@@ -257,10 +301,16 @@ BAD = [
     ({"model": "tiny-llama"}, 400, "messages"),
     ({"model": "tiny-llama", "messages": []}, 400, "messages"),
     ({"model": "tiny-llama", "messages": "hi"}, 400, "messages"),
-    ({"model": "tiny-llama", "messages": [{"role": "wizard", "content": "x"}]}, 400,
-     "messages[0].role"),
-    ({"model": "tiny-llama", "messages": [{"role": "user", "content": 5}]}, 400,
-     "messages[0].content"),
+    (
+        {"model": "tiny-llama", "messages": [{"role": "wizard", "content": "x"}]},
+        400,
+        "messages[0].role",
+    ),
+    (
+        {"model": "tiny-llama", "messages": [{"role": "user", "content": 5}]},
+        400,
+        "messages[0].content",
+    ),
     ({"model": "tiny-llama", "messages": MESSAGES, "temperature": 5}, 400, "temperature"),
     ({"model": "tiny-llama", "messages": MESSAGES, "temperature": "hot"}, 400, "temperature"),
     ({"model": "tiny-llama", "messages": MESSAGES, "max_tokens": 0}, 400, "max_tokens"),
@@ -291,29 +341,44 @@ def test_context_overflow_is_400_even_when_streaming(served):
     assert r.status_code == 400 and "context" in r.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("body,param", [
-    ({"model": "minilm", "input": []}, "input"),
-    ({"model": "minilm", "input": [1, 2, 3]}, "input"),
-    ({"model": "minilm", "input": ["ok", ""]}, "input"),
-    ({"model": "minilm", "input": "ok", "encoding_format": "int8"}, "encoding_format"),
-    ({"model": "tiny-llama", "input": "ok"}, "model"),
-])
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ({"model": "minilm", "input": []}, "input"),
+        ({"model": "minilm", "input": [1, 2, 3]}, "input"),
+        ({"model": "minilm", "input": ["ok", ""]}, "input"),
+        ({"model": "minilm", "input": "ok", "encoding_format": "int8"}, "encoding_format"),
+        ({"model": "tiny-llama", "input": "ok"}, "model"),
+    ],
+)
 def test_bad_embedding_requests(served, body, param):
     r = httpx.post(served + "/v1/embeddings", json=body, headers=auth(), timeout=30)
     assert r.status_code == 400 and r.json()["error"]["param"] == param
 
 
 def test_embeddings_float_format_and_dimensions(served):
-    r = httpx.post(served + "/v1/embeddings", headers=auth(), timeout=120,
-                   json={"model": "minilm", "input": "hello", "encoding_format": "float"})
+    r = httpx.post(
+        served + "/v1/embeddings",
+        headers=auth(),
+        timeout=120,
+        json={"model": "minilm", "input": "hello", "encoding_format": "float"},
+    )
     vec = np.array(r.json()["data"][0]["embedding"])
     assert vec.shape == (384,) and abs(np.linalg.norm(vec) - 1) < 1e-4
-    r2 = httpx.post(served + "/v1/embeddings", headers=auth(), timeout=120,
-                    json={"model": "minilm", "input": "hello", "encoding_format": "base64"})
+    r2 = httpx.post(
+        served + "/v1/embeddings",
+        headers=auth(),
+        timeout=120,
+        json={"model": "minilm", "input": "hello", "encoding_format": "base64"},
+    )
     b64 = np.frombuffer(base64.b64decode(r2.json()["data"][0]["embedding"]), dtype="<f4")
     assert np.allclose(b64, vec, atol=1e-6)
-    r3 = httpx.post(served + "/v1/embeddings", headers=auth(), timeout=30,
-                    json={"model": "minilm", "input": "hello", "dimensions": 10})
+    r3 = httpx.post(
+        served + "/v1/embeddings",
+        headers=auth(),
+        timeout=30,
+        json={"model": "minilm", "input": "hello", "dimensions": 10},
+    )
     assert r3.status_code == 400 and r3.json()["error"]["param"] == "dimensions"
 
 
@@ -361,10 +426,17 @@ def test_client_disconnect_cancels_the_generation(inproc):
     conn.session.receive = receive
     url = engine.server.url
     try:
-        body = {"model": "tiny-llama", "messages": MESSAGES, "max_tokens": 3000,
-                "temperature": 1.0, "seed": 3, "stream": True}
-        with httpx.stream("POST", url + "/v1/chat/completions", json=body, headers=auth(),
-                          timeout=60) as r:
+        body = {
+            "model": "tiny-llama",
+            "messages": MESSAGES,
+            "max_tokens": 3000,
+            "temperature": 1.0,
+            "seed": 3,
+            "stream": True,
+        }
+        with httpx.stream(
+            "POST", url + "/v1/chat/completions", json=body, headers=auth(), timeout=60
+        ) as r:
             assert r.status_code == 200
             got = 0
             for line in r.iter_lines():

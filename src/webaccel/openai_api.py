@@ -18,6 +18,7 @@ invalid requests (with ``param`` naming the field), 404 for an unknown model,
 and webaccel's error codes mapped to 429/503/504/500.  A client that
 disconnects (streaming or not) cancels its generation in the page.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -75,18 +76,33 @@ def resolve_api_key(explicit: str | None = None) -> tuple[str, bool]:
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+        self.status, self.message, self.type, self.param, self.code = (
+            status,
+            message,
+            type_,
+            param,
+            code,
+        )
 
     def response(self) -> JSONResponse:
-        return JSONResponse(error_body(self.message, self.type, self.param, self.code),
-                            status_code=self.status)
+        return JSONResponse(
+            error_body(self.message, self.type, self.param, self.code), status_code=self.status
+        )
 
 
-def error_body(message: str, type_: str, param: str | None = None, code: str | None = None
-               ) -> dict[str, Any]:
+def error_body(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
@@ -98,15 +114,24 @@ def from_webaccel(exc: WebAccelError) -> APIError:
 
 # ------------------------------------------------------------------ validation helpers
 
+
 def _bad(message: str, param: str | None = None) -> APIError:
     return APIError(400, message, param=param, code="invalid_value" if param else None)
 
 
-def _get(body: dict[str, Any], name: str, kinds: type | tuple[type, ...], default: Any = None, *,
-         required: bool = False) -> Any:
+def _get(
+    body: dict[str, Any],
+    name: str,
+    kinds: type | tuple[type, ...],
+    default: Any = None,
+    *,
+    required: bool = False,
+) -> Any:
     if name not in body or body[name] is None:
         if required:
-            raise APIError(400, f"'{name}' is required", param=name, code="missing_required_parameter")
+            raise APIError(
+                400, f"'{name}' is required", param=name, code="missing_required_parameter"
+            )
         return default
     value = body[name]
     kinds_t = kinds if isinstance(kinds, tuple) else (kinds,)
@@ -114,8 +139,11 @@ def _get(body: dict[str, Any], name: str, kinds: type | tuple[type, ...], defaul
     if isinstance(value, bool) and bool not in kinds_t:
         raise _bad(f"'{name}' must be of type {'/'.join(k.__name__ for k in kinds_t)}", name)
     if not isinstance(value, kinds_t):
-        raise _bad(f"'{name}' must be of type {'/'.join(k.__name__ for k in kinds_t)}, "
-                   f"got {type(value).__name__}", name)
+        raise _bad(
+            f"'{name}' must be of type {'/'.join(k.__name__ for k in kinds_t)}, "
+            f"got {type(value).__name__}",
+            name,
+        )
     return value
 
 
@@ -139,8 +167,12 @@ def _model(body: dict[str, Any], task: str, default: str | None) -> str:
     try:
         spec = registry.get(name)
     except ModelNotFoundError:
-        raise APIError(404, f"the model '{name}' does not exist; GET /v1/models lists them",
-                       param="model", code="model_not_found") from None
+        raise APIError(
+            404,
+            f"the model '{name}' does not exist; GET /v1/models lists them",
+            param="model",
+            code="model_not_found",
+        ) from None
     if spec.task != task:
         raise _bad(f"the model '{name}' is a {spec.task} model, not {task}", "model")
     return spec.name
@@ -169,10 +201,15 @@ def _generation_params(body: dict[str, Any]) -> dict[str, Any]:
         stop = [stop]
     if stop is not None and (len(stop) > 4 or not all(isinstance(s, str) and s for s in stop)):
         raise _bad("stop must be a non-empty string or a list of at most 4 of them", "stop")
-    params = {"max_tokens": max_tokens, "temperature": float(temperature), "top_p": float(top_p),
-              "seed": _get(body, "seed", int), "stop": tuple(stop or ()),
-              "top_k": _get(body, "top_k", int, 0),
-              "repetition_penalty": _get(body, "repetition_penalty", (int, float), 1.0)}
+    params = {
+        "max_tokens": max_tokens,
+        "temperature": float(temperature),
+        "top_p": float(top_p),
+        "seed": _get(body, "seed", int),
+        "stop": tuple(stop or ()),
+        "top_k": _get(body, "top_k", int, 0),
+        "repetition_penalty": _get(body, "repetition_penalty", (int, float), 1.0),
+    }
     try:
         GenerationParams.from_kwargs(**params)
     except InvalidInputError as exc:
@@ -190,16 +227,23 @@ def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
             raise _bad(f"messages[{i}] must be an object", f"messages[{i}]")
         role = msg.get("role")
         if role not in ("system", "user", "assistant", "developer", "tool"):
-            raise _bad(f"messages[{i}].role must be system, user, assistant, developer or tool",
-                       f"messages[{i}].role")
+            raise _bad(
+                f"messages[{i}].role must be system, user, assistant, developer or tool",
+                f"messages[{i}].role",
+            )
         content = msg.get("content")
         if isinstance(content, list):  # content parts: text only
             texts = []
             for part in content:
-                if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(
-                        part.get("text"), str):
-                    raise _bad(f"messages[{i}].content: only text parts are supported",
-                               f"messages[{i}].content")
+                if (
+                    not isinstance(part, dict)
+                    or part.get("type") != "text"
+                    or not isinstance(part.get("text"), str)
+                ):
+                    raise _bad(
+                        f"messages[{i}].content: only text parts are supported",
+                        f"messages[{i}].content",
+                    )
                 texts.append(part["text"])
             content = "".join(texts)
         if not isinstance(content, str):
@@ -225,9 +269,17 @@ class EventStream:
         self.on_disconnect = on_disconnect
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),
+                ],
+            }
+        )
 
         async def pump() -> None:
             async for chunk in self.events:
@@ -262,11 +314,17 @@ def _stats(result: GenerationResult | None) -> dict[str, Any]:
     if result is None:
         return {}
     page = result.stats.get("page") or {}
-    return {"backend": result.backend, "browser": result.browser, "worker_id": result.worker_id,
-            "ttft_ms": result.stats.get("ttft_ms"),
-            "tokens_per_s": result.stats.get("decode_tokens_per_s"),
-            "page_ttft_ms": page.get("ttft_ms"), "page_tokens_per_s": page.get("decode_tokens_per_s"),
-            "load_ms": result.stats.get("load_ms"), "seed": result.stats.get("seed")}
+    return {
+        "backend": result.backend,
+        "browser": result.browser,
+        "worker_id": result.worker_id,
+        "ttft_ms": result.stats.get("ttft_ms"),
+        "tokens_per_s": result.stats.get("decode_tokens_per_s"),
+        "page_ttft_ms": page.get("ttft_ms"),
+        "page_tokens_per_s": page.get("decode_tokens_per_s"),
+        "load_ms": result.stats.get("load_ms"),
+        "seed": result.stats.get("seed"),
+    }
 
 
 def _finish(result: GenerationResult | None) -> str:
@@ -276,8 +334,14 @@ def _finish(result: GenerationResult | None) -> str:
 # ------------------------------------------------------------------ routes
 
 
-def openai_routes(engine: Engine, api_key: str, *, chat_model: str = "smollm2",
-                  embedding_model: str = "minilm", platform: str | None = None) -> list[BaseRoute]:
+def openai_routes(
+    engine: Engine,
+    api_key: str,
+    *,
+    chat_model: str = "smollm2",
+    embedding_model: str = "minilm",
+    platform: str | None = None,
+) -> list[BaseRoute]:
     """The ``/v1`` routes, for ``WebAccelServer(extra_routes=...)`` / ``add_routes``.
 
     ``engine`` is a started :class:`webaccel.engine.Engine` on the same event loop
@@ -290,16 +354,20 @@ def openai_routes(engine: Engine, api_key: str, *, chat_model: str = "smollm2",
         raise ValueError("openai_routes needs a non-empty api_key (see resolve_api_key)")
     expected = api_key.encode()
 
-    def guarded(handler: Callable[[Request], Awaitable[Response]], *, auth: bool = True
-                ) -> Callable[[Request], Awaitable[Response]]:
+    def guarded(
+        handler: Callable[[Request], Awaitable[Response]], *, auth: bool = True
+    ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             if auth:
                 header = request.headers.get("authorization", "")
                 presented = header[7:].strip() if header.lower().startswith("bearer ") else ""
                 if not presented or not secrets.compare_digest(presented.encode(), expected):
-                    return APIError(401, "missing or incorrect API key: send 'Authorization: "
-                                         "Bearer <key>' with the key webaccel serve printed",
-                                    code="invalid_api_key").response()
+                    return APIError(
+                        401,
+                        "missing or incorrect API key: send 'Authorization: "
+                        "Bearer <key>' with the key webaccel serve printed",
+                        code="invalid_api_key",
+                    ).response()
             try:
                 return await handler(request)
             except APIError as exc:
@@ -308,8 +376,10 @@ def openai_routes(engine: Engine, api_key: str, *, chat_model: str = "smollm2",
                 return from_webaccel(exc).response()
             except Exception:
                 log.exception("%s %s failed", request.method, request.url.path)
-                return APIError(500, "internal error; see the server log", type_="server_error"
-                                ).response()
+                return APIError(
+                    500, "internal error; see the server log", type_="server_error"
+                ).response()
+
         return endpoint
 
     async def generation(request: Request, chat: bool) -> Response:
@@ -321,7 +391,9 @@ def openai_routes(engine: Engine, api_key: str, *, chat_model: str = "smollm2",
             prompt = _get(body, "prompt", (str, list), required=True)
             if isinstance(prompt, list):
                 if len(prompt) != 1 or not isinstance(prompt[0], str):
-                    raise _bad("prompt must be a string (or a list of exactly one string)", "prompt")
+                    raise _bad(
+                        "prompt must be a string (or a list of exactly one string)", "prompt"
+                    )
                 prompt = prompt[0]
             if not prompt:
                 raise _bad("prompt must not be empty", "prompt")
@@ -350,14 +422,27 @@ def openai_routes(engine: Engine, api_key: str, *, chat_model: str = "smollm2",
             finally:
                 if not task.done():
                     task.cancel()
-            choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": _finish(result)}
+            choice: dict[str, Any] = {
+                "index": 0,
+                "logprobs": None,
+                "finish_reason": _finish(result),
+            }
             if chat:
                 choice["message"] = {"role": "assistant", "content": result.text, "refusal": None}
             else:
                 choice["text"] = result.text
-            return JSONResponse({"id": rid, "object": kind, "created": created, "model": model,
-                                 "system_fingerprint": None, "choices": [choice],
-                                 "usage": result.usage, "webaccel": _stats(result)})
+            return JSONResponse(
+                {
+                    "id": rid,
+                    "object": kind,
+                    "created": created,
+                    "model": model,
+                    "system_fingerprint": None,
+                    "choices": [choice],
+                    "usage": result.usage,
+                    "webaccel": _stats(result),
+                }
+            )
 
         chunk_kind = "chat.completion.chunk" if chat else "text_completion"
         # Start the generation before answering 200, so that bad requests the
@@ -369,12 +454,22 @@ def openai_routes(engine: Engine, api_key: str, *, chat_model: str = "smollm2",
 
         def chunk(delta: dict[str, Any] | str | None, finish: str | None) -> dict[str, Any]:
             if chat:
-                ch: dict[str, Any] = {"index": 0, "delta": delta or {}, "logprobs": None,
-                                      "finish_reason": finish}
+                ch: dict[str, Any] = {
+                    "index": 0,
+                    "delta": delta or {},
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
             else:
                 ch = {"index": 0, "text": delta or "", "logprobs": None, "finish_reason": finish}
-            out = {"id": rid, "object": chunk_kind, "created": created, "model": model,
-                   "system_fingerprint": None, "choices": [ch]}
+            out = {
+                "id": rid,
+                "object": chunk_kind,
+                "created": created,
+                "model": model,
+                "system_fingerprint": None,
+                "choices": [ch],
+            }
             if include_usage:
                 out["usage"] = None
             return out
@@ -395,13 +490,24 @@ def openai_routes(engine: Engine, api_key: str, *, chat_model: str = "smollm2",
             result = text_stream.result
             yield _sse(chunk(None if chat else "", _finish(result)))
             if include_usage and result is not None:
-                yield _sse({"id": rid, "object": chunk_kind, "created": created, "model": model,
-                            "system_fingerprint": None, "choices": [], "usage": result.usage,
-                            "webaccel": _stats(result)})
+                yield _sse(
+                    {
+                        "id": rid,
+                        "object": chunk_kind,
+                        "created": created,
+                        "model": model,
+                        "system_fingerprint": None,
+                        "choices": [],
+                        "usage": result.usage,
+                        "webaccel": _stats(result),
+                    }
+                )
             yield b"data: [DONE]\n\n"
 
-        return EventStream(events(), on_disconnect=lambda: log.info(
-            "client left %s; cancelling its generation", rid))  # type: ignore[return-value]
+        return EventStream(
+            events(),
+            on_disconnect=lambda: log.info("client left %s; cancelling its generation", rid),
+        )  # type: ignore[return-value]
 
     async def chat_completions(request: Request) -> Response:
         return await generation(request, chat=True)
@@ -415,8 +521,11 @@ def openai_routes(engine: Engine, api_key: str, *, chat_model: str = "smollm2",
         data = _get(body, "input", (str, list), required=True)
         texts = [data] if isinstance(data, str) else data
         if not texts or not all(isinstance(t, str) for t in texts):
-            raise _bad("input must be a non-empty string or a list of strings (token arrays are "
-                       "not supported)", "input")
+            raise _bad(
+                "input must be a non-empty string or a list of strings (token arrays are "
+                "not supported)",
+                "input",
+            )
         if len(texts) > MAX_EMBEDDING_INPUTS:
             raise _bad(f"at most {MAX_EMBEDDING_INPUTS} inputs per request", "input")
         if any(not t.strip() for t in texts):
@@ -428,34 +537,67 @@ def openai_routes(engine: Engine, api_key: str, *, chat_model: str = "smollm2",
         vectors = np.asarray(out["embeddings"], dtype=np.float32)
         dims = _get(body, "dimensions", int)
         if dims is not None and dims != vectors.shape[1]:
-            raise _bad(f"{model} makes {vectors.shape[1]}-dimensional embeddings; dimensions "
-                       f"cannot be {dims}", "dimensions")
+            raise _bad(
+                f"{model} makes {vectors.shape[1]}-dimensional embeddings; dimensions "
+                f"cannot be {dims}",
+                "dimensions",
+            )
         tokens = _count_embedding_tokens(model, texts)
         items = []
         for i, vec in enumerate(vectors):
-            emb: Any = (base64.b64encode(vec.astype("<f4").tobytes()).decode() if fmt == "base64"
-                        else vec.tolist())
+            emb: Any = (
+                base64.b64encode(vec.astype("<f4").tobytes()).decode()
+                if fmt == "base64"
+                else vec.tolist()
+            )
             items.append({"object": "embedding", "index": i, "embedding": emb})
-        return JSONResponse({"object": "list", "data": items, "model": model,
-                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-                             "webaccel": {"backend": out.get("backend"),
-                                          "browser": out.get("browser"),
-                                          "latency_ms": out.get("latency_ms")}})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": items,
+                "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                "webaccel": {
+                    "backend": out.get("backend"),
+                    "browser": out.get("browser"),
+                    "latency_ms": out.get("latency_ms"),
+                },
+            }
+        )
 
     async def models(request: Request) -> Response:
-        data = [{"id": spec.name, "object": "model", "created": 0, "owned_by": "webaccel",
-                 "task": spec.task, "description": spec.description}
-                for spec in registry.all_models()]
+        data = [
+            {
+                "id": spec.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "webaccel",
+                "task": spec.task,
+                "description": spec.description,
+            }
+            for spec in registry.all_models()
+        ]
         return JSONResponse({"object": "list", "data": data})
 
     async def model_detail(request: Request) -> Response:
         try:
             spec = registry.get(request.path_params["model"])
         except ModelNotFoundError:
-            raise APIError(404, f"the model '{request.path_params['model']}' does not exist",
-                           param="model", code="model_not_found") from None
-        return JSONResponse({"id": spec.name, "object": "model", "created": 0,
-                             "owned_by": "webaccel", "task": spec.task})
+            raise APIError(
+                404,
+                f"the model '{request.path_params['model']}' does not exist",
+                param="model",
+                code="model_not_found",
+            ) from None
+        return JSONResponse(
+            {
+                "id": spec.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "webaccel",
+                "task": spec.task,
+            }
+        )
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
@@ -495,43 +637,105 @@ def _count_embedding_tokens(model: str, texts: list[str]) -> int:
 
 def openapi_document() -> dict[str, Any]:
     """OpenAPI 3.1 for the routes above (request fields webaccel accepts, error shape)."""
-    error = {"type": "object", "required": ["error"], "properties": {"error": {
-        "type": "object", "required": ["message", "type"], "properties": {
-            "message": {"type": "string"}, "type": {"type": "string"},
-            "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}}
+    error = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                    "param": {"type": ["string", "null"]},
+                    "code": {"type": ["string", "null"]},
+                },
+            }
+        },
+    }
     sampling = {
         "max_tokens": {"type": "integer", "minimum": 1, "maximum": 8192, "default": 256},
         "max_completion_tokens": {"type": "integer", "minimum": 1, "maximum": 8192},
-        "temperature": {"type": "number", "minimum": 0, "maximum": 2, "default": 1,
-                        "description": "0 = greedy"},
+        "temperature": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 2,
+            "default": 1,
+            "description": "0 = greedy",
+        },
         "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 1},
-        "top_k": {"type": "integer", "minimum": 0, "default": 0, "description": "webaccel extension"},
-        "repetition_penalty": {"type": "number", "exclusiveMinimum": 0, "maximum": 10,
-                               "default": 1, "description": "webaccel extension"},
+        "top_k": {
+            "type": "integer",
+            "minimum": 0,
+            "default": 0,
+            "description": "webaccel extension",
+        },
+        "repetition_penalty": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": 10,
+            "default": 1,
+            "description": "webaccel extension",
+        },
         "seed": {"type": "integer"},
-        "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"},
-                                                "maxItems": 4}]},
+        "stop": {
+            "oneOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+            ]
+        },
         "n": {"type": "integer", "enum": [1]},
         "stream": {"type": "boolean", "default": False},
         "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
     }
-    message = {"type": "object", "required": ["role", "content"], "properties": {
-        "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
-        "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": {
-            "type": "object", "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}}]}}}
+    message = {
+        "type": "object",
+        "required": ["role", "content"],
+        "properties": {
+            "role": {
+                "type": "string",
+                "enum": ["system", "developer", "user", "assistant", "tool"],
+            },
+            "content": {
+                "oneOf": [
+                    {"type": "string"},
+                    {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+                        },
+                    },
+                ]
+            },
+        },
+    }
 
     def op(summary: str, schema: dict[str, Any] | None, sse: bool = False) -> dict[str, Any]:
         content = {"application/json": {"schema": {"type": "object"}}}
         if sse:
             content["text/event-stream"] = {"schema": {"type": "string"}}
-        out: dict[str, Any] = {"summary": summary, "security": [{"bearer": []}], "responses": {
-            "200": {"description": "OK", "content": content},
-            **{code: {"description": desc, "content": {"application/json": {"schema": error}}}
-               for code, desc in (("400", "invalid request"), ("401", "missing or wrong API key"),
-                                  ("404", "unknown model"), ("503", "no worker available"))}}}
+        out: dict[str, Any] = {
+            "summary": summary,
+            "security": [{"bearer": []}],
+            "responses": {
+                "200": {"description": "OK", "content": content},
+                **{
+                    code: {"description": desc, "content": {"application/json": {"schema": error}}}
+                    for code, desc in (
+                        ("400", "invalid request"),
+                        ("401", "missing or wrong API key"),
+                        ("404", "unknown model"),
+                        ("503", "no worker available"),
+                    )
+                },
+            },
+        }
         if schema is not None:
-            out["requestBody"] = {"required": True,
-                                  "content": {"application/json": {"schema": schema}}}
+            out["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": schema}},
+            }
         return out
 
     return {
@@ -539,22 +743,60 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "webaccel OpenAI-compatible API", "version": "1"},
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "paths": {
-            "/v1/chat/completions": {"post": op("Chat completion generated in a browser page", {
-                "type": "object", "required": ["messages"], "properties": {
-                    "model": {"type": "string", "default": "smollm2"},
-                    "messages": {"type": "array", "minItems": 1, "items": message}, **sampling}},
-                sse=True)},
-            "/v1/completions": {"post": op("Text completion generated in a browser page", {
-                "type": "object", "required": ["prompt"], "properties": {
-                    "model": {"type": "string", "default": "smollm2"},
-                    "prompt": {"type": "string"}, **sampling}}, sse=True)},
-            "/v1/embeddings": {"post": op("Text embeddings (minilm)", {
-                "type": "object", "required": ["input"], "properties": {
-                    "model": {"type": "string", "default": "minilm"},
-                    "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {
-                        "type": "string"}, "maxItems": MAX_EMBEDDING_INPUTS}]},
-                    "encoding_format": {"type": "string", "enum": ["float", "base64"]},
-                    "dimensions": {"type": "integer"}}})},
+            "/v1/chat/completions": {
+                "post": op(
+                    "Chat completion generated in a browser page",
+                    {
+                        "type": "object",
+                        "required": ["messages"],
+                        "properties": {
+                            "model": {"type": "string", "default": "smollm2"},
+                            "messages": {"type": "array", "minItems": 1, "items": message},
+                            **sampling,
+                        },
+                    },
+                    sse=True,
+                )
+            },
+            "/v1/completions": {
+                "post": op(
+                    "Text completion generated in a browser page",
+                    {
+                        "type": "object",
+                        "required": ["prompt"],
+                        "properties": {
+                            "model": {"type": "string", "default": "smollm2"},
+                            "prompt": {"type": "string"},
+                            **sampling,
+                        },
+                    },
+                    sse=True,
+                )
+            },
+            "/v1/embeddings": {
+                "post": op(
+                    "Text embeddings (minilm)",
+                    {
+                        "type": "object",
+                        "required": ["input"],
+                        "properties": {
+                            "model": {"type": "string", "default": "minilm"},
+                            "input": {
+                                "oneOf": [
+                                    {"type": "string"},
+                                    {
+                                        "type": "array",
+                                        "items": {"type": "string"},
+                                        "maxItems": MAX_EMBEDDING_INPUTS,
+                                    },
+                                ]
+                            },
+                            "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+                            "dimensions": {"type": "integer"},
+                        },
+                    },
+                )
+            },
             "/v1/models": {"get": op("List models", None)},
             "/v1/models/{model}": {"get": op("One model", None)},
         },

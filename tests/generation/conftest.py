@@ -1,4 +1,5 @@
 """Fixtures for generation tests: the tiny random Llama (built once per session)."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,7 +7,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny():
-    """(spec, GenerationModel, onnx path) of the tiny random Llama, built through the real export."""
+    """(spec, GenerationModel, onnx path) of the tiny random Llama, via the real export."""
     pytest.importorskip("torch")
     from webaccel.generation import load_generation_model
     from webaccel.generation.testing import tiny_llama_spec

@@ -1,4 +1,5 @@
 """The ``generation`` benchmark on the tiny test Llama: one result in DESIGN.md's shape."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,11 @@ def test_generation_benchmark_tiny(tiny):
 
     spec = load(["generation"])["generation"]
     assert not isinstance(spec, str), spec
-    result = run_one("generation", spec, BenchContext(
-        repeat=2, options={"model": "tiny-llama", "max_tokens": 24}))
+    result = run_one(
+        "generation",
+        spec,
+        BenchContext(repeat=2, options={"model": "tiny-llama", "max_tokens": 24}),
+    )
     assert "error" not in result, result.get("error")
     json.dumps(result)  # JSON-safe
     fig = result["figures"]
@@ -23,6 +27,12 @@ def test_generation_benchmark_tiny(tiny):
     assert fig["tokens_identical_to_native"] is True
     assert fig["wasm"]["backend"] == "wasm" and fig["wasm"]["page_ttft_ms"]["median"] > 0
     assert fig["native"]["decode_tokens_per_s"]["n"] == 2
-    assert abs(result["ratio"] - fig["wasm"]["decode_tokens_per_s"]["median"]
-               / fig["native"]["decode_tokens_per_s"]["median"]) < 1e-9
+    assert (
+        abs(
+            result["ratio"]
+            - fig["wasm"]["decode_tokens_per_s"]["median"]
+            / fig["native"]["decode_tokens_per_s"]["median"]
+        )
+        < 1e-9
+    )
     assert "skipped" in fig["webgpu"] or "decode_tokens_per_s" in fig["webgpu"]

@@ -1,4 +1,5 @@
-"""Generation in headless Chromium (tiny random Llama): the page's loop equals native onnxruntime."""
+"""Generation in headless Chromium (tiny random Llama): the page loop equals native ORT."""
+
 from __future__ import annotations
 
 import asyncio
@@ -31,8 +32,9 @@ def test_greedy_tokens_equal_native(acc, tiny, native):
     _, gm, _ = tiny
     for prompt in PROMPTS:
         res = acc.generate("tiny-llama", prompt, max_tokens=40, return_result=True)
-        want = native.generate(gm.encode(prompt), GenerationParams(max_tokens=40),
-                               stop_token_ids=gm.eos_token_ids)
+        want = native.generate(
+            gm.encode(prompt), GenerationParams(max_tokens=40), stop_token_ids=gm.eos_token_ids
+        )
         assert res.token_ids == want.token_ids, prompt
         assert res.finish_reason == want.finish_reason
         assert res.text == gm.decode(want.token_ids)
@@ -42,25 +44,36 @@ def test_greedy_tokens_equal_native(acc, tiny, native):
         assert res.usage["prompt_tokens"] == len(gm.encode(prompt))
 
 
-@pytest.mark.parametrize("params", [
-    {"temperature": 1.0, "seed": 11},
-    {"temperature": 0.8, "top_k": 20, "seed": 3},
-    {"temperature": 1.2, "top_p": 0.7, "seed": 99, "repetition_penalty": 1.3},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"temperature": 1.0, "seed": 11},
+        {"temperature": 0.8, "top_k": 20, "seed": 3},
+        {"temperature": 1.2, "top_p": 0.7, "seed": 99, "repetition_penalty": 1.3},
+    ],
+)
 def test_seeded_sampling_equals_the_python_reference(acc, tiny, native, params):
     _, gm, _ = tiny
     ids = gm.encode("Once upon a time")
-    res = acc.generate("tiny-llama", "Once upon a time", max_tokens=30, return_result=True,
-                       **params)
+    res = acc.generate(
+        "tiny-llama", "Once upon a time", max_tokens=30, return_result=True, **params
+    )
     seed = params["seed"]
-    want = native.generate(ids, GenerationParams(max_tokens=30, **params), seed=seed,
-                           stop_token_ids=gm.eos_token_ids)
+    want = native.generate(
+        ids, GenerationParams(max_tokens=30, **params), seed=seed, stop_token_ids=gm.eos_token_ids
+    )
     assert res.token_ids == want.token_ids
-    again = acc.generate("tiny-llama", "Once upon a time", max_tokens=30, return_result=True,
-                         **params)
+    again = acc.generate(
+        "tiny-llama", "Once upon a time", max_tokens=30, return_result=True, **params
+    )
     assert again.token_ids == res.token_ids
-    other = acc.generate("tiny-llama", "Once upon a time", max_tokens=30, return_result=True,
-                         **{**params, "seed": seed + 1})
+    other = acc.generate(
+        "tiny-llama",
+        "Once upon a time",
+        max_tokens=30,
+        return_result=True,
+        **{**params, "seed": seed + 1},
+    )
     assert other.token_ids != res.token_ids
 
 
@@ -69,27 +82,31 @@ def test_stop_token_ids_and_max_tokens(acc, tiny, native):
     greedy = acc.generate("tiny-llama", "Hello", max_tokens=20, return_result=True)
     third = greedy.token_ids[2]
     first_at = greedy.token_ids.index(third)
-    res = acc.generate("tiny-llama", "Hello", max_tokens=20, stop_token_ids=[third],
-                       return_result=True)
-    assert res.token_ids == greedy.token_ids[:first_at + 1]
+    res = acc.generate(
+        "tiny-llama", "Hello", max_tokens=20, stop_token_ids=[third], return_result=True
+    )
+    assert res.token_ids == greedy.token_ids[: first_at + 1]
     assert res.finish_reason == "stop" and res.stats["page"]["finish_reason"] == "stop"
     res = acc.generate("tiny-llama", "Hello", max_tokens=5, return_result=True)
     assert len(res.token_ids) == 5 and res.finish_reason == "length"
 
 
 def test_stop_strings_cut_the_text_and_stop_the_page(acc, tiny):
-    full = acc.generate("tiny-llama", "The capital of France is", max_tokens=40,
-                        return_result=True)
+    full = acc.generate("tiny-llama", "The capital of France is", max_tokens=40, return_result=True)
     text = full.text
     # A stop string from the middle of the greedy text (printable, not at the start).
-    start = next(i for i in range(3, len(text) - 3) if text[i:i + 2].isprintable()
-                 and "\ufffd" not in text[i:i + 2])
-    stop = text[start:start + 2]
+    start = next(
+        i
+        for i in range(3, len(text) - 3)
+        if text[i : i + 2].isprintable() and "\ufffd" not in text[i : i + 2]
+    )
+    stop = text[start : start + 2]
     cut = text.index(stop)
     pieces = list(acc.stream("tiny-llama", "The capital of France is", max_tokens=40, stop=[stop]))
     assert "".join(pieces) == text[:cut]
-    res = acc.generate("tiny-llama", "The capital of France is", max_tokens=40, stop=stop,
-                       return_result=True)
+    res = acc.generate(
+        "tiny-llama", "The capital of France is", max_tokens=40, stop=stop, return_result=True
+    )
     assert res.text == text[:cut] and res.finish_reason == "stop"
     assert len(res.token_ids) < len(full.token_ids)
 
@@ -110,11 +127,17 @@ def test_chat_messages_use_the_template(acc, tiny, native):
     _, gm, _ = tiny
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     res = acc.generate("tiny-llama", messages, max_tokens=10, return_result=True)
-    ids = gm.encode("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
-                    "<|im_start|>assistant\n")
+    ids = gm.encode(
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
     assert res.prompt_tokens == len(ids)
-    assert res.token_ids == native.generate(ids, GenerationParams(max_tokens=10),
-                                            stop_token_ids=gm.eos_token_ids).token_ids
+    assert (
+        res.token_ids
+        == native.generate(
+            ids, GenerationParams(max_tokens=10), stop_token_ids=gm.eos_token_ids
+        ).token_ids
+    )
     with pytest.raises(InvalidInputError):
         acc.generate("tiny-llama", [{"role": "wizard", "content": "x"}])
 
@@ -142,10 +165,12 @@ def test_two_concurrent_streams_interleave_and_cancel_is_isolated(acc, tiny, nat
     _, gm, _ = tiny
     engine = acc._engine
     pa, pb = "Alpha alpha alpha", "Beta 東京 beta"
-    want_a = native.generate(gm.encode(pa), GenerationParams(max_tokens=150),
-                             stop_token_ids=gm.eos_token_ids).token_ids
-    want_b = native.generate(gm.encode(pb), GenerationParams(max_tokens=150),
-                             stop_token_ids=gm.eos_token_ids).token_ids
+    want_a = native.generate(
+        gm.encode(pa), GenerationParams(max_tokens=150), stop_token_ids=gm.eos_token_ids
+    ).token_ids
+    want_b = native.generate(
+        gm.encode(pb), GenerationParams(max_tokens=150), stop_token_ids=gm.eos_token_ids
+    ).token_ids
 
     async def both():
         sa = stream_generate(engine, "tiny-llama", pa, max_tokens=150)
@@ -170,7 +195,7 @@ def test_two_concurrent_streams_interleave_and_cancel_is_isolated(acc, tiny, nat
 
     ra, rb = run(acc, cancel_one())
     assert ra.finish_reason == "cancelled" and len(ra.token_ids) < 150
-    assert ra.token_ids == want_a[:len(ra.token_ids)]
+    assert ra.token_ids == want_a[: len(ra.token_ids)]
     assert rb.token_ids == want_b and rb.finish_reason == rb.finish_reason
     # The page is idle again and serves the next request normally.
     again = acc.generate("tiny-llama", pa, max_tokens=150, return_result=True)
@@ -222,8 +247,9 @@ def test_webgpu_keeps_the_kv_cache_on_the_gpu(acc, tiny, native):
     res = acc.generate("tiny-llama", "Hello", max_tokens=12, platform="webgpu", return_result=True)
     assert res.backend == "webgpu"
     assert res.stats["page"]["kv_location"] == "gpu-buffer"
-    want = native.generate(gm.encode("Hello"), GenerationParams(max_tokens=12),
-                           stop_token_ids=gm.eos_token_ids)
+    want = native.generate(
+        gm.encode("Hello"), GenerationParams(max_tokens=12), stop_token_ids=gm.eos_token_ids
+    )
     assert res.token_ids == want.token_ids
 
 

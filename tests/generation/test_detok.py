@@ -1,4 +1,5 @@
 """Incremental detokenization: pieces are final, and multi-byte characters come out whole."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,7 +14,13 @@ from webaccel.generation.testing import byte_tokenizer_json
 
 BYTE_TOK = Tokenizer.from_str(byte_tokenizer_json())
 
-TEXTS = ["Grüße aus Köln", "東京は日本の首都です。", "Emoji 🚀🔥 and ZWJ 👩‍👩‍👧", "  spaces  ", "a\nb\tc"]
+TEXTS = [
+    "Grüße aus Köln",
+    "東京は日本の首都です。",
+    "Emoji 🚀🔥 and ZWJ 👩‍👩‍👧",
+    "  spaces  ",
+    "a\nb\tc",
+]
 
 
 def pieces_of(tok: Tokenizer, text: str) -> tuple[list[str], list[int]]:

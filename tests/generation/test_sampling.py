@@ -1,4 +1,5 @@
 """The page's sampler (generate.mjs, run in Node) and Python's reference pick the same tokens."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,14 @@ def run_node(cases: list[dict]) -> list[dict]:
     if node is None:
         pytest.skip("node is not installed")
     script = NODE_SCRIPT % (WEB / "generate.mjs").as_uri()
-    proc = subprocess.run([node, "--input-type=module", "-e", script], input=json.dumps(cases),
-                          capture_output=True, text=True, timeout=60, check=True)
+    proc = subprocess.run(
+        [node, "--input-type=module", "-e", script],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return json.loads(proc.stdout)
 
 
@@ -59,14 +66,13 @@ PARAMS = [
 def test_js_and_python_samplers_agree_bit_for_bit():
     rng = np.random.default_rng(1)
     cases, expected = [], []
-    for i, params in enumerate(PARAMS):
+    for params in PARAMS:
         for seed in (0, 1, 123456789, 2**32 - 1):
             steps = rng.normal(0, 3, (12, 97)).astype(np.float32)
             steps[:, 7] = steps[:, 8]  # ties order by id
             seen = [1, 2, 3, 50]
             page_opts = params.page_options([], seed)
-            cases.append({"seed": seed, "opts": page_opts, "seen": seen,
-                          "steps": steps.tolist()})
+            cases.append({"seed": seed, "opts": page_opts, "seen": seen, "steps": steps.tolist()})
             sampler = Sampler(params, seed)
             sampler.observe(seen)
             expected.append([sampler.pick(s) for s in steps])
@@ -79,11 +85,15 @@ def test_js_and_python_samplers_agree_bit_for_bit():
 
 def test_sampling_respects_top_k_top_p_and_seed():
     logits = np.log(np.array([0.5, 0.3, 0.15, 0.05], dtype=np.float64))
-    picks = [Sampler(GenerationParams(temperature=1.0, top_k=2), s).pick(logits) for s in range(300)]
+    picks = [
+        Sampler(GenerationParams(temperature=1.0, top_k=2), s).pick(logits) for s in range(300)
+    ]
     assert set(picks) == {0, 1}
     share = picks.count(0) / len(picks)
     assert 0.5 < share < 0.75  # 0.5 / 0.8 = 0.625 after renormalizing
-    picks = [Sampler(GenerationParams(temperature=1.0, top_p=0.5), s).pick(logits) for s in range(50)]
+    picks = [
+        Sampler(GenerationParams(temperature=1.0, top_p=0.5), s).pick(logits) for s in range(50)
+    ]
     assert set(picks) == {0}  # the smallest prefix reaching 0.5 is token 0 alone
     a = [Sampler(GenerationParams(temperature=1.0), 7).pick(logits) for _ in range(5)]
     assert len(set(a)) == 1  # same seed, same first draw
@@ -97,11 +107,23 @@ def test_greedy_ignores_seed_and_penalty_flips_repeats():
     assert s.pick(logits) == 2  # 3.0 / 1.5 = 2.0 < 2.9
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"max_tokens": 0}, {"max_tokens": 10**6}, {"temperature": -1}, {"top_p": 0},
-    {"top_p": 1.5}, {"top_k": -1}, {"seed": 1.5}, {"repetition_penalty": 0},
-    {"stop": [""]}, {"stop_token_ids": [-1]}, {"max_tokens": True}, {"temprature": 1},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_tokens": 0},
+        {"max_tokens": 10**6},
+        {"temperature": -1},
+        {"top_p": 0},
+        {"top_p": 1.5},
+        {"top_k": -1},
+        {"seed": 1.5},
+        {"repetition_penalty": 0},
+        {"stop": [""]},
+        {"stop_token_ids": [-1]},
+        {"max_tokens": True},
+        {"temprature": 1},
+    ],
+)
 def test_invalid_params_are_clear_errors(kwargs):
     with pytest.raises(InvalidInputError):
         GenerationParams.from_kwargs(**kwargs)

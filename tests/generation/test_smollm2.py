@@ -6,6 +6,7 @@ build (GGUF -> ONNX) took 128 s; in the page, the load took 38 s and decoding ra
 ~2 tokens/s; the whole test takes a few minutes.  Slow on purpose; run it with
 ``pytest -m slow tests/generation/test_smollm2.py``.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -41,9 +42,13 @@ def pytorch_tokens(smollm2):
     for prompt in PROMPTS:
         ids = gm.encode(prompt)
         with torch.no_grad():
-            g = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                               max_new_tokens=N, do_sample=False)
-        out[prompt] = g[0, len(ids):].tolist()
+            g = model.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=N,
+                do_sample=False,
+            )
+        out[prompt] = g[0, len(ids) :].tolist()
     return out
 
 
@@ -60,16 +65,21 @@ def test_greedy_page_equals_native_and_pytorch(acc, smollm2, pytorch_tokens):
     gm, native = smollm2
     for prompt in PROMPTS:
         page = acc.generate("smollm2", prompt, max_tokens=N, timeout=900, return_result=True)
-        want = native.generate(gm.encode(prompt), GenerationParams(max_tokens=N),
-                               stop_token_ids=gm.eos_token_ids)
-        assert page.token_ids == want.token_ids == pytorch_tokens[prompt][:len(want.token_ids)]
+        want = native.generate(
+            gm.encode(prompt), GenerationParams(max_tokens=N), stop_token_ids=gm.eos_token_ids
+        )
+        assert page.token_ids == want.token_ids == pytorch_tokens[prompt][: len(want.token_ids)]
         assert page.stats["page"]["backend"] == "wasm"
     assert "Paris" in acc.generate("smollm2", PROMPTS[0], max_tokens=N)
 
 
 def test_chat_template_answers(acc):
-    res = acc.generate("smollm2", [{"role": "user", "content": "What is the capital of France?"}],
-                       max_tokens=30, return_result=True)
+    res = acc.generate(
+        "smollm2",
+        [{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=30,
+        return_result=True,
+    )
     assert "Paris" in res.text and res.finish_reason == "stop"
     # SmolLM2's template adds its default system prompt when none is given.
     assert res.prompt_tokens > 30

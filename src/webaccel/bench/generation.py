@@ -17,13 +17,21 @@ Options (``webaccel bench generation -o KEY=VALUE``): ``model`` (``smollm2``;
 ``prompt``, ``repeat`` (default: the runner's repeat, capped at 5: one
 SmolLM2 run is seconds of decoding).
 """
+
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Any
 
-from webaccel.bench.core import BenchContext, BenchmarkUnavailable, Measurement, benchmark, summarize
+from webaccel.bench.core import (
+    BenchContext,
+    BenchmarkUnavailable,
+    Measurement,
+    benchmark,
+    summarize,
+)
 
 PROMPT = "The capital of France is"
 
@@ -33,8 +41,12 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-@benchmark("generation", ratio_is="in-page decode tokens/s / native onnxruntime decode tokens/s "
-           "(same model, prompt, greedy, 1 thread)", better="higher")
+@benchmark(
+    "generation",
+    ratio_is="in-page decode tokens/s / native onnxruntime decode tokens/s "
+    "(same model, prompt, greedy, 1 thread)",
+    better="higher",
+)
 def generation(ctx: BenchContext) -> Measurement:
     from webaccel.errors import LoadFailedError
     from webaccel.generation import GenerationParams, load_generation_model
@@ -61,69 +73,129 @@ def generation(ctx: BenchContext) -> Measurement:
     # ---- native onnxruntime baseline (same graph, same loop, 1 thread)
     native = NativeGenerator(path, kv_heads=gm.kv_heads, head_dim=gm.head_dim, threads=1)
     native.generate(prompt_ids, params)  # warm-up
-    native_runs = [native.generate(prompt_ids, params) for _ in range(repeat)]
-    native_tokens = native_runs[0].token_ids
 
     # ---- the page (wasm; webgpu when there is a real GPU)
     from webaccel.api import WebAccelerator
 
     figures: dict[str, Any] = {}
+    load_before = os.getloadavg()[0]
     with WebAccelerator(max_connections=1, default_platform="wasm") as acc:
-        first = acc.generate(model, prompt, max_tokens=max_tokens, include_eos_stops=False,
-                             return_result=True, timeout=1800)  # load + V8 tier-up
-        page_runs = [acc.generate(model, prompt, max_tokens=max_tokens, include_eos_stops=False,
-                                  return_result=True, timeout=1800) for _ in range(repeat)]
+        first = acc.generate(
+            model,
+            prompt,
+            max_tokens=max_tokens,
+            include_eos_stops=False,
+            return_result=True,
+            timeout=1800,
+        )  # load + V8 tier-up
+        # Native and page runs alternate, so both see the same background load
+        # (this machine is shared; a block of one then a block of the other is not fair).
+        native_runs, page_runs = [], []
+        for _ in range(repeat):
+            native_runs.append(native.generate(prompt_ids, params))
+            page_runs.append(
+                acc.generate(
+                    model,
+                    prompt,
+                    max_tokens=max_tokens,
+                    include_eos_stops=False,
+                    return_result=True,
+                    timeout=1800,
+                )
+            )
+        native_tokens = native_runs[0].token_ids
         worker = acc._loop.run(acc._engine.any_worker())
         caps = worker.capabilities
         gpu = caps.get("webgpu") or {}
-        webgpu: dict[str, Any] = {"available": bool(gpu.get("available")),
-                                  "software": bool(gpu.get("software"))}
+        webgpu: dict[str, Any] = {
+            "available": bool(gpu.get("available")),
+            "software": bool(gpu.get("software")),
+        }
         if gpu.get("available") and (not gpu.get("software") or opts.get("webgpu_software")):
-            acc.generate(model, prompt, max_tokens=max_tokens, include_eos_stops=False,
-                         platform="webgpu", return_result=True, timeout=1800)
-            gpu_runs = [acc.generate(model, prompt, max_tokens=max_tokens,
-                                     include_eos_stops=False, platform="webgpu",
-                                     return_result=True, timeout=1800) for _ in range(repeat)]
+            acc.generate(
+                model,
+                prompt,
+                max_tokens=max_tokens,
+                include_eos_stops=False,
+                platform="webgpu",
+                return_result=True,
+                timeout=1800,
+            )
+            gpu_runs = [
+                acc.generate(
+                    model,
+                    prompt,
+                    max_tokens=max_tokens,
+                    include_eos_stops=False,
+                    platform="webgpu",
+                    return_result=True,
+                    timeout=1800,
+                )
+                for _ in range(repeat)
+            ]
             webgpu.update(_page_figures(gpu_runs))
-            webgpu["tokens_identical_to_native"] = all(r.token_ids == native_tokens
-                                                       for r in gpu_runs)
+            webgpu["tokens_identical_to_native"] = all(
+                r.token_ids == native_tokens for r in gpu_runs
+            )
         else:
-            webgpu["skipped"] = ("no WebGPU adapter" if not gpu.get("available") else
-                                 "software adapter (SwiftShader), not a GPU; -o webgpu_software=true "
-                                 "to measure it anyway")
+            webgpu["skipped"] = (
+                "no WebGPU adapter"
+                if not gpu.get("available")
+                else "software adapter (SwiftShader), not a GPU; -o webgpu_software=true "
+                "to measure it anyway"
+            )
         user_agent = caps.get("userAgent", "")
 
     page = _page_figures(page_runs)
     native_decode = [r.stats["decode_tokens_per_s"] for r in native_runs]
-    native_fig = {
+    native_fig: dict[str, Any] = {
         "decode_tokens_per_s": summarize([v for v in native_decode if v]),
         "ttft_ms": summarize([r.stats["ttft_ms"] for r in native_runs]),
         "tokens_per_s": summarize([r.stats["tokens_per_s"] for r in native_runs]),
         "threads": 1,
     }
     ratio = page["decode_tokens_per_s"]["median"] / native_fig["decode_tokens_per_s"]["median"]
-    figures.update({
-        "model": model, "prompt": prompt, "prompt_tokens": len(prompt_ids),
-        "new_tokens": max_tokens, "repeat": repeat,
-        "tokens_identical_to_native": all(r.token_ids == native_tokens for r in page_runs),
-        "wasm": page, "native": native_fig, "webgpu": webgpu,
-        "first_page_run": {"load_ms": first.stats.get("load_ms"),
-                           "ttft_ms": first.stats.get("ttft_ms"),
-                           "decode_tokens_per_s": first.stats["page"].get("decode_tokens_per_s")},
-        "model_build_s": build_s, "model_bytes": path.stat().st_size,
-        "ttft_ms_page_over_native": page["page_ttft_ms"]["median"] / native_fig["ttft_ms"]["median"],
-        "versions": {"browser": user_agent},
-    })
+    figures.update(
+        {
+            "model": model,
+            "prompt": prompt,
+            "prompt_tokens": len(prompt_ids),
+            "new_tokens": max_tokens,
+            "repeat": repeat,
+            "tokens_identical_to_native": all(r.token_ids == native_tokens for r in page_runs),
+            "wasm": page,
+            "native": native_fig,
+            "webgpu": webgpu,
+            "first_page_run": {
+                "load_ms": first.stats.get("load_ms"),
+                "ttft_ms": first.stats.get("ttft_ms"),
+                "decode_tokens_per_s": first.stats["page"].get("decode_tokens_per_s"),
+            },
+            "model_ready_s": build_s,
+            "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
+            "pair_ratios": [
+                (p.stats["page"].get("decode_tokens_per_s") or 0)
+                / (n.stats["decode_tokens_per_s"] or float("inf"))
+                for n, p in zip(native_runs, page_runs, strict=True)
+            ],
+            "model_bytes": path.stat().st_size,
+            "ttft_ms_page_over_native": page["page_ttft_ms"]["median"]
+            / native_fig["ttft_ms"]["median"],
+            "versions": {"browser": user_agent},
+        }
+    )
     return Measurement(ratio=ratio, figures=figures)
 
 
 def _page_figures(runs: list[Any]) -> dict[str, Any]:
     pages = [r.stats["page"] for r in runs]
     return {
-        "decode_tokens_per_s": summarize([p["decode_tokens_per_s"] for p in pages
-                                          if p.get("decode_tokens_per_s")]),
+        "decode_tokens_per_s": summarize(
+            [p["decode_tokens_per_s"] for p in pages if p.get("decode_tokens_per_s")]
+        ),
         "page_ttft_ms": summarize([p["ttft_ms"] for p in pages]),
         "client_ttft_ms": summarize([r.stats["ttft_ms"] for r in runs]),
         "client_tokens_per_s": summarize([r.stats["tokens_per_s"] for r in runs]),
-        "backend": pages[0].get("backend"), "kv_location": pages[0].get("kv_location"),
+        "backend": pages[0].get("backend"),
+        "kv_location": pages[0].get("kv_location"),
     }

@@ -10,6 +10,7 @@
   the same loop on native onnxruntime; :mod:`.detok` is the incremental
   detokenizer; :mod:`.sampling` the reference sampler the page mirrors.
 """
+
 from __future__ import annotations
 
 from webaccel.generation.detok import IncrementalDetokenizer

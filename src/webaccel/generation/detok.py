@@ -8,6 +8,7 @@ partial UTF-8 sequence).  The window keeps a few tokens of left context
 (``prefix``) so that decoders that strip a leading space see what came before.
 This is the scheme of text-generation-inference's ``decode_token``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -25,10 +26,10 @@ class IncrementalDetokenizer:
     def push(self, token_id: int) -> str:
         """Add one token; return the new final text (possibly empty)."""
         self.ids.append(int(token_id))
-        prefix_text = self._decode(self.ids[self._prefix:self._read])
-        new_text = self._decode(self.ids[self._prefix:])
+        prefix_text = self._decode(self.ids[self._prefix : self._read])
+        new_text = self._decode(self.ids[self._prefix :])
         if len(new_text) > len(prefix_text) and not new_text.endswith(REPLACEMENT):
-            piece = new_text[len(prefix_text):]
+            piece = new_text[len(prefix_text) :]
             self._prefix = self._read
             self._read = len(self.ids)
             return piece
@@ -36,7 +37,7 @@ class IncrementalDetokenizer:
 
     def flush(self) -> str:
         """Text still held back at the end of the stream (e.g. a truncated character)."""
-        prefix_text = self._decode(self.ids[self._prefix:self._read])
-        new_text = self._decode(self.ids[self._prefix:])
+        prefix_text = self._decode(self.ids[self._prefix : self._read])
+        new_text = self._decode(self.ids[self._prefix :])
         self._prefix = self._read = len(self.ids)
-        return new_text[len(prefix_text):] if len(new_text) > len(prefix_text) else ""
+        return new_text[len(prefix_text) :] if len(new_text) > len(prefix_text) else ""

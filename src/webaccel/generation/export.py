@@ -15,6 +15,7 @@ tokenizer and everything the decode loop needs (layers, kv shape, stop ids,
 chat template) are written beside the model as ``tokenizer.json`` and
 ``generation.json`` (see :mod:`webaccel.generation.meta`).
 """
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,8 @@ def _torch() -> Any:
     except ImportError as exc:
         raise LoadFailedError(
             "exporting a text-generation model needs torch and transformers: "
-            "`pip install 'webaccel[export]'`") from exc
+            "`pip install 'webaccel[export]'`"
+        ) from exc
     return torch
 
 
@@ -48,9 +50,17 @@ def present_names(layers: int) -> list[str]:
     return [f"present.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
 
 
-def export_causal_lm(model: Any, dest: Path, *, tokenizer_json: str, chat_template: str | None,
-                     eos_token_ids: list[int], bos_token_id: int | None = None,
-                     source: str = "", opset: int = 17) -> None:
+def export_causal_lm(
+    model: Any,
+    dest: Path,
+    *,
+    tokenizer_json: str,
+    chat_template: str | None,
+    eos_token_ids: list[int],
+    bos_token_id: int | None = None,
+    source: str = "",
+    opset: int = 17,
+) -> None:
     """Write ``dest`` (ONNX) and, beside it, ``tokenizer.json`` and ``generation.json``."""
     torch = _torch()
     from transformers.cache_utils import DynamicCache
@@ -61,17 +71,26 @@ def export_causal_lm(model: Any, dest: Path, *, tokenizer_json: str, chat_templa
     head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
     model = model.eval()
 
-    class WithPast(torch.nn.Module):
+    class WithPast(torch.nn.Module):  # type: ignore[name-defined]
         def __init__(self) -> None:
             super().__init__()
             self.lm = model
 
-        def forward(self, input_ids: Any, attention_mask: Any, position_ids: Any, *past: Any) -> Any:
-            cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(layers)],
-                                 config=self.lm.config)
-            out = self.lm(input_ids=input_ids, attention_mask=attention_mask,
-                          position_ids=position_ids, past_key_values=cache, use_cache=True,
-                          logits_to_keep=1)
+        def forward(
+            self, input_ids: Any, attention_mask: Any, position_ids: Any, *past: Any
+        ) -> Any:
+            cache = DynamicCache(
+                ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(layers)],
+                config=self.lm.config,
+            )
+            out = self.lm(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             flat = [out.logits]
             for layer in out.past_key_values.layers:
                 flat += [layer.keys, layer.values]
@@ -97,9 +116,16 @@ def export_causal_lm(model: Any, dest: Path, *, tokenizer_json: str, chat_templa
     for name in present_names(layers):
         axes[name] = {0: "batch", 2: "total_sequence"}
     with torch.no_grad():
-        torch.onnx.export(WithPast().eval(), (ids, mask, pos, *dummy_past), str(dest),
-                          input_names=in_names, output_names=out_names, dynamic_axes=axes,
-                          opset_version=opset, dynamo=False)
+        torch.onnx.export(
+            WithPast().eval(),
+            (ids, mask, pos, *dummy_past),
+            str(dest),
+            input_names=in_names,
+            output_names=out_names,
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
     model.eval()  # FACTS.md: export can leave the module in training mode
     if getattr(cfg, "tie_word_embeddings", False):
         untie_lm_head(Path(dest))
@@ -137,9 +163,17 @@ def untie_lm_head(path: Path) -> bool:
     model = onnx.load(str(path))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    gather = next((n for n in graph.node if n.op_type == "Gather" and n.input[0] in inits
-                   and n.input[1] == "input_ids"), None)
-    matmul = next((n for n in graph.node if n.op_type == "MatMul" and n.output[0] == "logits"), None)
+    gather = next(
+        (
+            n
+            for n in graph.node
+            if n.op_type == "Gather" and n.input[0] in inits and n.input[1] == "input_ids"
+        ),
+        None,
+    )
+    matmul = next(
+        (n for n in graph.node if n.op_type == "MatMul" and n.output[0] == "logits"), None
+    )
     if gather is None or matmul is None or matmul.input[1] not in inits:
         return False
     table = numpy_helper.to_array(inits[gather.input[0]])
@@ -148,18 +182,26 @@ def untie_lm_head(path: Path) -> bool:
         return False
     hidden = table.shape[1]
     shape_name = "lm_head_2d_shape"
-    graph.initializer.append(numpy_helper.from_array(np.array([-1, hidden], dtype=np.int64),
-                                                     shape_name))
+    graph.initializer.append(
+        numpy_helper.from_array(np.array([-1, hidden], dtype=np.int64), shape_name)
+    )
     axes_name = "lm_head_unsqueeze_axes"
     graph.initializer.append(numpy_helper.from_array(np.array([1], dtype=np.int64), axes_name))
     idx = list(graph.node).index(matmul)
     new_nodes = [
-        helper.make_node("Reshape", [matmul.input[0], shape_name], ["lm_head_2d"],
-                         name="/lm/lm_head/Reshape"),
-        helper.make_node("Gemm", ["lm_head_2d", gather.input[0]], ["lm_head_logits_2d"],
-                         transB=1, name="/lm/lm_head/Gemm"),
-        helper.make_node("Unsqueeze", ["lm_head_logits_2d", axes_name], ["logits"],
-                         name="/lm/lm_head/Unsqueeze"),
+        helper.make_node(
+            "Reshape", [matmul.input[0], shape_name], ["lm_head_2d"], name="/lm/lm_head/Reshape"
+        ),
+        helper.make_node(
+            "Gemm",
+            ["lm_head_2d", gather.input[0]],
+            ["lm_head_logits_2d"],
+            transB=1,
+            name="/lm/lm_head/Gemm",
+        ),
+        helper.make_node(
+            "Unsqueeze", ["lm_head_logits_2d", axes_name], ["logits"], name="/lm/lm_head/Unsqueeze"
+        ),
     ]
     graph.node.remove(matmul)
     for offset, node in enumerate(new_nodes):
@@ -167,4 +209,3 @@ def untie_lm_head(path: Path) -> bool:
     graph.initializer.remove(inits[matmul.input[1]])
     onnx.save(model, str(path))
     return True
-

@@ -5,6 +5,7 @@ A built text-generation model is a directory with ``model.onnx``,
 :func:`webaccel.generation.export.export_causal_lm`).  :class:`GenerationModel`
 reads them: tokenizer, chat template, stop ids, KV-cache shape.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,8 @@ class GenerationModel:
         except (OSError, ValueError) as exc:
             raise LoadFailedError(
                 f"{name}: {directory / META_FILE} is missing or unreadable; delete {directory} "
-                "and build the model again") from exc
+                "and build the model again"
+            ) from exc
         return cls(name, directory, meta)
 
     @property
@@ -71,8 +73,9 @@ class GenerationModel:
     def decode(self, ids: list[int], *, skip_special_tokens: bool = True) -> str:
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens))
 
-    def apply_chat_template(self, messages: list[dict[str, Any]], *,
-                            add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True
+    ) -> str:
         """Render ``messages`` with the model's own template (as transformers does)."""
         template = self.meta.get("chat_template")
         if not template:
@@ -88,9 +91,11 @@ class GenerationModel:
                 special["bos_token"] = added.content
             if self.eos_token_ids and tid == self.eos_token_ids[0]:
                 special["eos_token"] = added.content
-        return str(env.from_string(template).render(messages=messages,
-                                                    add_generation_prompt=add_generation_prompt,
-                                                    **special))
+        return str(
+            env.from_string(template).render(
+                messages=messages, add_generation_prompt=add_generation_prompt, **special
+            )
+        )
 
 
 def check_messages(messages: Any) -> None:

@@ -3,6 +3,7 @@
 It is the reference the page is checked against (same graph, same sampler,
 same seed -> same tokens) and the baseline of the ``generation`` benchmark.
 """
+
 from __future__ import annotations
 
 import time
@@ -29,15 +30,24 @@ class NativeGenerator:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(onnx_path), opts, providers=["CPUExecutionProvider"]
+        )
         self.kv_heads = kv_heads
         self.head_dim = head_dim
-        self.past_names = [i.name for i in self.session.get_inputs()
-                           if i.name.startswith("past_key_values.")]
+        self.past_names = [
+            i.name for i in self.session.get_inputs() if i.name.startswith("past_key_values.")
+        ]
         self.present_names = [n.replace("past_key_values.", "present.") for n in self.past_names]
 
-    def generate(self, prompt_ids: list[int], params: GenerationParams, *, seed: int = 0,
-                 stop_token_ids: list[int] | tuple[int, ...] = ()) -> NativeResult:
+    def generate(
+        self,
+        prompt_ids: list[int],
+        params: GenerationParams,
+        *,
+        seed: int = 0,
+        stop_token_ids: list[int] | tuple[int, ...] = (),
+    ) -> NativeResult:
         sampler = Sampler(params, seed)
         sampler.observe(prompt_ids)
         stops = set(stop_token_ids)
@@ -70,15 +80,25 @@ class NativeGenerator:
             if len(out) >= params.max_tokens:
                 break
             total += 1
-            feeds = {"input_ids": np.array([[token]], dtype=np.int64),
-                     "attention_mask": np.ones((1, total), dtype=np.int64),
-                     "position_ids": np.array([[total - 1]], dtype=np.int64)}
+            feeds = {
+                "input_ids": np.array([[token]], dtype=np.int64),
+                "attention_mask": np.ones((1, total), dtype=np.int64),
+                "position_ids": np.array([[total - 1]], dtype=np.int64),
+            }
             feeds.update(zip(self.past_names, results[1:], strict=True))
         decode_s = (t_last - t_first) if t_first is not None else 0.0
-        return NativeResult(out, finish, {
-            "tokens": len(out), "prompt_tokens": n,
-            "ttft_ms": (t_first - t0) * 1000 if t_first is not None else None,
-            "decode_ms": decode_s * 1000, "total_ms": (t_last - t0) * 1000,
-            "decode_tokens_per_s": (len(out) - 1) / decode_s if len(out) > 1 and decode_s > 0 else None,
-            "tokens_per_s": len(out) / (t_last - t0) if t_last > t0 else None,
-        })
+        return NativeResult(
+            out,
+            finish,
+            {
+                "tokens": len(out),
+                "prompt_tokens": n,
+                "ttft_ms": (t_first - t0) * 1000 if t_first is not None else None,
+                "decode_ms": decode_s * 1000,
+                "total_ms": (t_last - t0) * 1000,
+                "decode_tokens_per_s": (len(out) - 1) / decode_s
+                if len(out) > 1 and decode_s > 0
+                else None,
+                "tokens_per_s": len(out) / (t_last - t0) if t_last > t0 else None,
+            },
+        )

@@ -13,6 +13,7 @@ the generation then runs on that page's connection outside the lease, so
 several generations share a page (the page alternates their steps) and the
 pool can still send the page other work.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -61,8 +62,11 @@ class GenerationResult:
 
     @property
     def usage(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": len(self.token_ids),
-                "total_tokens": self.prompt_tokens + len(self.token_ids)}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": len(self.token_ids),
+            "total_tokens": self.prompt_tokens + len(self.token_ids),
+        }
 
 
 _MODELS: dict[Path, GenerationModel] = {}
@@ -72,8 +76,10 @@ def load_generation_model(name: str, precision: str = "fp32") -> tuple[Any, Gene
     """(spec, model metadata, ONNX path); builds the model once if needed (blocking)."""
     spec = registry.get(name)
     if spec.task != "text_generation":
-        raise InvalidInputError(f"{spec.name} is a {spec.task} model; generation needs a "
-                                "text_generation model (e.g. smollm2)")
+        raise InvalidInputError(
+            f"{spec.name} is a {spec.task} model; generation needs a "
+            "text_generation model (e.g. smollm2)"
+        )
     path = spec.ensure_onnx(precision)
     meta_path = spec.ensure_onnx("fp32")  # tokenizer and metadata live beside the fp32 build
     gm = _MODELS.get(meta_path)
@@ -82,8 +88,9 @@ def load_generation_model(name: str, precision: str = "fp32") -> tuple[Any, Gene
     return spec, gm, path
 
 
-def build_prompt(gm: GenerationModel, prompt: str | None, messages: list[dict[str, Any]] | None
-                 ) -> list[int]:
+def build_prompt(
+    gm: GenerationModel, prompt: str | None, messages: list[dict[str, Any]] | None
+) -> list[int]:
     if (prompt is None) == (messages is None):
         raise InvalidInputError("give a prompt string or a list of chat messages (one of them)")
     if messages is not None:
@@ -125,10 +132,17 @@ class TextStream:
         return self.result
 
 
-def stream_generate(engine: Engine, model: str, prompt: str | None = None, *,
-                    messages: list[dict[str, Any]] | None = None, platform: str | None = None,
-                    precision: str = "fp32", timeout: float = DEFAULT_TIMEOUT_S,
-                    **params: Any) -> TextStream:
+def stream_generate(
+    engine: Engine,
+    model: str,
+    prompt: str | None = None,
+    *,
+    messages: list[dict[str, Any]] | None = None,
+    platform: str | None = None,
+    precision: str = "fp32",
+    timeout: float = DEFAULT_TIMEOUT_S,
+    **params: Any,
+) -> TextStream:
     """Stream ``model``'s continuation of ``prompt`` (or of chat ``messages``).
 
     ``params`` are :class:`GenerationParams` fields: max_tokens, temperature,
@@ -136,26 +150,36 @@ def stream_generate(engine: Engine, model: str, prompt: str | None = None, *,
     """
     gp = GenerationParams.from_kwargs(**params)  # validate before anything starts
     holder: dict[str, Any] = {}
-    return TextStream(_stream(engine, model, prompt, messages, platform, precision, timeout, gp,
-                              holder), holder)
+    return TextStream(
+        _stream(engine, model, prompt, messages, platform, precision, timeout, gp, holder), holder
+    )
 
 
-async def generate(engine: Engine, model: str, prompt: str | None = None, **kwargs: Any
-                   ) -> GenerationResult:
+async def generate(
+    engine: Engine, model: str, prompt: str | None = None, **kwargs: Any
+) -> GenerationResult:
     return await stream_generate(engine, model, prompt, **kwargs).collect()
 
 
-async def _stream(engine: Engine, model: str, prompt: str | None,
-                  messages: list[dict[str, Any]] | None, platform: str | None, precision: str,
-                  timeout: float, gp: GenerationParams, holder: dict[str, Any]
-                  ) -> AsyncIterator[Piece]:
+async def _stream(
+    engine: Engine,
+    model: str,
+    prompt: str | None,
+    messages: list[dict[str, Any]] | None,
+    platform: str | None,
+    precision: str,
+    timeout: float,
+    gp: GenerationParams,
+    holder: dict[str, Any],
+) -> AsyncIterator[Piece]:
     t_start = time.perf_counter()
     spec, gm, _ = await asyncio.to_thread(load_generation_model, model, precision)
     prompt_ids = await asyncio.to_thread(build_prompt, gm, prompt, messages)
     if len(prompt_ids) + gp.max_tokens > gm.max_positions:
         raise InvalidInputError(
             f"prompt ({len(prompt_ids)} tokens) + max_tokens ({gp.max_tokens}) exceeds "
-            f"{spec.name}'s context of {gm.max_positions} tokens")
+            f"{spec.name}'s context of {gm.max_positions} tokens"
+        )
     stop_ids = set(gp.stop_token_ids) | (set(gm.eos_token_ids) if gp.include_eos_stops else set())
     seed = gp.resolved_seed()
     options = {**gp.page_options(stop_ids, seed), "kv_heads": gm.kv_heads, "head_dim": gm.head_dim}
@@ -186,10 +210,16 @@ async def _stream(engine: Engine, model: str, prompt: str | None,
                 conn = getattr(worker, "connection", None)
                 if conn is None or not conn.open:
                     raise WorkerLostError(f"worker {worker.id} went away before generating")
-                task = asyncio.ensure_future(conn.run(ref.key, inputs, kind="generate",
-                                                      options=options, timeout=timeout,
-                                                      on_stream=lambda d: queue.put_nowait(
-                                                          int(d["token"]))))
+                task = asyncio.ensure_future(
+                    conn.run(
+                        ref.key,
+                        inputs,
+                        kind="generate",
+                        options=options,
+                        timeout=timeout,
+                        on_stream=lambda d: queue.put_nowait(int(d["token"])),
+                    )
+                )
                 while True:
                     getter = asyncio.ensure_future(queue.get())
                     await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
@@ -244,17 +274,25 @@ async def _stream(engine: Engine, model: str, prompt: str | None,
         stats = {
             "ttft_ms": (t_first - t_start) * 1000 if t_first is not None else None,
             "total_ms": (t_end - t_start) * 1000,
-            "decode_tokens_per_s": (len(tokens) - 1) / decode_s if len(tokens) > 1 and decode_s > 0
+            "decode_tokens_per_s": (len(tokens) - 1) / decode_s
+            if len(tokens) > 1 and decode_s > 0
             else None,
-            "tokens_per_s": len(tokens) / ((t_last - t_start)) if tokens else None,
+            "tokens_per_s": len(tokens) / (t_last - t_start) if tokens else None,
             "load_ms": load_ms,
             "seed": seed,
             "page": page_stats,
         }
         holder["result"] = GenerationResult(
-            model=spec.name, text="".join(text_parts), token_ids=tokens,
-            prompt_tokens=len(prompt_ids), finish_reason=finish, stats=stats, backend=backend,
-            worker_id=getattr(worker, "id", ""), browser=getattr(worker, "browser", ""))
+            model=spec.name,
+            text="".join(text_parts),
+            token_ids=tokens,
+            prompt_tokens=len(prompt_ids),
+            finish_reason=finish,
+            stats=stats,
+            backend=backend,
+            worker_id=getattr(worker, "id", ""),
+            browser=getattr(worker, "browser", ""),
+        )
 
 
 def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
@@ -265,12 +303,19 @@ def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
 _LOAD_LOCKS: dict[tuple[str, str], asyncio.Lock] = {}
 
 
-async def _place(engine: Engine, spec: Any, gm: GenerationModel, precision: str,
-                 platform: str | None, timeout: float) -> tuple[Any, ModelRef, float | None]:
+async def _place(
+    engine: Engine,
+    spec: Any,
+    gm: GenerationModel,
+    precision: str,
+    platform: str | None,
+    timeout: float,
+) -> tuple[Any, ModelRef, float | None]:
     """Lease a worker from the pool, make sure the model is loaded there, release it."""
     requested = platform or engine.default_platform or "auto"
-    target, _reason = await engine._platform_for(requested, explicit=platform is not None,
-                                                 precision=precision)
+    target, _reason = await engine._platform_for(
+        requested, explicit=platform is not None, precision=precision
+    )
     async with engine.pool.get_connection("text_generation", target) as lease:
         worker = lease.worker
         backend = lease.backend or target or "wasm"
@@ -281,11 +326,18 @@ async def _place(engine: Engine, spec: Any, gm: GenerationModel, precision: str,
             raise BackendUnavailableError(f"{spec.name} has no {precision} variant for {backend}")
         if backend == "webgpu":
             # Keep the KV cache on the GPU between steps (onnxruntime-web io binding).
-            present = [n.replace("past_key_values.", "present.")
-                       for n in gm.meta["inputs"] if n.startswith("past_key_values.")]
-            ref = dataclasses.replace(ref, session_options={
-                **ref.session_options,
-                "ort": {"preferredOutputLocation": dict.fromkeys(present, "gpu-buffer")}})
+            present = [
+                n.replace("past_key_values.", "present.")
+                for n in gm.meta["inputs"]
+                if n.startswith("past_key_values.")
+            ]
+            ref = dataclasses.replace(
+                ref,
+                session_options={
+                    **ref.session_options,
+                    "ort": {"preferredOutputLocation": dict.fromkeys(present, "gpu-buffer")},
+                },
+            )
         # The page answers at once when the key is already loaded; the lock keeps two
         # streams from loading the same 540 MB model twice into one page.
         lock = _LOAD_LOCKS.setdefault((worker.id, ref.key), asyncio.Lock())
@@ -293,4 +345,3 @@ async def _place(engine: Engine, spec: Any, gm: GenerationModel, precision: str,
             info = await worker.load_model(ref, timeout=timeout)
     load_ms = info.load_ms if info.source != "memory" else None
     return worker, ref, load_ms
-

@@ -15,6 +15,7 @@ temperature -> top-k -> top-p -> draw.
 * the draw uses mulberry32 seeded with ``seed`` (a 32-bit integer): one
   ``u in [0, 1)`` per step, walking the kept tokens' cumulative weights.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,21 +47,31 @@ class GenerationParams:
         def bad(msg: str) -> InvalidInputError:
             return InvalidInputError(msg)
 
-        if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or not (
-                1 <= self.max_tokens <= MAX_TOKENS_LIMIT):
-            raise bad(f"max_tokens must be an integer in [1, {MAX_TOKENS_LIMIT}], got {self.max_tokens!r}")
+        if (
+            not isinstance(self.max_tokens, int)
+            or isinstance(self.max_tokens, bool)
+            or not (1 <= self.max_tokens <= MAX_TOKENS_LIMIT)
+        ):
+            raise bad(
+                f"max_tokens must be an integer in [1, {MAX_TOKENS_LIMIT}], got {self.max_tokens!r}"
+            )
         if not _number(self.temperature) or not 0 <= self.temperature <= 100:
             raise bad(f"temperature must be a number in [0, 100], got {self.temperature!r}")
         if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
             raise bad(f"top_k must be a non-negative integer (0 = no limit), got {self.top_k!r}")
         if not _number(self.top_p) or not 0 < self.top_p <= 1:
             raise bad(f"top_p must be a number in (0, 1], got {self.top_p!r}")
-        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+        if self.seed is not None and (
+            not isinstance(self.seed, int) or isinstance(self.seed, bool)
+        ):
             raise bad(f"seed must be an integer, got {self.seed!r}")
         if not _number(self.repetition_penalty) or not 0 < self.repetition_penalty <= 10:
-            raise bad(f"repetition_penalty must be a number in (0, 10], got {self.repetition_penalty!r}")
-        if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
-                   for t in self.stop_token_ids):
+            raise bad(
+                f"repetition_penalty must be a number in (0, 10], got {self.repetition_penalty!r}"
+            )
+        if not all(
+            isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.stop_token_ids
+        ):
             raise bad("stop_token_ids must be non-negative integers")
         if len(self.stop) > 16 or not all(isinstance(s, str) and s for s in self.stop):
             raise bad("stop must be at most 16 non-empty strings")
@@ -70,8 +81,9 @@ class GenerationParams:
         known = set(cls.__dataclass_fields__)
         unknown = set(kwargs) - known
         if unknown:
-            raise InvalidInputError(f"unknown generation parameter(s) {sorted(unknown)}; "
-                                    f"accepted: {sorted(known)}")
+            raise InvalidInputError(
+                f"unknown generation parameter(s) {sorted(unknown)}; accepted: {sorted(known)}"
+            )
         clean = {k: v for k, v in kwargs.items() if v is not None}
         if "stop" in clean and isinstance(clean["stop"], str):
             clean["stop"] = (clean["stop"],)
@@ -87,10 +99,15 @@ class GenerationParams:
 
     def page_options(self, stop_ids: Iterable[int], seed: int) -> dict[str, Any]:
         """The options the page's decode loop takes (see generate.mjs)."""
-        return {"max_tokens": self.max_tokens, "temperature": float(self.temperature),
-                "top_k": self.top_k, "top_p": float(self.top_p), "seed": seed,
-                "repetition_penalty": float(self.repetition_penalty),
-                "stop_token_ids": sorted(set(int(i) for i in stop_ids))}
+        return {
+            "max_tokens": self.max_tokens,
+            "temperature": float(self.temperature),
+            "top_k": self.top_k,
+            "top_p": float(self.top_p),
+            "seed": seed,
+            "repetition_penalty": float(self.repetition_penalty),
+            "stop_token_ids": sorted(set(int(i) for i in stop_ids)),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,7 +163,7 @@ class Sampler:
             x = x / p.temperature
             order = np.lexsort((np.arange(x.size), -x))  # by logit desc, then id asc
             if p.top_k:
-                order = order[:p.top_k]
+                order = order[: p.top_k]
             w = np.exp(x[order] - x[order[0]])
             # Sums run left to right (np.cumsum), as the JS loop adds them.
             if p.top_p < 1.0:

@@ -1,4 +1,5 @@
 """A synchronous iterator over a :class:`TextStream` that lives on another thread's loop."""
+
 from __future__ import annotations
 
 import asyncio

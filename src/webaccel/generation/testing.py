@@ -6,6 +6,7 @@ character over several tokens, which is exactly what incremental
 detokenization must get right.  The weights are random (seeded) but scaled up
 so that greedy decoding does not collapse to one repeated token.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,9 +14,11 @@ from pathlib import Path
 from webaccel.models.registry import ModelSpec, register
 
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
-          "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
-          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 
 
 def byte_tokenizer_json() -> str:
@@ -31,30 +34,51 @@ def byte_tokenizer_json() -> str:
     return tok.to_str()
 
 
-def build_tiny_llama(dest: Path, *, seed: int = 0, layers: int = 2, hidden: int = 64,
-                     init_std: float = 0.4) -> None:
+def build_tiny_llama(
+    dest: Path, *, seed: int = 0, layers: int = 2, hidden: int = 64, init_std: float = 0.4
+) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from webaccel.generation.export import export_causal_lm
 
-    cfg = LlamaConfig(vocab_size=256 + len(SPECIALS), hidden_size=hidden,
-                      intermediate_size=2 * hidden, num_hidden_layers=layers,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                      initializer_range=init_std, tie_word_embeddings=True,
-                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    cfg = LlamaConfig(
+        vocab_size=256 + len(SPECIALS),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        initializer_range=init_std,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg).eval()
-    export_causal_lm(model, dest, tokenizer_json=byte_tokenizer_json(), chat_template=CHATML,
-                     eos_token_ids=[2], bos_token_id=1, source=f"random:tiny-llama/seed={seed}")
+    export_causal_lm(
+        model,
+        dest,
+        tokenizer_json=byte_tokenizer_json(),
+        chat_template=CHATML,
+        eos_token_ids=[2],
+        bos_token_id=1,
+        source=f"random:tiny-llama/seed={seed}",
+    )
 
 
 def tiny_llama_spec(name: str = "tiny-llama", *, seed: int = 0) -> ModelSpec:
     """Register (or re-register) a tiny random Llama named ``name``."""
     from webaccel.models.smollm import GenerationProcessor
 
-    spec = ModelSpec(name=name, task="text_generation", source=f"random:tiny-llama/seed={seed}",
-                     description="tiny random Llama for tests (2 layers, byte tokenizer)",
-                     build_fp32=lambda dest: build_tiny_llama(dest, seed=seed),
-                     processor=GenerationProcessor)
+    spec = ModelSpec(
+        name=name,
+        task="text_generation",
+        source=f"random:tiny-llama/seed={seed}",
+        description="tiny random Llama for tests (2 layers, byte tokenizer)",
+        build_fp32=lambda dest: build_tiny_llama(dest, seed=seed),
+        processor=GenerationProcessor,
+    )
     return register(spec, replace=True)

