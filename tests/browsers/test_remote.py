@@ -388,3 +388,129 @@ async def test_token_admin_routes_need_the_master_token() -> None:
             assert (await client.delete("/admin/tokens/nope", headers=master)).status_code == 404
     finally:
         await server.stop()
+
+
+NGINX_CONF = """\
+daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    server {{
+        listen {host}:{port} ssl;
+        ssl_certificate     {tmp}/cert.pem;
+        ssl_certificate_key {tmp}/key.pem;
+        client_max_body_size 0;
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_set_header Host $host;
+            proxy_read_timeout 3600s;
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def _self_signed(tmp: Path, ip: str) -> str:
+    """A certificate for ``ip``; returns its SPKI SHA-256 (base64) for Chromium to trust."""
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(tmp / "key.pem"),
+            "-out",
+            str(tmp / "cert.pem"),
+            "-subj",
+            "/CN=webaccel-test",
+            "-addext",
+            f"subjectAltName=IP:{ip}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    spki = subprocess.run(
+        f"openssl x509 -in {tmp}/cert.pem -pubkey -noout | openssl pkey -pubin -outform der"
+        " | openssl dgst -sha256 -binary | base64",
+        shell=True,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return spki.stdout.strip()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+async def test_remote_browser_through_a_tls_reverse_proxy(netns: Netns, tmp_path: Path) -> None:
+    """The README's nginx recipe, for real: a browser in the namespace opens the
+    https join link, its page connects back over wss through nginx, and in that
+    secure context it gets crossOriginIsolated (WASM threads) and WebGPU."""
+    if shutil.which("nginx") is None or shutil.which("openssl") is None:
+        pytest.skip("needs nginx and openssl (apt-get install nginx-light)")
+    from webaccel.browsers.chromium import chromium_flags, find_chromium
+    from webaccel.browsers.launching import free_port, smoke_test, wait_port
+    from webaccel.browsers.process import BrowserProcess
+    from webaccel.browsers.remote import RemoteJoin
+
+    spki = _self_signed(tmp_path, netns.host_ip)
+    tls_port = free_port(netns.host_ip)
+    public = f"https://{netns.host_ip}:{tls_port}"
+    server = WebAccelServer()  # loopback only: the proxy is the only way in
+    remote = RemoteJoin(server, public_url=public)
+    await server.start()
+    (tmp_path / "nginx.conf").write_text(
+        NGINX_CONF.format(tmp=tmp_path, host=netns.host_ip, port=tls_port, upstream=server.port)
+    )
+    nginx = BrowserProcess(
+        ["nginx", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)],
+        profile_dir=tmp_path / "nginx-scratch",
+        log_path=tmp_path / "ng.log",
+    )
+    browser = None
+    try:
+        assert await asyncio.to_thread(wait_port, netns.host_ip, tls_port, 10), nginx.log_tail()
+        tok, urls = remote.issue("tls")
+        assert urls[0].startswith(public + "/join?token=")
+        profile = Path(tempfile.mkdtemp(prefix="webaccel-remote-"))
+        browser = BrowserProcess(
+            [
+                "ip",
+                "netns",
+                "exec",
+                netns.name,
+                str(find_chromium()),
+                *chromium_flags(profile, server_host=netns.host_ip),
+                f"--ignore-certificate-errors-spki-list={spki}",
+                urls[0],
+            ],
+            profile_dir=profile,
+            log_path=tmp_path / "chromium.log",
+        )
+        worker = await remote.joined.next(timeout=60)
+        caps = worker.capabilities
+        assert caps["wasm"]["crossOriginIsolated"] is True  # COOP/COEP survived the proxy
+        assert caps["webgpu"]["available"] is True  # secure context: navigator.gpu exists
+        result = await smoke_test(worker, server)
+        assert result["backend"] == "wasm"
+        # Revocation works through the proxy too.
+        assert await remote.tokens.revoke(tok.id) == [worker.id]
+    finally:
+        if browser is not None:
+            await browser.terminate_async()
+        await nginx.terminate_async()
+        await server.stop()
