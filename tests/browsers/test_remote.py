@@ -514,3 +514,30 @@ async def test_remote_browser_through_a_tls_reverse_proxy(netns: Netns, tmp_path
             await browser.terminate_async()
         await nginx.terminate_async()
         await server.stop()
+
+
+async def test_a_silent_joined_page_counts_as_lost() -> None:
+    """A remote page can vanish without closing its socket (a laptop lid): no
+    heartbeats for ``silence_s`` and the worker is no longer alive."""
+    from webaccel.browsers.remote import RemoteJoin
+
+    server = WebAccelServer()
+    remote = RemoteJoin(server)
+    await server.start()
+    try:
+        tok, _ = remote.issue()
+        resp = await join(server, tok.value)
+        worker_id = parse_qs(urlsplit(resp.headers["location"]).query)["worker"][0]
+        async with websockets.connect(ws_url(server, tok.value, worker_id)) as ws:
+            await ws.send(hello(worker_id))
+            worker = await remote.joined.next(timeout=5)
+            assert worker.id == worker_id and worker.launcher == "join"
+            worker.silence_s = 0.5
+            assert worker.alive
+            await asyncio.sleep(0.7)
+            assert not worker.alive  # the socket is still open, but the page is silent
+            await ws.send(json.dumps({"id": "hb1", "type": "heartbeat", "data": {}}))
+            await asyncio.sleep(0.1)
+            assert worker.alive  # it spoke again
+    finally:
+        await server.stop()
