@@ -126,18 +126,22 @@ class WebAccelerator:
         input_text: str | list[str] | None = None,
         model_type: str | None = None,
         platform: str | None = None,
+        browser: str | None = None,
     ) -> dict[str, Any]:
         """Run ``model_name`` on ``input_data`` (or ``input_text``) in a browser worker.
 
         Returns the model's outputs (e.g. ``embeddings``) plus ``browser``, ``backend``,
         ``precision``, ``fallback_reason`` and timings (``latency_ms``, ``page_ms``...).
+        ``browser`` pins a browser family (else routing picks, falling back to
+        another installed browser when the preferred one cannot start).
         """
         if input_data is not None and input_text is not None:
             raise InvalidInputError("give input_data or input_text, not both")
         data = input_text if input_text is not None else input_data
         return self._loop.run(
             self._engine.accelerate(
-                model_name, data, options, platform=platform, model_type=model_type
+                model_name, data, options, platform=platform, model_type=model_type,
+                browser=browser,
             )
         )
 

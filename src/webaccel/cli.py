@@ -65,7 +65,7 @@ def run(
     model: str = typer.Argument(..., help="registered model name, e.g. minilm"),
     input_text: str = typer.Argument(..., metavar="INPUT", help="the input (text for minilm)"),
     backend: str = typer.Option("auto", help="auto|webgpu|webnn|wasm"),
-    browser: str = typer.Option("auto", help="auto|chromium"),
+    browser: str = typer.Option("auto", help="auto|chromium|firefox|node-webgpu"),
     precision: str = typer.Option("auto", help="auto|fp32|fp16|int8|int4|mixed"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
@@ -78,7 +78,11 @@ def run(
         default_browser=default_browser, default_platform="auto", max_connections=1
     ) as acc:
         result = acc.accelerate(
-            model, input_text, options, platform=None if backend == "auto" else backend
+            model,
+            input_text,
+            options,
+            platform=None if backend == "auto" else backend,
+            browser=None if browser == "auto" else browser,
         )
     if "embeddings" in result:
         result["embedding"] = result.pop("embeddings")[0]
