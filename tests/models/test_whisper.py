@@ -31,12 +31,8 @@ def hf_model():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def whisper_parts(hf_model, webaccel_home: Path) -> dict[str, Path]:
-    from webaccel import paths
-
-    dest = paths.subdir("models") / "test-whisper"
-    if (dest / "decoder.onnx").exists():
-        return {"encoder": dest / "encoder.onnx", "decoder": dest / "decoder.onnx"}
-    return W.export_onnx(dest, hf_model)
+    """The fp32 parts, built through the cache the registry and the bench use."""
+    return W.ensure_parts("fp32")
 
 
 @pytest.fixture(scope="session")
@@ -148,3 +144,13 @@ def test_variants_transcribe_beckett(whisper_parts, precision: str, tmp_path: Pa
     assert rep.bytes < (0.55 if precision == "fp16" else 0.3) * fp32_bytes
     assert rep.wer_vs_fp32 <= 0.1, rep.texts
     assert word_error_rate(BECKETT, rep.texts[0]) == 0.0
+
+
+@pytest.mark.slow
+def test_ensure_parts_caches_variants(whisper_parts) -> None:
+    first = W.ensure_parts("int8")
+    assert first == W.parts_in(W.artifact_dir("int8"))
+    stamp = {k: p.stat().st_mtime_ns for k, p in first.items()}
+    again = W.ensure_parts("int8")
+    assert again == first and {k: p.stat().st_mtime_ns for k, p in again.items()} == stamp
+    assert not list(W.artifact_dir("int8").parent.glob(".building-*"))

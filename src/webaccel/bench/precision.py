@@ -197,35 +197,19 @@ def _saliency(ctx: BenchContext, threads: int, block: int) -> dict[str, Any]:
 def _whisper(ctx: BenchContext, threads: int, block: int) -> dict[str, Any]:
     from webaccel.models import whisper as W
 
-    base = (ctx.home / "models" if ctx.home else paths.subdir("models")) / "whisper-tiny-en"
-    fp32_dir = base / "fp32"
-    try:
-        fp32 = W.parts_in(fp32_dir)
-    except Exception:
-        fp32 = W.export_onnx(fp32_dir)
+    fp32 = W.ensure_parts("fp32")
     clip = W.beckett_wav()
     res: dict[str, Any] = {"metric": "wer_vs_fp32", "inputs": "beckett.wav (10 s)",
                            "latency_is": "wall time of one greedy transcription, native onnxruntime"}
-    ref_text: list[str] | None = None
+    ref_text = W.transcribe(W.OrtRunner(fp32, threads=threads), clip).text
+    n = max(1, min(ctx.repeat, 5))  # each transcription takes ~1 s
     for p in ("fp32", "fp16", "int8", "int4"):
         t0 = time.perf_counter()
-        if p == "fp32":
-            parts = fp32
-        else:
-            d = base / p
-            fresh = all(_fresh(d / f.name, f) for f in fp32.values())
-            parts = ({k: d / f.name for k, f in fp32.items()} if fresh
-                     else W.make_variants(fp32, p, d, block_size=block))
+        parts = W.ensure_parts(p, block_size=block)
         build_s = time.perf_counter() - t0
-        # Warm the sessions once, then time ctx.repeat transcriptions (capped: each is ~1 s).
-        W.evaluate_variant(fp32, parts, [clip], precision=p, threads=threads,
-                           reference=ref_text or [""])
-        rep = W.evaluate_variant(fp32, parts, [clip] * max(1, min(ctx.repeat, 5)), precision=p,
-                                 threads=threads,
-                                 reference=(ref_text * max(1, min(ctx.repeat, 5))) if ref_text else None)
-        if ref_text is None:
-            ref_text = [rep.texts[0]]
-        secs = sorted(rep.seconds)
+        rep = W.evaluate_variant(fp32, parts, [clip] * (n + 1), precision=p, threads=threads,
+                                 reference=[ref_text] * (n + 1))
+        secs = sorted(rep.seconds[1:])  # the first run warms the fresh sessions
         res[p] = {"bytes": rep.bytes, "wer_vs_fp32": rep.wer_vs_fp32, "text": rep.texts[0],
                   "transcribe_s_median": round(secs[len(secs) // 2], 3),
                   "build_s": round(build_s, 2)}

@@ -459,6 +459,46 @@ def parts_in(directory: str | os.PathLike[str]) -> dict[str, Path]:
     return parts
 
 
+NAME = "whisper-tiny-en"
+
+
+def artifact_dir(precision: str = "fp32") -> Path:
+    """``$WEBACCEL_HOME/models/whisper-tiny-en/<precision>/`` (the registry's layout)."""
+    from webaccel import paths
+
+    return paths.subdir("models") / NAME / precision
+
+
+def ensure_parts(precision: str = "fp32", *, block_size: int = 32) -> dict[str, Path]:
+    """``{"encoder": path, "decoder": path}`` for ``precision``, built once and cached.
+
+    Built in a temporary folder beside the target and moved in part by part;
+    a folder missing either part counts as not built.
+    """
+    import shutil
+    import tempfile
+
+    target = artifact_dir(precision)
+    try:
+        return parts_in(target)
+    except LoadFailedError:
+        pass
+    fp32 = ensure_parts("fp32") if precision != "fp32" else None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".building-{precision}-"))
+    try:
+        if fp32 is None:
+            export_onnx(tmp)
+        else:
+            make_variants(fp32, precision, tmp, block_size=block_size)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("encoder.onnx", "decoder.onnx"):
+            os.replace(tmp / name, target / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return parts_in(target)
+
+
 class RecordingRunner:
     """Wraps a runner and keeps the feeds of each part (calibration data for ``mixed``)."""
 
@@ -570,6 +610,9 @@ def beckett_wav() -> Path:
 
 
 __all__ = [
+    "NAME",
+    "artifact_dir",
+    "ensure_parts",
     "RecordingRunner",
     "TranscriptReport",
     "evaluate_variant",
