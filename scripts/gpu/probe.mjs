@@ -48,12 +48,16 @@ const median = (a) => { const s = [...a].sort((x, y) => x - y); const m = s.leng
 // Each variant: session options + how a run is done.
 const VARIANTS = {
   base: { ep: 'webgpu' },
+  base_prof: { ep: 'webgpu' },
   gpuout: { ep: 'webgpu', sess: { preferredOutputLocation: 'gpu-buffer' }, read: true },
   gpuout_noread: { ep: 'webgpu', sess: { preferredOutputLocation: 'gpu-buffer' }, read: false },
   gpuio: { ep: 'webgpu', sess: { preferredOutputLocation: 'gpu-buffer' }, gpuInputs: true, read: true },
   capture: { ep: 'webgpu', sess: { preferredOutputLocation: 'gpu-buffer', enableGraphCapture: true }, gpuInputs: true, read: true },
   capture_noread: { ep: 'webgpu', sess: { preferredOutputLocation: 'gpu-buffer', enableGraphCapture: true }, gpuInputs: true, read: false },
   nchw: { ep: { name: 'webgpu', preferredLayout: 'NCHW' } },
+  opt_disabled: { ep: 'webgpu', sess: { graphOptimizationLevel: 'disabled' } },
+  opt_basic: { ep: 'webgpu', sess: { graphOptimizationLevel: 'basic' } },
+  opt_extended: { ep: 'webgpu', sess: { graphOptimizationLevel: 'extended' } },
   wasm: { ep: 'wasm' },
 };
 
@@ -96,7 +100,17 @@ for (const name of o.variants.split(',')) {
         const n = batch * seq * 384;
         const elt = 4;
         const buf = device.createBuffer({ size: n * elt, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
-        fetches = { last_hidden_state: ort.Tensor.fromGpuBuffer(buf, { dataType: 'float32', dims: [batch, seq, 384] }) };
+        const download = async () => {
+          const staging = device.createBuffer({ size: n * elt, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+          const enc = device.createCommandEncoder();
+          enc.copyBufferToBuffer(buf, 0, staging, 0, n * elt);
+          device.queue.submit([enc.finish()]);
+          await staging.mapAsync(GPUMapMode.READ);
+          const out = new Float32Array(staging.getMappedRange().slice(0));
+          staging.destroy();
+          return out;
+        };
+        fetches = { last_hidden_state: ort.Tensor.fromGpuBuffer(buf, { dataType: 'float32', dims: [batch, seq, 384], download }) };
       }
       const once = async () => {
         const out = fetches ? await session.run(feeds, fetches) : await session.run(feeds);
@@ -112,6 +126,14 @@ for (const name of o.variants.split(',')) {
       for (let i = 0; i < warm; i++) last = await once();
       const dev = v.ep === 'wasm' ? null : await ort.env.webgpu.device;
       if (v.read === false) await dev.queue.onSubmittedWorkDone();
+      if (name.includes('prof')) {
+        // Per-kernel GPU times for one run (onnxruntime-web env.webgpu.profiling; printed to the console).
+        ort.env.webgpu.profiling = { mode: 'default' };
+        console.log(`# profile ${name} ${batch}x${seq} begin`);
+        await once();
+        console.log(`# profile ${name} ${batch}x${seq} end`);
+        ort.env.webgpu.profiling = { mode: 'off' };
+      }
       const times = [];
       for (let i = 0; i < rep; i++) {
         const t0 = performance.now();

@@ -58,12 +58,17 @@ nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,clocks.sm --
 if [ "$MODE" = probe ] || [ "$MODE" = all ]; then
   PROBE="node scripts/gpu/probe.mjs --model $M/fp32/model.onnx --model16 $M/fp16/model.onnx ${PROBE_ARGS:-}"
   step "probe (default Dawn toggles)"
-  timeout 300 $PROBE --variants "${VARIANTS:-base,gpuout,gpuio,capture,capture_noread,base_f16,gpuio_f16,capture_f16}" > $OUT/probe.jsonl 2> $OUT/probe.err
+  timeout ${PROBE_TIMEOUT:-300} $PROBE --variants "${VARIANTS:-base,gpuout,gpuio,capture,capture_noread,base_f16,gpuio_f16,capture_f16}" > $OUT/probe.jsonl 2> $OUT/probe.err
   for flags in ${DAWN_SETS:-}; do
     step "probe with dawn flags $flags"
     timeout 200 $PROBE --variants "${VARIANTS2:-base,capture}" $(for f in ${flags//;/ }; do echo --dawn-flag "$f"; done) \
       | sed "s/^{/{\"dawn\":\"${flags//\//_}\",/" >> $OUT/probe.jsonl 2>> $OUT/probe.err
   done
+  if [ -n "${JSEP_VARIANTS:-}" ]; then
+    step "probe JSEP build (ort.all)"
+    timeout ${JSEP_TIMEOUT:-120} $PROBE --build all --variants "$JSEP_VARIANTS" 2>> $OUT/probe.err \
+      | sed 's/^{/{"build":"all",/' >> $OUT/probe.jsonl
+  fi
   step "PyTorch CUDA baseline"
   timeout 120 python3 scripts/gpu/torch_baseline.py > $OUT/torch.jsonl 2> $OUT/torch.err
 fi

@@ -1,0 +1,318 @@
+"""``webgpu-vs-wasm``: onnxruntime-web on a real GPU (WebGPU) against WASM and native CPU.
+
+MiniLM (all-MiniLM-L6-v2) at 1x16, 32x128 and 128x128 tokens, each on:
+
+* ``webgpu-fp32`` / ``webgpu-fp16``: the headless WebGPU worker (Node 22 +
+  Dawn, onnxruntime-web's native WebGPU EP; Dawn's ``vulkan_enable_f16_on_nvidia``
+  toggle so NVIDIA exposes shader-f16), plus variants of its session options
+  (see ``WEBGPU_VARIANTS``) so one run shows what each knob is worth;
+* ``wasm-1t``: onnxruntime-web's WASM EP, one thread, in a Node worker;
+* ``wasm-Nt``: the same with all cores (recorded as unavailable where Node
+  cannot start onnxruntime-web's WASM threads; the reason is kept);
+* ``native-1t`` / ``native-Nt``: native onnxruntime CPU in this process.
+
+Every worker joins a real :class:`~webaccel.server.WebAccelServer` over the
+bridge and fetches model bytes from it.  ``page_ms`` is the worker's own
+``session.run`` time including upload and readback; ``round_trip_ms`` adds the
+bridge.  Outputs are checked against native fp32 on the same file (max abs
+difference, and cosine of the mean-pooled sentence embeddings).  The ratio is
+``wasm-1t`` page time / ``webgpu-fp32`` page time at 32x128.
+
+A software WebGPU adapter (SwiftShader, lavapipe) is not a GPU: the benchmark
+is then unavailable, with the adapter named (``allow_software`` in
+``ctx.options`` runs it anyway, for tests).  Token ids are seeded pseudo-random
+ids (the same generator as ``scripts/gpu/probe.mjs``), full attention masks:
+latency does not depend on which tokens are used.
+
+    python -m webaccel.bench.webgpu_vs_wasm --json    # same JSON line as `webaccel bench`, no store
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from webaccel.bench.core import BenchContext, BenchmarkUnavailable, Measurement, benchmark, summarize
+
+SHAPES: tuple[tuple[int, int], ...] = ((1, 16), (32, 128), (128, 128))
+RATIO_SHAPE = (32, 128)
+HIDDEN = 384
+
+# Session-option variants of the WebGPU worker, each measured in the same run.
+# ``webgpu-fp32`` is what the pool uses (ENGINE_WEBGPU_OPTIONS); the others show
+# what each knob changes.
+WEBGPU_VARIANTS: dict[str, dict[str, Any]] = {
+    "webgpu-fp32": {},
+    "webgpu-fp32-gpu-output": {"preferredOutputLocation": "gpu-buffer"},
+    "webgpu-fp32-opt-basic": {"graphOptimizationLevel": "basic"},
+}
+
+
+@dataclass
+class Config:
+    name: str
+    runner: str  # "worker" or "native"
+    precision: str = "fp32"
+    backend: str = "webgpu"
+    threads: int = 1
+    session_options: dict[str, Any] = field(default_factory=dict)
+
+
+def token_ids(batch: int, seq: int, seed: int = 1234) -> np.ndarray:
+    """Seeded LCG ids in [1000, 29000) with [CLS]/[SEP] at the ends (as probe.mjs)."""
+    out = np.empty(batch * seq, dtype=np.int64)
+    s = seed
+    mask = (1 << 64) - 1
+    for i in range(out.size):
+        s = (s * 6364136223846793005 + 1442695040888963407) & mask
+        out[i] = 1000 + ((s >> 33) % 28000)
+    ids = out.reshape(batch, seq)
+    ids[:, 0] = 101
+    ids[:, -1] = 102
+    return ids
+
+
+def feeds(batch: int, seq: int) -> dict[str, np.ndarray]:
+    ids = token_ids(batch, seq)
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids),
+            "token_type_ids": np.zeros_like(ids)}
+
+
+def pooled(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    from webaccel.models.text import mean_pool_normalize
+
+    return mean_pool_normalize(hidden.astype(np.float32), mask)
+
+
+def accuracy(out: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    a, b = pooled(out, mask), pooled(ref, mask)
+    return {"max_abs": float(np.abs(out.astype(np.float32) - ref).max()),
+            "min_cosine": float((a * b).sum(axis=1).min())}
+
+
+async def timed_runs(run: Callable[[], Awaitable[tuple[np.ndarray, float, float]]], *,
+                     warmup: int, repeat: int, budget_s: float) -> dict[str, Any]:
+    """Warm up, then repeat ``run`` (up to ``repeat`` times, at least 3, within ``budget_s``)."""
+    start = time.perf_counter()
+    for i in range(warmup):
+        await run()
+        if i >= 2 and time.perf_counter() - start > budget_s / 2:
+            break
+    page: list[float] = []
+    trip: list[float] = []
+    out = None
+    start = time.perf_counter()
+    while len(page) < repeat and (len(page) < 3 or time.perf_counter() - start < budget_s):
+        out, page_ms, trip_ms = await run()
+        page.append(page_ms)
+        trip.append(trip_ms)
+    return {"out": out, "page_ms": summarize(page), "round_trip_ms": summarize(trip)}
+
+
+def _native_session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _model_paths(ctx: BenchContext) -> dict[str, Path]:
+    from webaccel.models import registry
+
+    spec = registry.get("minilm")
+    try:
+        return {"fp32": Path(ctx.options.get("fp32") or spec.ensure_onnx("fp32")),
+                "fp16": Path(ctx.options.get("fp16") or spec.ensure_onnx("fp16"))}
+    except Exception as exc:  # noqa: BLE001 - the weights package or exporter is missing
+        raise BenchmarkUnavailable(f"MiniLM ONNX files are not available: {exc}") from exc
+
+
+def configs(cores: int, shader_f16: bool) -> list[Config]:
+    out = [Config(name, "worker", session_options=opts) for name, opts in WEBGPU_VARIANTS.items()]
+    if shader_f16:
+        out.append(Config("webgpu-fp16", "worker", precision="fp16"))
+    out += [
+        Config("wasm-1t", "worker", backend="wasm", threads=1),
+        Config(f"wasm-{cores}t", "worker", backend="wasm", threads=cores),
+        Config("native-1t", "native", backend="cpu", threads=1),
+        Config(f"native-{cores}t", "native", backend="cpu", threads=cores),
+    ]
+    return out
+
+
+async def _bench(ctx: BenchContext) -> Measurement:
+    from webaccel.browsers.node import dawn_available, find_node, launch_node_worker
+    from webaccel.errors import WebAccelError
+    from webaccel.pool.transport import ModelRef
+    from webaccel.server import WebAccelServer
+
+    try:
+        find_node()
+    except WebAccelError as exc:
+        raise BenchmarkUnavailable(exc.message) from exc
+    why = dawn_available()
+    if why:
+        raise BenchmarkUnavailable(why)
+    paths = _model_paths(ctx)
+    cores = int(ctx.options.get("cores") or os.cpu_count() or 1)
+    shapes = [tuple(s) for s in ctx.options.get("shapes", SHAPES)]
+    budget = float(ctx.options.get("budget_s", 20.0))
+    worker_env = ctx.options.get("worker_env") or {}
+    results: dict[str, dict[str, Any]] = {}
+    unavailable: dict[str, str] = {}
+
+    # The reference: native onnxruntime fp32, all cores, on the same file.
+    ref_sess = _native_session(paths["fp32"], cores)
+    refs = {s: ref_sess.run(None, feeds(*s))[0] for s in shapes}
+
+    async with WebAccelServer() as server:
+        gpu = await launch_node_worker(server, build="webgpu", f16=True, env=worker_env)
+        workers = [gpu]
+        try:
+            adapter = gpu.capabilities.get("webgpu") or {}
+            if not adapter.get("available"):
+                raise BenchmarkUnavailable(f"no WebGPU adapter in the Node worker: {adapter.get('reason')}")
+            if adapter.get("software") and not ctx.options.get("allow_software"):
+                raise BenchmarkUnavailable(
+                    "only a software WebGPU adapter here ("
+                    f"{adapter.get('vendor')} {adapter.get('architecture')} {adapter.get('description')}"
+                    "), not a GPU: run scripts/gpu/run.sh bench on a GPU machine")
+            urls = {p: server.model_files.add(f"minilm-{p}", path) for p, path in paths.items()}
+            wasm_workers: dict[int, Any] = {}
+            for cfg in configs(cores, bool(adapter.get("shaderF16"))):
+                if cfg.name in ctx.options.get("skip", ()):
+                    continue
+                per_shape: dict[str, Any] = {}
+                try:
+                    run_for = await _prepare(cfg, gpu, wasm_workers, workers, server, urls, paths,
+                                             worker_env, launch_node_worker, ModelRef)
+                except Exception as exc:  # noqa: BLE001 - recorded, the others still run
+                    unavailable[cfg.name] = f"{type(exc).__name__}: {exc}"
+                    continue
+                for i, (batch, seq) in enumerate(shapes):
+                    f = feeds(batch, seq)
+                    try:
+                        stats = await timed_runs(run_for(f), warmup=ctx.warmup if i == 0 else 2,
+                                                 repeat=ctx.repeat, budget_s=budget)
+                    except Exception as exc:  # noqa: BLE001
+                        per_shape[f"{batch}x{seq}"] = {"error": f"{type(exc).__name__}: {exc}"}
+                        continue
+                    out = stats.pop("out")
+                    stats["accuracy_vs_native_fp32"] = accuracy(out, refs[(batch, seq)],
+                                                                f["attention_mask"])
+                    per_shape[f"{batch}x{seq}"] = stats
+                results[cfg.name] = per_shape
+        finally:
+            for w in workers:
+                await w.close()
+
+    ratio_shape = RATIO_SHAPE if RATIO_SHAPE in shapes else shapes[-1]
+    key = f"{ratio_shape[0]}x{ratio_shape[1]}"
+
+    def median(cfg: str) -> float | None:
+        r = results.get(cfg, {}).get(key, {})
+        return r.get("page_ms", {}).get("median")
+
+    gpu_ms, wasm_ms = median("webgpu-fp32"), median("wasm-1t")
+    if not gpu_ms or not wasm_ms:
+        raise RuntimeError(f"no {key} timings for webgpu-fp32 and wasm-1t: {unavailable or results}")
+    table = [{"config": cfg, "shape": shape, "page_ms": r["page_ms"]["median"],
+              "round_trip_ms": r["round_trip_ms"]["median"], "n": r["page_ms"]["n"],
+              **r["accuracy_vs_native_fp32"]}
+             for cfg, per in results.items() for shape, r in per.items() if "page_ms" in r]
+    return Measurement(ratio=wasm_ms / gpu_ms, figures={
+        "model": "all-MiniLM-L6-v2", "ratio_shape": key,
+        "adapter": {k: adapter.get(k) for k in ("vendor", "architecture", "device", "description",
+                                                "isFallbackAdapter", "software", "shaderF16")},
+        "adapter_limits": adapter.get("limits"),
+        "dawn_flags": (gpu.capabilities.get("runtime") or {}).get("dawn_flags"),
+        "webgpu_variants": WEBGPU_VARIANTS,
+        "results": results, "unavailable": unavailable, "table": table,
+        "cores": cores, "warmup_first_shape": ctx.warmup, "repeat": ctx.repeat,
+        "model_files": {p: str(path) for p, path in paths.items()},
+        "versions": {"node": (gpu.capabilities.get("runtime") or {}).get("node"),
+                     "onnxruntime-web": (gpu.capabilities.get("ort") or {}).get("version")},
+    })
+
+
+async def _prepare(cfg: Config, gpu: Any, wasm_workers: dict[int, Any], workers: list[Any],
+                   server: Any, urls: dict[str, str], paths: dict[str, Path],
+                   worker_env: dict[str, str], launch: Any, model_ref: Any
+                   ) -> Callable[[dict[str, np.ndarray]], Callable[[], Awaitable[Any]]]:
+    """Load ``cfg``'s model where it runs; returns feeds -> one timed run."""
+    if cfg.runner == "native":
+        loop = asyncio.get_running_loop()
+        sess = await loop.run_in_executor(None, _native_session, paths[cfg.precision], cfg.threads)
+
+        def native(f: dict[str, np.ndarray]) -> Callable[[], Awaitable[Any]]:
+            async def once() -> tuple[np.ndarray, float, float]:
+                t0 = time.perf_counter()
+                out = await loop.run_in_executor(None, sess.run, None, f)
+                ms = (time.perf_counter() - t0) * 1000
+                return out[0], ms, ms
+            return once
+        return native
+
+    if cfg.backend == "webgpu":
+        worker = gpu
+    else:
+        worker = wasm_workers.get(cfg.threads)
+        if worker is None:
+            worker = await launch(server, build="wasm", threads=cfg.threads, env=worker_env)
+            workers.append(worker)
+            wasm_workers[cfg.threads] = worker
+    key = cfg.name
+    ref = model_ref(key=key, name="minilm", url=urls[cfg.precision], backend=cfg.backend,
+                    precision=cfg.precision, session_options={"ort": cfg.session_options})
+    await worker.load_model(ref, timeout=300)
+
+    def remote(f: dict[str, np.ndarray]) -> Callable[[], Awaitable[Any]]:
+        async def once() -> tuple[np.ndarray, float, float]:
+            r = await worker.run(key, f, timeout=300)
+            return r.outputs["last_hidden_state"], r.page_ms, r.round_trip_ms
+        return once
+    return remote
+
+
+@benchmark("webgpu-vs-wasm", ratio_is="WASM 1-thread latency / WebGPU fp32 latency, MiniLM 32x128, "
+           "in the worker (Node + Dawn on a real GPU)", better="higher")
+def webgpu_vs_wasm(ctx: BenchContext) -> Measurement:
+    return asyncio.run(_bench(ctx))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the benchmark's JSON line (as ``webaccel bench --json``) without the metrics store.
+
+    For GPU machines whose Python lacks duckdb: bring the line back and store
+    it with ``scripts/gpu/store_results.py``.
+    """
+    import argparse
+    import json
+
+    from webaccel.bench.core import REGISTRY
+    from webaccel.bench.runner import run_one
+
+    p = argparse.ArgumentParser(prog="python -m webaccel.bench.webgpu_vs_wasm")
+    p.add_argument("--json", action="store_true", help="one JSON object (the default)")
+    p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--budget-s", type=float, default=20.0)
+    args = p.parse_args(argv)
+    ctx = BenchContext(repeat=args.repeat, warmup=args.warmup, options={"budget_s": args.budget_s})
+    result = run_one("webgpu-vs-wasm", REGISTRY["webgpu-vs-wasm"], ctx)
+    print(json.dumps(result), flush=True)
+    return 1 if "error" in result else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+

@@ -1,0 +1,171 @@
+"""The headless WebGPU worker (Node 22 + Dawn): same bridge, same runtime, same results.
+
+Here there is no GPU: Dawn gets SwiftShader's Vulkan driver (shipped with
+Chromium) when it is installed, and the MiniLM test runs on it; without any
+Vulkan driver the WebGPU test skips with the adapter's reason.  The WASM path
+needs no GPU and always runs.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from webaccel.bench.core import BenchContext, load
+from webaccel.bench.runner import run_one
+from webaccel.browsers import launch_worker
+from webaccel.browsers.node import WORKER_SCRIPT, find_node, launch_node_worker
+from webaccel.errors import BrowserLaunchError, BrowserNotFoundError
+from webaccel.models import registry
+from webaccel.models.text import mean_pool_normalize
+from webaccel.pool.transport import ModelRef
+from webaccel.server import WebAccelServer
+
+pytestmark = pytest.mark.browser
+
+SWIFTSHADER_ICD = Path("/usr/lib/chromium/vk_swiftshader_icd.json")
+SOFTWARE_VULKAN = {"VK_ICD_FILENAMES": str(SWIFTSHADER_ICD)} if SWIFTSHADER_ICD.is_file() else {}
+
+
+def minilm_feeds(batch: int = 1, seq: int = 16) -> dict[str, np.ndarray]:
+    ids = np.random.default_rng(7).integers(1000, 29000, (batch, seq)).astype(np.int64)
+    ids[:, 0], ids[:, -1] = 101, 102
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
+
+def native(path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)[0]
+
+
+def cosine_min(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    pa, pb = mean_pool_normalize(a, mask), mean_pool_normalize(b, mask)
+    return float((pa * pb).sum(axis=1).min())
+
+
+@pytest.fixture(scope="module")
+def minilm_fp32() -> Path:
+    return registry.get("minilm").ensure_onnx("fp32")
+
+
+def node_children(pid: int) -> bool:
+    return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+
+
+async def test_joins_with_capabilities_and_runs_minilm_on_wasm(minilm_fp32):
+    async with WebAccelServer() as server:
+        worker = await launch_worker(server, "node-webgpu", build="wasm")
+        try:
+            caps = worker.capabilities
+            assert worker.browser == "node-webgpu"
+            assert caps["runtime"]["kind"] == "node-webgpu"
+            assert int(caps["runtime"]["node"].split(".")[0]) >= 22
+            assert caps["wasm"]["simd"] and caps["ort"]["build"] == "wasm"
+            assert caps["webgpu"]["available"] is False and "wasm" in caps["webgpu"]["reason"]
+            assert "wasm" in worker.available_backends()
+            url = server.model_files.add("minilm-fp32", minilm_fp32)
+            info = await worker.load_model(ModelRef(key="m", name="minilm", url=url, backend="wasm"))
+            assert info.input_names == ("input_ids", "attention_mask", "token_type_ids")
+            f = minilm_feeds()
+            r = await worker.run("m", f, timeout=120)
+            out = r.outputs["last_hidden_state"]
+            ref = native(minilm_fp32, f)
+            assert out.shape == ref.shape == (1, 16, 384)
+            assert np.abs(out - ref).max() < 1e-3
+            assert cosine_min(out, ref, f["attention_mask"]) >= 0.999
+            assert r.page_ms > 0 and r.round_trip_ms >= r.page_ms
+            pid = worker.process.pid
+        finally:
+            await worker.close()
+        assert not worker.alive
+        await asyncio.sleep(0.1)
+        assert not node_children(pid)
+
+
+async def test_minilm_on_dawn_webgpu_matches_native(minilm_fp32):
+    async with WebAccelServer() as server:
+        worker = await launch_node_worker(server, build="webgpu", env=SOFTWARE_VULKAN, timeout=120)
+        try:
+            gpu = worker.capabilities["webgpu"]
+            if not gpu["available"]:
+                pytest.skip(f"Dawn found no WebGPU adapter here: {gpu['reason']} "
+                            "(install chromium for its SwiftShader Vulkan driver, or run on a GPU)")
+            assert gpu["vendor"] and "features" in gpu and "limits" in gpu
+            if SOFTWARE_VULKAN and gpu["architecture"] == "swiftshader":
+                assert gpu["software"] is True  # SwiftShader is a CPU rasterizer, never a GPU
+                assert worker.available_backends()[-1] == "webgpu"
+            url = server.model_files.add("minilm-fp32", minilm_fp32)
+            await worker.load_model(ModelRef(key="g", name="minilm", url=url, backend="webgpu"),
+                                    timeout=300)
+            f = minilm_feeds()
+            r = await worker.run("g", f, timeout=300)  # SwiftShader: ~15-30 s for one MiniLM run
+            out = r.outputs["last_hidden_state"]
+            ref = native(minilm_fp32, f)
+            assert np.abs(out - ref).max() < 1e-3
+            assert cosine_min(out, ref, f["attention_mask"]) >= 0.999
+        finally:
+            await worker.close()
+
+
+async def test_reconnects_after_the_socket_drops():
+    async with WebAccelServer() as server:
+        worker = await launch_node_worker(server, build="wasm", heartbeat_ms=200)
+        try:
+            first = server.hub.connections[worker.id]
+            await first.ws.close(code=1011)
+            deadline = asyncio.get_running_loop().time() + 30
+            while asyncio.get_running_loop().time() < deadline:
+                conn = server.hub.connections.get(worker.id)
+                if conn is not None and conn is not first and conn.open:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the Node worker did not reconnect within 30 s")
+            assert conn.capabilities["runtime"]["kind"] == "node-webgpu"
+            assert worker.alive
+        finally:
+            await worker.close()
+
+
+async def test_wrong_token_exits_with_code_3():
+    async with WebAccelServer() as server:
+        env = {**os.environ, "WEBACCEL_TOKEN": "not-the-token", "XDG_RUNTIME_DIR": "/tmp"}
+        proc = await asyncio.create_subprocess_exec(
+            str(find_node()), str(WORKER_SCRIPT), "--server", server.url, "--worker", "w1",
+            "--build", "wasm", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 3, err.decode()
+        assert b"refused by server" in err
+
+
+async def test_missing_node_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("WEBACCEL_NODE", "/nonexistent/node")
+    async with WebAccelServer() as server:
+        with pytest.raises(BrowserNotFoundError, match="make setup"):
+            await launch_node_worker(server)
+
+
+async def test_worker_dying_at_start_is_a_clear_error(monkeypatch, tmp_path):
+    fake = tmp_path / "node"
+    fake.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then echo v22.0.0; exit 0; fi\n"
+                    "echo 'dawn exploded' >&2\nexit 4\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("WEBACCEL_NODE", str(fake))
+    async with WebAccelServer() as server:
+        with pytest.raises(BrowserLaunchError, match=r"code 4[\s\S]*dawn exploded"):
+            await launch_node_worker(server)
+
+
+def test_webgpu_vs_wasm_is_unavailable_without_a_real_gpu():
+    ctx = BenchContext(repeat=1, warmup=1, options={"worker_env": SOFTWARE_VULKAN})
+    result = run_one("webgpu-vs-wasm", load(["webgpu-vs-wasm"])["webgpu-vs-wasm"], ctx)
+    assert "ratio" not in result, "this machine has no GPU: the benchmark must not report a ratio"
+    assert "unavailable" in result, result
+    assert "WebGPU" in result["unavailable"] or "software" in result["unavailable"]
