@@ -313,13 +313,19 @@ async def _place(
 ) -> tuple[Any, ModelRef, float | None]:
     """Lease a worker from the pool, make sure the model is loaded there, release it."""
     requested = platform or engine.default_platform or "auto"
-    target, _reason = await engine._platform_for(
-        requested, explicit=platform is not None, precision=precision
-    )
+    # The engine's backend choice (webgpu -> webnn -> wasm fallback, never a software
+    # adapter unless asked for explicitly) becomes the lease's hard constraint.
+    platform_for = getattr(engine, "_platform_for", None)
+    if platform_for is not None:
+        target, _reason = await platform_for(
+            requested, explicit=platform is not None, precision=precision
+        )
+    else:
+        target = None if requested == "auto" else requested
     async with engine.pool.get_connection("text_generation", target) as lease:
         worker = lease.worker
         backend = lease.backend or target or "wasm"
-        resolved = engine._resolve(spec.name, None)
+        resolved = await engine.pool.resolve(spec.name)
         key = f"{spec.name}/{precision}/{backend}"
         ref = next((v for v in resolved.variants if v.key == key), None)
         if ref is None:
