@@ -15,7 +15,7 @@ export WEBACCEL_HOME ?= $(HOME)/.cache/webaccel
 
 .PHONY: setup demo test lint bench clean system
 
-setup: system $(STAMP)/vendor $(STAMP)/models
+setup: system $(STAMP)/vendor $(STAMP)/cidfetch $(STAMP)/models
 
 # Browsers and system tools: checked every time (cheap), installed only if missing.
 system:
@@ -41,6 +41,12 @@ $(STAMP)/npm: package.json package-lock.json | $(STAMP)
 $(STAMP)/vendor: $(STAMP)/npm | $(STAMP)
 	@mkdir -p $(VENDOR)
 	@for f in $(ORT_FILES); do cp $(ORT_DIST)/$$f $(VENDOR)/; done
+	@touch $@
+
+# The page's verified CID loader: cidfetch.mjs and its npm dependencies in one
+# browser module (esbuild), served from our own server like onnxruntime-web.
+$(STAMP)/cidfetch: $(STAMP)/npm $(STAMP)/venv src/webaccel/content/web/cidfetch.mjs | $(STAMP)
+	@$(PY) -c "from webaccel.content.webassets import build_bundle; build_bundle('src/webaccel/web/vendor')"
 	@touch $@
 
 $(STAMP)/venv: pyproject.toml | $(STAMP)

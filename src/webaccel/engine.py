@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +40,8 @@ OPTION_KEYS = frozenset(
     {"precision", "mixed_precision", "optimize_for_audio", "use_ipfs", "timeout", "priority"}
 )
 PRECISION_BITS = {4: "int4", 8: "int8", 16: "fp16", 32: "fp32"}
+# CIDv1, raw leaves, 1 MiB chunks: fewer, larger blocks for the page to verify.
+CID_PROFILE = "unixfs-v1-2025"
 
 
 def parse_precision(options: dict[str, Any]) -> str | None:
@@ -88,6 +93,29 @@ def raw_tensors(data: dict[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
+def content_id(path: Path, blocks: Any) -> str:
+    """The CID of a model file, adding its blocks to ``blocks`` once.
+
+    A sidecar ``<file>.cid.json`` remembers the CID for this size and mtime, so
+    a second engine does not re-hash hundreds of MB; the root block must still
+    be in the store, or the file is added again.
+    """
+    from webaccel.content.add import add_path
+
+    stat = path.stat()
+    sidecar = path.with_name(path.name + ".cid.json")
+    key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "profile": CID_PROFILE}
+    with contextlib.suppress(OSError, ValueError):
+        known = json.loads(sidecar.read_text())
+        if {k: known.get(k) for k in key} == key and blocks.has(known["cid"]):
+            return str(known["cid"])
+    cid = str(add_path(path, CID_PROFILE, store=blocks, pin=True))
+    tmp = sidecar.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**key, "cid": cid}))
+    os.replace(tmp, sidecar)
+    return cid
+
+
 class Engine:
     """Owns the server and the worker pool; one per accelerator or server process."""
 
@@ -106,6 +134,7 @@ class Engine:
         max_retries: int = 3,
         metrics: Any = None,
         server: WebAccelServer | None = None,
+        content_addressed: bool = True,
     ) -> None:
         if default_platform is not None and default_platform not in PLATFORMS:
             raise InvalidInputError(
@@ -117,6 +146,15 @@ class Engine:
         self.metrics = metrics
         self.server = server or WebAccelServer(host, port)
         self.native = NativeRunner()
+        # Model bytes travel by CID: the server's trustless gateway serves the
+        # blocks and the page verifies each one and caches the file by CID.
+        self.blocks: Any = None
+        if content_addressed:
+            from webaccel.content.gateway import gateway_routes
+            from webaccel.content.store import BlockStore
+
+            self.blocks = BlockStore.default()
+            self.server.add_routes(gateway_routes(self.blocks, upload_token=self.server.token))
         self.pool = ResourcePool(
             max_connections=max(1, max_connections),
             browser_preferences=browser_preferences,
@@ -145,25 +183,29 @@ class Engine:
         await self.server.stop()
 
     # ------------------------------------------------------------ models
-    def _resolve(self, name: str, model_type: str | None) -> ResolvedModel:
+    async def _resolve(self, name: str, model_type: str | None) -> ResolvedModel:
         spec = registry.get(name)
         if model_type is not None and model_type != spec.model_type:
             raise InvalidInputError(f"{name} is a {spec.model_type} model, not {model_type}")
         variants = []
         for precision in registry.PRECISIONS:
-            url = self.server.model_files.add_lazy(
-                f"{spec.name}/{precision}/model.onnx", lambda p=precision: spec.ensure_onnx(p)
-            )  # type: ignore[misc]
-            for backend in BACKENDS:
-                variants.append(
-                    ModelRef(
-                        key=f"{spec.name}/{precision}/{backend}",
-                        name=spec.name,
-                        url=url,
-                        backend=backend,
-                        precision=precision,
-                    )
+            path = spec.onnx_path(precision)
+            cid = size = None
+            if self.blocks is not None and path.is_file():
+                # Built files go by CID; variants nobody built yet are built on
+                # first request behind /models/ (quantizing here would stall).
+                cid = await asyncio.to_thread(content_id, path, self.blocks)
+                size = path.stat().st_size
+                url = f"/ipfs/{cid}"
+            else:
+                url = self.server.model_files.add_lazy(
+                    f"{spec.name}/{precision}/model.onnx",
+                    lambda p=precision: spec.ensure_onnx(p),  # type: ignore[misc]
                 )
+            for backend in BACKENDS:
+                variants.append(ModelRef(key=f"{spec.name}/{precision}/{backend}", name=spec.name,
+                                         url=url, backend=backend, precision=precision, cid=cid,
+                                         size_bytes=size))
         return ResolvedModel(
             name=spec.name,
             model_type=spec.model_type,

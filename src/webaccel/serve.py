@@ -38,8 +38,6 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
                         public_url: str | None = None, ready: asyncio.Future[Engine] | None = None,
                         stop: asyncio.Event | None = None) -> None:
     from webaccel.browsers import remote
-    from webaccel.content.gateway import gateway_routes
-    from webaccel.content.store import BlockStore
     from webaccel.metrics.http import metrics_routes
     from webaccel.metrics.store import MetricsStore
     from webaccel.openai_api import openai_routes, resolve_api_key
@@ -49,10 +47,8 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
     metrics.record_run_start("server", info={"host": host, "port": port})
     engine = Engine(host=host, port=port, max_connections=max(browsers, 4), metrics=metrics)
     key, generated = resolve_api_key(api_key)
-    blocks = BlockStore.default()
     server = engine.server
     server.add_routes([
-        *gateway_routes(blocks, upload_token=server.token),
         *openai_routes(engine, key),
         # The server answers /healthz itself (with pool and metrics health below).
         *[r for r in metrics_routes(metrics, lambda: live_snapshot(engine))

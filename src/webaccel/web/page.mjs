@@ -27,7 +27,7 @@ ort.env.logLevel = 'error';
 const capabilities = await detectCapabilities(navigator);
 capabilities.ort = { version: ort.env.versions?.web || null, build, threads };
 
-async function fetchModel(url) {
+async function fetchOverHttp(url) {
   const resp = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
   if (!resp.ok) {
     const err = new Error(`HTTP ${resp.status} for ${url}`);
@@ -35,6 +35,18 @@ async function fetchModel(url) {
     throw err;
   }
   return { bytes: new Uint8Array(await resp.arrayBuffer()), source: 'network' };
+}
+
+// Model bytes by CID (verified block by block, cached in OPFS/Cache API) when
+// the loader bundle was built at set-up; plain HTTP otherwise.
+let fetchModel = fetchOverHttp;
+try {
+  const { cidFetchModel } = await import('./vendor/cidfetch.bundle.mjs');
+  fetchModel = cidFetchModel(fetchOverHttp);
+  capabilities.cidfetch = true;
+} catch (err) {
+  capabilities.cidfetch = false;
+  console.warn('webaccel: no CID loader bundle; models load over plain HTTP', err);
 }
 
 let ws = null;
