@@ -257,3 +257,21 @@ def test_sampler_reference_is_what_native_uses(tiny):
     # Guard for the tests above: the native loop draws through Sampler.
     s = Sampler(GenerationParams(temperature=1.0), 1)
     assert 0 <= s.rng.next() < 1
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8", "int4"])
+def test_precision_variants_run_in_the_page(acc, tiny, precision):
+    from webaccel.generation import load_generation_model
+    from webaccel.generation.native import NativeGenerator
+
+    _, gm, _ = tiny
+    _, _, path = load_generation_model("tiny-llama", precision)
+    native = NativeGenerator(path, kv_heads=gm.kv_heads, head_dim=gm.head_dim)
+    want = native.generate(
+        gm.encode("Hello"), GenerationParams(max_tokens=16), stop_token_ids=gm.eos_token_ids
+    )
+    res = acc.generate(
+        "tiny-llama", "Hello", max_tokens=16, precision=precision, return_result=True
+    )
+    assert res.stats["page"]["backend"] == "wasm"
+    assert res.token_ids == want.token_ids
