@@ -1,4 +1,5 @@
 """Shared fixtures for tests/models: one temporary $WEBACCEL_HOME and exports cached per session."""
+
 from __future__ import annotations
 
 import os
@@ -50,15 +51,22 @@ def _export_minilm_here(dest: Path) -> Path:
             self.base = base
 
         def forward(self, input_ids, attention_mask, token_type_ids):  # type: ignore[no-untyped-def]
-            return self.base(input_ids=input_ids, attention_mask=attention_mask,
-                             token_type_ids=token_type_ids).last_hidden_state
+            return self.base(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
 
     names = ["input_ids", "attention_mask", "token_type_ids"]
     ones = torch.ones(2, 8, dtype=torch.long)
-    torch.onnx.export(Wrap().eval(), (ones, ones, torch.zeros_like(ones)), str(dest),
-                      input_names=names, output_names=["last_hidden_state"],
-                      dynamic_axes={k: {0: "batch", 1: "seq"} for k in [*names, "last_hidden_state"]},
-                      opset_version=17, dynamo=False)
+    torch.onnx.export(
+        Wrap().eval(),
+        (ones, ones, torch.zeros_like(ones)),
+        str(dest),
+        input_names=names,
+        output_names=["last_hidden_state"],
+        dynamic_axes={k: {0: "batch", 1: "seq"} for k in [*names, "last_hidden_state"]},
+        opset_version=17,
+        dynamo=False,
+    )
     return dest
 
 
@@ -86,28 +94,49 @@ def minilm_feeds(minilm_onnx: Path) -> list[dict[str, np.ndarray]]:
     tok = Tokenizer.from_file(str(Path(minilm.MODEL_DIR) / "tokenizer.json"))
     tok.no_padding()
     tok.no_truncation()
-    sess_inputs = {i.name for i in onnx.load(str(minilm_onnx), load_external_data=False).graph.input}
+    sess_inputs = {
+        i.name for i in onnx.load(str(minilm_onnx), load_external_data=False).graph.input
+    }
     feeds = []
     for text in SENTENCES:
         ids = np.array([tok.encode(text).ids], dtype=np.int64)
-        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids),
-                "token_type_ids": np.zeros_like(ids)}
+        feed = {
+            "input_ids": ids,
+            "attention_mask": np.ones_like(ids),
+            "token_type_ids": np.zeros_like(ids),
+        }
         feeds.append({k: v for k, v in feed.items() if k in sess_inputs})
     return feeds
 
 
-def tiny_mlp(path: Path, *, layers: int = 3, width: int = 64, classes: int = 10,
-             vocab: int = 0, seed: int = 0) -> Path:
+def tiny_mlp(
+    path: Path,
+    *,
+    layers: int = 3,
+    width: int = 64,
+    classes: int = 10,
+    vocab: int = 0,
+    seed: int = 0,
+) -> Path:
     """A tiny classifier (optionally with an embedding table) named like torch exports."""
     rng = np.random.default_rng(seed)
     inits, nodes = [], []
     if vocab:
         table = rng.normal(0, 1, (vocab, width)).astype(np.float32)
         inits.append(numpy_helper.from_array(table, "embed.weight"))
-        nodes.append(helper.make_node("Gather", ["embed.weight", "ids"], ["emb"],
-                                      name="/embeddings/word_embeddings/Gather"))
-        nodes.append(helper.make_node("ReduceMean", ["emb"], ["x0"], keepdims=0, axes=[1],
-                                      name="/embeddings/ReduceMean"))
+        nodes.append(
+            helper.make_node(
+                "Gather",
+                ["embed.weight", "ids"],
+                ["emb"],
+                name="/embeddings/word_embeddings/Gather",
+            )
+        )
+        nodes.append(
+            helper.make_node(
+                "ReduceMean", ["emb"], ["x0"], keepdims=0, axes=[1], name="/embeddings/ReduceMean"
+            )
+        )
         inp = helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])
     else:
         inp = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])
@@ -116,8 +145,11 @@ def tiny_mlp(path: Path, *, layers: int = 3, width: int = 64, classes: int = 10,
     for i in range(layers):
         w = (rng.normal(0, 1, (width, width)) / np.sqrt(width)).astype(np.float32)
         inits.append(numpy_helper.from_array(w, f"layers.{i}.weight"))
-        nodes.append(helper.make_node("MatMul", [cur, f"layers.{i}.weight"], [f"h{i}"],
-                                      name=f"/layers.{i}/MatMul"))
+        nodes.append(
+            helper.make_node(
+                "MatMul", [cur, f"layers.{i}.weight"], [f"h{i}"], name=f"/layers.{i}/MatMul"
+            )
+        )
         nodes.append(helper.make_node("Tanh", [f"h{i}"], [f"a{i}"], name=f"/layers.{i}/Tanh"))
         cur = f"a{i}"
     w = (rng.normal(0, 1, (width, classes)) / np.sqrt(width)).astype(np.float32)

@@ -67,9 +67,20 @@ def test_resample_keeps_pitch_and_duration(rate: int) -> None:
     assert _peak_hz(y, 16000) == pytest.approx(440, abs=1.5)
 
 
-@pytest.mark.parametrize("bad", [b"", b"RIFF....WAVEjunk", b"\x00" * 100, np.zeros((2, 3, 4)),
-                                 np.array([0.1, np.nan]), np.array([], np.float32), 3.5,
-                                 "/nonexistent.wav", np.array(["a", "b"])])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"",
+        b"RIFF....WAVEjunk",
+        b"\x00" * 100,
+        np.zeros((2, 3, 4)),
+        np.array([0.1, np.nan]),
+        np.array([], np.float32),
+        3.5,
+        "/nonexistent.wav",
+        np.array(["a", "b"]),
+    ],
+)
 def test_bad_audio_raises_typed_errors(bad) -> None:
     with pytest.raises(InvalidInputError):
         A.load_audio(bad)
@@ -89,8 +100,11 @@ def test_mel_filters_match_transformers() -> None:
 def test_log_mel_matches_whisper_feature_extractor(beckett: Path) -> None:
     fe = pytest.importorskip("transformers").WhisperFeatureExtractor()
     rng = np.random.default_rng(0)
-    clips = [A.load_audio(beckett), rng.normal(0, 0.1, 8000).astype(np.float32),
-             _tone(1000, 16000, 31.0)]
+    clips = [
+        A.load_audio(beckett),
+        rng.normal(0, 0.1, 8000).astype(np.float32),
+        _tone(1000, 16000, 31.0),
+    ]
     for x in clips:
         ours = A.log_mel_spectrogram(x)
         ref = fe(x, sampling_rate=16000, return_tensors="np").input_features[0]

@@ -40,8 +40,9 @@ def test_weight_nodes_finds_matmuls_and_tables(tiny: Path) -> None:
     assert [n.group for n in nodes if n.op_type == "Gather"] == ["embeddings"]
 
 
-@pytest.mark.parametrize("precision,op", [("fp16", "Cast"), ("int8", "MatMulInteger"),
-                                          ("int4", "MatMulNBits")])
+@pytest.mark.parametrize(
+    "precision,op", [("fp16", "Cast"), ("int8", "MatMulInteger"), ("int4", "MatMulNBits")]
+)
 def test_variants_are_real_and_smaller(tiny: Path, tiny_feeds, precision: str, op: str) -> None:
     out = P.make_variant(tiny, precision)
     assert out == tiny.parent / f"tiny.{precision}.onnx"
@@ -83,8 +84,14 @@ def test_evaluate_reports_missing_inputs(tiny: Path) -> None:
 
 
 def test_mixed_meets_target_and_is_measured(tiny: Path, tiny_feeds) -> None:
-    plan = P.to_mixed(tiny, tiny.parent / "tiny.mixed.onnx", tiny_feeds, metric="cosine",
-                      target=0.999, block_size=16)
+    plan = P.to_mixed(
+        tiny,
+        tiny.parent / "tiny.mixed.onnx",
+        tiny_feeds,
+        metric="cosine",
+        target=0.999,
+        block_size=16,
+    )
     assert set(plan.sensitivity) == {"embeddings", "layers.0", "layers.1", "layers.2", "head"}
     assert plan.met_target and plan.accuracy >= 0.999
     rep = P.evaluate(tiny, tiny.parent / "tiny.mixed.onnx", tiny_feeds, metric="cosine")
@@ -113,13 +120,17 @@ def test_pick_smallest() -> None:
 
 
 @pytest.fixture(scope="module")
-def minilm_variants(minilm_onnx: Path, minilm_feeds, tmp_path_factory) -> dict[str, P.VariantReport]:
+def minilm_variants(
+    minilm_onnx: Path, minilm_feeds, tmp_path_factory
+) -> dict[str, P.VariantReport]:
     out = tmp_path_factory.mktemp("minilm-variants")
     ref = P.run_feeds(P.session(minilm_onnx), minilm_feeds)
     reps = {}
     for p in ("fp16", "int8", "int4"):
         path = P.make_variant(minilm_onnx, p, out / f"minilm.{p}.onnx")
-        reps[p] = P.evaluate(minilm_onnx, path, minilm_feeds, precision=p, repeat=3, ref_outputs=ref)
+        reps[p] = P.evaluate(
+            minilm_onnx, path, minilm_feeds, precision=p, repeat=3, ref_outputs=ref
+        )
     return reps
 
 
@@ -142,7 +153,9 @@ def test_minilm_int4(minilm_variants) -> None:
 
 
 @pytest.mark.slow
-def test_minilm_mixed_beats_int8(minilm_onnx: Path, minilm_feeds, minilm_variants, tmp_path) -> None:
+def test_minilm_mixed_beats_int8(
+    minilm_onnx: Path, minilm_feeds, minilm_variants, tmp_path
+) -> None:
     plan = P.to_mixed(minilm_onnx, tmp_path / "minilm.mixed.onnx", minilm_feeds, target=0.985)
     assert plan.met_target
     assert plan.bytes < minilm_variants["int8"].bytes
@@ -160,9 +173,12 @@ def test_int4_unties_a_table_shared_by_lookup_and_projection(tmp_path: Path) -> 
         helper.make_node("MatMul", ["emb", "table"], ["logits"], name="/proj/MatMul"),
     ]
     graph = helper.make_graph(
-        nodes, "tied", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n"])],
+        nodes,
+        "tied",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n"])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", vocab])],
-        [numpy_helper.from_array(table, "table")])
+        [numpy_helper.from_array(table, "table")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     src = tmp_path / "tied.onnx"
     onnx.save(model, str(src))
@@ -182,12 +198,22 @@ def test_fp16_keeps_resized_constants_and_shape_math_in_fp32() -> None:
     nodes = [
         helper.make_node("Shape", ["x"], ["xs"], name="shape"),
         helper.make_node("Slice", ["xs", "zero", "four"], ["sizes"], name="slice"),
-        helper.make_node("Resize", ["pos", "", "", "sizes"], ["pos_r"], name="resize", mode="cubic"),
+        helper.make_node(
+            "Resize", ["pos", "", "", "sizes"], ["pos_r"], name="resize", mode="cubic"
+        ),
         helper.make_node("Add", ["x", "pos_r"], ["y"], name="add"),
     ]
-    inits = [table, numpy_helper.from_array(np.array([0], np.int64), "zero"),
-             numpy_helper.from_array(np.array([4], np.int64), "four")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])], inits)
+    inits = [
+        table,
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array([4], np.int64), "four"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+        inits,
+    )
     blocked = P._resize_scale_nodes(helper.make_model(graph))
     assert blocked == {"resize", "slice", "shape"}  # "add" (the data path) goes fp16

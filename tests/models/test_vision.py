@@ -41,16 +41,33 @@ def test_load_image_accepts_what_users_pass(tmp_path: Path) -> None:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     arr = np.asarray(img)
-    for x in (img, p, str(p), buf.getvalue(), arr, arr / 255.0, arr[..., 0],
-              np.concatenate([arr, np.full((30, 40, 1), 255, np.uint8)], -1)):
+    for x in (
+        img,
+        p,
+        str(p),
+        buf.getvalue(),
+        arr,
+        arr / 255.0,
+        arr[..., 0],
+        np.concatenate([arr, np.full((30, 40, 1), 255, np.uint8)], -1),
+    ):
         out = V.load_image(x)
         assert out.mode == "RGB" and out.size == (40, 30)
     assert np.array_equal(np.asarray(V.load_image(p)), arr)
 
 
-@pytest.mark.parametrize("bad", [b"", b"not an image", np.zeros((0, 3, 3), np.uint8),
-                                 np.zeros((4, 4, 5), np.uint8), np.full((4, 4), 2.0), 12,
-                                 "/nonexistent/image.png"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"",
+        b"not an image",
+        np.zeros((0, 3, 3), np.uint8),
+        np.zeros((4, 4, 5), np.uint8),
+        np.full((4, 4), 2.0),
+        12,
+        "/nonexistent/image.png",
+    ],
+)
 def test_bad_images_raise_typed_errors(bad) -> None:
     with pytest.raises(InvalidInputError):
         V.load_image(bad)
@@ -119,7 +136,9 @@ def test_resize_bilinear_matches_half_pixel_rule() -> None:
     a = np.arange(16, dtype=np.float32).reshape(4, 4)
     assert np.array_equal(V.resize_bilinear(a, 4, 4), a)
     up = V.resize_bilinear(a, 8, 8)
-    assert up[0, 0] == 0 and up[-1, -1] == 15 and up[1, 1] == pytest.approx(1.25)  # source (0.25, 0.25)
+    assert (
+        up[0, 0] == 0 and up[-1, -1] == 15 and up[1, 1] == pytest.approx(1.25)
+    )  # source (0.25, 0.25)
 
 
 @pytest.mark.parametrize("spec_name", ["NSFW_CNN", "VIT_SALIENCY"])

@@ -60,7 +60,8 @@ def test_mapping_covers_every_hf_parameter(ct2) -> None:
     torch = pytest.importorskip("torch")
     with torch.device("meta"):
         model = transformers.WhisperForConditionalGeneration(
-            transformers.WhisperConfig(**W.TINY_EN_CONFIG))
+            transformers.WhisperConfig(**W.TINY_EN_CONFIG)
+        )
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: v.shape for k, v in W.ct2_to_hf_state_dict(ct2[1]).items()}
     assert got == expected
@@ -73,10 +74,16 @@ def _is_greedy_under_pytorch(model, feats: np.ndarray, tokens: list[int]) -> boo
     cfg = W.ct2_config()
     ids = [W.SOT, W.NO_TIMESTAMPS, *tokens]
     with torch.no_grad():
-        logits = model(input_features=torch.from_numpy(feats[None]),
-                       decoder_input_ids=torch.tensor([ids])).logits[0, 1:].numpy().copy()
+        logits = (
+            model(
+                input_features=torch.from_numpy(feats[None]), decoder_input_ids=torch.tensor([ids])
+            )
+            .logits[0, 1:]
+            .numpy()
+            .copy()
+        )
     logits[:, cfg["suppress_ids"]] = -np.inf
-    logits[:, W.TIMESTAMP_BEGIN:] = -np.inf
+    logits[:, W.TIMESTAMP_BEGIN :] = -np.inf
     logits[0, cfg["suppress_ids_begin"]] = -np.inf
     return logits.argmax(-1).tolist() == [*tokens, W.EOT]
 
@@ -104,11 +111,17 @@ def test_decoder_logits_match_pytorch_with_and_without_past(hf_model, runner) ->
     feats = A.log_mel_features(A.load_audio(W.beckett_wav()))
     ids = [W.SOT, W.NO_TIMESTAMPS, 10776, 3088, 11]
     with torch.no_grad():
-        ref = hf_model(input_features=torch.from_numpy(feats),
-                       decoder_input_ids=torch.tensor([ids])).logits[0].numpy()
+        ref = (
+            hf_model(input_features=torch.from_numpy(feats), decoder_input_ids=torch.tensor([ids]))
+            .logits[0]
+            .numpy()
+        )
     cross = runner("encoder", {"input_features": feats})
-    empty = {f"past_{kv}_{i}": np.zeros((1, 6, 0, 64), np.float32)
-             for i in range(4) for kv in ("key", "value")}
+    empty = {
+        f"past_{kv}_{i}": np.zeros((1, 6, 0, 64), np.float32)
+        for i in range(4)
+        for kv in ("key", "value")
+    }
     full = runner("decoder", {"input_ids": np.array([ids]), **empty, **cross})
     assert np.abs(full["logits"][0] - ref).max() < 2e-3
     # Prompt of 3, then 2 tokens one at a time through the KV cache.

@@ -18,6 +18,7 @@ search), ``mixed_target`` (worst cosine the mixed variant must meet, 0.99),
 ``block_size`` (int4 block, 32), ``models`` (which other models to measure;
 default all three, ``[]`` for MiniLM only).
 """
+
 from __future__ import annotations
 
 import time
@@ -26,6 +27,7 @@ from typing import Any
 
 from webaccel import paths
 from webaccel.bench.core import BenchContext, BenchmarkUnavailable, Measurement, benchmark
+from webaccel.models.precision import Metric
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -74,9 +76,13 @@ def run(ctx: BenchContext) -> Measurement:
     out_dir.mkdir(parents=True, exist_ok=True)
     ref = P.run_feeds(P.session(fp32, threads=threads), feeds)
 
-    figures: dict[str, Any] = {"threads": threads, "block_size": block, "sentences": len(feeds),
-                               "latency_is": "native onnxruntime CPU ms per session.run, batch 1",
-                               "variants": {}}
+    figures: dict[str, Any] = {
+        "threads": threads,
+        "block_size": block,
+        "sentences": len(feeds),
+        "latency_is": "native onnxruntime CPU ms per session.run, batch 1",
+        "variants": {},
+    }
     precisions = ["fp32", "fp16", "int8", "int4"] + (["mixed"] if opts.get("mixed", True) else [])
     for p in precisions:
         t0 = time.perf_counter()
@@ -85,15 +91,33 @@ def run(ctx: BenchContext) -> Measurement:
             path = fp32
         elif p == "mixed":
             path = out_dir / "model.mixed.onnx"
-            plan = P.to_mixed(fp32, path, feeds, target=float(opts.get("mixed_target", 0.99)),
-                              block_size=block, threads=threads)
-            extra = {"plan": plan.choice, "sensitivity": plan.sensitivity,
-                     "target": plan.target, "met_target": plan.met_target}
+            plan = P.to_mixed(
+                fp32,
+                path,
+                feeds,
+                target=float(opts.get("mixed_target", 0.99)),
+                block_size=block,
+                threads=threads,
+            )
+            extra = {
+                "plan": plan.choice,
+                "sensitivity": plan.sensitivity,
+                "target": plan.target,
+                "met_target": plan.met_target,
+            }
         else:
             path = P.make_variant(fp32, p, out_dir / f"model.{p}.onnx", block_size=block)
         build_s = time.perf_counter() - t0
-        rep = P.evaluate(fp32, path, feeds, precision=p, repeat=ctx.repeat,
-                         warmup=ctx.warmup, threads=threads, ref_outputs=ref)
+        rep = P.evaluate(
+            fp32,
+            path,
+            feeds,
+            precision=p,
+            repeat=ctx.repeat,
+            warmup=ctx.warmup,
+            threads=threads,
+            ref_outputs=ref,
+        )
         figures["variants"][p] = {
             "bytes": rep.bytes,
             "ratio_to_fp32": round(rep.ratio_to_fp32, 4),
@@ -112,9 +136,12 @@ def run(ctx: BenchContext) -> Measurement:
             figures["models_unavailable"][name] = f"{type(exc).__name__}: {exc}"
     v = figures["variants"]
     ratio = v["int4"]["bytes"] / v["fp32"]["bytes"]
-    figures["target"] = {"int4_ratio_max": 0.2, "cosine_min": 0.95,
-                         "met_by_mean": ratio <= 0.2 and v["int4"]["cosine_mean"] >= 0.95,
-                         "met_by_worst": ratio <= 0.2 and v["int4"]["cosine_worst"] >= 0.95}
+    figures["target"] = {
+        "int4_ratio_max": 0.2,
+        "cosine_min": 0.95,
+        "met_by_mean": ratio <= 0.2 and v["int4"]["cosine_mean"] >= 0.95,
+        "met_by_worst": ratio <= 0.2 and v["int4"]["cosine_worst"] >= 0.95,
+    }
     return Measurement(ratio=ratio, figures=figures)
 
 
@@ -136,8 +163,10 @@ def _pictures(n: int = 8) -> list[Any]:
         d = ImageDraw.Draw(img)
         for _ in range(3):
             x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
-            d.ellipse([x0, y0, x0 + int(rng.integers(10, w // 2)), y0 + int(rng.integers(10, h // 2))],
-                      fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+            d.ellipse(
+                [x0, y0, x0 + int(rng.integers(10, w // 2)), y0 + int(rng.integers(10, h // 2))],
+                fill=tuple(int(c) for c in rng.integers(0, 255, 3)),
+            )
         out.append(img)
     return out
 
@@ -146,8 +175,9 @@ def _fresh(variant: Path, fp32: Path) -> bool:
     return variant.is_file() and variant.stat().st_mtime >= fp32.stat().st_mtime
 
 
-def _vision_variants(spec: Any, metric: str, ctx: BenchContext, threads: int,
-                     block: int) -> dict[str, Any]:
+def _vision_variants(
+    spec: Any, metric: Metric, ctx: BenchContext, threads: int, block: int
+) -> dict[str, Any]:
     from webaccel.models import precision as P
 
     fp32 = spec.ensure_onnx("fp32")
@@ -163,21 +193,40 @@ def _vision_variants(spec: Any, metric: str, ctx: BenchContext, threads: int,
         if p != "fp32" and not _fresh(path, fp32):
             P.make_variant(fp32, p, path, block_size=block)
         build_s = time.perf_counter() - t0
-        rep = P.evaluate(fp32, path, feeds, metric=metric, precision=p, repeat=ctx.repeat,
-                         warmup=min(ctx.warmup, 5), threads=threads, ref_outputs=ref)
-        row = {"bytes": rep.bytes, "ratio_to_fp32": round(rep.ratio_to_fp32, 4),
-               "accuracy_mean": round(rep.accuracy_mean, 6),
-               "accuracy_worst": round(rep.accuracy_worst, 6),
-               "native_latency_ms": {k: round(x, 3) for k, x in rep.latency_ms.items()},
-               "native_load_ms": round(rep.load_ms, 1), "build_s": round(build_s, 2)}
+        rep = P.evaluate(
+            fp32,
+            path,
+            feeds,
+            metric=metric,
+            precision=p,
+            repeat=ctx.repeat,
+            warmup=min(ctx.warmup, 5),
+            threads=threads,
+            ref_outputs=ref,
+        )
+        row = {
+            "bytes": rep.bytes,
+            "ratio_to_fp32": round(rep.ratio_to_fp32, 4),
+            "accuracy_mean": round(rep.accuracy_mean, 6),
+            "accuracy_worst": round(rep.accuracy_worst, 6),
+            "native_latency_ms": {k: round(x, 3) for k, x in rep.latency_ms.items()},
+            "native_load_ms": round(rep.load_ms, 1),
+            "build_s": round(build_s, 2),
+        }
         if metric == "top1":
             outs = P.run_feeds(P.session(path, threads=threads), feeds)
-            row["max_abs_prob_diff"] = round(max(
-                float(P.compare_outputs(r, o, f, "max_abs").max())
-                for r, o, f in zip(ref, outs, feeds, strict=True)), 6)
+            row["max_abs_prob_diff"] = round(
+                max(
+                    float(P.compare_outputs(r, o, f, "max_abs").max())
+                    for r, o, f in zip(ref, outs, feeds, strict=True)
+                ),
+                6,
+            )
         if p == "int4" and rep.ratio_to_fp32 > 0.9:
-            row["note"] = ("weight-only int4 covers MatMul/Gather weights; this model's weights are "
-                           "mostly Conv, so int4 leaves it nearly fp32 (int8 quantizes Conv)")
+            row["note"] = (
+                "weight-only int4 covers MatMul/Gather weights; this model's weights are "
+                "mostly Conv, so int4 leaves it nearly fp32 (int8 quantizes Conv)"
+            )
         res[p] = row
     return res
 
@@ -199,24 +248,40 @@ def _whisper(ctx: BenchContext, threads: int, block: int) -> dict[str, Any]:
 
     fp32 = W.ensure_parts("fp32")
     clip = W.beckett_wav()
-    res: dict[str, Any] = {"metric": "wer_vs_fp32", "inputs": "beckett.wav (10 s)",
-                           "latency_is": "wall time of one greedy transcription, native onnxruntime"}
+    res: dict[str, Any] = {
+        "metric": "wer_vs_fp32",
+        "inputs": "beckett.wav (10 s)",
+        "latency_is": "wall time of one greedy transcription, native onnxruntime",
+    }
     ref_text = W.transcribe(W.OrtRunner(fp32, threads=threads), clip).text
     n = max(1, min(ctx.repeat, 5))  # each transcription takes ~1 s
     for p in ("fp32", "fp16", "int8", "int4"):
         t0 = time.perf_counter()
         parts = W.ensure_parts(p, block_size=block)
         build_s = time.perf_counter() - t0
-        rep = W.evaluate_variant(fp32, parts, [clip] * (n + 1), precision=p, threads=threads,
-                                 reference=[ref_text] * (n + 1))
+        rep = W.evaluate_variant(
+            fp32,
+            parts,
+            [clip] * (n + 1),
+            precision=p,
+            threads=threads,
+            reference=[ref_text] * (n + 1),
+        )
         secs = sorted(rep.seconds[1:])  # the first run warms the fresh sessions
-        res[p] = {"bytes": rep.bytes, "wer_vs_fp32": rep.wer_vs_fp32, "text": rep.texts[0],
-                  "transcribe_s_median": round(secs[len(secs) // 2], 3),
-                  "build_s": round(build_s, 2)}
+        res[p] = {
+            "bytes": rep.bytes,
+            "wer_vs_fp32": rep.wer_vs_fp32,
+            "text": rep.texts[0],
+            "transcribe_s_median": round(secs[len(secs) // 2], 3),
+            "build_s": round(build_s, 2),
+        }
     for p in ("fp16", "int8", "int4"):
         res[p]["ratio_to_fp32"] = round(res[p]["bytes"] / res["fp32"]["bytes"], 4)
     return res
 
 
-OTHER_MODELS: dict[str, Any] = {"nsfw-cnn": _nsfw, "vit-saliency": _saliency,
-                                "whisper-tiny-en": _whisper}
+OTHER_MODELS: dict[str, Any] = {
+    "nsfw-cnn": _nsfw,
+    "vit-saliency": _saliency,
+    "whisper-tiny-en": _whisper,
+}

