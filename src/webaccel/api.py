@@ -30,6 +30,11 @@ from webaccel.platforms import choose_backend
 
 T = TypeVar("T")
 
+# Accelerators try this loopback port first: the page's origin (and so its
+# CID-keyed model cache in the persistent browser profile) stays the same
+# from one run to the next.  `webaccel serve` uses 8700.
+PREFERRED_PORT = 8701
+
 __all__ = [
     "IPFSWebAccelerator",
     "ModelHandle",
@@ -102,6 +107,7 @@ class WebAccelerator:
             threads=threads,
             launch_timeout=launch_timeout,
             metrics=self.metrics,
+            preferred_port=PREFERRED_PORT,
         )
         try:
             self._loop.run(self._engine.start())
@@ -140,7 +146,11 @@ class WebAccelerator:
         data = input_text if input_text is not None else input_data
         return self._loop.run(
             self._engine.accelerate(
-                model_name, data, options, platform=platform, model_type=model_type,
+                model_name,
+                data,
+                options,
+                platform=platform,
+                model_type=model_type,
                 browser=browser,
             )
         )
@@ -399,6 +409,7 @@ class ResourcePoolBridgeIntegration:
         self._loop = _LoopThread()
         engine = Engine(
             metrics=self.metrics,
+            preferred_port=PREFERRED_PORT,
             max_connections=self.max_connections,
             browser_preferences=self.browser_preferences or None,
             adaptive_scaling=self.adaptive_scaling,

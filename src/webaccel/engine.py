@@ -135,6 +135,7 @@ class Engine:
         metrics: Any = None,
         server: WebAccelServer | None = None,
         content_addressed: bool = True,
+        preferred_port: int | None = None,
     ) -> None:
         if default_platform is not None and default_platform not in PLATFORMS:
             raise InvalidInputError(
@@ -144,7 +145,7 @@ class Engine:
         self.threads = threads
         self.launch_timeout = launch_timeout
         self.metrics = metrics
-        self.server = server or WebAccelServer(host, port)
+        self.server = server or WebAccelServer(host, port, preferred_port=preferred_port)
         self.native = NativeRunner()
         # Model bytes travel by CID: the server's trustless gateway serves the
         # blocks and the page verifies each one and caches the file by CID.
@@ -203,9 +204,17 @@ class Engine:
                     lambda p=precision: spec.ensure_onnx(p),  # type: ignore[misc]
                 )
             for backend in BACKENDS:
-                variants.append(ModelRef(key=f"{spec.name}/{precision}/{backend}", name=spec.name,
-                                         url=url, backend=backend, precision=precision, cid=cid,
-                                         size_bytes=size))
+                variants.append(
+                    ModelRef(
+                        key=f"{spec.name}/{precision}/{backend}",
+                        name=spec.name,
+                        url=url,
+                        backend=backend,
+                        precision=precision,
+                        cid=cid,
+                        size_bytes=size,
+                    )
+                )
         return ResolvedModel(
             name=spec.name,
             model_type=spec.model_type,

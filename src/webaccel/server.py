@@ -202,9 +202,11 @@ class WebAccelServer:
         extra_routes: Sequence[BaseRoute] = (),
         health: Callable[[], dict[str, Any]] | None = None,
         token_check: Callable[[str, str | None], bool] | None = None,
+        preferred_port: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.preferred_port = preferred_port
         self.token = token or secrets.token_urlsafe(24)
         self.hub = WorkerHub()
         self.model_files = ModelFiles()
@@ -247,7 +249,15 @@ class WebAccelServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        try:
+            # A stable port keeps the page's origin, and with it the models it
+            # cached by CID, across runs; any free port will do otherwise.
+            sock.bind((self.host, self.port or self.preferred_port or 0))
+        except OSError:
+            if self.port or not self.preferred_port:
+                sock.close()
+                raise
+            sock.bind((self.host, 0))
         self.port = sock.getsockname()[1]
         app = create_app(
             token=self.token,

@@ -42,7 +42,7 @@ async def test_launch_reports_capabilities_and_close_cleans_up():
         await worker.close()
         assert not worker.alive
         assert not browsers_using(profile)
-        assert not os.path.exists(profile)
+        assert not os.path.exists(profile) or "/profiles/" in profile
 
 
 async def test_missing_binary_is_a_clear_error(monkeypatch):
@@ -99,5 +99,21 @@ def test_no_browser_outlives_the_python_process(sig):
     child.send_signal(sig)
     child.wait(timeout=15)
     assert wait_until_gone(profile) == []
-    if sig != signal.SIGKILL:  # a killed parent cannot delete the profile; the others do
+    # A persistent profile (kept for the CID cache) must be free for the next browser.
+    if "/profiles/" in profile:
+        from pathlib import Path
+
+        from webaccel.browsers.process import ProfileLease
+
+        name = Path(profile).name
+        family, n = name.rsplit("-", 1)
+        leases = []
+        while (lease := ProfileLease.acquire(family, Path(profile).parent)) is not None:
+            leases.append(lease)
+            if lease.path.name == name:
+                break
+        assert leases and leases[-1].path.name == name, "profile still locked"
+        for lease in leases:
+            lease.release()
+    elif sig != signal.SIGKILL:  # a killed parent cannot delete a temp profile; the others do
         assert not os.path.exists(profile)

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def install_cleanup() -> None:
 
 
 class BrowserProcess:
-    """A browser process group plus the temporary profile it owns."""
+    """A browser process group plus the profile it uses."""
 
     def __init__(
         self,
@@ -125,9 +125,15 @@ class BrowserProcess:
         profile_dir: Path,
         log_path: Path,
         env: dict[str, str] | None = None,
+        keep_profile: bool = False,
+        on_exit: Callable[[], None] | None = None,
     ) -> None:
+        """``keep_profile``: a persistent profile (see :class:`ProfileLease`) is left in
+        place; ``on_exit`` runs once the process group is gone (releases the lease)."""
         self.argv = list(argv)
         self.profile_dir = profile_dir
+        self.keep_profile = keep_profile
+        self._on_exit = on_exit
         self.log_path = log_path
         self._log_file = open(log_path, "wb")  # noqa: SIM115 - closed in terminate()
         self.popen = _get_spawner().spawn(
@@ -184,7 +190,11 @@ class BrowserProcess:
         with _live_lock:
             _live.pop(self.pid, None)
         self._log_file.close()
-        shutil.rmtree(self.profile_dir, ignore_errors=True)
+        if not self.keep_profile:
+            shutil.rmtree(self.profile_dir, ignore_errors=True)
+        if self._on_exit is not None:
+            self._on_exit()
+            self._on_exit = None
         with contextlib.suppress(OSError):
             self.log_path.unlink()
 
@@ -202,3 +212,40 @@ def terminate_all() -> None:
 def live_pids() -> list[int]:
     with _live_lock:
         return list(_live)
+
+
+class ProfileLease:
+    """A persistent browser profile directory, held by one browser at a time.
+
+    Browser storage (OPFS, Cache API) lives in the profile, so models cached
+    by CID survive browser restarts only if the next browser gets the same
+    profile.  Profiles live under ``$WEBACCEL_HOME/profiles/<family>-<n>`` and
+    are taken with an exclusive ``flock`` that the kernel drops when the
+    holder dies, so a killed run never leaves a profile locked.
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, family: str, root: Path, limit: int = 64) -> ProfileLease | None:
+        import fcntl
+
+        root.mkdir(parents=True, exist_ok=True)
+        for n in range(limit):
+            path = root / f"{family}-{n}"
+            fd = os.open(root / f"{family}-{n}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            path.mkdir(exist_ok=True)
+            return cls(path, fd)
+        return None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None

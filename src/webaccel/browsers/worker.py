@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import tempfile
 import time
 import uuid
@@ -12,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from webaccel import paths
 from webaccel.bridge import frames
 from webaccel.bridge.endpoint import PageConnection
 from webaccel.browsers.chromium import chromium_flags, find_chromium
-from webaccel.browsers.process import BrowserProcess
+from webaccel.browsers.process import BrowserProcess, ProfileLease
 from webaccel.errors import BrowserLaunchError, ProtocolError, WorkerLostError
 from webaccel.pool.transport import LoadInfo, ModelRef, RunResult
 from webaccel.server import WebAccelServer
@@ -91,7 +93,10 @@ class BrowserWorker:
             load_ms=float(d.get("load_ms", 0.0)),
             input_names=tuple(d.get("inputs", ())),
             output_names=tuple(d.get("outputs", ())),
-            source=str(d.get("source", "network")),
+            # The page says "cache" for its CID store; the metrics tier is "browser-cache".
+            source={"cache": "browser-cache"}.get(
+                str(d.get("source")), str(d.get("source", "network"))
+            ),
         )
 
     async def run(
@@ -128,6 +133,12 @@ class BrowserWorker:
             await self.process.terminate_async()
 
 
+def profiles_root() -> Path:
+    """Where persistent browser profiles live (``$WEBACCEL_PROFILES`` overrides)."""
+    env = os.environ.get("WEBACCEL_PROFILES")
+    return Path(env) if env else paths.home() / "profiles"
+
+
 async def launch_chromium(
     server: WebAccelServer,
     *,
@@ -138,11 +149,20 @@ async def launch_chromium(
     threads: int = 1,
     ort_build: str = "all",
     extra_flags: list[str] | None = None,
+    persistent_profile: bool = True,
 ) -> BrowserWorker:
-    """Start headless Chromium on the worker page; ready once the page says hello."""
+    """Start headless Chromium on the worker page; ready once the page says hello.
+
+    ``persistent_profile``: reuse a profile under ``$WEBACCEL_HOME/profiles`` so
+    models the page cached by CID (OPFS / Cache API) survive browser restarts;
+    a temporary profile otherwise (or when all persistent ones are in use).
+    """
     exe = find_chromium(binary)
     worker_id = worker_id or f"chromium-{uuid.uuid4().hex[:8]}"
-    profile = Path(tempfile.mkdtemp(prefix="webaccel-chromium-"))
+    lease = (
+        ProfileLease.acquire("chromium", profiles_root()) if persistent_profile else None
+    )
+    profile = lease.path if lease else Path(tempfile.mkdtemp(prefix="webaccel-chromium-"))
     log_path = Path(tempfile.mkstemp(prefix="webaccel-chromium-", suffix=".log")[1])
     url = server.worker_page_url(worker_id, threads=threads, ort=ort_build)
     argv = [
@@ -154,7 +174,14 @@ async def launch_chromium(
     start = time.perf_counter()
     loop = asyncio.get_running_loop()
     process = await loop.run_in_executor(
-        None, lambda: BrowserProcess(argv, profile_dir=profile, log_path=log_path)
+        None,
+        lambda: BrowserProcess(
+            argv,
+            profile_dir=profile,
+            log_path=log_path,
+            keep_profile=lease is not None,
+            on_exit=lease.release if lease else None,
+        ),
     )
     worker = BrowserWorker(server, worker_id, "chromium", process)
     hello = asyncio.ensure_future(server.hub.wait_for(worker_id, timeout))
