@@ -241,13 +241,16 @@ def serve(
     api_key: str = typer.Option(None, envvar="WEBACCEL_API_KEY", help="OpenAI API bearer key"),
     listen: str = typer.Option(None, help="e.g. 0.0.0.0: accept joining browsers from the network"),
     public_url: str = typer.Option(None, help="the URL remote browsers reach (e.g. behind TLS)"),
+    launcher: str = typer.Option(None, help="subprocess|selenium|playwright|grid"),
+    grid_url: str = typer.Option(None, help="a Selenium Grid 4 hub, e.g. http://hub:4444"),
 ) -> None:
     """Serve the bridge, gateway, OpenAI API, metrics and dashboard until interrupted."""
     from webaccel.serve import serve_forever
 
     asyncio.run(
         serve_forever(listen or host, port, browsers, api_key=api_key,
-                      join=True if listen else None, public_url=public_url)
+                      join=True if listen else None, public_url=public_url,
+                      launcher=launcher, grid_url=grid_url)
     )
 
 

@@ -14,15 +14,16 @@ from webaccel.errors import WebAccelError
 from webaccel.server import WebAccelServer
 
 
-def advice(caps: dict[str, Any]) -> list[str]:
+def advice(caps: dict[str, Any], family: str = "chromium") -> list[str]:
     """Plain-language fixes for what a page reported missing."""
     out: list[str] = []
     gpu = caps.get("webgpu") or {}
-    if not gpu.get("available"):
-        out.append(
-            f"WebGPU: {gpu.get('reason')}. Launch Chromium with --enable-unsafe-webgpu "
-            "(webaccel does) on a machine with a GPU and Vulkan drivers."
-        )
+    if not gpu.get("available") and family == "firefox":
+        out.append(f"WebGPU: {gpu.get('reason')}. Headless Firefox ESR gives no WebGPU adapter "
+                   "here; route WebGPU work to Chromium (or the Node WebGPU worker).")
+    elif not gpu.get("available"):
+        out.append(f"WebGPU: {gpu.get('reason')}. Launch Chromium with --enable-unsafe-webgpu "
+                   "(webaccel does) on a machine with a GPU and Vulkan drivers.")
     elif gpu.get("software"):
         out.append(
             f"WebGPU: the adapter is {gpu.get('architecture') or 'software'} "
@@ -39,7 +40,7 @@ def advice(caps: dict[str, Any]) -> list[str]:
     if not nn.get("available"):
         out.append(
             f"WebNN: {nn.get('reason')}. WebNN needs a browser build with a WebNN backend "
-            "(Edge/Chrome on Windows or macOS, or ChromeOS); Debian's Chromium has none."
+            "(Edge/Chrome on Windows or macOS, or ChromeOS); Debian's Chromium and Firefox have none."
         )
     wasm = caps.get("wasm") or {}
     if not wasm.get("crossOriginIsolated"):
@@ -52,59 +53,44 @@ def advice(caps: dict[str, Any]) -> list[str]:
     return out
 
 
-async def diagnose() -> dict[str, Any]:
-    browsers: list[dict[str, Any]] = []
+async def _probe(server: WebAccelServer, family: str, binary: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"browser": family, "installed": True, "binary": binary}
     try:
-        binary = str(find_chromium())
+        worker = await launch_worker(server, family)
     except WebAccelError as exc:
-        browsers.append(
-            {
-                "browser": "chromium",
-                "installed": False,
-                "error": exc.message,
-                "advice": ["apt-get install chromium chromium-driver"],
-            }
-        )
-    else:
-        async with WebAccelServer() as server:
-            try:
-                worker = await launch_worker(server, "chromium")
-            except WebAccelError as exc:
-                browsers.append(
-                    {
-                        "browser": "chromium",
-                        "installed": True,
-                        "binary": binary,
-                        "error": exc.message,
-                        "advice": [],
-                    }
-                )
-            else:
-                try:
-                    caps = worker.capabilities
-                    browsers.append(
-                        {
-                            "browser": "chromium",
-                            "installed": True,
-                            "binary": binary,
-                            "launch_ms": round(worker.launch_ms, 1),
-                            "backends": worker.available_backends(),
-                            "capabilities": caps,
-                            "advice": advice(caps),
-                        }
-                    )
-                finally:
-                    await worker.close()
+        return {**entry, "error": exc.message, "advice": []}
+    try:
+        caps = worker.capabilities
+        return {**entry, "launch_ms": round(worker.launch_ms, 1),
+                "backends": worker.available_backends(), "capabilities": caps,
+                "advice": advice(caps, family)}
+    finally:
+        await worker.close()
+
+
+async def diagnose() -> dict[str, Any]:
+    from webaccel.browsers.launching import launcher_status
+
+    installed: dict[str, str | None] = {}
+    missing: dict[str, dict[str, Any]] = {}
+    try:
+        installed["chromium"] = str(find_chromium())
+    except WebAccelError as exc:
+        missing["chromium"] = {"error": exc.message,
+                               "advice": ["apt-get install chromium chromium-driver"]}
     firefox = shutil.which("firefox-esr") or shutil.which("firefox")
-    browsers.append(
-        {
-            "browser": "firefox",
-            "installed": bool(firefox),
-            "binary": firefox,
-            "advice": [] if firefox else ["apt-get install firefox-esr"],
-        }
-    )
-    return {"browsers": browsers}
+    if firefox:
+        installed["firefox"] = firefox
+    else:
+        missing["firefox"] = {"advice": ["apt-get install firefox-esr"]}
+    browsers: list[dict[str, Any]] = []
+    async with WebAccelServer() as server:
+        for family in ("chromium", "firefox"):
+            if family in installed:
+                browsers.append(await _probe(server, family, installed[family] or ""))
+            else:
+                browsers.append({"browser": family, "installed": False, **missing[family]})
+    return {"browsers": browsers, "launchers": launcher_status()}
 
 
 def render(report: dict[str, Any], console: Console) -> None:
@@ -142,6 +128,12 @@ def render(report: dict[str, Any], console: Console) -> None:
             ", ".join(b.get("backends", [])),
         )
     console.print(table)
+    launchers = Table("launcher", "browser", "ok", "why not", title="launchers")
+    for row in report.get("launchers", []):
+        launchers.add_row(row["launcher"], row["browser"], "yes" if row["ok"] else "no",
+                          row.get("why") or "")
+    if report.get("launchers"):
+        console.print(launchers)
     for b in report["browsers"]:
         for line in b.get("advice", []):
             console.print(f"[yellow]{b['browser']}[/]: {line}", highlight=False)

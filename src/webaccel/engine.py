@@ -136,14 +136,23 @@ class Engine:
         server: WebAccelServer | None = None,
         content_addressed: bool = True,
         preferred_port: int | None = None,
+        launcher: str | None = None,
+        grid_url: str | None = None,
+        public_url: str | None = None,
     ) -> None:
+        """``launcher``: subprocess (default) | selenium | playwright | grid (with
+        ``grid_url``); ``public_url``: the server address remote browsers reach."""
         if default_platform is not None and default_platform not in PLATFORMS:
             raise InvalidInputError(
                 f"unknown platform {default_platform!r}; choose one of {PLATFORMS}"
             )
         self.default_platform = default_platform
         self.threads = threads
-        self.launch_timeout = launch_timeout
+        self.launcher = launcher
+        self.grid_url = grid_url
+        self.public_url = public_url
+        # A Grid session on a cold JVM takes longer than a local browser.
+        self.launch_timeout = max(launch_timeout, 60.0) if grid_url else launch_timeout
         self.metrics = metrics
         self.server = server or WebAccelServer(host, port, preferred_port=preferred_port)
         self.native = NativeRunner()
@@ -169,10 +178,15 @@ class Engine:
         )
 
     async def _launch(self, family: str) -> WorkerTransport:
-        worker = await launch_worker(
-            self.server, family, timeout=self.launch_timeout, threads=self.threads
+        return await launch_worker(
+            self.server,
+            family,
+            launcher=self.launcher,
+            grid_url=self.grid_url,
+            public_url=self.public_url,
+            timeout=self.launch_timeout,
+            threads=self.threads,
         )
-        return worker
 
     async def start(self) -> None:
         await self.server.start()

@@ -36,6 +36,7 @@ def live_snapshot(engine: Engine) -> dict[str, Any]:
 async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int = 0, *,
                         api_key: str | None = None, join: bool | None = None,
                         public_url: str | None = None, ready: asyncio.Future[Engine] | None = None,
+                        launcher: str | None = None, grid_url: str | None = None,
                         stop: asyncio.Event | None = None) -> None:
     from webaccel.browsers import remote
     from webaccel.metrics.http import metrics_routes
@@ -45,7 +46,8 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
     console = Console()
     metrics = MetricsStore()
     metrics.record_run_start("server", info={"host": host, "port": port})
-    engine = Engine(host=host, port=port, max_connections=max(browsers, 4), metrics=metrics)
+    engine = Engine(host=host, port=port, max_connections=max(browsers, 4), metrics=metrics,
+                    launcher=launcher, grid_url=grid_url, public_url=public_url)
     key, generated = resolve_api_key(api_key)
     server = engine.server
     server.add_routes([
@@ -61,7 +63,8 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
     tokens = joined = None
     if remote_ok:
         tokens = remote.TokenStore().attach(server)
-        server.add_routes(remote.join_routes(tokens))
+        server.add_routes([*remote.join_routes(tokens),
+                           *remote.token_admin_routes(tokens, server.token)])
         joined = remote.JoinedWorkers(server)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -77,10 +80,13 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
         console.print(f"  gateway: {server.url}/ipfs/<cid>   dashboard: {server.url}/dashboard   "
                       f"metrics: {server.url}/metrics")
         if tokens is not None and joined is not None:
-            for url in [public_url] if public_url else remote.public_urls(server.port):
+            bound_any = host in ("0.0.0.0", "::")
+            urls = [public_url] if public_url else (
+                remote.public_urls(server.port) if bound_any else [server.url])
+            for url in urls:
                 remote.advertise(server, url)
             tok = tokens.issue("serve")
-            base = public_url or (remote.public_urls(server.port) or [server.url])[0]
+            base = (urls or [server.url])[0]
             console.print(remote.join_banner(remote.join_url(base, tok)))
 
             async def adopt_joined() -> None:
