@@ -14,8 +14,9 @@ has a real GPU adapter (a software adapter is skipped unless
 
 Options (``webaccel bench generation -o KEY=VALUE``): ``model`` (``smollm2``;
 ``tiny-llama`` is the 2-layer random test model), ``max_tokens`` (32),
-``prompt``, ``repeat`` (default: the runner's repeat, capped at 5: one
-SmolLM2 run is seconds of decoding).
+``prompt``, ``precision`` (fp32; fp16/int8/int4 variants from the registry),
+``repeat`` (default: the runner's repeat, capped at 5: one SmolLM2 run is
+seconds of decoding).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def generation(ctx: BenchContext) -> Measurement:
     opts = ctx.options
     model = str(opts.get("model", "smollm2"))
     max_tokens = int(opts.get("max_tokens", 32))
+    precision = str(opts.get("precision", "fp32"))
     prompt = str(opts.get("prompt", PROMPT))
     repeat = int(opts.get("repeat", max(1, min(ctx.repeat, 5))))
     if model == "tiny-llama":
@@ -63,7 +65,7 @@ def generation(ctx: BenchContext) -> Measurement:
         tiny_llama_spec("tiny-llama")
     try:
         t0 = time.perf_counter()
-        _, gm, path = load_generation_model(model)
+        _, gm, path = load_generation_model(model, precision)
         build_s = time.perf_counter() - t0
     except LoadFailedError as exc:
         raise BenchmarkUnavailable(f"{model} cannot be built here: {exc.message}") from exc
@@ -85,6 +87,7 @@ def generation(ctx: BenchContext) -> Measurement:
             prompt,
             max_tokens=max_tokens,
             include_eos_stops=False,
+            precision=precision,
             return_result=True,
             timeout=1800,
         )  # load + V8 tier-up
@@ -99,6 +102,7 @@ def generation(ctx: BenchContext) -> Measurement:
                     prompt,
                     max_tokens=max_tokens,
                     include_eos_stops=False,
+                    precision=precision,
                     return_result=True,
                     timeout=1800,
                 )
@@ -117,6 +121,7 @@ def generation(ctx: BenchContext) -> Measurement:
                 prompt,
                 max_tokens=max_tokens,
                 include_eos_stops=False,
+                precision=precision,
                 platform="webgpu",
                 return_result=True,
                 timeout=1800,
@@ -127,6 +132,7 @@ def generation(ctx: BenchContext) -> Measurement:
                     prompt,
                     max_tokens=max_tokens,
                     include_eos_stops=False,
+                    precision=precision,
                     platform="webgpu",
                     return_result=True,
                     timeout=1800,
@@ -158,6 +164,7 @@ def generation(ctx: BenchContext) -> Measurement:
     figures.update(
         {
             "model": model,
+            "precision": precision,
             "prompt": prompt,
             "prompt_tokens": len(prompt_ids),
             "new_tokens": max_tokens,
