@@ -19,11 +19,15 @@ def advice(caps: dict[str, Any], family: str = "chromium") -> list[str]:
     out: list[str] = []
     gpu = caps.get("webgpu") or {}
     if not gpu.get("available") and family == "firefox":
-        out.append(f"WebGPU: {gpu.get('reason')}. Headless Firefox ESR gives no WebGPU adapter "
-                   "here; route WebGPU work to Chromium (or the Node WebGPU worker).")
+        out.append(
+            f"WebGPU: {gpu.get('reason')}. Headless Firefox ESR gives no WebGPU adapter "
+            "here; route WebGPU work to Chromium (or the Node WebGPU worker)."
+        )
     elif not gpu.get("available"):
-        out.append(f"WebGPU: {gpu.get('reason')}. Launch Chromium with --enable-unsafe-webgpu "
-                   "(webaccel does) on a machine with a GPU and Vulkan drivers.")
+        out.append(
+            f"WebGPU: {gpu.get('reason')}. Launch Chromium with --enable-unsafe-webgpu "
+            "(webaccel does) on a machine with a GPU and Vulkan drivers."
+        )
     elif gpu.get("software"):
         out.append(
             f"WebGPU: the adapter is {gpu.get('architecture') or 'software'} "
@@ -40,7 +44,8 @@ def advice(caps: dict[str, Any], family: str = "chromium") -> list[str]:
     if not nn.get("available"):
         out.append(
             f"WebNN: {nn.get('reason')}. WebNN needs a browser build with a WebNN backend "
-            "(Edge/Chrome on Windows or macOS, or ChromeOS); Debian's Chromium and Firefox have none."
+            "(Edge/Chrome on Windows or macOS, or ChromeOS); Debian's Chromium and Firefox "
+            "have none."
         )
     wasm = caps.get("wasm") or {}
     if not wasm.get("crossOriginIsolated"):
@@ -61,9 +66,13 @@ async def _probe(server: WebAccelServer, family: str, binary: str) -> dict[str, 
         return {**entry, "error": exc.message, "advice": []}
     try:
         caps = worker.capabilities
-        return {**entry, "launch_ms": round(worker.launch_ms, 1),
-                "backends": worker.available_backends(), "capabilities": caps,
-                "advice": advice(caps, family)}
+        return {
+            **entry,
+            "launch_ms": round(worker.launch_ms, 1),
+            "backends": worker.available_backends(),
+            "capabilities": caps,
+            "advice": advice(caps, family),
+        }
     finally:
         await worker.close()
 
@@ -76,8 +85,10 @@ async def diagnose() -> dict[str, Any]:
     try:
         installed["chromium"] = str(find_chromium())
     except WebAccelError as exc:
-        missing["chromium"] = {"error": exc.message,
-                               "advice": ["apt-get install chromium chromium-driver"]}
+        missing["chromium"] = {
+            "error": exc.message,
+            "advice": ["apt-get install chromium chromium-driver"],
+        }
     firefox = shutil.which("firefox-esr") or shutil.which("firefox")
     if firefox:
         installed["firefox"] = firefox
@@ -130,8 +141,9 @@ def render(report: dict[str, Any], console: Console) -> None:
     console.print(table)
     launchers = Table("launcher", "browser", "ok", "why not", title="launchers")
     for row in report.get("launchers", []):
-        launchers.add_row(row["launcher"], row["browser"], "yes" if row["ok"] else "no",
-                          row.get("why") or "")
+        launchers.add_row(
+            row["launcher"], row["browser"], "yes" if row["ok"] else "no", row.get("why") or ""
+        )
     if report.get("launchers"):
         console.print(launchers)
     for b in report["browsers"]:
