@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
-from webaccel.errors import BrowserNotFoundError
+from webaccel.browsers.process import find_executable
 
 # /usr/bin/chromium is Debian's shell wrapper (adds flags, prints a spurious
 # error); the real binary is beside it in /usr/lib (FACTS.md).
@@ -21,23 +20,12 @@ CANDIDATES = (
 
 
 def find_chromium(explicit: str | os.PathLike[str] | None = None) -> Path:
-    wanted = explicit or os.environ.get("WEBACCEL_CHROMIUM")
-    if wanted:
-        path = Path(wanted)
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-        raise BrowserNotFoundError(
-            f"Chromium binary {str(path)!r} does not exist or is not executable; "
-            "fix WEBACCEL_CHROMIUM / the binary argument, or install it: apt-get install chromium",
-            details={"binary": str(path)},
-        )
-    for name in CANDIDATES:
-        found = name if os.path.isabs(name) else shutil.which(name)
-        if found and os.path.isfile(found) and os.access(found, os.X_OK):
-            return Path(found)
-    raise BrowserNotFoundError(
-        "Chromium is not installed: run `apt-get install chromium chromium-driver` "
-        "(or `make setup`), or point WEBACCEL_CHROMIUM at a Chromium/Chrome binary"
+    return find_executable(
+        "Chromium",
+        "WEBACCEL_CHROMIUM",
+        CANDIDATES,
+        "apt-get install chromium chromium-driver",
+        explicit,
     )
 
 

@@ -18,16 +18,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 from webaccel.browsers.launching import wait_for_hello
-from webaccel.browsers.process import BrowserProcess
+from webaccel.browsers.process import BrowserProcess, find_executable
 from webaccel.browsers.worker import BrowserWorker
-from webaccel.errors import BrowserNotFoundError
 from webaccel.server import WebAccelServer
 
 CANDIDATES = (
@@ -42,23 +40,8 @@ DEAD_PROXY = ("127.0.0.1", 9)
 
 
 def find_firefox(explicit: str | os.PathLike[str] | None = None) -> Path:
-    wanted = explicit or os.environ.get("WEBACCEL_FIREFOX")
-    if wanted:
-        path = Path(wanted)
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-        raise BrowserNotFoundError(
-            f"Firefox binary {str(path)!r} does not exist or is not executable; fix "
-            "WEBACCEL_FIREFOX / the binary argument, or install it: apt-get install firefox-esr",
-            details={"binary": str(path)},
-        )
-    for name in CANDIDATES:
-        found = name if os.path.isabs(name) else shutil.which(name)
-        if found and os.path.isfile(found) and os.access(found, os.X_OK):
-            return Path(found)
-    raise BrowserNotFoundError(
-        "Firefox is not installed: run `apt-get install firefox-esr` (or `make system`), or point "
-        "WEBACCEL_FIREFOX at a Firefox binary"
+    return find_executable(
+        "Firefox", "WEBACCEL_FIREFOX", CANDIDATES, "apt-get install firefox-esr", explicit
     )
 
 

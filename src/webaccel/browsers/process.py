@@ -249,3 +249,34 @@ class ProfileLease:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
+
+
+def find_executable(
+    label: str,
+    env_var: str,
+    candidates: Sequence[str],
+    install: str,
+    explicit: str | os.PathLike[str] | None = None,
+) -> Path:
+    """``explicit``, else ``$env_var``, else the first executable of ``candidates``
+    (absolute paths or names on PATH); a typed error that says how to install it."""
+    from webaccel.errors import BrowserNotFoundError
+
+    wanted = explicit or os.environ.get(env_var)
+    if wanted:
+        path = Path(wanted)
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+        raise BrowserNotFoundError(
+            f"{label} binary {str(path)!r} does not exist or is not executable; fix "
+            f"{env_var} / the binary argument, or install it: {install}",
+            details={"binary": str(path)},
+        )
+    for name in candidates:
+        found = name if os.path.isabs(name) else shutil.which(name)
+        if found and os.path.isfile(found) and os.access(found, os.X_OK):
+            return Path(found)
+    raise BrowserNotFoundError(
+        f"{label} is not installed: run `{install}` (or `make setup`), or point {env_var} at "
+        f"a {label} binary"
+    )

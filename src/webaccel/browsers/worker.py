@@ -17,6 +17,7 @@ from webaccel import paths
 from webaccel.bridge import frames
 from webaccel.bridge.endpoint import PageConnection
 from webaccel.browsers.chromium import chromium_flags, find_chromium
+from webaccel.browsers.launching import wait_for_hello
 from webaccel.browsers.process import BrowserProcess, ProfileLease
 from webaccel.errors import BrowserLaunchError, ProtocolError, WorkerLostError
 from webaccel.pool.transport import LoadInfo, ModelRef, RunResult
@@ -159,9 +160,7 @@ async def launch_chromium(
     """
     exe = find_chromium(binary)
     worker_id = worker_id or f"chromium-{uuid.uuid4().hex[:8]}"
-    lease = (
-        ProfileLease.acquire("chromium", profiles_root()) if persistent_profile else None
-    )
+    lease = ProfileLease.acquire("chromium", profiles_root()) if persistent_profile else None
     profile = lease.path if lease else Path(tempfile.mkdtemp(prefix="webaccel-chromium-"))
     log_path = Path(tempfile.mkstemp(prefix="webaccel-chromium-", suffix=".log")[1])
     url = server.worker_page_url(worker_id, threads=threads, ort=ort_build)
@@ -184,26 +183,25 @@ async def launch_chromium(
         ),
     )
     worker = BrowserWorker(server, worker_id, "chromium", process)
-    hello = asyncio.ensure_future(server.hub.wait_for(worker_id, timeout))
+
+    def exited() -> str | None:
+        if process.returncode is None:
+            return None
+        return (
+            f"it exited with code {process.returncode}. Its output ends with:\n{process.log_tail()}"
+        )
+
     try:
-        while not hello.done():
-            if process.returncode is not None:
-                raise BrowserLaunchError(
-                    f"Chromium exited with code {process.returncode} before its page said hello. "
-                    f"Its output ends with:\n{process.log_tail()}",
-                    details={"binary": str(exe), "returncode": process.returncode},
-                )
-            await asyncio.wait({hello}, timeout=0.05)
-        try:
-            conn = hello.result()
-        except TimeoutError:
-            raise BrowserLaunchError(
-                f"Chromium started but its worker page did not say hello within {timeout:.0f} s "
-                f"(is {server.url} reachable from the browser?). Its output ends with:\n"
-                f"{process.log_tail()}"
-            ) from None
+        conn = await wait_for_hello(server, worker_id, timeout, what="Chromium", failed=exited)
+    except BrowserLaunchError as exc:
+        tail = (
+            ""
+            if process.returncode is not None
+            else (f". Its output ends with:\n{process.log_tail()}")
+        )
+        await process.terminate_async()
+        raise BrowserLaunchError(exc.message + tail, details={"binary": str(exe)}) from None
     except BaseException:
-        hello.cancel()
         await process.terminate_async()
         raise
     worker.capabilities = conn.capabilities
