@@ -55,6 +55,10 @@ const VARIANTS = {
   capture: { ep: 'webgpu', sess: { preferredOutputLocation: 'gpu-buffer', enableGraphCapture: true }, gpuInputs: true, read: true },
   capture_noread: { ep: 'webgpu', sess: { preferredOutputLocation: 'gpu-buffer', enableGraphCapture: true }, gpuInputs: true, read: false },
   nchw: { ep: { name: 'webgpu', preferredLayout: 'NCHW' } },
+  // Shape buckets: a session per (batch, sequence) with the dims fixed, so
+  // onnxruntime folds the shape arithmetic at load (freeDimensionOverrides).
+  static: { ep: 'webgpu', fixed: true },
+  static_gpuout: { ep: 'webgpu', fixed: true, sess: { preferredOutputLocation: 'gpu-buffer' }, read: true },
   opt_disabled: { ep: 'webgpu', sess: { graphOptimizationLevel: 'disabled' } },
   opt_basic: { ep: 'webgpu', sess: { graphOptimizationLevel: 'basic' } },
   opt_extended: { ep: 'webgpu', sess: { graphOptimizationLevel: 'extended' } },
@@ -80,7 +84,8 @@ for (const name of o.variants.split(',')) {
     let session;
     try {
       const t0 = performance.now();
-      session = await ort.InferenceSession.create(bytes, { executionProviders: [v.ep], graphOptimizationLevel: 'all', ...(v.sess || {}) });
+      const fixed = v.fixed ? { freeDimensionOverrides: { batch, sequence: seq } } : {};
+      session = await ort.InferenceSession.create(bytes, { executionProviders: [v.ep], graphOptimizationLevel: 'all', ...fixed, ...(v.sess || {}) });
       rec.create_ms = performance.now() - t0;
       const ids = tokenIds(batch, seq);
       const mask = new BigInt64Array(batch * seq).fill(1n);

@@ -55,8 +55,10 @@ done
 step "staged: node $(node --version), $(nvidia-smi -L 2>/dev/null | head -1)"
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,clocks.sm --format=csv > $OUT/nvidia-smi.csv 2>&1
 
+# MiniLM with the attention mask simplified for WebGPU (webgpu_vs_wasm.simplify_attention_mask).
+python3 -c 'from webaccel.bench.webgpu_vs_wasm import model_paths; model_paths()' || exit 4
 if [ "$MODE" = probe ] || [ "$MODE" = all ]; then
-  PROBE="node scripts/gpu/probe.mjs --model $M/fp32/model.onnx --model16 $M/fp16/model.onnx ${PROBE_ARGS:-}"
+  PROBE="node scripts/gpu/probe.mjs --model $M/webgpu/model.fp32.onnx --model16 $M/webgpu/model.fp16.onnx ${PROBE_ARGS:-}"
   step "probe (default Dawn toggles)"
   timeout ${PROBE_TIMEOUT:-300} $PROBE --variants "${VARIANTS:-base,gpuout,gpuio,capture,capture_noread,base_f16,gpuio_f16,capture_f16}" > $OUT/probe.jsonl 2> $OUT/probe.err
   for flags in ${DAWN_SETS:-}; do

@@ -4,8 +4,10 @@ MiniLM (all-MiniLM-L6-v2) at 1x16, 32x128 and 128x128 tokens, each on:
 
 * ``webgpu-fp32`` / ``webgpu-fp16``: the headless WebGPU worker (Node 22 +
   Dawn, onnxruntime-web's native WebGPU EP; Dawn's ``vulkan_enable_f16_on_nvidia``
-  toggle so NVIDIA exposes shader-f16), plus variants of its session options
-  (see ``WEBGPU_VARIANTS``) so one run shows what each knob is worth;
+  toggle so NVIDIA exposes shader-f16), on MiniLM with its attention mask
+  simplified for WebGPU (``simplify_attention_mask``) and, as the "before",
+  on the file as exported (``-export``), plus session-option variants
+  (``WEBGPU_CONFIGS``) so one run shows what each change is worth;
 * ``wasm-1t``: onnxruntime-web's WASM EP, one thread, in a Node worker;
 * ``wasm-Nt``: the same with all cores (recorded as unavailable where Node
   cannot start onnxruntime-web's WASM threads; the reason is kept);
@@ -14,8 +16,8 @@ MiniLM (all-MiniLM-L6-v2) at 1x16, 32x128 and 128x128 tokens, each on:
 Every worker joins a real :class:`~webaccel.server.WebAccelServer` over the
 bridge and fetches model bytes from it.  ``page_ms`` is the worker's own
 ``session.run`` time including upload and readback; ``round_trip_ms`` adds the
-bridge.  Outputs are checked against native fp32 on the same file (max abs
-difference, and cosine of the mean-pooled sentence embeddings).  The ratio is
+bridge.  Outputs are checked against native fp32 on the exported file (max
+abs difference, and cosine of the mean-pooled sentence embeddings).  The ratio is
 ``wasm-1t`` page time / ``webgpu-fp32`` page time at 32x128.
 
 A software WebGPU adapter (SwiftShader, lavapipe) is not a GPU: the benchmark
@@ -44,14 +46,85 @@ SHAPES: tuple[tuple[int, int], ...] = ((1, 16), (32, 128), (128, 128))
 RATIO_SHAPE = (32, 128)
 HIDDEN = 384
 
-# Session-option variants of the WebGPU worker, each measured in the same run.
-# ``webgpu-fp32`` is what the pool uses (ENGINE_WEBGPU_OPTIONS); the others show
-# what each knob changes.
-WEBGPU_VARIANTS: dict[str, dict[str, Any]] = {
-    "webgpu-fp32": {},
-    "webgpu-fp32-gpu-output": {"preferredOutputLocation": "gpu-buffer"},
-    "webgpu-fp32-opt-basic": {"graphOptimizationLevel": "basic"},
+# The configurations measured in one run.  ``model`` names a file: "fp32"/"fp16"
+# are MiniLM with the attention mask simplified for WebGPU
+# (simplify_attention_mask: same outputs), "fp32-export"/"fp16-export" the
+# files as exported (the "before" of that change).  ``webgpu-fp32`` is the
+# headline configuration.
+WEBGPU_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "webgpu-fp32": ("fp32", {}),
+    "webgpu-fp32-gpu-output": ("fp32", {"preferredOutputLocation": "gpu-buffer"}),
+    "webgpu-fp32-export": ("fp32-export", {}),
+    "webgpu-fp16": ("fp16", {}),
+    "webgpu-fp16-export": ("fp16-export", {}),
 }
+
+
+def simplify_attention_mask(src: Path, dest: Path) -> Path:
+    """Rewrite an exported BERT's attention-mask plumbing so WebGPU runs all of it on the GPU.
+
+    transformers 5 exports the padding mask as int64 index arithmetic that
+    builds a [B, 1, S, S] bool mask, and guards every softmax with
+    ``Where(IsNaN(p), 0, p)``.  onnxruntime-web has no WebGPU kernel for
+    IsNaN or for most int64 ops, so each layer copied the [B, 12, S, S]
+    softmax to the CPU and back (measured on an H200: ~100 ms of a 110 ms run
+    at 32x128, ~460 of 580 ms at 128x128; GPU kernels summed to 9 and 120 ms).
+    Here the mask becomes ``Unsqueeze(Cast(attention_mask, bool))`` ([B, 1, 1, S],
+    broadcast by the existing Where/Add), masked scores get a large finite
+    negative instead of -inf, and the NaN guard goes: with a finite fill a
+    softmax row is NaN only if every key is padding, which no tokenized text
+    produces (it always holds [CLS]).  Outputs match the original to rounding.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    g = model.graph
+    mask_inputs = [n for n in g.node if n.op_type == "Where" and "/attention/self/Where" in n.name
+                   and not n.name.endswith("Where_1")]
+    guards = [n for n in g.node if n.op_type == "Where" and n.name.endswith("/attention/self/Where_1")]
+    if not mask_inputs:
+        raise ValueError(f"{src}: no attention-mask Where nodes found; not a transformers-5 BERT export")
+    g.initializer.extend([
+        numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "webaccel_mask_axes"),
+        numpy_helper.from_array(np.array([-1e30], dtype=np.float32), "webaccel_mask_fill"),
+    ])
+    head = [
+        helper.make_node("Cast", ["attention_mask"], ["webaccel_mask_bool"], to=onnx.TensorProto.BOOL,
+                         name="webaccel/mask/Cast"),
+        helper.make_node("Unsqueeze", ["webaccel_mask_bool", "webaccel_mask_axes"], ["webaccel_mask"],
+                         name="webaccel/mask/Unsqueeze"),
+    ]
+    rest = list(g.node)
+    del g.node[:]
+    g.node.extend(head + rest)  # graph nodes must stay topologically sorted
+    for n in mask_inputs:
+        n.input[0] = "webaccel_mask"
+        n.input[2] = "webaccel_mask_fill"
+    for n in guards:  # Where(IsNaN(p), 0, p) -> p
+        p, out = n.input[2], n.output[0]
+        for m in g.node:
+            for i, name in enumerate(m.input):
+                if name == out:
+                    m.input[i] = p
+        g.node.remove(n)
+    # Drop what no output needs any more (the old mask subgraph, the IsNaN nodes).
+    needed = {o.name for o in g.output}
+    keep = []
+    for n in reversed(list(g.node)):
+        if any(o in needed for o in n.output):
+            keep.append(n)
+            needed.update(n.input)
+    del g.node[:]
+    g.node.extend(reversed(keep))  # still topologically sorted: we only removed nodes
+    used = {i for n in g.node for i in n.input}
+    kept_inits = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept_inits)
+    onnx.checker.check_model(model)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dest))
+    return dest
 
 
 @dataclass
@@ -124,26 +197,37 @@ def _native_session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def _model_paths(ctx: BenchContext) -> dict[str, Path]:
-    from webaccel.models import registry
+def model_paths(options: dict[str, Any] | None = None) -> dict[str, Path]:
+    """MiniLM files: as exported (fp32/fp16 "-export") and mask-simplified (built once, cached)."""
+    from webaccel.models import precision, registry
 
+    options = options or {}
     spec = registry.get("minilm")
     try:
-        return {"fp32": Path(ctx.options.get("fp32") or spec.ensure_onnx("fp32")),
-                "fp16": Path(ctx.options.get("fp16") or spec.ensure_onnx("fp16"))}
+        fp32 = Path(options.get("fp32") or spec.ensure_onnx("fp32"))
+        fp16 = Path(options.get("fp16") or spec.ensure_onnx("fp16"))
     except Exception as exc:  # noqa: BLE001 - the weights package or exporter is missing
         raise BenchmarkUnavailable(f"MiniLM ONNX files are not available: {exc}") from exc
+    out_dir = fp32.parent.parent / "webgpu"
+    simple32, simple16 = out_dir / "model.fp32.onnx", out_dir / "model.fp16.onnx"
+    if not simple32.is_file() or simple32.stat().st_mtime < fp32.stat().st_mtime:
+        simplify_attention_mask(fp32, simple32)
+    if not simple16.is_file() or simple16.stat().st_mtime < simple32.stat().st_mtime:
+        precision.to_fp16(simple32, simple16)
+    return {"fp32": simple32, "fp16": simple16, "fp32-export": fp32, "fp16-export": fp16}
 
 
 def configs(cores: int, shader_f16: bool) -> list[Config]:
-    out = [Config(name, "worker", session_options=opts) for name, opts in WEBGPU_VARIANTS.items()]
-    if shader_f16:
-        out.append(Config("webgpu-fp16", "worker", precision="fp16"))
+    out = [Config(name, "worker", precision=model, session_options=opts)
+           for name, (model, opts) in WEBGPU_CONFIGS.items()
+           if shader_f16 or not model.startswith("fp16")]
     out += [
         Config("wasm-1t", "worker", backend="wasm", threads=1),
         Config(f"wasm-{cores}t", "worker", backend="wasm", threads=cores),
         Config("native-1t", "native", backend="cpu", threads=1),
         Config(f"native-{cores}t", "native", backend="cpu", threads=cores),
+        Config(f"native-{cores}t-export", "native", precision="fp32-export", backend="cpu",
+               threads=cores),
     ]
     return out
 
@@ -161,7 +245,7 @@ async def _bench(ctx: BenchContext) -> Measurement:
     why = dawn_available()
     if why:
         raise BenchmarkUnavailable(why)
-    paths = _model_paths(ctx)
+    paths = model_paths(ctx.options)
     cores = int(ctx.options.get("cores") or os.cpu_count() or 1)
     shapes = [tuple(s) for s in ctx.options.get("shapes", SHAPES)]
     budget = float(ctx.options.get("budget_s", 20.0))
@@ -170,7 +254,7 @@ async def _bench(ctx: BenchContext) -> Measurement:
     unavailable: dict[str, str] = {}
 
     # The reference: native onnxruntime fp32, all cores, on the same file.
-    ref_sess = _native_session(paths["fp32"], cores)
+    ref_sess = _native_session(paths["fp32-export"], cores)
     refs = {s: ref_sess.run(None, feeds(*s))[0] for s in shapes}
 
     async with WebAccelServer() as server:
@@ -200,7 +284,7 @@ async def _bench(ctx: BenchContext) -> Measurement:
                 for i, (batch, seq) in enumerate(shapes):
                     f = feeds(batch, seq)
                     try:
-                        stats = await timed_runs(run_for(f), warmup=ctx.warmup if i == 0 else 2,
+                        stats = await timed_runs(run_for(f), warmup=ctx.warmup if i == 0 else 1,
                                                  repeat=ctx.repeat, budget_s=budget)
                     except Exception as exc:  # noqa: BLE001
                         per_shape[f"{batch}x{seq}"] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -234,7 +318,8 @@ async def _bench(ctx: BenchContext) -> Measurement:
                                                 "isFallbackAdapter", "software", "shaderF16")},
         "adapter_limits": adapter.get("limits"),
         "dawn_flags": (gpu.capabilities.get("runtime") or {}).get("dawn_flags"),
-        "webgpu_variants": WEBGPU_VARIANTS,
+        "webgpu_configs": WEBGPU_CONFIGS,
+        "config_models": {c.name: c.precision for c in configs(cores, True)},
         "results": results, "unavailable": unavailable, "table": table,
         "cores": cores, "warmup_first_shape": ctx.warmup, "repeat": ctx.repeat,
         "model_files": {p: str(path) for p, path in paths.items()},
