@@ -217,3 +217,16 @@ def test_fp16_keeps_resized_constants_and_shape_math_in_fp32() -> None:
     )
     blocked = P._resize_scale_nodes(helper.make_model(graph))
     assert blocked == {"resize", "slice", "shape"}  # "add" (the data path) goes fp16
+
+
+def test_reports_are_saved_and_reused(tiny: Path, tiny_feeds) -> None:
+    paths = {"fp32": tiny, "int8": P.make_variant(tiny, "int8")}
+    first = P.measure_variants(tiny, paths, tiny_feeds, metric="top1", repeat=2)
+    assert P.report_path(paths["int8"]).name == "tiny.int8.report.json"
+    again = P.measure_variants(tiny, paths, tiny_feeds, metric="top1", repeat=2)
+    assert [r.to_dict() for r in again] == [r.to_dict() for r in first]  # read back, not re-run
+    row = P.summary(again[1])
+    assert row["precision"] == "int8" and row["bytes"] == P.model_bytes(paths["int8"])
+    assert P.pick_smallest(again, 0.5, allowed=["fp32"]).precision == "fp32"  # type: ignore[union-attr]
+    P.report_path(paths["int8"]).write_text("{not json")
+    assert P.load_report(paths["int8"]) is None
