@@ -217,3 +217,39 @@ def _page_figures(runs: list[Any]) -> dict[str, Any]:
         "backend": pages[0].get("backend"),
         "kv_location": pages[0].get("kv_location"),
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the benchmark's JSON line (as ``webaccel bench --json``) without the metrics store.
+
+    For GPU machines whose Python lacks duckdb/typer, e.g. after ``scripts/gpu/run.sh unpack``::
+
+        python3 -m webaccel.bench.generation -o browser=node-webgpu -o model=smollm2-random
+    """
+    import argparse
+    import json
+
+    from webaccel.bench.core import REGISTRY
+    from webaccel.bench.runner import run_one
+
+    p = argparse.ArgumentParser(prog="python -m webaccel.bench.generation")
+    p.add_argument("--json", action="store_true", help="one JSON object (the default)")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("-o", "--option", action="append", default=[], help="KEY=VALUE (JSON value)")
+    args = p.parse_args(argv)
+    options: dict[str, Any] = {}
+    for item in args.option:
+        key, _, value = item.partition("=")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    result = run_one(
+        "generation", REGISTRY["generation"], BenchContext(repeat=args.repeat, options=options)
+    )
+    print(json.dumps(result), flush=True)
+    return 1 if "error" in result else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
