@@ -8,7 +8,11 @@ from webaccel.bench.core import BenchContext, load
 def test_precision_benchmark_registers_and_measures(minilm_onnx) -> None:
     spec = load(["precision"])["precision"]
     assert not isinstance(spec, str), spec
-    m = spec.fn(BenchContext(repeat=2, warmup=1, options={"mixed": False, "models": ["nsfw-cnn"]}))
+    m = spec.fn(
+        BenchContext(
+            repeat=2, warmup=1, options={"mixed": False, "models": ["nsfw-cnn"], "node_wasm": False}
+        )
+    )
     v = m.figures["variants"]
     assert set(v) == {"fp32", "fp16", "int8", "int4"}
     assert m.ratio == v["int4"]["bytes"] / v["fp32"]["bytes"] <= 0.2

@@ -108,3 +108,10 @@ def test_whisper_int4_decoder_step_with_empty_cache_in_wasm(tmp_path: Path) -> N
     nat = native("decoder", {"input_ids": ids, **empty, **cross_native})
     assert web["present_key_0"].shape == (1, 6, 2, 64)
     assert int(web["logits"][0, -1].argmax()) == int(nat["logits"][0, -1].argmax())
+
+
+def test_bench_measures_wasm_latency_in_node(minilm_onnx: Path, minilm_feeds) -> None:
+    from webaccel.bench.precision import node_wasm_latency
+
+    ms = node_wasm_latency(minilm_onnx, minilm_feeds[0], warmup=2, repeat=3)
+    assert len(ms) == 3 and all(x > 0 for x in ms)

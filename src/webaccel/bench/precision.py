@@ -4,8 +4,9 @@ Each variant (fp16, int8, int4, mixed) is built from the same fp32 export and
 compared with it on varied sentences, one feed per sentence (batch 1, no
 padding): cosine of the mean-pooled embeddings (mean and worst), bytes, native
 onnxruntime CPU load time and latency (median over ``ctx.repeat`` runs after
-``ctx.warmup``).  In-browser latency per variant is not measured here yet; no
-figure pretends to be it.
+``ctx.warmup``), and the same run in onnxruntime-web WASM under Node.
+In-browser latency per variant is not measured here yet (it needs the pool);
+no figure pretends to be it.
 
 The other models' variants go to ``figures["models"]``: ``nsfw-cnn`` (top-1
 agreement and max |p - p_fp32| on synthetic pictures), ``vit-saliency``
@@ -16,7 +17,9 @@ Options (``ctx.options``): ``threads`` (intra-op threads, default 1, the WASM
 default on this class of machine), ``mixed`` (False skips the ~15 s mixed
 search), ``mixed_target`` (worst cosine the mixed variant must meet, 0.99),
 ``block_size`` (int4 block, 32), ``models`` (which other models to measure;
-default all three, ``[]`` for MiniLM only).
+default all three, ``[]`` for MiniLM only), ``node_wasm`` (False skips the
+MiniLM latency in onnxruntime-web's WASM build under Node, 1 thread, which is
+reported as ``node_wasm_latency_ms``: the page's kernels without the page).
 """
 
 from __future__ import annotations
@@ -26,7 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from webaccel import paths
-from webaccel.bench.core import BenchContext, BenchmarkUnavailable, Measurement, benchmark
+from webaccel.bench.core import (
+    BenchContext,
+    BenchmarkUnavailable,
+    Measurement,
+    benchmark,
+    summarize,
+)
 from webaccel.models.precision import Metric
 
 SENTENCES = [
@@ -118,6 +127,17 @@ def run(ctx: BenchContext) -> Measurement:
             threads=threads,
             ref_outputs=ref,
         )
+        wasm: dict[str, Any] | str = "not measured (option node_wasm=false)"
+        if opts.get("node_wasm", True):
+            try:
+                wasm = {
+                    k: round(x, 3)
+                    for k, x in summarize(
+                        node_wasm_latency(Path(path), feeds[0], ctx.warmup, ctx.repeat)
+                    ).items()
+                }
+            except Exception as exc:  # a missing node must not sink the native figures
+                wasm = f"unavailable: {exc}"
         figures["variants"][p] = {
             "bytes": rep.bytes,
             "ratio_to_fp32": round(rep.ratio_to_fp32, 4),
@@ -125,6 +145,7 @@ def run(ctx: BenchContext) -> Measurement:
             "cosine_worst": round(rep.accuracy_worst, 6),
             "native_latency_ms": {k: round(v, 3) for k, v in rep.latency_ms.items()},
             "native_load_ms": round(rep.load_ms, 1),
+            "node_wasm_latency_ms": wasm,
             "build_s": round(build_s, 2),
             **extra,
         }
@@ -143,6 +164,98 @@ def run(ctx: BenchContext) -> Measurement:
         "met_by_worst": ratio <= 0.2 and v["int4"]["cosine_worst"] >= 0.95,
     }
     return Measurement(ratio=ratio, figures=figures)
+
+
+# ------------------------------------------------- onnxruntime-web WASM in Node
+
+# The page's own onnxruntime-web build (ort.wasm), run by Node: the same WASM
+# kernels without a browser around them.  Not the in-browser figure (no
+# bridge, no page), so it gets its own name: node_wasm_latency_ms.
+_NODE_BENCH_JS = r"""
+import fs from 'node:fs';
+import {pathToFileURL} from 'node:url';
+const [ortPath, model, manifest, warmup, repeat] = process.argv.slice(2);
+const ort = await import(pathToFileURL(ortPath).href);
+ort.env.wasm.numThreads = 1;
+const sess = await ort.InferenceSession.create(fs.readFileSync(model),
+                                              {executionProviders: ['wasm']});
+const m = JSON.parse(fs.readFileSync(manifest));
+const feeds = {};
+const T = {float32: Float32Array, int64: BigInt64Array};
+for (const [name, t] of Object.entries(m)) {
+  const b = fs.readFileSync(t.file);
+  const data = new T[t.dtype](b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+  feeds[name] = new ort.Tensor(t.dtype, data, t.dims);
+}
+for (let i = 0; i < Number(warmup); i++) await sess.run(feeds);
+const ms = [];
+for (let i = 0; i < Number(repeat); i++) {
+  const t0 = performance.now();
+  await sess.run(feeds);
+  ms.push(performance.now() - t0);
+}
+process.stdout.write(JSON.stringify(ms));
+"""
+
+
+def _ort_web_mjs() -> Path | None:
+    import os
+    import shutil
+
+    if shutil.which("node") is None:
+        return None
+    here = Path(__file__).resolve()
+    candidates = (
+        [Path(os.environ["WEBACCEL_ORT_WEB"])] if os.environ.get("WEBACCEL_ORT_WEB") else []
+    )
+    candidates += [
+        p / "node_modules" / "onnxruntime-web" / "dist" / "ort.wasm.min.mjs"
+        for p in (Path.cwd(), *here.parents)
+    ]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def node_wasm_latency(model: Path, feed: dict[str, Any], warmup: int, repeat: int) -> list[float]:
+    """ms per ``session.run`` in onnxruntime-web WASM (1 thread) under Node."""
+    import json
+    import subprocess
+    import tempfile
+
+    import numpy as np
+
+    ort_mjs = _ort_web_mjs()
+    if ort_mjs is None:
+        raise BenchmarkUnavailable("node or npm's onnxruntime-web is missing (make setup)")
+    with tempfile.TemporaryDirectory(prefix="webaccel-wasm-") as tmp:
+        t = Path(tmp)
+        (t / "bench.mjs").write_text(_NODE_BENCH_JS)
+        manifest = {}
+        for i, (name, value) in enumerate(feed.items()):
+            arr = np.ascontiguousarray(value)
+            (t / f"{i}.bin").write_bytes(arr.tobytes())
+            manifest[name] = {
+                "dtype": str(arr.dtype),
+                "dims": list(arr.shape),
+                "file": str(t / f"{i}.bin"),
+            }
+        (t / "feeds.json").write_text(json.dumps(manifest))
+        proc = subprocess.run(
+            [
+                "node",
+                str(t / "bench.mjs"),
+                str(ort_mjs),
+                str(model),
+                str(t / "feeds.json"),
+                str(warmup),
+                str(repeat),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"onnxruntime-web failed on {model.name}: {proc.stderr[-500:]}")
+        return [float(x) for x in json.loads(proc.stdout)]
 
 
 # ------------------------------------------------------------ the other models
