@@ -36,22 +36,10 @@ from webaccel.bench.core import (
     benchmark,
     summarize,
 )
+from webaccel.models import calibration
 from webaccel.models.precision import Metric
 
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "A man is playing a guitar on stage.",
-    "How do I reset my password?",
-    "Quantum entanglement links particles across distance.",
-    "I love pizza",
-    "Stock markets fell sharply on Tuesday after the announcement.",
-    "El gato duerme en la alfombra.",
-    "def foo(x): return x * 2",
-    "Photosynthesis converts light into chemical energy in plants.",
-    "ok",
-    "The committee will reconvene next week to discuss the budget proposal in detail.",
-    "Neural networks learn representations from data.",
-]
+SENTENCES = calibration.SENTENCES
 
 
 def _fp32_minilm() -> Path:
@@ -261,29 +249,6 @@ def node_wasm_latency(model: Path, feed: dict[str, Any], warmup: int, repeat: in
 # ------------------------------------------------------------ the other models
 
 
-def _pictures(n: int = 8) -> list[Any]:
-    """Deterministic structured pictures (no image data ships with the repo)."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    out = []
-    for k in range(n):
-        rng = np.random.default_rng(k)
-        w, h = int(rng.integers(160, 400)), int(rng.integers(160, 400))
-        yy, xx = np.mgrid[0:h, 0:w]
-        base = np.stack([xx * 255 / w, yy * 255 / h, np.full_like(xx, 40 * k % 255)], -1)
-        img = Image.fromarray((base + rng.normal(0, 10, base.shape)).clip(0, 255).astype(np.uint8))
-        d = ImageDraw.Draw(img)
-        for _ in range(3):
-            x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
-            d.ellipse(
-                [x0, y0, x0 + int(rng.integers(10, w // 2)), y0 + int(rng.integers(10, h // 2))],
-                fill=tuple(int(c) for c in rng.integers(0, 255, 3)),
-            )
-        out.append(img)
-    return out
-
-
 def _fresh(variant: Path, fp32: Path) -> bool:
     return variant.is_file() and variant.stat().st_mtime >= fp32.stat().st_mtime
 
@@ -295,7 +260,7 @@ def _vision_variants(
 
     fp32 = spec.ensure_onnx("fp32")
     proc = spec.processor()
-    feeds = [proc.preprocess(img, {}).tensors for img in _pictures()]
+    feeds = [proc.preprocess(img, {}).tensors for img in calibration.pictures()]
     ref = P.run_feeds(P.session(fp32, threads=threads), feeds)
     out_dir = fp32.parent.parent / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
