@@ -131,3 +131,8 @@ def test_real_packaged_models() -> None:
         except Exception as exc:
             pytest.skip(str(exc))
         assert infer_model_type(onnx.load(str(p), load_external_data=False)).task == task
+
+
+def test_exported_minilm_is_a_text_embedding(minilm_onnx: Path) -> None:
+    guess = infer_model_type(onnx.load(str(minilm_onnx)))
+    assert guess.task == "text_embedding", guess

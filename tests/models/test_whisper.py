@@ -167,3 +167,15 @@ def test_ensure_parts_caches_variants(whisper_parts) -> None:
     again = W.ensure_parts("int8")
     assert again == first and {k: p.stat().st_mtime_ns for k, p in again.items()} == stamp
     assert not list(W.artifact_dir("int8").parent.glob(".building-*"))
+
+
+@pytest.mark.slow
+def test_model_type_of_the_exported_parts(whisper_parts) -> None:
+    import onnx
+
+    from webaccel.models.infer import infer_model_type
+
+    enc = infer_model_type(onnx.load(str(whisper_parts["encoder"]), load_external_data=False))
+    dec = infer_model_type(onnx.load(str(whisper_parts["decoder"]), load_external_data=False))
+    assert enc.task == "audio"
+    assert dec.task == "text_generation" and "seq2seq" in dec.reason
