@@ -105,16 +105,3 @@ def test_seed_api_shape(accelerator):
     hw = accelerator.get_optimal_hardware("minilm")
     assert hw["browser"] == "chromium" and hw["platform"] in hw["available_backends"]
 
-
-def test_second_run_loads_the_model_from_the_browser_cache_by_cid(tmp_path, monkeypatch):
-    """Models travel by CID; a restarted browser (same profile and origin) reads no network."""
-    from webaccel.api import WebAccelerator
-
-    monkeypatch.setenv("WEBACCEL_PROFILES", str(tmp_path / "profiles"))  # start cold
-    tiers = []
-    for _ in range(2):
-        with WebAccelerator(max_connections=1, metrics=tmp_path / "m.duckdb") as acc:
-            out = acc.accelerate("minilm", "cached by content address", platform="wasm")
-            assert out["embeddings"].shape == (1, 384)
-            tiers.append(set(acc.get_metrics()["loads"]["by_tier"]))
-    assert tiers == [{"network"}, {"browser-cache"}]

@@ -91,9 +91,11 @@ class WebAccelerator:
         threads: int = 1,
         launch_timeout: float = 30.0,
         metrics: bool | str | os.PathLike[str] = True,
+        port: int | None = None,
     ) -> None:
         """``metrics``: record every load and inference in DuckDB (True: the default
-        file under $WEBACCEL_HOME; a path: that file; False: off)."""
+        file under $WEBACCEL_HOME; a path: that file; False: off).  ``port``: the
+        loopback port to serve pages on (default: 8701 if free, else any)."""
         self.enable_resource_pool = enable_resource_pool
         self.browser_preferences = dict(browser_preferences or {})
         install_cleanup()  # from the caller's (usually main) thread: SIGTERM handler + atexit
@@ -107,6 +109,7 @@ class WebAccelerator:
             threads=threads,
             launch_timeout=launch_timeout,
             metrics=self.metrics,
+            port=port or 0,
             preferred_port=PREFERRED_PORT,
         )
         try:

@@ -82,12 +82,20 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Any, Any, dict[str, Any]
 
 
 async def _warm_every_worker(pool: Any, rng: np.random.Generator, limit: float = 90) -> None:
-    """Load every model on every worker first: a page's first load compiles
-    onnxruntime-web's WASM, which takes seconds on a busy 2-core machine."""
+    """Warm every worker before measuring: a page's first load compiles
+    onnxruntime-web's WASM, which takes seconds on a busy 2-core machine.
+    The pool places models itself (one per free worker, and it prefers
+    waiting for a loaded worker to loading a copy), so the warm state is:
+    every worker holds a model and every model is loaded somewhere."""
     end = time.monotonic() + limit
     while time.monotonic() < end:
         loaded = [set(w["loaded"]) for w in pool.stats()["workers"].values()]
-        if len(loaded) == len(pool.workers) and all(len(s) == len(MODELS) for s in loaded):
+        everywhere = set().union(*loaded) if loaded else set()
+        if (
+            len(loaded) == len(pool.workers)
+            and all(loaded)
+            and len({k.split(":")[0] for k in everywhere}) == len(MODELS)
+        ):
             return
         items = [
             (name, {"x": rng.standard_normal((1, width)).astype(np.float32)})
