@@ -116,16 +116,13 @@ def run(ctx: BenchContext) -> Measurement:
             ref_outputs=ref,
         )
         wasm: dict[str, Any] | str = "not measured (option node_wasm=false)"
+        wasm_mem: int | str = "not measured"
         if opts.get("node_wasm", True):
             try:
-                wasm = {
-                    k: round(x, 3)
-                    for k, x in summarize(
-                        node_wasm_latency(Path(path), feeds[0], ctx.warmup, ctx.repeat)
-                    ).items()
-                }
+                ms, wasm_mem = node_wasm_run(Path(path), feeds[0], ctx.warmup, ctx.repeat)
+                wasm = {k: round(x, 3) for k, x in summarize(ms).items()}
             except Exception as exc:  # a missing node must not sink the native figures
-                wasm = f"unavailable: {exc}"
+                wasm = wasm_mem = f"unavailable: {exc}"
         figures["variants"][p] = {
             "bytes": rep.bytes,
             "ratio_to_fp32": round(rep.ratio_to_fp32, 4),
@@ -134,6 +131,7 @@ def run(ctx: BenchContext) -> Measurement:
             "native_latency_ms": {k: round(v, 3) for k, v in rep.latency_ms.items()},
             "native_load_ms": round(rep.load_ms, 1),
             "node_wasm_latency_ms": wasm,
+            "node_wasm_load_rss_bytes": wasm_mem,
             "build_s": round(build_s, 2),
             **extra,
         }
@@ -165,6 +163,7 @@ import {pathToFileURL} from 'node:url';
 const [ortPath, model, manifest, warmup, repeat] = process.argv.slice(2);
 const ort = await import(pathToFileURL(ortPath).href);
 ort.env.wasm.numThreads = 1;
+const rss0 = process.memoryUsage().rss;
 const sess = await ort.InferenceSession.create(fs.readFileSync(model),
                                               {executionProviders: ['wasm']});
 const m = JSON.parse(fs.readFileSync(manifest));
@@ -182,7 +181,9 @@ for (let i = 0; i < Number(repeat); i++) {
   await sess.run(feeds);
   ms.push(performance.now() - t0);
 }
-process.stdout.write(JSON.stringify(ms));
+// RSS growth from before the session to after the runs: the WASM heap
+// (weights, arena) plus onnxruntime-web's JS side -- what a page would pay.
+process.stdout.write(JSON.stringify({ms, rss_delta: process.memoryUsage().rss - rss0}));
 """
 
 
@@ -203,8 +204,10 @@ def _ort_web_mjs() -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def node_wasm_latency(model: Path, feed: dict[str, Any], warmup: int, repeat: int) -> list[float]:
-    """ms per ``session.run`` in onnxruntime-web WASM (1 thread) under Node."""
+def node_wasm_run(
+    model: Path, feed: dict[str, Any], warmup: int, repeat: int
+) -> tuple[list[float], int]:
+    """ms per ``session.run`` in onnxruntime-web WASM (1 thread) under Node, and RSS growth."""
     import json
     import subprocess
     import tempfile
@@ -243,7 +246,13 @@ def node_wasm_latency(model: Path, feed: dict[str, Any], warmup: int, repeat: in
         )
         if proc.returncode != 0:
             raise RuntimeError(f"onnxruntime-web failed on {model.name}: {proc.stderr[-500:]}")
-        return [float(x) for x in json.loads(proc.stdout)]
+        res = json.loads(proc.stdout)
+        return [float(x) for x in res["ms"]], int(res["rss_delta"])
+
+
+def node_wasm_latency(model: Path, feed: dict[str, Any], warmup: int, repeat: int) -> list[float]:
+    """ms per ``session.run`` in onnxruntime-web WASM (1 thread) under Node."""
+    return node_wasm_run(model, feed, warmup, repeat)[0]
 
 
 # ------------------------------------------------------------ the other models
