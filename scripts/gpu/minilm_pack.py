@@ -13,6 +13,7 @@ original.
     python scripts/gpu/minilm_pack.py pack FP32.onnx OUT.npz
     python scripts/gpu/minilm_pack.py unpack IN.npz MODEL_DIR   # writes MODEL_DIR/model.onnx
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,9 @@ def pack(src: Path, dest: Path) -> None:
         init.ClearField("raw_data")
         init.ClearField("float_data")
     graph = np.frombuffer(model.SerializeToString(), dtype=np.uint8)
-    np.savez(dest, graph=graph, names=np.frombuffer(json.dumps(names).encode(), dtype=np.uint8),
-             **arrays)
+    np.savez(
+        dest, graph=graph, names=np.frombuffer(json.dumps(names).encode(), dtype=np.uint8), **arrays
+    )
 
 
 def unpack(src: Path, model_dir: Path) -> Path:

@@ -6,6 +6,7 @@ exactly as ``webaccel bench`` would have (``record_benchmark``).
 
     python scripts/gpu/store_results.py results/gpu/webgpu-vs-wasm.json [--db PATH]
 """
+
 from __future__ import annotations
 
 import argparse

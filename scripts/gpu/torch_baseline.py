@@ -7,6 +7,7 @@ sdpa attention transformers picks by default; CUDA events around each forward,
 outputs left on the GPU (as a GPU-resident pipeline would).  One JSON line per
 (precision, shape).
 """
+
 from __future__ import annotations
 
 import json
@@ -15,16 +16,28 @@ import statistics
 import torch
 from transformers import BertConfig, BertModel
 
-CONFIG = dict(hidden_size=384, intermediate_size=1536, num_attention_heads=12, num_hidden_layers=6,
-              vocab_size=30522, max_position_embeddings=512, type_vocab_size=2, hidden_act="gelu",
-              layer_norm_eps=1e-12)
+CONFIG = dict(
+    hidden_size=384,
+    intermediate_size=1536,
+    num_attention_heads=12,
+    num_hidden_layers=6,
+    vocab_size=30522,
+    max_position_embeddings=512,
+    type_vocab_size=2,
+    hidden_act="gelu",
+    layer_norm_eps=1e-12,
+)
 SHAPES = [(1, 16), (32, 128), (128, 128)]
 
 
 def main() -> None:
     dev = torch.device("cuda")
-    print(json.dumps({"kind": "torch", "device": torch.cuda.get_device_name(0),
-                      "torch": torch.__version__}), flush=True)
+    print(
+        json.dumps(
+            {"kind": "torch", "device": torch.cuda.get_device_name(0), "torch": torch.__version__}
+        ),
+        flush=True,
+    )
     for dtype in (torch.float32, torch.float16):
         model = BertModel(BertConfig(**CONFIG), add_pooling_layer=False).eval().to(dev, dtype)
         for batch, seq in SHAPES:
@@ -35,16 +48,31 @@ def main() -> None:
             times = []
             with torch.inference_mode():
                 for i in range(70):
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start, end = (
+                        torch.cuda.Event(enable_timing=True),
+                        torch.cuda.Event(enable_timing=True),
+                    )
                     start.record()
                     model(input_ids=ids, attention_mask=mask, token_type_ids=types)
                     end.record()
                     torch.cuda.synchronize()
                     if i >= 20:
                         times.append(start.elapsed_time(end))
-            print(json.dumps({"kind": "torch", "dtype": str(dtype).split(".")[-1], "batch": batch,
-                              "seq": seq, "median_ms": statistics.median(times),
-                              "min_ms": min(times), "max_ms": max(times), "n": len(times)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "kind": "torch",
+                        "dtype": str(dtype).split(".")[-1],
+                        "batch": batch,
+                        "seq": seq,
+                        "median_ms": statistics.median(times),
+                        "min_ms": min(times),
+                        "max_ms": max(times),
+                        "n": len(times),
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

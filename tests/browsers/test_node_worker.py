@@ -5,6 +5,7 @@ Chromium) when it is installed, and the MiniLM test runs on it; without any
 Vulkan driver the WebGPU test skips with the adapter's reason.  The WASM path
 needs no GPU and always runs.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,7 +36,11 @@ SOFTWARE_VULKAN = {"VK_ICD_FILENAMES": str(SWIFTSHADER_ICD)} if SWIFTSHADER_ICD.
 def minilm_feeds(batch: int = 1, seq: int = 16) -> dict[str, np.ndarray]:
     ids = np.random.default_rng(7).integers(1000, 29000, (batch, seq)).astype(np.int64)
     ids[:, 0], ids[:, -1] = 101, 102
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    return {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "token_type_ids": np.zeros_like(ids),
+    }
 
 
 def native(path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -71,7 +76,9 @@ async def test_joins_with_capabilities_and_runs_minilm_on_wasm(minilm_fp32):
             assert caps["webgpu"]["available"] is False and "wasm" in caps["webgpu"]["reason"]
             assert "wasm" in worker.available_backends()
             url = server.model_files.add("minilm-fp32", minilm_fp32)
-            info = await worker.load_model(ModelRef(key="m", name="minilm", url=url, backend="wasm"))
+            info = await worker.load_model(
+                ModelRef(key="m", name="minilm", url=url, backend="wasm")
+            )
             assert info.input_names == ("input_ids", "attention_mask", "token_type_ids")
             f = minilm_feeds()
             r = await worker.run("m", f, timeout=120)
@@ -95,15 +102,18 @@ async def test_minilm_on_dawn_webgpu_matches_native(minilm_fp32):
         try:
             gpu = worker.capabilities["webgpu"]
             if not gpu["available"]:
-                pytest.skip(f"Dawn found no WebGPU adapter here: {gpu['reason']} "
-                            "(install chromium for its SwiftShader Vulkan driver, or run on a GPU)")
+                pytest.skip(
+                    f"Dawn found no WebGPU adapter here: {gpu['reason']} "
+                    "(install chromium for its SwiftShader Vulkan driver, or run on a GPU)"
+                )
             assert gpu["vendor"] and "features" in gpu and "limits" in gpu
             if SOFTWARE_VULKAN and gpu["architecture"] == "swiftshader":
                 assert gpu["software"] is True  # SwiftShader is a CPU rasterizer, never a GPU
                 assert worker.available_backends()[-1] == "webgpu"
             url = server.model_files.add("minilm-fp32", minilm_fp32)
-            await worker.load_model(ModelRef(key="g", name="minilm", url=url, backend="webgpu"),
-                                    timeout=300)
+            await worker.load_model(
+                ModelRef(key="g", name="minilm", url=url, backend="webgpu"), timeout=300
+            )
             f = minilm_feeds()
             r = await worker.run("g", f, timeout=300)  # SwiftShader: ~15-30 s for one MiniLM run
             out = r.outputs["last_hidden_state"]
@@ -138,8 +148,18 @@ async def test_wrong_token_exits_with_code_3():
     async with WebAccelServer() as server:
         env = {**os.environ, "WEBACCEL_TOKEN": "not-the-token", "XDG_RUNTIME_DIR": "/tmp"}
         proc = await asyncio.create_subprocess_exec(
-            str(find_node()), str(WORKER_SCRIPT), "--server", server.url, "--worker", "w1",
-            "--build", "wasm", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            str(find_node()),
+            str(WORKER_SCRIPT),
+            "--server",
+            server.url,
+            "--worker",
+            "w1",
+            "--build",
+            "wasm",
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         _, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 3, err.decode()
         assert b"refused by server" in err
@@ -154,8 +174,10 @@ async def test_missing_node_is_a_clear_error(monkeypatch):
 
 async def test_worker_dying_at_start_is_a_clear_error(monkeypatch, tmp_path):
     fake = tmp_path / "node"
-    fake.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then echo v22.0.0; exit 0; fi\n"
-                    "echo 'dawn exploded' >&2\nexit 4\n")
+    fake.write_text(
+        '#!/bin/sh\nif [ "$1" = --version ]; then echo v22.0.0; exit 0; fi\n'
+        "echo 'dawn exploded' >&2\nexit 4\n"
+    )
     fake.chmod(0o755)
     monkeypatch.setenv("WEBACCEL_NODE", str(fake))
     async with WebAccelServer() as server:

@@ -28,6 +28,7 @@ latency does not depend on which tokens are used.
 
     python -m webaccel.bench.webgpu_vs_wasm --json    # same JSON line as `webaccel bench`, no store
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -40,7 +41,13 @@ from typing import Any
 
 import numpy as np
 
-from webaccel.bench.core import BenchContext, BenchmarkUnavailable, Measurement, benchmark, summarize
+from webaccel.bench.core import (
+    BenchContext,
+    BenchmarkUnavailable,
+    Measurement,
+    benchmark,
+    summarize,
+)
 
 SHAPES: tuple[tuple[int, int], ...] = ((1, 16), (32, 128), (128, 128))
 RATIO_SHAPE = (32, 128)
@@ -85,20 +92,40 @@ def simplify_attention_mask(src: Path, dest: Path) -> Path:
 
     model = onnx.load(str(src))
     g = model.graph
-    mask_inputs = [n for n in g.node if n.op_type == "Where" and "/attention/self/Where" in n.name
-                   and not n.name.endswith("Where_1")]
-    guards = [n for n in g.node if n.op_type == "Where" and n.name.endswith("/attention/self/Where_1")]
+    mask_inputs = [
+        n
+        for n in g.node
+        if n.op_type == "Where"
+        and "/attention/self/Where" in n.name
+        and not n.name.endswith("Where_1")
+    ]
+    guards = [
+        n for n in g.node if n.op_type == "Where" and n.name.endswith("/attention/self/Where_1")
+    ]
     if not mask_inputs:
-        raise ValueError(f"{src}: no attention-mask Where nodes found; not a transformers-5 BERT export")
-    g.initializer.extend([
-        numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "webaccel_mask_axes"),
-        numpy_helper.from_array(np.array([-1e30], dtype=np.float32), "webaccel_mask_fill"),
-    ])
+        raise ValueError(
+            f"{src}: no attention-mask Where nodes found; not a transformers-5 BERT export"
+        )
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "webaccel_mask_axes"),
+            numpy_helper.from_array(np.array([-1e30], dtype=np.float32), "webaccel_mask_fill"),
+        ]
+    )
     head = [
-        helper.make_node("Cast", ["attention_mask"], ["webaccel_mask_bool"], to=onnx.TensorProto.BOOL,
-                         name="webaccel/mask/Cast"),
-        helper.make_node("Unsqueeze", ["webaccel_mask_bool", "webaccel_mask_axes"], ["webaccel_mask"],
-                         name="webaccel/mask/Unsqueeze"),
+        helper.make_node(
+            "Cast",
+            ["attention_mask"],
+            ["webaccel_mask_bool"],
+            to=onnx.TensorProto.BOOL,
+            name="webaccel/mask/Cast",
+        ),
+        helper.make_node(
+            "Unsqueeze",
+            ["webaccel_mask_bool", "webaccel_mask_axes"],
+            ["webaccel_mask"],
+            name="webaccel/mask/Unsqueeze",
+        ),
     ]
     rest = list(g.node)
     del g.node[:]
@@ -159,8 +186,11 @@ def token_ids(batch: int, seq: int, seed: int = 1234) -> np.ndarray:
 
 def feeds(batch: int, seq: int) -> dict[str, np.ndarray]:
     ids = token_ids(batch, seq)
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids),
-            "token_type_ids": np.zeros_like(ids)}
+    return {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "token_type_ids": np.zeros_like(ids),
+    }
 
 
 def pooled(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -171,12 +201,19 @@ def pooled(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def accuracy(out: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     a, b = pooled(out, mask), pooled(ref, mask)
-    return {"max_abs": float(np.abs(out.astype(np.float32) - ref).max()),
-            "min_cosine": float((a * b).sum(axis=1).min())}
+    return {
+        "max_abs": float(np.abs(out.astype(np.float32) - ref).max()),
+        "min_cosine": float((a * b).sum(axis=1).min()),
+    }
 
 
-async def timed_runs(run: Callable[[], Awaitable[tuple[np.ndarray, float, float]]], *,
-                     warmup: int, repeat: int, budget_s: float) -> dict[str, Any]:
+async def timed_runs(
+    run: Callable[[], Awaitable[tuple[np.ndarray, float, float]]],
+    *,
+    warmup: int,
+    repeat: int,
+    budget_s: float,
+) -> dict[str, Any]:
     """Warm up, then repeat ``run`` (up to ``repeat`` times, at least 3, within ``budget_s``)."""
     start = time.perf_counter()
     for i in range(warmup):
@@ -224,18 +261,29 @@ def model_paths(options: dict[str, Any] | None = None) -> dict[str, Path]:
 
 
 def configs(cores: int, shader_f16: bool) -> list[Config]:
-    out = [Config(name, "worker", precision=model,
-                  session_options={k: v for k, v in opts.items() if k != "bucket"},
-                  bucket=bool(opts.get("bucket")))
-           for name, (model, opts) in WEBGPU_CONFIGS.items()
-           if shader_f16 or not model.startswith("fp16")]
+    out = [
+        Config(
+            name,
+            "worker",
+            precision=model,
+            session_options={k: v for k, v in opts.items() if k != "bucket"},
+            bucket=bool(opts.get("bucket")),
+        )
+        for name, (model, opts) in WEBGPU_CONFIGS.items()
+        if shader_f16 or not model.startswith("fp16")
+    ]
     out += [
         Config("wasm-1t", "worker", backend="wasm", threads=1),
         Config(f"wasm-{cores}t", "worker", backend="wasm", threads=cores),
         Config("native-1t", "native", backend="cpu", threads=1),
         Config(f"native-{cores}t", "native", backend="cpu", threads=cores),
-        Config(f"native-{cores}t-export", "native", precision="fp32-export", backend="cpu",
-               threads=cores),
+        Config(
+            f"native-{cores}t-export",
+            "native",
+            precision="fp32-export",
+            backend="cpu",
+            threads=cores,
+        ),
     ]
     return out
 
@@ -271,12 +319,16 @@ async def _bench(ctx: BenchContext) -> Measurement:
         try:
             adapter = gpu.capabilities.get("webgpu") or {}
             if not adapter.get("available"):
-                raise BenchmarkUnavailable(f"no WebGPU adapter in the Node worker: {adapter.get('reason')}")
+                raise BenchmarkUnavailable(
+                    f"no WebGPU adapter in the Node worker: {adapter.get('reason')}"
+                )
             if adapter.get("software") and not ctx.options.get("allow_software"):
                 raise BenchmarkUnavailable(
                     "only a software WebGPU adapter here ("
-                    f"{adapter.get('vendor')} {adapter.get('architecture')} {adapter.get('description')}"
-                    "), not a GPU: run scripts/gpu/run.sh bench on a GPU machine")
+                    f"{adapter.get('vendor')} {adapter.get('architecture')} "
+                    f"{adapter.get('description')}), not a GPU: run scripts/gpu/run.sh bench "
+                    "on a GPU machine"
+                )
             urls = {p: server.model_files.add(f"minilm-{p}", path) for p, path in paths.items()}
             wasm_workers: dict[int, Any] = {}
             for cfg in configs(cores, bool(adapter.get("shaderF16"))):
@@ -284,22 +336,37 @@ async def _bench(ctx: BenchContext) -> Measurement:
                     continue
                 per_shape: dict[str, Any] = {}
                 try:
-                    run_for = await _prepare(cfg, gpu, wasm_workers, workers, server, urls, paths,
-                                             worker_env, launch_node_worker, ModelRef)
+                    run_for = await _prepare(
+                        cfg,
+                        gpu,
+                        wasm_workers,
+                        workers,
+                        server,
+                        urls,
+                        paths,
+                        worker_env,
+                        launch_node_worker,
+                        ModelRef,
+                    )
                 except Exception as exc:  # noqa: BLE001 - recorded, the others still run
                     unavailable[cfg.name] = f"{type(exc).__name__}: {exc}"
                     continue
                 for i, (batch, seq) in enumerate(shapes):
                     f = feeds(batch, seq)
                     try:
-                        stats = await timed_runs(run_for(f), warmup=ctx.warmup if i == 0 else (2 if cfg.backend == "webgpu" else 1),
-                                                 repeat=ctx.repeat, budget_s=budget)
+                        stats = await timed_runs(
+                            run_for(f),
+                            warmup=ctx.warmup if i == 0 else (2 if cfg.backend == "webgpu" else 1),
+                            repeat=ctx.repeat,
+                            budget_s=budget,
+                        )
                     except Exception as exc:  # noqa: BLE001
                         per_shape[f"{batch}x{seq}"] = {"error": f"{type(exc).__name__}: {exc}"}
                         continue
                     out = stats.pop("out")
-                    stats["accuracy_vs_native_fp32"] = accuracy(out, refs[(batch, seq)],
-                                                                f["attention_mask"])
+                    stats["accuracy_vs_native_fp32"] = accuracy(
+                        out, refs[(batch, seq)], f["attention_mask"]
+                    )
                     per_shape[f"{batch}x{seq}"] = stats
                 results[cfg.name] = per_shape
         finally:
@@ -315,31 +382,70 @@ async def _bench(ctx: BenchContext) -> Measurement:
 
     gpu_ms, wasm_ms = median("webgpu-fp32"), median("wasm-1t")
     if not gpu_ms or not wasm_ms:
-        raise RuntimeError(f"no {key} timings for webgpu-fp32 and wasm-1t: {unavailable or results}")
-    table = [{"config": cfg, "shape": shape, "page_ms": r["page_ms"]["median"],
-              "round_trip_ms": r["round_trip_ms"]["median"], "n": r["page_ms"]["n"],
-              **r["accuracy_vs_native_fp32"]}
-             for cfg, per in results.items() for shape, r in per.items() if "page_ms" in r]
-    return Measurement(ratio=wasm_ms / gpu_ms, figures={
-        "model": "all-MiniLM-L6-v2", "ratio_shape": key,
-        "adapter": {k: adapter.get(k) for k in ("vendor", "architecture", "device", "description",
-                                                "isFallbackAdapter", "software", "shaderF16")},
-        "adapter_limits": adapter.get("limits"),
-        "dawn_flags": (gpu.capabilities.get("runtime") or {}).get("dawn_flags"),
-        "webgpu_configs": WEBGPU_CONFIGS,
-        "config_models": {c.name: c.precision for c in configs(cores, True)},
-        "results": results, "unavailable": unavailable, "table": table,
-        "cores": cores, "warmup_first_shape": ctx.warmup, "repeat": ctx.repeat,
-        "model_files": {p: str(path) for p, path in paths.items()},
-        "versions": {"node": (gpu.capabilities.get("runtime") or {}).get("node"),
-                     "onnxruntime-web": (gpu.capabilities.get("ort") or {}).get("version")},
-    })
+        raise RuntimeError(
+            f"no {key} timings for webgpu-fp32 and wasm-1t: {unavailable or results}"
+        )
+    table = [
+        {
+            "config": cfg,
+            "shape": shape,
+            "page_ms": r["page_ms"]["median"],
+            "round_trip_ms": r["round_trip_ms"]["median"],
+            "n": r["page_ms"]["n"],
+            **r["accuracy_vs_native_fp32"],
+        }
+        for cfg, per in results.items()
+        for shape, r in per.items()
+        if "page_ms" in r
+    ]
+    return Measurement(
+        ratio=wasm_ms / gpu_ms,
+        figures={
+            "model": "all-MiniLM-L6-v2",
+            "ratio_shape": key,
+            "adapter": {
+                k: adapter.get(k)
+                for k in (
+                    "vendor",
+                    "architecture",
+                    "device",
+                    "description",
+                    "isFallbackAdapter",
+                    "software",
+                    "shaderF16",
+                )
+            },
+            "adapter_limits": adapter.get("limits"),
+            "dawn_flags": (gpu.capabilities.get("runtime") or {}).get("dawn_flags"),
+            "webgpu_configs": WEBGPU_CONFIGS,
+            "config_models": {c.name: c.precision for c in configs(cores, True)},
+            "results": results,
+            "unavailable": unavailable,
+            "table": table,
+            "cores": cores,
+            "warmup_first_shape": ctx.warmup,
+            "repeat": ctx.repeat,
+            "model_files": {p: str(path) for p, path in paths.items()},
+            "versions": {
+                "node": (gpu.capabilities.get("runtime") or {}).get("node"),
+                "onnxruntime-web": (gpu.capabilities.get("ort") or {}).get("version"),
+            },
+        },
+    )
 
 
-async def _prepare(cfg: Config, gpu: Any, wasm_workers: dict[int, Any], workers: list[Any],
-                   server: Any, urls: dict[str, str], paths: dict[str, Path],
-                   worker_env: dict[str, str], launch: Any, model_ref: Any
-                   ) -> Callable[[dict[str, np.ndarray]], Callable[[], Awaitable[Any]]]:
+async def _prepare(
+    cfg: Config,
+    gpu: Any,
+    wasm_workers: dict[int, Any],
+    workers: list[Any],
+    server: Any,
+    urls: dict[str, str],
+    paths: dict[str, Path],
+    worker_env: dict[str, str],
+    launch: Any,
+    model_ref: Any,
+) -> Callable[[dict[str, np.ndarray]], Callable[[], Awaitable[Any]]]:
     """Load ``cfg``'s model where it runs; returns feeds -> one timed run."""
     if cfg.runner == "native":
         loop = asyncio.get_running_loop()
@@ -351,7 +457,9 @@ async def _prepare(cfg: Config, gpu: Any, wasm_workers: dict[int, Any], workers:
                 out = await loop.run_in_executor(None, sess.run, None, f)
                 ms = (time.perf_counter() - t0) * 1000
                 return out[0], ms, ms
+
             return once
+
         return native
 
     if cfg.backend == "webgpu":
@@ -366,8 +474,14 @@ async def _prepare(cfg: Config, gpu: Any, wasm_workers: dict[int, Any], workers:
 
     async def load(key: str, options: dict[str, Any]) -> None:
         if key not in loaded:
-            ref = model_ref(key=key, name="minilm", url=urls[cfg.precision], backend=cfg.backend,
-                            precision=cfg.precision, session_options={"ort": options})
+            ref = model_ref(
+                key=key,
+                name="minilm",
+                url=urls[cfg.precision],
+                backend=cfg.backend,
+                precision=cfg.precision,
+                session_options={"ort": options},
+            )
             await worker.load_model(ref, timeout=300)
             loaded.add(key)
 
@@ -377,19 +491,27 @@ async def _prepare(cfg: Config, gpu: Any, wasm_workers: dict[int, Any], workers:
     def remote(f: dict[str, np.ndarray]) -> Callable[[], Awaitable[Any]]:
         batch, seq = f["input_ids"].shape
         key = f"{cfg.name}-{batch}x{seq}" if cfg.bucket else cfg.name
-        options = {**cfg.session_options,
-                   "freeDimensionOverrides": {"batch": int(batch), "sequence": int(seq)}}
+        options = {
+            **cfg.session_options,
+            "freeDimensionOverrides": {"batch": int(batch), "sequence": int(seq)},
+        }
 
         async def once() -> tuple[np.ndarray, float, float]:
             await load(key, options)  # a bucket's session is made on its first run (warm-up)
             r = await worker.run(key, f, timeout=300)
             return r.outputs["last_hidden_state"], r.page_ms, r.round_trip_ms
+
         return once
+
     return remote
 
 
-@benchmark("webgpu-vs-wasm", ratio_is="WASM 1-thread latency / WebGPU fp32 latency, MiniLM 32x128, "
-           "in the worker (Node + Dawn on a real GPU)", better="higher")
+@benchmark(
+    "webgpu-vs-wasm",
+    ratio_is="WASM 1-thread latency / WebGPU fp32 latency, MiniLM 32x128, "
+    "in the worker (Node + Dawn on a real GPU)",
+    better="higher",
+)
 def webgpu_vs_wasm(ctx: BenchContext) -> Measurement:
     return asyncio.run(_bench(ctx))
 
@@ -420,5 +542,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-

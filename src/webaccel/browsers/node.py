@@ -17,6 +17,7 @@ Where things come from (first match wins):
   ``webgpu`` resolved from the worker script (``node_modules/webgpu``).
 * onnxruntime-web: the package's vendored files (``web/vendor/ort``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -40,7 +41,7 @@ FAMILY = "node-webgpu"
 MIN_NODE_MAJOR = 22  # global WebSocket, and the Node the webgpu package is built and tested for
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 WORKER_SCRIPT = WEB_DIR / "node-worker.mjs"
-# src/webaccel/browsers/node.py -> repository root (a source checkout: `make setup` fills node_modules)
+# src/webaccel/browsers/node.py -> the repository root (`make setup` fills its node_modules)
 REPO_ROOT = Path(__file__).resolve().parents[3]
 # Dawn withholds shader-f16 on NVIDIA/Vulkan unless this toggle is on (FACTS.md).
 F16_FLAG = "enable-dawn-features=vulkan_enable_f16_on_nvidia"
@@ -49,8 +50,9 @@ F16_FLAG = "enable-dawn-features=vulkan_enable_f16_on_nvidia"
 @functools.cache
 def node_version(binary: str) -> tuple[int, ...] | None:
     try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30,
-                             check=False).stdout
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     m = re.match(r"v(\d+)\.(\d+)\.(\d+)", out.strip())
@@ -60,10 +62,14 @@ def node_version(binary: str) -> tuple[int, ...] | None:
 def find_node(explicit: str | os.PathLike[str] | None = None) -> Path:
     """A Node binary of version >= 22, or :class:`BrowserNotFoundError` saying what to do."""
     wanted = explicit or os.environ.get("WEBACCEL_NODE")
-    candidates = [str(wanted)] if wanted else [
-        str(REPO_ROOT / "node_modules" / "node" / "bin" / "node"),
-        shutil.which("node") or "",
-    ]
+    candidates = (
+        [str(wanted)]
+        if wanted
+        else [
+            str(REPO_ROOT / "node_modules" / "node" / "bin" / "node"),
+            shutil.which("node") or "",
+        ]
+    )
     seen: list[str] = []
     for cand in candidates:
         if not cand or not os.path.isfile(cand) or not os.access(cand, os.X_OK):
@@ -71,14 +77,17 @@ def find_node(explicit: str | os.PathLike[str] | None = None) -> Path:
         version = node_version(cand)
         if version and version[0] >= MIN_NODE_MAJOR:
             return Path(cand)
-        seen.append(f"{cand} ({'v' + '.'.join(map(str, version)) if version else 'unknown version'})")
+        seen.append(
+            f"{cand} ({'v' + '.'.join(map(str, version)) if version else 'unknown version'})"
+        )
     found = f"; found only {', '.join(seen)}" if seen else ""
     if wanted and not seen:
         found = f"; {wanted!s} does not exist or is not executable (WEBACCEL_NODE)"
     raise BrowserNotFoundError(
         f"the headless WebGPU worker needs Node >= {MIN_NODE_MAJOR}{found}. Run `make setup` "
         "(it installs the npm package node@22 into node_modules) or set WEBACCEL_NODE",
-        details={"candidates": candidates})
+        details={"candidates": candidates},
+    )
 
 
 def dawn_available() -> str | None:
@@ -118,8 +127,20 @@ async def launch_node_worker(
     flags = list(dawn_flags)
     if f16 and F16_FLAG not in flags:
         flags.append(F16_FLAG)
-    argv = [str(exe), str(WORKER_SCRIPT), "--server", server.url, "--worker", worker_id,
-            "--build", build, "--threads", str(threads), "--heartbeat-ms", str(heartbeat_ms)]
+    argv = [
+        str(exe),
+        str(WORKER_SCRIPT),
+        "--server",
+        server.url,
+        "--worker",
+        worker_id,
+        "--build",
+        build,
+        "--threads",
+        str(threads),
+        "--heartbeat-ms",
+        str(heartbeat_ms),
+    ]
     for flag in flags:
         argv += ["--dawn-flag", flag]
     if os.environ.get("WEBACCEL_DAWN"):
@@ -131,8 +152,9 @@ async def launch_node_worker(
     log_path = Path(tempfile.mkstemp(prefix="webaccel-node-", suffix=".log")[1])
     start = time.perf_counter()
     loop = asyncio.get_running_loop()
-    process = await loop.run_in_executor(None, lambda: BrowserProcess(
-        argv, profile_dir=workdir, log_path=log_path, env=child_env))
+    process = await loop.run_in_executor(
+        None, lambda: BrowserProcess(argv, profile_dir=workdir, log_path=log_path, env=child_env)
+    )
     worker = BrowserWorker(server, worker_id, FAMILY, process)
     hello = asyncio.ensure_future(server.hub.wait_for(worker_id, timeout))
     try:
@@ -141,7 +163,8 @@ async def launch_node_worker(
                 raise BrowserLaunchError(
                     f"the Node WebGPU worker exited with code {process.returncode} before it said "
                     f"hello. Its output ends with:\n{process.log_tail()}",
-                    details={"node": str(exe), "returncode": process.returncode})
+                    details={"node": str(exe), "returncode": process.returncode},
+                )
             await asyncio.wait({hello}, timeout=0.05)
         try:
             conn = hello.result()
