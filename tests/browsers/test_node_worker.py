@@ -144,6 +144,37 @@ async def test_reconnects_after_the_socket_drops():
             await worker.close()
 
 
+async def test_joins_a_server_that_starts_later():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "WEBACCEL_TOKEN": "tok-later", "XDG_RUNTIME_DIR": "/tmp"}
+    proc = await asyncio.create_subprocess_exec(
+        str(find_node()),
+        str(WORKER_SCRIPT),
+        "--server",
+        f"http://127.0.0.1:{port}",
+        "--worker",
+        "late",
+        "--build",
+        "wasm",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await asyncio.sleep(1.5)  # refused connections meanwhile: it must keep retrying
+        assert proc.returncode is None
+        async with WebAccelServer(port=port, token="tok-later") as server:
+            conn = await server.hub.wait_for("late", 30)
+            assert conn.capabilities["runtime"]["kind"] == "node-webgpu"
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
 async def test_wrong_token_exits_with_code_3():
     async with WebAccelServer() as server:
         env = {**os.environ, "WEBACCEL_TOKEN": "not-the-token", "XDG_RUNTIME_DIR": "/tmp"}

@@ -72,6 +72,15 @@ async function fetchModel(url) {
   return { bytes: new Uint8Array(await resp.arrayBuffer()), source: 'network' };
 }
 
+async function tokenRejected() {
+  try {
+    const resp = await fetch(new URL('/models/-', serverBase), { headers: { authorization: `Bearer ${token}` } });
+    return resp.status === 401;
+  } catch {
+    return false; // server unreachable: keep retrying
+  }
+}
+
 let ws = null;
 let attempt = 0;
 let heartbeatSeq = 0;
@@ -95,18 +104,30 @@ function connect() {
     ws.send(control(`hello-${workerId}`, 'hello', { worker_id: workerId, capabilities, loaded: runtime.loadedKeys() }));
   };
   ws.onmessage = (ev) => runtime.handle(ev.data);
-  ws.onerror = () => {}; // onclose follows and decides
-  ws.onclose = (ev) => {
-    if (stopping) return;
-    if (ev.code === 1008 || ev.code === 4401) {
-      fail(3, `refused by server: ${ev.reason || 'bad token'}`); // retrying will not fix a token
+  let opened = false;
+  let handled = false;
+  ws.addEventListener('open', () => { opened = true; });
+  const lost = async (code, reason) => {
+    if (handled || stopping) return;
+    handled = true;
+    if (code === 1008 || code === 4401) {
+      fail(3, `refused by server: ${reason || 'bad token'}`); // retrying will not fix a token
     }
+    // A handshake the server refuses (HTTP 403) reaches us as a bare network
+    // error: ask an authenticated route whether it is the token (401).
+    if (!opened && (await tokenRejected())) fail(3, 'refused by server: missing or wrong token');
     // Exponential backoff with full jitter, capped at 10 s (as page.mjs).
     const delay = Math.random() * Math.min(10000, 250 * 2 ** attempt);
     attempt += 1;
-    log(`disconnected (${ev.code}); retrying in ${Math.round(delay)} ms`);
+    log(`disconnected (${code}${reason ? ` ${reason}` : ''}); retrying in ${Math.round(delay)} ms`);
     setTimeout(connect, delay);
   };
+  // Node 22's WebSocket (undici) fires only 'error', never 'close', when the
+  // handshake fails: treat an error before 'open' as the end of this socket.
+  ws.onerror = () => {
+    if (!opened) lost(1006, 'connection failed');
+  };
+  ws.onclose = (ev) => lost(ev.code, ev.reason);
 }
 
 setInterval(() => {
