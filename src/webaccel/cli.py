@@ -171,6 +171,73 @@ def models_prepare(
     )
 
 
+@models_app.command("quantize")
+@typed_errors
+def models_quantize(
+    name: str,
+    precision: list[str] = typer.Option(  # noqa: B008 - typer's way to declare a repeatable option
+        ["fp16", "int8", "int4", "mixed"], "--precision", "-p", help="fp16|int8|int4|mixed (repeat)"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Build precision variants of NAME and measure each against fp32 (size, accuracy, speed)."""
+    from webaccel.metrics.store import MetricsStore
+    from webaccel.models import calibration, registry
+    from webaccel.models import precision as variants
+
+    spec = registry.get(name)
+    paths = {"fp32": spec.ensure_onnx("fp32")}
+    for p in precision:
+        with console.status(f"building {name} {p}"):
+            paths[p] = spec.ensure_onnx(p)
+    with console.status("measuring accuracy and native latency against fp32"):
+        reports = variants.measure_variants(
+            paths["fp32"],
+            paths,
+            calibration.feeds_for(spec),
+            metric=calibration.metric_for(spec.task),
+        )
+    store = MetricsStore()
+    try:
+        for rep in reports:
+            store.record_variant(
+                spec.name,
+                rep.precision,
+                nbytes=rep.bytes,
+                precision=rep.precision,
+                metric=rep.metric,
+                accuracy=rep.accuracy_mean,
+                latency_ms=rep.latency_ms.get("median"),
+            )
+    finally:
+        store.close()
+    rows = [variants.summary(r) for r in reports]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(
+        "precision",
+        "MB",
+        "x fp32",
+        "metric",
+        "mean",
+        "worst",
+        "native ms",
+        title=f"{name} variants",
+    )
+    for r in reports:
+        table.add_row(
+            r.precision,
+            f"{r.bytes / 1e6:.1f}",
+            f"{r.ratio_to_fp32:.3f}",
+            r.metric,
+            f"{r.accuracy_mean:.4f}",
+            f"{r.accuracy_worst:.4f}",
+            f"{r.latency_ms.get('median', float('nan')):.1f}",
+        )
+    console.print(table)
+
+
 @app.command()
 @typed_errors
 def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
@@ -248,9 +315,16 @@ def serve(
     from webaccel.serve import serve_forever
 
     asyncio.run(
-        serve_forever(listen or host, port, browsers, api_key=api_key,
-                      join=True if listen else None, public_url=public_url,
-                      launcher=launcher, grid_url=grid_url)
+        serve_forever(
+            listen or host,
+            port,
+            browsers,
+            api_key=api_key,
+            join=True if listen else None,
+            public_url=public_url,
+            launcher=launcher,
+            grid_url=grid_url,
+        )
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from webaccel import paths
-from webaccel.errors import InvalidInputError, LoadFailedError, ModelNotFoundError
+from webaccel.errors import InvalidInputError, ModelNotFoundError
 
 TASKS = ("text_embedding", "text_generation", "vision", "image_classification", "audio")
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "mixed")
@@ -72,11 +72,15 @@ class ModelSpec:
             _atomic_build(target, self.build_fp32)
             return target
         fp32 = self.ensure_onnx("fp32")
-        try:
-            from webaccel.models import precision as variants
-        except ModuleNotFoundError as exc:
-            raise LoadFailedError(f"precision {precision} variants are not available yet") from exc
-        _atomic_build(target, lambda out: variants.make_variant(fp32, out, precision))
+        from webaccel.models import calibration
+        from webaccel.models import precision as variants
+
+        extra: dict[str, Any] = {}
+        if precision == "mixed":
+            # Per-layer choice from measured sensitivity on this task's samples.
+            extra = {"feeds": calibration.feeds_for(self),
+                     "metric": calibration.metric_for(self.task)}
+        _atomic_build(target, lambda out: variants.make_variant(fp32, precision, out, **extra))
         return target
 
 
