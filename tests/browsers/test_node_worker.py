@@ -96,6 +96,21 @@ async def test_joins_with_capabilities_and_runs_minilm_on_wasm(minilm_fp32):
         assert not node_children(pid)
 
 
+async def test_wasm_threads_start_in_node(minilm_fp32):
+    # onnxruntime-web's WASM threads need node-env's file: fetch shim in Node.
+    async with WebAccelServer() as server:
+        worker = await launch_node_worker(server, build="wasm", threads=2)
+        try:
+            assert worker.capabilities["ort"]["threads"] == 2
+            url = server.model_files.add("minilm-fp32", minilm_fp32)
+            await worker.load_model(ModelRef(key="t", name="minilm", url=url, backend="wasm"))
+            f = minilm_feeds(2, 16)
+            out = (await worker.run("t", f, timeout=120)).outputs["last_hidden_state"]
+            assert np.abs(out - native(minilm_fp32, f)).max() < 1e-3
+        finally:
+            await worker.close()
+
+
 async def test_minilm_on_dawn_webgpu_matches_native(minilm_fp32):
     async with WebAccelServer() as server:
         worker = await launch_node_worker(server, build="webgpu", env=SOFTWARE_VULKAN, timeout=120)

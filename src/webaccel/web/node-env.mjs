@@ -55,6 +55,29 @@ function shimWriteBufferForJsep() {
   proto.__webaccelShim = true;
 }
 
+// onnxruntime-web starts its WASM threads from a script it first fetch()es into
+// a blob: URL unless the script is same-origin with `location`, which Node has
+// not: fetch cannot read file: URLs and Node cannot import blob: URLs. Serve
+// file: URLs from disk and let such a "blob" stand for its own file URL.
+function shimFileFetchForThreads() {
+  if (globalThis.fetch.__webaccelFile) return;
+  const realFetch = globalThis.fetch;
+  const realCreate = URL.createObjectURL;
+  const fileFetch = async (input, init) => {
+    const url = typeof input === 'string' ? input : (input?.href ?? input?.url ?? String(input));
+    if (!url.startsWith('file:')) return realFetch(input, init);
+    const bytes = await readFile(new URL(url));
+    return {
+      ok: true, status: 200, url, headers: new Headers(),
+      arrayBuffer: async () => bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength),
+      blob: async () => Object.assign(new Blob([bytes]), { webaccelFileUrl: url }),
+    };
+  };
+  fileFetch.__webaccelFile = true;
+  globalThis.fetch = fileFetch;
+  URL.createObjectURL = (obj) => obj?.webaccelFileUrl ?? realCreate(obj);
+}
+
 // Returns {ort, nav, gpu, capabilities}. Never throws for a missing GPU: the
 // capabilities say why WebGPU is unavailable, as a page's would.
 export async function setupNodeEnv({ build = 'webgpu', threads = 1, dawnFlags = [], dawn, ortDir = DEFAULT_ORT_DIR,
@@ -81,6 +104,7 @@ export async function setupNodeEnv({ build = 'webgpu', threads = 1, dawnFlags = 
   if (!globalThis.navigator) globalThis.navigator = nav;
 
   const dir = path.resolve(ortDir);
+  if (threads > 1) shimFileFetchForThreads();
   const ort = await import(pathToFileURL(path.join(dir, spec.module)).href);
   // Hand the wasm over as bytes: emscripten would otherwise fetch() a file:// URL.
   ort.env.wasm.wasmBinary = await readFile(path.join(dir, spec.wasm));
