@@ -296,6 +296,16 @@ class Engine:
         spec = registry.get(model_name)
         if input_data is None:
             raise InvalidInputError("no input: pass input_data (or input_text)")
+        if spec.build_parts is not None:
+            return await self._run_parts(
+                spec,
+                input_data,
+                options,
+                precision or "fp32",
+                platform=platform,
+                browser=browser,
+                t_start=t_start,
+            )
         raw = isinstance(input_data, dict)
         if raw:
             prepared = Prepared(raw_tensors(input_data))
@@ -354,6 +364,87 @@ class Engine:
                 "latency_ms": (t_end - t_start) * 1000,
             },
         )
+
+    async def _run_parts(
+        self,
+        spec: ModelSpec,
+        data: Any,
+        options: dict[str, Any],
+        precision: str,
+        *,
+        platform: str | None,
+        browser: str | None,
+        t_start: float,
+    ) -> dict[str, Any]:
+        """A model of several graphs driven by a Python loop (Whisper: encoder once,
+        then one decoder step per token with the KV cache as tensors).
+
+        The loop runs in a thread and each step is a bridge round trip to one
+        leased worker, so both graphs stay loaded in one page.
+        """
+        from webaccel.models import whisper
+
+        timeout = float(options.get("timeout", 300.0))
+        parts = await asyncio.to_thread(spec.ensure_parts, precision)
+        requested = platform or self.default_platform or "auto"
+        target, reason = await self._platform_for(
+            requested, explicit=platform is not None, precision=precision
+        )
+        loop = asyncio.get_running_loop()
+        totals = {"page_ms": 0.0, "round_trip_ms": 0.0, "runs": 0, "load_ms": 0.0}
+        async with self.pool.get_connection(spec.model_type, target, browser) as lease:
+            keys: dict[str, str] = {}
+            for part, path in parts.items():
+                cid = (
+                    await asyncio.to_thread(content_id, path, self.blocks)
+                    if self.blocks is not None
+                    else None
+                )
+                url = (
+                    f"/ipfs/{cid}"
+                    if cid
+                    else self.server.model_files.add(f"{spec.name}/{precision}/{part}.onnx", path)
+                )
+                ref = ModelRef(
+                    key=f"{spec.name}/{precision}/{part}/{lease.backend}",
+                    name=spec.name,
+                    url=url,
+                    backend=lease.backend,
+                    precision=precision,
+                    cid=cid,
+                )
+                totals["load_ms"] += (await lease.load_model(ref, timeout=timeout)).load_ms
+                keys[part] = ref.key
+
+            def run(part: str, feeds: Any) -> dict[str, np.ndarray]:
+                fut = asyncio.run_coroutine_threadsafe(
+                    lease.run(keys[part], dict(feeds), timeout=timeout), loop
+                )
+                res = fut.result()
+                totals["page_ms"] += res.page_ms
+                totals["round_trip_ms"] += res.round_trip_ms
+                totals["runs"] += 1
+                return dict(res.outputs)
+
+            transcript = await asyncio.to_thread(whisper.transcribe, run, data)
+        return {
+            "model": spec.name,
+            "task": spec.task,
+            "text": transcript.text,
+            "tokens": transcript.tokens,
+            "windows": transcript.windows,
+            "browser": lease.browser,
+            "worker_id": lease.worker_id,
+            "backend": lease.backend,
+            "requested_backend": requested,
+            "fallback_reason": reason if lease.backend != requested else None,
+            "precision": precision,
+            "page_ms": totals["page_ms"],
+            "round_trip_ms": totals["round_trip_ms"],
+            "bridge_runs": totals["runs"],
+            "load_ms": totals["load_ms"],
+            "latency_ms": (time.perf_counter() - t_start) * 1000,
+        }
 
     async def _platform_for(
         self, requested: str, *, explicit: bool, precision: str

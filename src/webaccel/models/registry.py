@@ -49,6 +49,10 @@ class ModelSpec:
     processor: Callable[[], Processor]
     output_names: tuple[str, ...] | None = None  # the outputs to fetch (None = all)
     aliases: tuple[str, ...] = ()
+    # Models of several graphs driven by a Python loop (Whisper's encoder and
+    # decoder): precision -> {part name: path}, built once.  Such a model has
+    # no single ONNX file; the engine runs its loop against a worker.
+    build_parts: Callable[[str], dict[str, Path]] | None = None
 
     @property
     def model_type(self) -> str:
@@ -65,6 +69,10 @@ class ModelSpec:
         """The ONNX file for ``precision``, building (once) what is missing."""
         if precision not in PRECISIONS:
             raise InvalidInputError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+        if self.build_parts is not None:
+            raise InvalidInputError(
+                f"{self.name} is made of several graphs ({self.task}); use ensure_parts()"
+            )
         target = self.onnx_path(precision)
         if target.is_file():
             return target
@@ -78,10 +86,17 @@ class ModelSpec:
         extra: dict[str, Any] = {}
         if precision == "mixed":
             # Per-layer choice from measured sensitivity on this task's samples.
-            extra = {"feeds": calibration.feeds_for(self),
-                     "metric": calibration.metric_for(self.task)}
+            extra = {
+                "feeds": calibration.feeds_for(self),
+                "metric": calibration.metric_for(self.task),
+            }
         _atomic_build(target, lambda out: variants.make_variant(fp32, precision, out, **extra))
         return target
+
+    def ensure_parts(self, precision: str = "fp32") -> dict[str, Path]:
+        if self.build_parts is None:
+            return {"model": self.ensure_onnx(precision)}
+        return self.build_parts(precision)
 
 
 def _atomic_build(target: Path, build: Callable[[Path], None]) -> None:
@@ -142,9 +157,10 @@ def _load_builtins() -> None:
     if _builtins_loaded:
         return
     _builtins_loaded = True
-    from webaccel.models import smollm, text, vision
+    from webaccel.models import smollm, text, vision, whisper
 
     register(text.MINILM)
     register(smollm.SMOLLM2)
     register(vision.NSFW_CNN)
     register(vision.VIT_SALIENCY)
+    register(whisper.WHISPER_TINY_EN)

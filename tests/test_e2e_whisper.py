@@ -1,0 +1,25 @@
+"""Whisper tiny.en in headless Chromium: encoder + decoder driven from Python."""
+from __future__ import annotations
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def test_beckett_is_transcribed_in_the_browser(accelerator):
+    from webaccel.models import whisper
+
+    out = accelerator.accelerate("whisper-tiny-en", str(whisper.beckett_wav()),
+                                 {"timeout": 600})
+    assert out["text"] == "Ever tried, ever failed. No matter, try again. Fail again. Fail better."
+    assert out["browser"] == "chromium" and out["backend"] in ("wasm", "webgpu")
+    assert out["bridge_runs"] >= 2  # the encoder once, then decoder steps
+
+
+def test_multi_graph_model_has_no_single_file():
+    from webaccel.errors import InvalidInputError
+    from webaccel.models import registry
+
+    spec = registry.get("whisper-tiny-en")
+    with pytest.raises(InvalidInputError, match="several graphs"):
+        spec.ensure_onnx("fp32")
