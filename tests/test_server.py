@@ -85,6 +85,7 @@ async def test_worker_page_is_cross_origin_isolated_and_models_need_the_token(se
         assert page.status_code == 200
         assert page.headers["cross-origin-opener-policy"] == "same-origin"
         assert page.headers["cross-origin-embedder-policy"] == "require-corp"
+        assert page.headers["cache-control"] == "no-cache"  # persistent profiles revalidate JS
         module = await client.get("/worker/runtime.mjs")
         assert module.headers["content-type"].startswith("text/javascript")
         wasm = await client.head("/worker/vendor/ort/ort-wasm-simd-threaded.wasm")

@@ -65,6 +65,11 @@ class IsolationHeaders:
                 headers += [h for h in ISOLATION_HEADERS if h[0] not in names]
                 if b"cross-origin-resource-policy" not in names:
                     headers.append((b"cross-origin-resource-policy", b"same-origin"))
+                if b"cache-control" not in names and scope["path"].startswith("/worker/"):
+                    # Browser profiles persist (for the CID model cache): make
+                    # pages revalidate our JS (ETag -> 304) so an upgraded
+                    # webaccel never runs a stale runtime.
+                    headers.append((b"cache-control", b"no-cache"))
                 message["headers"] = headers
             await send(message)
 

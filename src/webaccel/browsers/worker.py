@@ -107,9 +107,14 @@ class BrowserWorker:
         *,
         output_names: list[str] | None = None,
         timeout: float = 60.0,
+        options: dict[str, Any] | None = None,
     ) -> RunResult:
+        """``options``: ``{"keep": [names]}`` keeps those inputs in the page for later
+        runs of ``key``; ``{"reuse": [names]}`` uses the kept ones instead of sending."""
         start = time.perf_counter()
-        reply = await self._conn().run(key, inputs, output_names=output_names, timeout=timeout)
+        reply = await self._conn().run(
+            key, inputs, output_names=output_names, timeout=timeout, options=options
+        )
         round_trip = (time.perf_counter() - start) * 1000
         if not isinstance(reply, frames.TensorFrame):
             raise ProtocolError(f"worker {self.id} answered a run with a {reply.type} text frame")

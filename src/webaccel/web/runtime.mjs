@@ -132,6 +132,19 @@ export class WorkerRuntime {
     const entry = this.sessions.get(header.model_name);
     if (!entry) throw new RuntimeError('MODEL_NOT_FOUND', `model ${header.model_name} is not loaded in this page; send load_model first`);
     const { session } = entry;
+    // Inputs kept from an earlier run of this session (options.reuse) are not
+    // sent again: a decoder loop's fixed inputs (Whisper's cross-attention
+    // keys and values, ~18 MB) would otherwise cross the bridge every step.
+    const opts = header.options || {};
+    for (const name of opts.reuse || []) {
+      const kept = entry.kept && entry.kept.get(name);
+      if (!kept) throw new RuntimeError('BAD_REQUEST', `input ${name} was not kept in this page; send it again`);
+      tensors[name] = kept;
+    }
+    if (opts.keep && opts.keep.length) {
+      entry.kept = entry.kept || new Map();
+      for (const name of opts.keep) if (tensors[name]) entry.kept.set(name, tensors[name]);
+    }
     const missing = session.inputNames.filter((n) => !(n in tensors));
     const unknown = Object.keys(tensors).filter((n) => !session.inputNames.includes(n));
     if (missing.length || unknown.length) {
