@@ -40,7 +40,7 @@ fi
 export PATH=$W:$PATH WEBACCEL_NODE=$W/node
 export PYTHONPATH=$W/site:$PWD/src PYTHONUNBUFFERED=1
 export WEBACCEL_HOME=$W/home
-M=$WEBACCEL_HOME/models/minilm
+M=$WEBACCEL_HOME/models/minilm@2  # registry.get("minilm").artifact_dir() minus the precision
 if [ -f .stage/minilm.npz.xz ] && [ ! -f $M/fp32/model.onnx ]; then
   xz -dc .stage/minilm.npz.xz > $W/minilm.npz && python3 scripts/gpu/minilm_pack.py unpack $W/minilm.npz $M/fp32 >/dev/null && rm $W/minilm.npz
 fi

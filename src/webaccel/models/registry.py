@@ -53,6 +53,8 @@ class ModelSpec:
     # decoder): precision -> {part name: path}, built once.  Such a model has
     # no single ONNX file; the engine runs its loop against a worker.
     build_parts: Callable[[str], dict[str, Path]] | None = None
+    # Bumped when the build changes (files of another revision are rebuilt, not reused).
+    revision: str | None = None
 
     @property
     def model_type(self) -> str:
@@ -60,7 +62,8 @@ class ModelSpec:
         return "vision" if self.task == "image_classification" else self.task
 
     def artifact_dir(self, precision: str = "fp32") -> Path:
-        return paths.subdir("models") / self.name / precision
+        folder = f"{self.name}@{self.revision}" if self.revision else self.name
+        return paths.subdir("models") / folder / precision
 
     def onnx_path(self, precision: str = "fp32") -> Path:
         return self.artifact_dir(precision) / "model.onnx"
