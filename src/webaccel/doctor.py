@@ -146,6 +146,9 @@ def render(report: dict[str, Any], console: Console) -> None:
         )
     if report.get("launchers"):
         console.print(launchers)
+        switches = next((r.get("switches") for r in report["launchers"] if r.get("switches")), None)
+        if switches:
+            console.print("Chromium switches: " + " ".join(switches), highlight=False)
     for b in report["browsers"]:
         for line in b.get("advice", []):
             console.print(f"[yellow]{b['browser']}[/]: {line}", highlight=False)

@@ -140,14 +140,18 @@ async def test_three_models_concurrently(served: tuple[Any, Any, dict[str, Any]]
 
 @pytest.mark.slow
 async def test_chaos_sigkill_browsers_nothing_lost(
-    served: tuple[Any, Any, dict[str, Any]],
+    served: tuple[Any, Any, dict[str, Any]], tmp_path: Path
 ) -> None:
     from webaccel.browsers.process import live_pids
     from webaccel.pool import ResourcePool
 
+    from webaccel.metrics.store import MetricsStore
+
     launch, resolver, weights = served
     size, kills, duration = 3, 3, 6.0
+    store = MetricsStore(tmp_path / "chaos.duckdb")
     pool = ResourcePool(
+        metrics=store,
         max_connections=size,
         adaptive_scaling=False,
         launcher=launch,
@@ -213,6 +217,27 @@ async def test_chaos_sigkill_browsers_nothing_lost(
         f"chaos: {len(answered)} answered, 0 lost, {counters.get('retried', 0)} retried, "
         f"recovery s: {[round(r, 2) for r in recovery]}"
     )
+    # Recovery time and error rate land in the metrics store beside every inference.
+    store.record_benchmark(
+        {
+            "benchmark": "chaos",
+            "ratio": len(errors) / max(1, len(answered) + len(errors)),
+            "ratio_is": "failed / all requests while browsers were SIGKILLed",
+            "figures": {
+                "recovery_s": recovery,
+                "kills": kills,
+                "answered": len(answered),
+                "retried": counters.get("retried", 0),
+            },
+        },
+        better="lower",
+    )
+    store.flush(10)
+    (row,) = store.query("SELECT ratio, figures FROM benchmarks WHERE benchmark = 'chaos'")
+    assert row["ratio"] == 0.0 and "recovery_s" in row["figures"]
+    (n,) = store.query("SELECT count(*) AS n FROM inferences WHERE ok")
+    assert n["n"] >= len(answered)
+    store.close()
     await asyncio.sleep(0.5)
     assert live_pids() == []
     for _, _, pid in killed:
