@@ -143,9 +143,8 @@ async def test_chaos_sigkill_browsers_nothing_lost(
     served: tuple[Any, Any, dict[str, Any]], tmp_path: Path
 ) -> None:
     from webaccel.browsers.process import live_pids
-    from webaccel.pool import ResourcePool
-
     from webaccel.metrics.store import MetricsStore
+    from webaccel.pool import ResourcePool
 
     launch, resolver, weights = served
     size, kills, duration = 3, 3, 6.0
