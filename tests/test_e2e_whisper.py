@@ -29,3 +29,14 @@ def test_multi_graph_model_has_no_single_file():
     spec = registry.get("whisper-tiny-en")
     with pytest.raises(InvalidInputError, match="several graphs"):
         spec.ensure_onnx("fp32")
+
+
+@pytest.mark.parametrize("bad", [b"RIFF....WAVEnot audio", "silence"])
+def test_unreadable_or_silent_audio_is_a_clear_error(accelerator, bad):
+    import numpy as np
+
+    from webaccel.errors import InvalidInputError
+
+    data = np.zeros(16000, dtype=np.float32) if bad == "silence" else bad
+    with pytest.raises(InvalidInputError):
+        accelerator.accelerate("whisper-tiny-en", data)

@@ -77,7 +77,9 @@ def _decode(src: Any, what: str) -> tuple[np.ndarray, int]:
             warnings.simplefilter("ignore", wavfile.WavFileWarning)
             rate, samples = wavfile.read(src)
         return samples, int(rate)
-    except (ValueError, OSError, EOFError) as wav_exc:
+    # scipy's reader fails on truncated/garbled RIFF data with whatever error the
+    # parse reached (ValueError, EOFError, even UnboundLocalError): all mean "not a WAV".
+    except Exception as wav_exc:  # noqa: BLE001
         # Not a WAV scipy can read: try libsndfile (FLAC, OGG, ...) if present.
         if hasattr(src, "seek"):
             src.seek(0)
