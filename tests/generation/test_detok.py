@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from webaccel.generation.detok import IncrementalDetokenizer
-from webaccel.generation.testing import byte_tokenizer_json
+from webaccel.generation.testing import SPECIALS, byte_tokenizer_json
 
 BYTE_TOK = Tokenizer.from_str(byte_tokenizer_json())
 
@@ -44,6 +42,9 @@ def test_byte_tokens_reassemble_characters(text):
 @settings(max_examples=200, deadline=None)
 @given(st.text(min_size=1, max_size=40))
 def test_any_text_streams_back_exactly(text):
+    # A special token's text (e.g. "<|im_start|>") encodes to that special token,
+    # which decoding skips, as Hugging Face tokenizers do: not plain text.
+    assume(not any(special in text for special in SPECIALS))
     pieces, _ = pieces_of(BYTE_TOK, text)
     assert "".join(pieces) == text
     assert not any("\ufffd" in p for p in pieces if "\ufffd" not in text)
@@ -64,12 +65,14 @@ def test_special_tokens_add_no_text():
 
 
 def _smollm_tokenizer() -> Tokenizer:
+    # SmolLM2's real tokenizer comes with its export (built once per $WEBACCEL_HOME,
+    # ~2 min the first time; the slow end-to-end tests reuse it).
+    pytest.importorskip("gguf")
     from webaccel.models import registry
 
-    path = registry.get("smollm2").artifact_dir("fp32") / "tokenizer.json"
-    if not Path(path).is_file():
-        pytest.skip("smollm2 is not built here (webaccel models build it on first use)")
-    return Tokenizer.from_file(str(path))
+    spec = registry.get("smollm2")
+    spec.ensure_onnx("fp32")
+    return Tokenizer.from_file(str(spec.artifact_dir("fp32") / "tokenizer.json"))
 
 
 @pytest.mark.parametrize("text", [*TEXTS, " Hello world, it's 2026!", "naïve café ñ"])
