@@ -11,18 +11,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "A man is playing a guitar on stage.",
-    "How do I reset my password?",
-    "Quantum entanglement links particles across distance.",
-    "I love pizza",
-    "Stock markets fell sharply on Tuesday after the announcement.",
-    "El gato duerme en la alfombra.",
-    "def foo(x): return x * 2",
-    "Photosynthesis converts light into chemical energy in plants.",
-    "ok",
-]
+from webaccel.models.calibration import SENTENCES as CALIBRATION_SENTENCES
+
+# The first ten of the calibration set (webaccel.models.calibration.SENTENCES).
+SENTENCES = CALIBRATION_SENTENCES[:10]
 
 
 @pytest.fixture(scope="session", autouse=True)

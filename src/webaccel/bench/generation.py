@@ -92,31 +92,26 @@ def generation(ctx: BenchContext) -> Measurement:
     with WebAccelerator(
         max_connections=1, default_platform="wasm", default_browser=browser, launch_timeout=120
     ) as acc:
-        first = acc.generate(
-            model,
-            prompt,
-            max_tokens=max_tokens,
-            include_eos_stops=False,
-            precision=precision,
-            return_result=True,
-            timeout=1800,
-        )  # load + V8 tier-up
+
+        def in_page(platform: str | None = None) -> Any:
+            return acc.generate(
+                model,
+                prompt,
+                max_tokens=max_tokens,
+                include_eos_stops=False,
+                precision=precision,
+                platform=platform,
+                return_result=True,
+                timeout=1800,
+            )
+
+        first = in_page()  # load + V8 tier-up
         # Native and page runs alternate, so both see the same background load
         # (this machine is shared; a block of one then a block of the other is not fair).
         native_runs, page_runs = [], []
         for _ in range(repeat):
             native_runs.append(native.generate(prompt_ids, params))
-            page_runs.append(
-                acc.generate(
-                    model,
-                    prompt,
-                    max_tokens=max_tokens,
-                    include_eos_stops=False,
-                    precision=precision,
-                    return_result=True,
-                    timeout=1800,
-                )
-            )
+            page_runs.append(in_page())
         native_tokens = native_runs[0].token_ids
         worker = acc._loop.run(acc._engine.any_worker())
         caps = worker.capabilities
@@ -126,29 +121,8 @@ def generation(ctx: BenchContext) -> Measurement:
             "software": bool(gpu.get("software")),
         }
         if gpu.get("available") and (not gpu.get("software") or opts.get("webgpu_software")):
-            acc.generate(
-                model,
-                prompt,
-                max_tokens=max_tokens,
-                include_eos_stops=False,
-                precision=precision,
-                platform="webgpu",
-                return_result=True,
-                timeout=1800,
-            )
-            gpu_runs = [
-                acc.generate(
-                    model,
-                    prompt,
-                    max_tokens=max_tokens,
-                    include_eos_stops=False,
-                    precision=precision,
-                    platform="webgpu",
-                    return_result=True,
-                    timeout=1800,
-                )
-                for _ in range(repeat)
-            ]
+            in_page("webgpu")  # load + shader compilation
+            gpu_runs = [in_page("webgpu") for _ in range(repeat)]
             webgpu.update(_page_figures(gpu_runs))
             webgpu["tokens_identical_to_native"] = all(
                 r.token_ids == native_tokens for r in gpu_runs
