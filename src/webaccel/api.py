@@ -77,6 +77,32 @@ class _LoopThread:
             self.loop.close()
 
 
+class _RunningEngine:
+    """An :class:`Engine` on its own loop thread, with its metrics store; stopped once."""
+
+    def __init__(self, metrics: bool | str | os.PathLike[str], **engine_options: Any) -> None:
+        install_cleanup()  # from the caller's (usually main) thread: SIGTERM handler + atexit
+        self.metrics = _open_metrics(metrics)
+        self.loop = _LoopThread()
+        self.engine = Engine(metrics=self.metrics, preferred_port=PREFERRED_PORT, **engine_options)
+        try:
+            self.loop.run(self.engine.start())
+        except BaseException:
+            self._release()
+            raise
+
+    def stop(self) -> None:
+        try:
+            self.loop.run(self.engine.close(), timeout=30)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self.loop.stop()
+        if self.metrics is not None:
+            self.metrics.close()
+
+
 class WebAccelerator:
     """Run registered models in browser workers; results say where and how fast they ran."""
 
@@ -98,27 +124,19 @@ class WebAccelerator:
         loopback port to serve pages on (default: 8701 if free, else any)."""
         self.enable_resource_pool = enable_resource_pool
         self.browser_preferences = dict(browser_preferences or {})
-        install_cleanup()  # from the caller's (usually main) thread: SIGTERM handler + atexit
-        self.metrics = _open_metrics(metrics)
-        self._loop = _LoopThread()
-        self._engine = Engine(
+        self._running = _RunningEngine(
+            metrics,
             max_connections=max_connections if enable_resource_pool else 1,
             browser_preferences=browser_preferences,
             default_browser=default_browser,
             default_platform=default_platform,
             threads=threads,
             launch_timeout=launch_timeout,
-            metrics=self.metrics,
             port=port or 0,
-            preferred_port=PREFERRED_PORT,
         )
-        try:
-            self._loop.run(self._engine.start())
-        except BaseException:
-            self._loop.stop()
-            if self.metrics is not None:
-                self.metrics.close()
-            raise
+        self.metrics = self._running.metrics
+        self._loop = self._running.loop
+        self._engine = self._running.engine
         self._closed = False
         _open_accelerators.add(self)
 
@@ -181,12 +199,7 @@ class WebAccelerator:
         if self._closed:
             return
         self._closed = True
-        try:
-            self._loop.run(self._engine.close(), timeout=30)
-        finally:
-            self._loop.stop()
-            if self.metrics is not None:
-                self.metrics.close()
+        self._running.stop()
 
     close = shutdown
 
@@ -407,23 +420,16 @@ class ResourcePoolBridgeIntegration:
     def initialize(self) -> bool:
         if self._engine is not None:
             return True
-        install_cleanup()
-        self.metrics = _open_metrics(self._metrics_setting)
-        self._loop = _LoopThread()
-        engine = Engine(
-            metrics=self.metrics,
-            preferred_port=PREFERRED_PORT,
+        self._running = _RunningEngine(
+            self._metrics_setting,
             max_connections=self.max_connections,
             browser_preferences=self.browser_preferences or None,
             adaptive_scaling=self.adaptive_scaling,
             threads=self.threads,
         )
-        try:
-            self._loop.run(engine.start())
-        except BaseException:
-            self._loop.stop()
-            raise
-        self._engine = engine
+        self.metrics = self._running.metrics
+        self._loop = self._running.loop
+        self._engine = self._running.engine
         return True
 
     def get_model(
@@ -464,12 +470,9 @@ class ResourcePoolBridgeIntegration:
         if self._engine is None:
             return
         try:
-            self._loop.run(self._engine.close(), timeout=30)
+            self._running.stop()
         finally:
-            self._loop.stop()
             self._engine = None
-            if self.metrics is not None:
-                self.metrics.close()
 
     def __enter__(self) -> ResourcePoolBridgeIntegration:
         self.initialize()
