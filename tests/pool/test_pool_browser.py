@@ -22,29 +22,7 @@ pytestmark = pytest.mark.browser
 
 onnx = pytest.importorskip("onnx")
 
-
-def _mlp(path: Path, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    w1 = (rng.standard_normal((width, width)) / 8).astype(np.float32)
-    w2 = (rng.standard_normal((width, width)) / 8).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "w1"], ["h"]),
-            helper.make_node("Relu", ["h"], ["r"]),
-            helper.make_node("MatMul", ["r", "w2"], ["y"]),
-        ],
-        f"mlp{width}",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", width])],
-        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return w1, w2
-
+from webaccel.bench.pool_saturation import write_mlp  # noqa: E402
 
 MODELS = {"mlp16": (16, "text_embedding"), "mlp32": (32, "vision"), "mlp48": (48, "audio")}
 
@@ -67,7 +45,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Any, Any, dict[str, Any]
     weights: dict[str, Any] = {}
     resolver = StaticResolver()
     for i, (name, (width, mtype)) in enumerate(MODELS.items()):
-        weights[name] = (width, *_mlp(tmp_path / f"{name}.onnx", width, i))
+        weights[name] = (width, *write_mlp(tmp_path / f"{name}.onnx", width, i))
         path = server.model_files.add(name, tmp_path / f"{name}.onnx")
         ref = ModelRef(key=f"{name}:wasm:fp32", name=name, url=f"{server.url}{path}")
         resolver.register(ResolvedModel(name, mtype, (ref,)))

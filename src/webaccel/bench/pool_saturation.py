@@ -43,23 +43,23 @@ from webaccel.errors import BackendUnavailableError, OverloadedError, WebAccelEr
 HIDDEN = 64
 
 
-def _tiny_mlp(path: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """x[N,64] -> relu(x @ W1) @ W2; written as ONNX, returns the weights for checking."""
+def write_mlp(path: Path, width: int = HIDDEN, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """x[N,width] -> relu(x @ W1) @ W2; written as ONNX, returns the weights for checking."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
-    w1 = rng.standard_normal((HIDDEN, HIDDEN)).astype(np.float32) / 8
-    w2 = rng.standard_normal((HIDDEN, HIDDEN)).astype(np.float32) / 8
+    w1 = rng.standard_normal((width, width)).astype(np.float32) / 8
+    w2 = rng.standard_normal((width, width)).astype(np.float32) / 8
     graph = helper.make_graph(
         [
             helper.make_node("MatMul", ["x", "w1"], ["h"]),
             helper.make_node("Relu", ["h"], ["r"]),
             helper.make_node("MatMul", ["r", "w2"], ["y"]),
         ],
-        "tiny_mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", HIDDEN])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", HIDDEN])],
+        f"mlp{width}",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", width])],
         [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -89,7 +89,7 @@ async def _measure(ctx: BenchContext, launch_worker: Any) -> Measurement:
     max_pending = int(opts.get("max_pending", clients))
 
     tmp = Path(tempfile.mkdtemp(prefix="webaccel-bench-"))
-    w1, w2 = _tiny_mlp(tmp / "mlp.onnx")
+    w1, w2 = write_mlp(tmp / "mlp.onnx")
     server = WebAccelServer()
     try:
         await server.start()
