@@ -102,7 +102,9 @@ for (const name of o.variants.split(',')) {
       if (v.sess?.enableGraphCapture) {
         // Graph capture needs pre-allocated GPU outputs (onnxruntime-web docs: graph capture).
         const device = await ort.env.webgpu.device;
-        const n = batch * seq * 384;
+        const pooledOut = session.outputNames[0] !== 'last_hidden_state';
+        const outDims = pooledOut ? [batch, 384] : [batch, seq, 384];
+        const n = outDims.reduce((a, b) => a * b, 1);
         const elt = 4;
         const buf = device.createBuffer({ size: n * elt, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
         const download = async () => {
@@ -115,11 +117,11 @@ for (const name of o.variants.split(',')) {
           staging.destroy();
           return out;
         };
-        fetches = { last_hidden_state: ort.Tensor.fromGpuBuffer(buf, { dataType: 'float32', dims: [batch, seq, 384], download }) };
+        fetches = { [session.outputNames[0]]: ort.Tensor.fromGpuBuffer(buf, { dataType: 'float32', dims: outDims, download }) };
       }
       const once = async () => {
         const out = fetches ? await session.run(feeds, fetches) : await session.run(feeds);
-        const t = out.last_hidden_state;
+        const t = out[session.outputNames[0]];
         if (v.read === false) return t;
         if (t.location === 'cpu') return t.data;
         const data = await t.getData(false);

@@ -40,25 +40,23 @@ fi
 export PATH=$W:$PATH WEBACCEL_NODE=$W/node
 export PYTHONPATH=$W/site:$PWD/src PYTHONUNBUFFERED=1
 export WEBACCEL_HOME=$W/home
-M=$WEBACCEL_HOME/models/minilm@2  # registry.get("minilm").artifact_dir() minus the precision
-if [ -f .stage/minilm.npz.xz ] && [ ! -f $M/fp32/model.onnx ]; then
-  xz -dc .stage/minilm.npz.xz > $W/minilm.npz && python3 scripts/gpu/minilm_pack.py unpack $W/minilm.npz $M/fp32 >/dev/null && rm $W/minilm.npz
+G=$WEBACCEL_HOME/bench/minilm-graphs  # webgpu_vs_wasm.graphs_dir()
+if [ -f .stage/minilm.npz.xz ] && [ ! -f $G/fused.fp32.onnx ]; then
+  xz -dc .stage/minilm.npz.xz > $W/minilm.npz && python3 scripts/gpu/minilm_pack.py unpack $W/minilm.npz $G >/dev/null && rm $W/minilm.npz
 fi
-if [ -f $M/fp32/model.onnx ] && [ ! -f $M/fp16/model.onnx ]; then
-  python3 -c 'from webaccel.models import registry; print(registry.get("minilm").ensure_onnx("fp16"))' >/dev/null
+if [ -f $G/fused.fp32.onnx ] && [ ! -f $G/pooled.fp16.onnx ]; then  # derived files: pooled, fp16
+  python3 -c 'from webaccel.bench.webgpu_vs_wasm import model_paths; model_paths()' >/dev/null
 fi
-ls -la $W $M/*/ >&2
+ls -la $W $G >&2
 if [ "$MODE" = unpack ]; then step "unpacked"; exit 0; fi
-for need in $W/node $W/js.done $W/site/starlette $M/fp32/model.onnx $M/fp16/model.onnx; do
+for need in $W/node $W/js.done $W/site/starlette $G/pooled.fp32.onnx $G/pooled.fp16.onnx; do
   [ -e $need ] || { echo "missing $need: carry the rest of .stage in this call (see scripts/gpu/stage.sh)" >&2; exit 3; }
 done
 step "staged: node $(node --version), $(nvidia-smi -L 2>/dev/null | head -1)"
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,clocks.sm --format=csv > $OUT/nvidia-smi.csv 2>&1
 
-# MiniLM with the attention mask simplified for WebGPU (webgpu_vs_wasm.simplify_attention_mask).
-python3 -c 'from webaccel.bench.webgpu_vs_wasm import model_paths; model_paths()' || exit 4
 if [ "$MODE" = probe ] || [ "$MODE" = all ]; then
-  PROBE="node scripts/gpu/probe.mjs --model $M/webgpu/model.fp32.onnx --model16 $M/webgpu/model.fp16.onnx ${PROBE_ARGS:-}"
+  PROBE="node scripts/gpu/probe.mjs --model $G/${PROBE_GRAPH:-pooled}.fp32.onnx --model16 $G/${PROBE_GRAPH:-pooled}.fp16.onnx ${PROBE_ARGS:-}"
   step "probe (default Dawn toggles)"
   timeout ${PROBE_TIMEOUT:-300} $PROBE --variants "${VARIANTS:-base,gpuout,gpuio,capture,capture_noread,base_f16,gpuio_f16,capture_f16}" > $OUT/probe.jsonl 2> $OUT/probe.err
   for flags in ${DAWN_SETS:-}; do
@@ -71,8 +69,10 @@ if [ "$MODE" = probe ] || [ "$MODE" = all ]; then
     timeout ${JSEP_TIMEOUT:-120} $PROBE --build all --variants "$JSEP_VARIANTS" 2>> $OUT/probe.err \
       | sed 's/^{/{"build":"all",/' >> $OUT/probe.jsonl
   fi
+fi
+if [ -z "${NO_TORCH:-}" ]; then  # PyTorch CUDA reference in the same call
   step "PyTorch CUDA baseline"
-  timeout 120 python3 scripts/gpu/torch_baseline.py > $OUT/torch.jsonl 2> $OUT/torch.err
+  timeout 150 python3 scripts/gpu/torch_baseline.py > $OUT/torch.jsonl 2> $OUT/torch.err
 fi
 
 if [ "$MODE" = bench ] || [ "$MODE" = all ]; then

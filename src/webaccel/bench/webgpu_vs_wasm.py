@@ -32,7 +32,9 @@ latency does not depend on which tokens are used.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,21 +54,27 @@ from webaccel.models.rewrites import simplify_attention_mask  # noqa: F401 (re-e
 
 SHAPES: tuple[tuple[int, int], ...] = ((1, 16), (32, 128), (128, 128))
 RATIO_SHAPE = (32, 128)
+# One CPU thread at 128x128 takes ~19 s per run (wasm, H200 host); larger
+# shapes are skipped there, the ratio shape is not.
+MAX_TOKENS_1T = 32 * 128
 HIDDEN = 384
 
-# The configurations measured in one run.  ``model`` names a file: "fp32"/"fp16"
-# are MiniLM with the attention mask simplified for WebGPU
-# (simplify_attention_mask: same outputs), "fp32-export"/"fp16-export" the
-# files as exported (the "before" of that change).  ``webgpu-fp32`` is the
-# headline configuration.
+# The configurations measured in one run: name -> (graph, session options).
+# ``webgpu-fp32`` is the headline: the registry's file (fused, pooled in the
+# graph) with its output left on the GPU until read.  The others show what
+# each change is worth: "-fused" returns token states, "-unfused" is the graph
+# before fusion, "-cpu-output" lets onnxruntime-web copy the output itself.
+GPU_OUT = {"preferredOutputLocation": "gpu-buffer"}
 WEBGPU_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "webgpu-fp32": ("fp32", {"preferredOutputLocation": "gpu-buffer"}),
-    "webgpu-fp32-bucket": ("fp32", {"preferredOutputLocation": "gpu-buffer", "bucket": True}),
-    "webgpu-fp32-cpu-output": ("fp32", {}),
-    "webgpu-fp32-export": ("fp32-export", {}),
-    "webgpu-fp16": ("fp16", {"preferredOutputLocation": "gpu-buffer"}),
-    "webgpu-fp16-bucket": ("fp16", {"preferredOutputLocation": "gpu-buffer", "bucket": True}),
-    "webgpu-fp16-export": ("fp16-export", {}),
+    "webgpu-fp32": ("pooled", GPU_OUT),
+    "webgpu-fp32-bucket": ("pooled", {**GPU_OUT, "bucket": True}),
+    "webgpu-fp32-cpu-output": ("pooled", {}),
+    "webgpu-fp32-fused": ("fused", GPU_OUT),
+    "webgpu-fp32-unfused": ("unfused", GPU_OUT),
+    "webgpu-fp16": ("pooled-fp16", GPU_OUT),
+    "webgpu-fp16-bucket": ("pooled-fp16", {**GPU_OUT, "bucket": True}),
+    "webgpu-fp16-fused": ("fused-fp16", GPU_OUT),
+    "webgpu-fp16-unfused": ("unfused-fp16", GPU_OUT),
 }
 # "bucket": one session per input shape with its dims fixed (onnxruntime-web's
 # freeDimensionOverrides), so shape arithmetic is folded at load: a pool would
@@ -77,7 +85,7 @@ WEBGPU_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
 class Config:
     name: str
     runner: str  # "worker" or "native"
-    precision: str = "fp32"
+    precision: str = "pooled"  # the graph (a model_paths key)
     backend: str = "webgpu"
     threads: int = 1
     session_options: dict[str, Any] = field(default_factory=dict)
@@ -114,11 +122,19 @@ def pooled(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def accuracy(out: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    a, b = pooled(out, mask), pooled(ref, mask)
-    return {
-        "max_abs": float(np.abs(out.astype(np.float32) - ref).max()),
-        "min_cosine": float((a * b).sum(axis=1).min()),
-    }
+    """``out`` (token states, or embeddings pooled in the graph) against native fp32 token states.
+
+    ``max_abs`` compares like with like: token states with token states,
+    embeddings with the reference's pooled embeddings.
+    """
+    b = pooled(ref, mask)
+    if out.ndim == 2:
+        a = out.astype(np.float32)
+        max_abs = np.abs(a - b).max()
+    else:
+        a = pooled(out, mask)
+        max_abs = np.abs(out.astype(np.float32) - ref).max()
+    return {"max_abs": float(max_abs), "min_cosine": float((a * b).sum(axis=1).min())}
 
 
 async def timed_runs(
@@ -154,24 +170,57 @@ def _native_session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def model_paths(options: dict[str, Any] | None = None) -> dict[str, Path]:
-    """MiniLM files: as exported (fp32/fp16 "-export") and mask-simplified (built once, cached)."""
-    from webaccel.models import precision, registry
+# The MiniLM graphs compared, each as fp32 and fp16 ("<graph>-fp16"):
+#   unfused: op by op, attention mask rewritten for WebGPU (registry revision 2);
+#   fused:   onnxruntime's transformer optimizer (Attention, SkipLayerNormalization,
+#            BiasGelu contrib ops), returning token states like "unfused";
+#   pooled:  fused plus mean pooling in the graph (the registry's file, revision 3).
+# The base files are built from the weights package here; on a GPU machine
+# without it scripts/gpu/run.sh unpacks them (scripts/gpu/minilm_pack.py).
+BASE_GRAPHS = ("unfused", "fused")
 
-    options = options or {}
-    spec = registry.get("minilm")
+
+def graphs_dir() -> Path:
+    from webaccel import paths
+
+    return paths.subdir("bench") / "minilm-graphs"
+
+
+def model_paths(options: dict[str, Any] | None = None) -> dict[str, Path]:
+    """MiniLM files by graph and precision (built once, cached under ``graphs_dir()``)."""
+    from webaccel.models import precision
+    from webaccel.models.fusion import append_mean_pooling, fuse_bert
+    from webaccel.models.text import export_hidden_states, export_unfused
+
+    folder = Path((options or {}).get("graphs_dir") or graphs_dir())
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def build(path: Path, make: Callable[[Path], Any]) -> Path:
+        if not path.is_file():
+            tmp = path.with_suffix(".tmp.onnx")
+            make(tmp)
+            tmp.replace(path)
+        return path
+
+    def fused(dest: Path) -> None:
+        export_hidden_states(dest, attn_implementation="eager")
+        fuse_bert(dest, dest, num_heads=12, hidden_size=HIDDEN)
+
     try:
-        fp32 = Path(options.get("fp32") or spec.ensure_onnx("fp32"))
-        fp16 = Path(options.get("fp16") or spec.ensure_onnx("fp16"))
+        out = {
+            "unfused": build(folder / "unfused.fp32.onnx", export_unfused),
+            "fused": build(folder / "fused.fp32.onnx", fused),
+        }
     except Exception as exc:  # noqa: BLE001 - the weights package or exporter is missing
         raise BenchmarkUnavailable(f"MiniLM ONNX files are not available: {exc}") from exc
-    out_dir = fp32.parent.parent / "webgpu"
-    simple32, simple16 = out_dir / "model.fp32.onnx", out_dir / "model.fp16.onnx"
-    if not simple32.is_file() or simple32.stat().st_mtime < fp32.stat().st_mtime:
-        simplify_attention_mask(fp32, simple32)
-    if not simple16.is_file() or simple16.stat().st_mtime < simple32.stat().st_mtime:
-        precision.to_fp16(simple32, simple16)
-    return {"fp32": simple32, "fp16": simple16, "fp32-export": fp32, "fp16-export": fp16}
+    out["pooled"] = build(
+        folder / "pooled.fp32.onnx", lambda d: append_mean_pooling(out["fused"], d)
+    )
+    for graph in ("unfused", "fused", "pooled"):
+        out[f"{graph}-fp16"] = build(
+            folder / f"{graph}.fp16.onnx", lambda d, g=graph: precision.to_fp16(out[g], d)
+        )
+    return out
 
 
 def configs(cores: int, shader_f16: bool) -> list[Config]:
@@ -184,7 +233,7 @@ def configs(cores: int, shader_f16: bool) -> list[Config]:
             bucket=bool(opts.get("bucket")),
         )
         for name, (model, opts) in WEBGPU_CONFIGS.items()
-        if shader_f16 or not model.startswith("fp16")
+        if shader_f16 or not model.endswith("fp16")
     ]
     out += [
         Config("wasm-1t", "worker", backend="wasm", threads=1),
@@ -192,9 +241,9 @@ def configs(cores: int, shader_f16: bool) -> list[Config]:
         Config("native-1t", "native", backend="cpu", threads=1),
         Config(f"native-{cores}t", "native", backend="cpu", threads=cores),
         Config(
-            f"native-{cores}t-export",
+            f"native-{cores}t-unfused",
             "native",
-            precision="fp32-export",
+            precision="unfused",
             backend="cpu",
             threads=cores,
         ),
@@ -224,7 +273,7 @@ async def _bench(ctx: BenchContext) -> Measurement:
     unavailable: dict[str, str] = {}
 
     # The reference: native onnxruntime fp32, all cores, on the same file.
-    ref_sess = _native_session(paths["fp32-export"], cores)
+    ref_sess = _native_session(paths["unfused"], cores)
     refs = {s: ref_sess.run(None, feeds(*s))[0] for s in shapes}
 
     async with WebAccelServer() as server:
@@ -266,6 +315,11 @@ async def _bench(ctx: BenchContext) -> Measurement:
                     unavailable[cfg.name] = f"{type(exc).__name__}: {exc}"
                     continue
                 for i, (batch, seq) in enumerate(shapes):
+                    if cfg.threads == 1 and cfg.backend != "webgpu" and batch * seq > MAX_TOKENS_1T:
+                        per_shape[f"{batch}x{seq}"] = {
+                            "skipped": f"over {MAX_TOKENS_1T} tokens on one CPU thread"
+                        }
+                        continue
                     f = feeds(batch, seq)
                     try:
                         stats = await timed_runs(
@@ -282,6 +336,13 @@ async def _bench(ctx: BenchContext) -> Measurement:
                         out, refs[(batch, seq)], f["attention_mask"]
                     )
                     per_shape[f"{batch}x{seq}"] = stats
+                    # One line per result on stderr: a run cut short by a time
+                    # limit (the GPU machine's) still shows what it measured.
+                    print(
+                        json.dumps({"config": cfg.name, "shape": f"{batch}x{seq}", **stats}),
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 results[cfg.name] = per_shape
         finally:
             for w in workers:
@@ -413,7 +474,8 @@ async def _prepare(
         async def once() -> tuple[np.ndarray, float, float]:
             await load(key, options)  # a bucket's session is made on its first run (warm-up)
             r = await worker.run(key, f, timeout=300)
-            return r.outputs["last_hidden_state"], r.page_ms, r.round_trip_ms
+            (out,) = r.outputs.values()
+            return out, r.page_ms, r.round_trip_ms
 
         return once
 
@@ -437,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     it with ``scripts/gpu/store_results.py``.
     """
     import argparse
-    import json
+
 
     from webaccel.bench.core import REGISTRY
     from webaccel.bench.runner import run_one

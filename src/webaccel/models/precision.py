@@ -106,7 +106,14 @@ def to_fp16(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
     """fp16 weights and compute, fp32 inputs/outputs (Cast nodes at the edges)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    from webaccel.models.fusion import add_mean_pooling, strip_mean_pooling
+
     model = load_model(src)
+    # A pooling tail (MiniLM since revision 3) is converted without, then put
+    # back in fp32 on the fp32 outputs keep_io_types gives the body.
+    split = strip_mean_pooling(model)
+    if split is not None:
+        model = split[0]
     _nameless_nodes_named(model)
     # keep_io_types: the bridge and pre/post-processing speak fp32 only.
     half = convert_float_to_float16(
@@ -115,6 +122,8 @@ def to_fp16(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
         disable_shape_infer=False,
         node_block_list=sorted(_resize_scale_nodes(model)),
     )
+    if split is not None:
+        half = add_mean_pooling(half, hidden_output=split[1])
     return _save(half, Path(dest))
 
 
@@ -170,10 +179,20 @@ def to_int8(
     """Dynamic int8: weights quantized offline, activations at run time (no calibration)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    load_model(src)  # typed error for a missing/corrupt file before ORT's own
+    model = load_model(src)  # typed error for a missing/corrupt file before ORT's own
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     root.addFilter(_NO_PREPROCESS_HINT)
+    shaped = None
+    if any(n.domain == "com.microsoft" for n in model.graph.node):
+        # onnx's shape inference stops at contrib ops (fused Attention, ...) and
+        # quantize_dynamic then cannot type the tensors after them;
+        # onnxruntime's symbolic shape inference knows those ops.
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        shaped = Path(dest).with_suffix(".shaped.onnx")
+        onnx.save(SymbolicShapeInference.infer_shapes(model, auto_merge=True), str(shaped))
+        src = shaped
     try:
         quantize_dynamic(
             str(src),
@@ -184,6 +203,8 @@ def to_int8(
         )
     finally:
         root.removeFilter(_NO_PREPROCESS_HINT)
+        if shaped is not None:
+            shaped.unlink(missing_ok=True)
     return Path(dest)
 
 

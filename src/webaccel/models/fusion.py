@@ -1,0 +1,216 @@
+"""Whole-model graph changes that cut the number of GPU dispatches per run.
+
+onnxruntime-web's WebGPU EP pays a fixed CPU cost per kernel dispatch (through
+WASM and Dawn), so on a real GPU a 6-layer encoder exported op by op (~190
+kernels) is bound by that cost, not by the GPU (an H200 spent 2.75 ms in
+kernels of a 13 ms batch-1 run).  Two changes, both exact to rounding:
+
+* :func:`fuse_bert` runs onnxruntime's own transformer optimizer
+  (``onnxruntime.transformers.optimizer``), which rewrites each layer into the
+  ``com.microsoft`` contrib ops ``MultiHeadAttention``, ``SkipLayerNormalization``
+  and ``BiasGelu`` (~90 nodes in all).  Its attention pattern matcher knows the
+  *eager* attention export, not transformers 5's SDPA one, so the model is
+  exported with ``attn_implementation="eager"``.
+* :func:`append_mean_pooling` ends the graph with sentence-transformers'
+  pooling (mask-weighted mean, then L2 normalisation), so a run returns
+  [batch, hidden] instead of [batch, seq, hidden]: at 128x128 that is 196 KB
+  instead of 25 MB to read back from the GPU and to send over the bridge.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from webaccel.errors import LoadFailedError
+
+POOLED_OUTPUT = "sentence_embedding"
+POOL_PREFIX = "pool/"  # names of the pooling tail's nodes and constants
+
+
+def fuse_bert(src: Path, dest: Path, *, num_heads: int, hidden_size: int) -> dict[str, int]:
+    """Fuse a BERT-family ONNX file into contrib ops that all run on WebGPU; returns the fused-op counts.
+
+    Raises LoadFailedError when attention did not fuse (an export the
+    optimizer's patterns do not know): the unfused graph is correct but
+    gains nothing, and silently shipping it would hide the regression.
+    """
+    import onnx
+    from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    options = FusionOptions("bert")
+    # What onnxruntime-web 1.30's WebGPU EP runs (node placements checked in
+    # Dawn): not EmbedLayerNormalization, and not ``Attention`` with a mask
+    # (it falls back to the CPU: 1.5 s instead of 34 ms at 32x128 on an H200);
+    # ``MultiHeadAttention`` runs on the GPU, but its ``key_padding_mask`` is
+    # not implemented there, so the mask becomes an additive attention bias
+    # (:func:`_key_padding_mask_to_bias`).
+    options.enable_embed_layer_norm = False
+    options.use_multi_head_attention = True
+    options.attention_mask_format = AttentionMaskFormat.AttentionMask
+    # The optimizer logs each fusion at INFO; keep callers' logs readable.
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.WARNING)
+    model = optimize_model(
+        str(src),
+        model_type="bert",
+        num_heads=num_heads,
+        hidden_size=hidden_size,
+        optimization_options=options,
+        opt_level=0,  # offline fusions only; the runtime applies its own at load
+        use_gpu=True,
+    )
+    stats = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
+    if not stats.get("MultiHeadAttention"):
+        raise LoadFailedError(
+            f"onnxruntime's BERT optimizer fused no attention in {src} ({stats}); "
+            "export with attn_implementation='eager'"
+        )
+    fused = _key_padding_mask_to_bias(model.model)
+    if not any(o.domain == "com.microsoft" for o in fused.opset_import):
+        fused.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    onnx.save(fused, str(dest))
+    return stats
+
+
+def _key_padding_mask_to_bias(model: Any) -> Any:
+    """MultiHeadAttention's ``key_padding_mask`` [B, S] -> ``attention_bias`` [B, 1, S, S].
+
+    Padded keys get -10000 (finite, so fp16 holds it; BERT's own value) added
+    to their scores, which is what the mask does.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    mha = [n for n in g.node if n.op_type == "MultiHeadAttention" and len(n.input) > 4 and n.input[4]]
+    masks = {n.input[4] for n in mha}
+    if not mha:
+        return model
+    if len(masks) != 1:
+        raise LoadFailedError(f"expected one shared attention mask, found {sorted(masks)}")
+    p = "mask_bias/"
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(1.0, np.float32), p + "one"),
+            numpy_helper.from_array(np.array(10000.0, np.float32), p + "scale"),
+            numpy_helper.from_array(np.array(0.0, np.float32), p + "zero"),
+            numpy_helper.from_array(np.array([1, 2], np.int64), p + "axes_row"),
+            numpy_helper.from_array(np.array([1, 3], np.int64), p + "axes_col"),
+        ]
+    )
+    nodes = [
+        helper.make_node("Cast", ["attention_mask"], [p + "mask_f"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Sub", [p + "mask_f", p + "one"], [p + "off"]),
+        helper.make_node("Mul", [p + "off", p + "scale"], [p + "neg"]),  # 0 kept, -1e4 padded
+        helper.make_node("Unsqueeze", [p + "neg", p + "axes_row"], [p + "row"]),  # [B,1,1,S]
+        helper.make_node("Mul", [p + "mask_f", p + "zero"], [p + "zeros"]),
+        helper.make_node("Unsqueeze", [p + "zeros", p + "axes_col"], [p + "col"]),  # [B,1,S,1]
+        # Broadcast to the full [B, 1, S, S] the WebGPU kernel expects.
+        helper.make_node("Add", [p + "row", p + "col"], [p + "bias"]),
+    ]
+    for node in nodes:
+        node.name = node.output[0]
+    first = min(list(g.node).index(n) for n in mha)
+    for offset, node in enumerate(nodes):
+        g.node.insert(first + offset, node)
+    for n in mha:
+        ins = list(n.input) + [""] * (6 - len(n.input))
+        ins[4], ins[5] = "", p + "bias"
+        del n.input[:]
+        n.input.extend(ins)
+    # The old mask Cast is now unused.
+    used = {i for n in g.node for i in n.input}
+    dead = [n for n in g.node if n.output and all(o not in used for o in n.output)
+            and not any(o in {x.name for x in g.output} for o in n.output)]
+    for n in dead:
+        g.node.remove(n)
+    return model
+
+
+def append_mean_pooling(src: Path, dest: Path, *, hidden_output: str = "last_hidden_state") -> Path:
+    """Write ``src`` with :func:`add_mean_pooling` applied to ``dest``."""
+    import onnx
+
+    model = add_mean_pooling(onnx.load(str(src)), hidden_output=hidden_output)
+    onnx.save(model, str(dest))
+    return dest
+
+
+def add_mean_pooling(model: Any, *, hidden_output: str = "last_hidden_state") -> Any:
+    """Replace output ``hidden_output`` [B, S, H] by its masked mean, L2-normalised [B, H].
+
+    Same arithmetic as ``webaccel.models.text.mean_pool_normalize`` (mask
+    count clamped at 1e-9, norm at 1e-12), in fp32.  The replaced output's
+    ValueInfo stays in ``value_info`` so :func:`strip_mean_pooling` can undo
+    it: precision conversions work on the body and pool afterwards (fp16
+    cannot hold the eps constants, and the sums belong in fp32).
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    if hidden_output not in [o.name for o in g.output]:
+        raise LoadFailedError(f"the model has no output {hidden_output!r} to pool")
+    p = POOL_PREFIX
+
+    def const(name: str, value: np.ndarray) -> str:
+        g.initializer.append(numpy_helper.from_array(value, p + name))
+        return p + name
+
+    axis1 = const("axis1", np.array([1], dtype=np.int64))
+    axis2 = const("axis2", np.array([2], dtype=np.int64))
+    nodes = [
+        helper.make_node("Cast", ["attention_mask"], [p + "mask_f"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", [p + "mask_f", axis2], [p + "mask3"]),
+        helper.make_node("Mul", [hidden_output, p + "mask3"], [p + "masked"]),
+        helper.make_node("ReduceSum", [p + "masked", axis1], [p + "sum"], keepdims=0),
+        helper.make_node("ReduceSum", [p + "mask3", axis1], [p + "count"], keepdims=0),
+        helper.make_node("Max", [p + "count", const("eps_count", np.array([1e-9], np.float32))], [p + "count_c"]),
+        helper.make_node("Div", [p + "sum", p + "count_c"], [p + "mean"]),
+        # ReduceL2 takes its axes as an attribute until opset 18.
+        helper.make_node("ReduceL2", [p + "mean"], [p + "norm"], axes=[1], keepdims=1),
+        helper.make_node("Max", [p + "norm", const("eps_norm", np.array([1e-12], np.float32))], [p + "norm_c"]),
+        helper.make_node("Div", [p + "mean", p + "norm_c"], [POOLED_OUTPUT]),
+    ]
+    for node in nodes:
+        node.name = p + node.output[0].removeprefix(p)
+    g.node.extend(nodes)
+    hidden_info = next(o for o in g.output if o.name == hidden_output)
+    dims = hidden_info.type.tensor_type.shape.dim
+    batch = dims[0].dim_param or dims[0].dim_value
+    size = dims[2].dim_value if len(dims) > 2 and dims[2].dim_value else "hidden"
+    g.value_info.append(hidden_info)
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info(POOLED_OUTPUT, onnx.TensorProto.FLOAT, [batch, size]))
+    onnx.checker.check_model(model)
+    return model
+
+
+def strip_mean_pooling(model: Any) -> tuple[Any, str] | None:
+    """The model without the tail :func:`add_mean_pooling` added, and the output it pooled; None if it has none."""
+    g = model.graph
+    if [o.name for o in g.output] != [POOLED_OUTPUT]:
+        return None
+    tail = [n for n in g.node if n.name.startswith(POOL_PREFIX)]
+    if not tail:
+        return None
+    hidden = tail[[n.op_type for n in tail].index("Mul")].input[0]
+    info = next((v for v in g.value_info if v.name == hidden), None)
+    if info is None:
+        return None
+    body = type(model)()
+    body.CopyFrom(model)
+    bg = body.graph
+    keep = [n for n in bg.node if not n.name.startswith(POOL_PREFIX)]
+    del bg.node[:]
+    bg.node.extend(keep)
+    inits = [i for i in bg.initializer if not i.name.startswith(POOL_PREFIX)]
+    del bg.initializer[:]
+    bg.initializer.extend(inits)
+    del bg.output[:]
+    bg.output.append(info)
+    return body, hidden
