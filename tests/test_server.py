@@ -115,3 +115,11 @@ async def test_reply_for_disconnected_page_fails_with_worker_lost(server):
         await ws.recv()  # the page got the request ...
     with pytest.raises(WorkerLostError):  # ... and went away without answering
         await asyncio.wait_for(pending, 5)
+
+
+async def test_bridge_declines_per_message_deflate(server):
+    # Deflating binary tensors cost 32 ms per 600 KB image (see server.py); a
+    # client offering the extension (as browsers do) must not get it.
+    async with websockets.connect(ws_url(server), compression="deflate") as ws:
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        assert ws.protocol.extensions == []

@@ -2,8 +2,9 @@
 # On the GPU machine (device tool; carry the .stage paths that stage.sh makes):
 #   scripts/gpu/run.sh probe   # in-process onnxruntime-web variants (scripts/gpu/probe.mjs) + PyTorch CUDA
 #   scripts/gpu/run.sh bench   # webaccel bench webgpu-vs-wasm (Python server + Node workers), JSON
-#   scripts/gpu/run.sh all
-#   scripts/gpu/run.sh unpack  # only unpack what this call carried (the stage is split over two calls)
+#   scripts/gpu/run.sh concurrency  # webaccel bench concurrency: Node + Dawn workers sharing the GPU
+#   scripts/gpu/run.sh all     # probe, bench and concurrency
+#   scripts/gpu/run.sh unpack  # only unpack what this call carried (the stage is split over three calls)
 # Results go to $OUT (the device tool brings them back) or ./gpu-out.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,11 +42,24 @@ export PATH=$W:$PATH WEBACCEL_NODE=$W/node
 export PYTHONPATH=$W/site:$PWD/src PYTHONUNBUFFERED=1
 export WEBACCEL_HOME=$W/home
 G=$WEBACCEL_HOME/bench/minilm-graphs  # webgpu_vs_wasm.graphs_dir()
-if [ -f .stage/minilm.npz.xz ] && [ ! -f $G/fused.fp32.onnx ]; then
-  xz -dc .stage/minilm.npz.xz > $W/minilm.npz && python3 scripts/gpu/minilm_pack.py unpack $W/minilm.npz $G >/dev/null && rm $W/minilm.npz
-fi
-if [ -f $G/fused.fp32.onnx ] && [ ! -f $G/pooled.fp16.onnx ]; then  # derived files: pooled, fp16
-  python3 -c 'from webaccel.bench.webgpu_vs_wasm import model_paths; model_paths()' >/dev/null
+for pack in minilm models; do
+  if [ -f .stage/$pack.npz.xz ] && [ ! -f $W/$pack.unpacked ]; then
+    xz -dc .stage/$pack.npz.xz > $W/$pack.npz && python3 scripts/gpu/pack_graphs.py unpack $W/$pack.npz $G >/dev/null \
+      && rm $W/$pack.npz && touch $W/$pack.unpacked
+  fi
+done
+if [ -f $G/fused.fp32.onnx ]; then  # derived files (pooled, fp16, int4) and the registry's copies
+  python3 - <<PY >/dev/null
+from pathlib import Path
+from webaccel.bench.webgpu_vs_wasm import model_paths
+from webaccel.models import registry
+paths = model_paths()
+for name, key in (("minilm", "pooled"), ("nsfw-cnn", "nsfw-cnn")):  # what the engine loads
+    dest = registry.get(name).onnx_path("fp32")
+    if key in paths and not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.symlink_to(paths[key])
+PY
 fi
 ls -la $W $G >&2
 if [ "$MODE" = unpack ]; then step "unpacked"; exit 0; fi
@@ -79,6 +93,12 @@ if [ "$MODE" = bench ] || [ "$MODE" = all ]; then
   step "bench webgpu-vs-wasm"
   timeout ${BENCH_TIMEOUT:-400} python3 -m webaccel.bench.webgpu_vs_wasm --json ${BENCH_ARGS:-} > $OUT/webgpu-vs-wasm.json 2> $OUT/bench.err
   step "bench exit $?"
+fi
+if [ "$MODE" = concurrency ] || [ "$MODE" = all ]; then
+  step "bench concurrency (Node + Dawn workers on the GPU)"
+  timeout ${CONC_TIMEOUT:-200} python3 -m webaccel.bench.concurrency --browser node-webgpu --platform webgpu \
+    --raw --no-content --models 2 ${CONC_ARGS:-} > $OUT/concurrency.json 2> $OUT/concurrency.err
+  step "concurrency exit $?"
 fi
 step done
 cat $OUT/*.jsonl $OUT/*.json 2>/dev/null | cut -c1-400

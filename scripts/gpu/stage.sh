@@ -2,7 +2,7 @@
 # Stage into .stage/ what the GPU machine needs (it has no network, no Node, no
 # browser; a device call carries at most 64 MiB): Node 22 stripped + xz,
 # dawn.node and the onnxruntime-web files the Node worker loads, MiniLM packed
-# as fp16 weights (scripts/gpu/minilm_pack.py), the Vulkan/EGL loader debs (the
+# as fp16 weights (scripts/gpu/pack_graphs.py), the Vulkan/EGL loader debs (the
 # device README's recipe) and the Python wheels the image lacks. Idempotent:
 # each piece is rebuilt only when its source is newer.
 #   scripts/gpu/stage.sh        then: scripts/gpu/run.sh on the device (see its header)
@@ -35,9 +35,15 @@ fi
 
 # The MiniLM graphs the benchmark compares (webgpu_vs_wasm.BASE_GRAPHS), fp16-stored weights.
 G=$($PY -c 'from webaccel.bench.webgpu_vs_wasm import model_paths; print(model_paths()["unfused"].parent)')
-if newer $S/minilm.npz.xz $G/unfused.fp32.onnx $G/fused.fp32.onnx scripts/gpu/minilm_pack.py; then
-  $PY scripts/gpu/minilm_pack.py pack $B/minilm.npz unfused=$G/unfused.fp32.onnx fused=$G/fused.fp32.onnx
+if newer $S/minilm.npz.xz $G/unfused.fp32.onnx $G/fused.fp32.onnx scripts/gpu/pack_graphs.py; then
+  $PY scripts/gpu/pack_graphs.py pack $B/minilm.npz unfused=$G/unfused.fp32.onnx fused=$G/fused.fp32.onnx
   xz -T0 -6 -c $B/minilm.npz > $S/minilm.npz.xz.tmp && mv $S/minilm.npz.xz.tmp $S/minilm.npz.xz
+fi
+
+# The other models' rows (webgpu_vs_wasm.OTHER_MODELS): the vision CNN and Whisper's encoder.
+if newer $S/models.npz.xz $G/nsfw-cnn.fp32.onnx $G/whisper-encoder.fp32.onnx scripts/gpu/pack_graphs.py; then
+  $PY scripts/gpu/pack_graphs.py pack $B/models.npz nsfw-cnn=$G/nsfw-cnn.fp32.onnx whisper-encoder=$G/whisper-encoder.fp32.onnx
+  xz -T0 -6 -c $B/models.npz > $S/models.npz.xz.tmp && mv $S/models.npz.xz.tmp $S/models.npz.xz
 fi
 
 # Vulkan/EGL loaders (device README: unpack with dpkg -x in each run).
@@ -58,6 +64,7 @@ fi
 size() { du -cb "$@" | tail -1 | cut -f1; }
 tree=$( (git ls-files -z; git ls-files -z -o --exclude-standard) | xargs -0 du -cb 2>/dev/null | grep total$ | awk '{s+=$1} END {print s}')
 one=$(size $S/minilm.npz.xz $S/gl $S/whl)
-two=$(size $S/node.xz $S/js.tar.xz $S/gl)
-echo "staged: call 1 (unpack: minilm.npz.xz gl whl) $((one / 1048576)) MiB, call 2 (node.xz js.tar.xz gl) $((two / 1048576)) MiB, work tree $((tree / 1048576)) MiB; limit 64 MiB per call"
-for n in $one $two; do [ $((n + tree)) -lt $((64 * 1048576)) ] || { echo "a call is over 64 MiB" >&2; exit 1; }; done
+two=$(size $S/models.npz.xz $S/gl)
+three=$(size $S/node.xz $S/js.tar.xz $S/gl)
+echo "staged: call 1 (unpack: minilm.npz.xz gl whl) $((one / 1048576)) MiB, call 2 (unpack: models.npz.xz gl) $((two / 1048576)) MiB, call 3 (node.xz js.tar.xz gl) $((three / 1048576)) MiB, work tree $((tree / 1048576)) MiB; limit 64 MiB per call"
+for n in $one $two $three; do [ $((n + tree)) -lt $((64 * 1048576)) ] || { echo "a call is over 64 MiB" >&2; exit 1; }; done

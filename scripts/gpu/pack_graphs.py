@@ -1,4 +1,4 @@
-"""Pack MiniLM graphs small enough to carry to the GPU machine, and unpack them there.
+"""Pack ONNX graphs small enough to carry to the GPU machine, and unpack them there.
 
 The GPU machine has no network and a call carries at most 64 MiB: one fp32
 MiniLM ONNX (90 MB) does not fit beside Node and Dawn, let alone the two
@@ -12,8 +12,8 @@ still computes in fp32, so its timings are those of the fp32 model, and all
 correctness checks there compare runtimes on those same files.  Rounding is
 idempotent, so fp16 variants made from them equal those made from the originals.
 
-    python scripts/gpu/minilm_pack.py pack OUT.npz NAME=FP32.onnx [NAME=FP32.onnx ...]
-    python scripts/gpu/minilm_pack.py unpack IN.npz DIR   # writes DIR/NAME.fp32.onnx
+    python scripts/gpu/pack_graphs.py pack OUT.npz NAME=FP32.onnx [NAME=FP32.onnx ...]
+    python scripts/gpu/pack_graphs.py unpack IN.npz DIR   # writes DIR/NAME.fp32.onnx
 """
 
 from __future__ import annotations
