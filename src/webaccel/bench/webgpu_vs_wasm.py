@@ -178,7 +178,7 @@ def _native_session(path: Path, threads: int) -> Any:
 #            BiasGelu contrib ops), returning token states like "unfused";
 #   pooled:  fused plus mean pooling in the graph (the registry's file, revision 3).
 # The base files are built from the weights package here; on a GPU machine
-# without it scripts/gpu/run.sh unpacks them (scripts/gpu/minilm_pack.py).
+# without it scripts/gpu/run.sh unpacks them (scripts/gpu/pack_graphs.py).
 BASE_GRAPHS = ("unfused", "fused")
 
 
