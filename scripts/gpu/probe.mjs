@@ -52,8 +52,11 @@ const VARIANTS = {
   gpuout: { ep: 'webgpu', sess: { preferredOutputLocation: 'gpu-buffer' }, read: true },
   gpuout_noread: { ep: 'webgpu', sess: { preferredOutputLocation: 'gpu-buffer' }, read: false },
   gpuio: { ep: 'webgpu', sess: { preferredOutputLocation: 'gpu-buffer' }, gpuInputs: true, read: true },
-  capture: { ep: 'webgpu', sess: { preferredOutputLocation: 'gpu-buffer', enableGraphCapture: true }, gpuInputs: true, read: true },
-  capture_noread: { ep: 'webgpu', sess: { preferredOutputLocation: 'gpu-buffer', enableGraphCapture: true }, gpuInputs: true, read: false },
+  // Graph capture (static shapes, GPU-resident inputs and outputs). Works with
+  // the JSEP build (--build all) once every node runs on the GPU (MiniLM r4);
+  // the WebGPU EP build fails in dawn.node on the capture run (1.30).
+  capture: { ep: 'webgpu', fixed: true, sess: { preferredOutputLocation: 'gpu-buffer', enableGraphCapture: true }, gpuInputs: true, read: true },
+  capture_noread: { ep: 'webgpu', fixed: true, sess: { preferredOutputLocation: 'gpu-buffer', enableGraphCapture: true }, gpuInputs: true, read: false },
   nchw: { ep: { name: 'webgpu', preferredLayout: 'NCHW' } },
   // Shape buckets: a session per (batch, sequence) with the dims fixed, so
   // onnxruntime folds the shape arithmetic at load (freeDimensionOverrides).
@@ -99,28 +102,34 @@ for (const name of o.variants.split(',')) {
         feeds = { input_ids: new ort.Tensor('int64', ids, dims), attention_mask: new ort.Tensor('int64', mask, dims), token_type_ids: new ort.Tensor('int64', types, dims) };
       }
       let fetches;
+      let readCaptured;
       if (v.sess?.enableGraphCapture) {
-        // Graph capture needs pre-allocated GPU outputs (onnxruntime-web docs: graph capture).
+        // Graph capture needs every input and output in a GPU buffer of its own
+        // (the replay reuses them): read the output back ourselves, never through
+        // Tensor.getData, which turns the fetch tensor into a CPU one.
         const device = await ort.env.webgpu.device;
         const pooledOut = session.outputNames[0] !== 'last_hidden_state';
         const outDims = pooledOut ? [batch, 384] : [batch, seq, 384];
-        const n = outDims.reduce((a, b) => a * b, 1);
-        const elt = 4;
-        const buf = device.createBuffer({ size: n * elt, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
-        const download = async () => {
-          const staging = device.createBuffer({ size: n * elt, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+        const size = outDims.reduce((a, b) => a * b, 1) * 4;
+        const buf = device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+        readCaptured = async () => {
+          const staging = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
           const enc = device.createCommandEncoder();
-          enc.copyBufferToBuffer(buf, 0, staging, 0, n * elt);
+          enc.copyBufferToBuffer(buf, 0, staging, 0, size);
           device.queue.submit([enc.finish()]);
           await staging.mapAsync(GPUMapMode.READ);
           const out = new Float32Array(staging.getMappedRange().slice(0));
           staging.destroy();
           return out;
         };
-        fetches = { [session.outputNames[0]]: ort.Tensor.fromGpuBuffer(buf, { dataType: 'float32', dims: outDims, download }) };
+        fetches = { [session.outputNames[0]]: ort.Tensor.fromGpuBuffer(buf, { dataType: 'float32', dims: outDims }) };
       }
       const once = async () => {
-        const out = fetches ? await session.run(feeds, fetches) : await session.run(feeds);
+        if (fetches) {
+          await session.run(feeds, fetches);
+          return v.read === false ? null : readCaptured();
+        }
+        const out = await session.run(feeds);
         const t = out[session.outputNames[0]];
         if (v.read === false) return t;
         if (t.location === 'cpu') return t.data;

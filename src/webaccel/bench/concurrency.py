@@ -149,10 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     python -m webaccel.bench.concurrency --browser node-webgpu --platform webgpu --raw --no-content
     """
     import argparse
-    import json
 
-    from webaccel.bench.core import REGISTRY
-    from webaccel.bench.runner import run_one
+    from webaccel.bench.runner import print_line
 
     p = argparse.ArgumentParser(prog="python -m webaccel.bench.concurrency")
     p.add_argument("--repeat", type=int, default=10)
@@ -170,10 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "raw": args.raw,
         "content_addressed": not args.no_content,
     }
-    ctx = BenchContext(repeat=args.repeat, warmup=args.warmup, options=options)
-    result = run_one("concurrency", REGISTRY["concurrency"], ctx)
-    print(json.dumps(result), flush=True)
-    return 1 if "error" in result else 0
+    return print_line("concurrency", BenchContext(args.repeat, args.warmup, options=options))
 
 
 if __name__ == "__main__":

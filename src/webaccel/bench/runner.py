@@ -113,3 +113,18 @@ def run_benchmarks(
             better = spec.better if isinstance(spec, BenchSpec) else None
             store.record_benchmark(result, better=better)
         yield result
+
+
+def print_line(name: str, ctx: BenchContext) -> int:
+    """Run benchmark ``name`` and print its JSON line without the metrics store.
+
+    For GPU machines whose Python lacks duckdb (``python -m webaccel.bench.<module>``):
+    bring the line back and store it with ``scripts/gpu/store_results.py``.
+    """
+    import json
+
+    from webaccel.bench.core import REGISTRY
+
+    result = run_one(name, REGISTRY[name], ctx)
+    print(json.dumps(result), flush=True)
+    return 1 if "error" in result else 0

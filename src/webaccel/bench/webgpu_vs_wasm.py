@@ -622,8 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     import argparse
 
-    from webaccel.bench.core import REGISTRY
-    from webaccel.bench.runner import run_one
+    from webaccel.bench.runner import print_line
 
     p = argparse.ArgumentParser(prog="python -m webaccel.bench.webgpu_vs_wasm")
     p.add_argument("--json", action="store_true", help="one JSON object (the default)")
@@ -638,10 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         options["only"] = args.only.split(",")
     if args.models is not None:
         options["models"] = [m for m in args.models.split(",") if m]
-    ctx = BenchContext(repeat=args.repeat, warmup=args.warmup, options=options)
-    result = run_one("webgpu-vs-wasm", REGISTRY["webgpu-vs-wasm"], ctx)
-    print(json.dumps(result), flush=True)
-    return 1 if "error" in result else 0
+    return print_line("webgpu-vs-wasm", BenchContext(args.repeat, args.warmup, options=options))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,12 @@ kernels of a 13 ms batch-1 run).  Two changes, both exact to rounding:
 * :func:`fuse_bert` runs onnxruntime's own transformer optimizer
   (``onnxruntime.transformers.optimizer``), which rewrites each layer into the
   ``com.microsoft`` contrib ops ``MultiHeadAttention``, ``SkipLayerNormalization``
-  and ``BiasGelu`` (~90 nodes in all).  Its attention pattern matcher knows the
-  *eager* attention export, not transformers 5's SDPA one, so the model is
-  exported with ``attn_implementation="eager"``.
+  and ``Gelu`` (~95 nodes in all, every one on the GPU in both onnxruntime-web
+  WebGPU builds: the native WebGPU EP and JSEP, which Chromium pages load).
+  Its attention pattern matcher knows the *eager* attention export, not
+  transformers 5's SDPA one, so the model is exported with
+  ``attn_implementation="eager"``.  With every node on the GPU and shapes
+  fixed, JSEP's graph capture works too (replays equal plain runs exactly).
 * :func:`append_mean_pooling` ends the graph with sentence-transformers'
   pooling (mask-weighted mean, then L2 normalisation), so a run returns
   [batch, hidden] instead of [batch, seq, hidden]: at 128x128 that is 196 KB
@@ -50,6 +53,10 @@ def fuse_bert(src: Path, dest: Path, *, num_heads: int, hidden_size: int) -> dic
     # not implemented there, so the mask becomes an additive attention bias
     # (:func:`_key_padding_mask_to_bias`).
     options.enable_embed_layer_norm = False
+    # BiasGelu has a WebGPU kernel but no JSEP one (Chromium pages load the
+    # JSEP build): it ran on the CPU there, 6 GPU->CPU->GPU trips a run.
+    # Gelu plus a separate bias Add run on the GPU in both builds.
+    options.enable_bias_gelu = False
     options.use_multi_head_attention = True
     options.attention_mask_format = AttentionMaskFormat.AttentionMask
     # The optimizer logs each fusion at INFO; keep callers' logs readable.
@@ -84,7 +91,6 @@ def _key_padding_mask_to_bias(model: Any, num_heads: int) -> Any:
     shared by every layer; it is full size because the JSEP build (what
     Chromium pages load) accepts no broadcast dims there.
     """
-    import onnx
     from onnx import helper, numpy_helper
 
     g = model.graph
@@ -108,7 +114,7 @@ def _key_padding_mask_to_bias(model: Any, num_heads: int) -> Any:
         ]
     )
     nodes = [
-        helper.make_node("Cast", ["attention_mask"], [p + "mask_f"], to=onnx.TensorProto.FLOAT),
+        _float_mask(g, p + "mask_f"),
         helper.make_node("Sub", [p + "mask_f", p + "one"], [p + "off"]),
         helper.make_node("Mul", [p + "off", p + "scale"], [p + "neg"]),  # 0 kept, -1e4 padded
         helper.make_node("Unsqueeze", [p + "neg", p + "axes_row"], [p + "row"]),  # [B,1,1,S]
@@ -174,19 +180,20 @@ def add_mean_pooling(model: Any, *, hidden_output: str = "last_hidden_state") ->
     axis1 = const("axis1", np.array([1], dtype=np.int64))
     axis2 = const("axis2", np.array([2], dtype=np.int64))
     nodes = [
-        helper.make_node("Cast", ["attention_mask"], [p + "mask_f"], to=onnx.TensorProto.FLOAT),
+        _float_mask(g, p + "mask_f"),
         helper.make_node("Unsqueeze", [p + "mask_f", axis2], [p + "mask3"]),
         helper.make_node("Mul", [hidden_output, p + "mask3"], [p + "masked"]),
         helper.make_node("ReduceSum", [p + "masked", axis1], [p + "sum"], keepdims=0),
         helper.make_node("ReduceSum", [p + "mask3", axis1], [p + "count"], keepdims=0),
+        # Clip (min only), not Max: JSEP, Chromium's build, has no Max kernel.
         helper.make_node(
-            "Max", [p + "count", const("eps_count", np.array([1e-9], np.float32))], [p + "count_c"]
+            "Clip", [p + "count", const("eps_count", np.array(1e-9, np.float32))], [p + "count_c"]
         ),
         helper.make_node("Div", [p + "sum", p + "count_c"], [p + "mean"]),
         # ReduceL2 takes its axes as an attribute until opset 18.
         helper.make_node("ReduceL2", [p + "mean"], [p + "norm"], axes=[1], keepdims=1),
         helper.make_node(
-            "Max", [p + "norm", const("eps_norm", np.array([1e-12], np.float32))], [p + "norm_c"]
+            "Clip", [p + "norm", const("eps_norm", np.array(1e-12, np.float32))], [p + "norm_c"]
         ),
         helper.make_node("Div", [p + "mean", p + "norm_c"], [POOLED_OUTPUT]),
     ]
@@ -204,6 +211,21 @@ def add_mean_pooling(model: Any, *, hidden_output: str = "last_hidden_state") ->
     )
     onnx.checker.check_model(model)
     return model
+
+
+def _float_mask(graph: Any, out: str) -> Any:
+    """A node making ``attention_mask`` (int64 0/1) float: a Gather from [0.0, 1.0].
+
+    Not a Cast: neither WebGPU build of onnxruntime-web casts int64 on the GPU,
+    so a Cast runs on the CPU and copies the mask over; Gather takes int64
+    indices on the GPU (that node was the last one off the GPU).
+    """
+    from onnx import helper, numpy_helper
+
+    graph.initializer.append(
+        numpy_helper.from_array(np.array([0.0, 1.0], np.float32), out + "_values")
+    )
+    return helper.make_node("Gather", [out + "_values", "attention_mask"], [out], axis=0)
 
 
 def strip_mean_pooling(model: Any) -> tuple[Any, str] | None:

