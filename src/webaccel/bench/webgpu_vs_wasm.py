@@ -66,6 +66,7 @@ HIDDEN = 384
 # each change is worth: "-fused" returns token states, "-unfused" is the graph
 # before fusion, "-cpu-output" lets onnxruntime-web copy the output itself.
 GPU_OUT = {"preferredOutputLocation": "gpu-buffer"}
+CAPTURE = {"enableGraphCapture": True, "bucket": True, "build": "all"}
 WEBGPU_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "webgpu-fp32": ("pooled", GPU_OUT),
     "webgpu-fp32-bucket": ("pooled", {**GPU_OUT, "bucket": True}),
@@ -77,6 +78,12 @@ WEBGPU_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "webgpu-fp16-fused": ("fused-fp16", GPU_OUT),
     "webgpu-fp16-unfused": ("unfused-fp16", GPU_OUT),
     "webgpu-int4": ("pooled-int4", GPU_OUT),
+    # JSEP, the build Chromium pages load, in a Node worker ("build": "all"):
+    # the same bucket sessions, then with graph capture (replayed GPU commands;
+    # it needs fixed shapes and every node on the GPU, MiniLM revision 4 on).
+    "webgpu-fp32-jsep-bucket": ("pooled", {**GPU_OUT, "bucket": True, "build": "all"}),
+    "webgpu-fp32-capture": ("pooled", CAPTURE),
+    "webgpu-fp16-capture": ("pooled-fp16", CAPTURE),
 }
 # "bucket": one session per input shape with its dims fixed (onnxruntime-web's
 # freeDimensionOverrides), so shape arithmetic is folded at load: a pool would
@@ -92,6 +99,7 @@ class Config:
     threads: int = 1
     session_options: dict[str, Any] = field(default_factory=dict)
     bucket: bool = False  # a session per shape, dims fixed (freeDimensionOverrides)
+    build: str = "webgpu"  # onnxruntime-web build for webgpu: webgpu (native EP) | all (JSEP)
 
 
 def token_ids(batch: int, seq: int, seed: int = 1234) -> np.ndarray:
@@ -250,8 +258,9 @@ def configs(cores: int, shader_f16: bool) -> list[Config]:
             name,
             "worker",
             precision=model,
-            session_options={k: v for k, v in opts.items() if k != "bucket"},
+            session_options={k: v for k, v in opts.items() if k not in ("bucket", "build")},
             bucket=bool(opts.get("bucket")),
+            build=opts.get("build", "webgpu"),
         )
         for name, (model, opts) in WEBGPU_CONFIGS.items()
         if shader_f16 or not model.endswith("-fp16")
@@ -435,7 +444,7 @@ async def _bench(ctx: BenchContext) -> Measurement:
                     "on a GPU machine"
                 )
             urls = {p: server.model_files.add(f"bench-{p}", path) for p, path in paths.items()}
-            wasm_workers: dict[int, Any] = {}
+            wasm_workers: dict[Any, Any] = {}
             shader_f16 = bool(adapter.get("shaderF16"))
             loads = [minilm_workload(paths, shapes, cores, shader_f16)]
             loads += other_workloads(paths, cores, shader_f16, ctx.options.get("models"))
@@ -532,7 +541,7 @@ async def _bench(ctx: BenchContext) -> Measurement:
 async def _prepare(
     cfg: Config,
     gpu: Any,
-    wasm_workers: dict[int, Any],
+    wasm_workers: dict[Any, Any],  # threads (wasm) or build name (webgpu) -> worker
     workers: list[Any],
     server: Any,
     urls: dict[str, str],
@@ -557,8 +566,14 @@ async def _prepare(
 
         return native
 
-    if cfg.backend == "webgpu":
+    if cfg.backend == "webgpu" and cfg.build == "webgpu":
         worker = gpu
+    elif cfg.backend == "webgpu":
+        worker = wasm_workers.get(cfg.build)
+        if worker is None:
+            worker = await launch(server, build=cfg.build, f16=True, env=worker_env)
+            workers.append(worker)
+            wasm_workers[cfg.build] = worker
     else:
         worker = wasm_workers.get(cfg.threads)
         if worker is None:

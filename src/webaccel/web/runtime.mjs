@@ -76,6 +76,7 @@ export class WorkerRuntime {
         if (entry) {
           this.sessions.delete(msg.model_name);
           await entry.session.release();
+          if (entry.io) for (const slot of [...entry.io.inputs.values(), ...entry.io.outputs]) slot.buffer.destroy();
         }
         return this.send(control(msg.id, 'unloaded', { key: msg.model_name }));
       }
@@ -115,10 +116,24 @@ export class WorkerRuntime {
         ...(extra.ort || {}),
       });
     } catch (err) {
-      throw new RuntimeError(errorCode(err, 'LOAD_FAILED'), `${backend} session for ${key} failed: ${err.message}`);
+      const hint = extra.ort && extra.ort.enableGraphCapture
+        ? ' (graph capture needs every free dimension fixed with freeDimensionOverrides and every node on the GPU)' : '';
+      throw new RuntimeError(errorCode(err, 'LOAD_FAILED'), `${backend} session for ${key} failed: ${err.message}${hint}`);
+    }
+    // Graph capture (onnxruntime-web records the GPU commands of one run and
+    // replays them): every input and output lives in a GPU buffer of its own,
+    // written and read in place, so shapes must be fixed (freeDimensionOverrides).
+    let io = null;
+    if (backend === 'webgpu' && extra.ort && extra.ort.enableGraphCapture) {
+      try {
+        io = await captureBuffers(this.ort, session);
+      } catch (err) {
+        await session.release();
+        throw err;
+      }
     }
     const t2 = now();
-    this.sessions.set(key, { session, backend });
+    this.sessions.set(key, { session, backend, io });
     this.send(control(msg.id, 'loaded', {
       key, backend, fetch_ms: t1 - t0, create_ms: t2 - t1, load_ms: t2 - t0, bytes: bytes.byteLength,
       source, inputs: session.inputNames, outputs: session.outputNames,
@@ -150,14 +165,17 @@ export class WorkerRuntime {
     if (missing.length || unknown.length) {
       throw new RuntimeError('BAD_REQUEST', `inputs do not match the model: missing [${missing}] unknown [${unknown}]; the model takes [${session.inputNames}]`);
     }
+    const { io } = entry;
     const feeds = {};
-    for (const [name, t] of Object.entries(tensors)) feeds[name] = new this.ort.Tensor(t.dtype, t.data, t.shape);
+    if (io) checkCaptureShapes(io, tensors);
+    else for (const [name, t] of Object.entries(tensors)) feeds[name] = new this.ort.Tensor(t.dtype, t.data, t.shape);
     const wanted = header.data && header.data.output_names;
     const run = async () => {
       if (this.cancelled.delete(header.id)) throw new RuntimeError('CANCELLED', 'cancelled before it ran');
       this.busy += 1;
       try {
         const t0 = now();
+        if (io) return { result: await runCaptured(session, io, tensors), pageMs: now() - t0 };
         const out = wanted ? await session.run(feeds, wanted) : await session.run(feeds);
         const result = {};
         for (const [name, tensor] of Object.entries(out)) {
@@ -182,4 +200,68 @@ export class WorkerRuntime {
     this.send(encodeBinary({ id: header.id, type: 'result', model_name: header.model_name,
       data: { page_ms: pageMs, backend: entry.backend } }, result));
   }
+}
+
+// --------------------------------------------------------------- graph capture
+
+const BYTES_PER = { float32: 4, float16: 2, int64: 8, uint64: 8, int32: 4, uint32: 4, int8: 1, uint8: 1, bool: 1 };
+const TYPED = { float32: Float32Array, float16: Uint16Array, int64: BigInt64Array, uint64: BigUint64Array,
+  int32: Int32Array, uint32: Uint32Array, int8: Int8Array, uint8: Uint8Array, bool: Uint8Array };
+const padded = (n) => Math.ceil(n / 16) * 16;
+
+async function captureBuffers(ort, session) {
+  const device = await ort.env.webgpu.device;
+  const slot = (m) => {
+    if (!m.isTensor || !BYTES_PER[m.type] || !m.shape.every((d) => Number.isInteger(d) && d > 0)) {
+      throw new RuntimeError('LOAD_FAILED', `graph capture needs every input and output at a fixed shape `
+        + `(set freeDimensionOverrides for each free dimension); ${m.name} is ${m.type} [${m.shape}]`);
+    }
+    const bytes = m.shape.reduce((a, b) => a * b, 1) * BYTES_PER[m.type];
+    const buffer = device.createBuffer({ size: padded(bytes),
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+    return { name: m.name, type: m.type, shape: m.shape, bytes, buffer,
+      tensor: ort.Tensor.fromGpuBuffer(buffer, { dataType: m.type, dims: m.shape }) };
+  };
+  return { device, inputs: new Map(session.inputMetadata.map((m) => [m.name, slot(m)])),
+    outputs: session.outputMetadata.map(slot) };
+}
+
+function checkCaptureShapes(io, tensors) {
+  for (const [name, t] of Object.entries(tensors)) {
+    const s = io.inputs.get(name);
+    if (t.dtype !== s.type || t.shape.join() !== s.shape.join()) {
+      throw new RuntimeError('BAD_REQUEST', `this session was captured for ${name} ${s.type} [${s.shape}], `
+        + `got ${t.dtype} [${t.shape}]; pad the request to that shape or load a session for this one`);
+    }
+  }
+}
+
+async function runCaptured(session, io, tensors) {
+  for (const [name, t] of Object.entries(tensors)) {
+    const s = io.inputs.get(name);
+    const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+    let words = bytes;
+    if (bytes.byteLength % 4) {  // writeBuffer takes whole 4-byte words
+      words = new Uint8Array(padded(bytes.byteLength));
+      words.set(bytes);
+    }
+    io.device.queue.writeBuffer(s.buffer, 0, words.buffer, words.byteOffset, words.byteLength);
+  }
+  await session.run(Object.fromEntries([...io.inputs].map(([n, s]) => [n, s.tensor])),
+    Object.fromEntries(io.outputs.map((s) => [s.name, s.tensor])));
+  const encoder = io.device.createCommandEncoder();
+  const staging = io.outputs.map((s) => {
+    const b = io.device.createBuffer({ size: padded(s.bytes), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    encoder.copyBufferToBuffer(s.buffer, 0, b, 0, padded(s.bytes));
+    return b;
+  });
+  io.device.queue.submit([encoder.finish()]);
+  await Promise.all(staging.map((b) => b.mapAsync(GPUMapMode.READ)));
+  const result = {};
+  io.outputs.forEach((s, i) => {
+    const copy = staging[i].getMappedRange(0, padded(s.bytes)).slice(0, s.bytes);
+    staging[i].destroy();
+    result[s.name] = { dtype: s.type, shape: s.shape, data: new TYPED[s.type](copy) };
+  });
+  return result;
 }
