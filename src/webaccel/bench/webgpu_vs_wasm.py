@@ -2,23 +2,27 @@
 
 MiniLM (all-MiniLM-L6-v2) at 1x16, 32x128 and 128x128 tokens, each on:
 
-* ``webgpu-fp32`` / ``webgpu-fp16``: the headless WebGPU worker (Node 22 +
-  Dawn, onnxruntime-web's native WebGPU EP; Dawn's ``vulkan_enable_f16_on_nvidia``
-  toggle so NVIDIA exposes shader-f16), on MiniLM with its attention mask
-  simplified for WebGPU (``simplify_attention_mask``) and, as the "before",
-  on the file as exported (``-export``), plus session-option variants
-  (``WEBGPU_CONFIGS``) so one run shows what each change is worth;
+* ``webgpu-*``: the headless WebGPU worker (Node 22 + Dawn, onnxruntime-web's
+  native WebGPU EP; Dawn's ``vulkan_enable_f16_on_nvidia`` toggle so NVIDIA
+  exposes shader-f16) on the registry's MiniLM (fused, pooling in the graph),
+  and, so one run shows what each change is worth, on the graph before pooling
+  (``-fused``) and before fusion (``-unfused``), with shape buckets, CPU-side
+  outputs, int4, and the JSEP build with graph capture (``WEBGPU_CONFIGS``);
 * ``wasm-1t``: onnxruntime-web's WASM EP, one thread, in a Node worker;
 * ``wasm-Nt``: the same with all cores (recorded as unavailable where Node
   cannot start onnxruntime-web's WASM threads; the reason is kept);
 * ``native-1t`` / ``native-Nt``: native onnxruntime CPU in this process.
 
+Then the other models (``OTHER_MODELS``: the vision CNN, Whisper's encoder) on
+webgpu fp32/fp16, wasm and native.
+
 Every worker joins a real :class:`~webaccel.server.WebAccelServer` over the
 bridge and fetches model bytes from it.  ``page_ms`` is the worker's own
 ``session.run`` time including upload and readback; ``round_trip_ms`` adds the
-bridge.  Outputs are checked against native fp32 on the exported file (max
-abs difference, and cosine of the mean-pooled sentence embeddings).  The ratio is
-``wasm-1t`` page time / ``webgpu-fp32`` page time at 32x128.
+bridge.  Outputs are checked against native fp32 on the unfused graph (max
+abs difference, and cosine of the sentence embeddings).  The ratio is
+``wasm-1t`` page time / ``webgpu-fp32`` page time at 32x128.  Each result is
+also printed to stderr as it comes, so a run cut short still shows its rows.
 
 A software WebGPU adapter (SwiftShader, lavapipe) is not a GPU: the benchmark
 is then unavailable, with the adapter named (``allow_software`` in
