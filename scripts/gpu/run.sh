@@ -3,6 +3,7 @@
 #   scripts/gpu/run.sh probe   # in-process onnxruntime-web variants (scripts/gpu/probe.mjs) + PyTorch CUDA
 #   scripts/gpu/run.sh bench   # webaccel bench webgpu-vs-wasm (Python server + Node workers), JSON
 #   scripts/gpu/run.sh concurrency  # webaccel bench concurrency: Node + Dawn workers sharing the GPU
+#   scripts/gpu/run.sh generation   # webaccel bench generation: SmolLM2-shaped decode loop on the GPU
 #   scripts/gpu/run.sh all     # probe, bench and concurrency
 #   scripts/gpu/run.sh unpack  # only unpack what this call carried (the stage is split over three calls)
 # Results go to $OUT (the device tool brings them back) or ./gpu-out.
@@ -99,6 +100,13 @@ if [ "$MODE" = concurrency ] || [ "$MODE" = all ]; then
   timeout ${CONC_TIMEOUT:-200} python3 -m webaccel.bench.concurrency --browser node-webgpu --platform webgpu \
     --raw --no-content --models 2 ${CONC_ARGS:-} > $OUT/concurrency.json 2> $OUT/concurrency.err
   step "concurrency exit $?"
+fi
+if [ "$MODE" = generation ] || [ "$MODE" = all ]; then
+  # Random weights in SmolLM2-135M's shape, built here (the real 540 MB cannot travel).
+  step "bench generation (SmolLM2-shaped, Node + Dawn worker)"
+  timeout ${GEN_TIMEOUT:-300} python3 -m webaccel.bench.generation -o browser=node-webgpu \
+    -o model=smollm2-random ${GEN_ARGS:-} > $OUT/generation.json 2> $OUT/generation.err
+  step "generation exit $?"
 fi
 step done
 cat $OUT/*.jsonl $OUT/*.json 2>/dev/null | cut -c1-400

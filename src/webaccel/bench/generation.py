@@ -203,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    from webaccel.bench.core import REGISTRY
-    from webaccel.bench.runner import run_one
+    from webaccel.bench.runner import print_line
 
     p = argparse.ArgumentParser(prog="python -m webaccel.bench.generation")
     p.add_argument("--json", action="store_true", help="one JSON object (the default)")
@@ -218,11 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             options[key] = json.loads(value)
         except ValueError:
             options[key] = value
-    result = run_one(
-        "generation", REGISTRY["generation"], BenchContext(repeat=args.repeat, options=options)
-    )
-    print(json.dumps(result), flush=True)
-    return 1 if "error" in result else 0
+    return print_line("generation", BenchContext(repeat=args.repeat, options=options))
 
 
 if __name__ == "__main__":
