@@ -419,7 +419,6 @@ async def _bench(ctx: BenchContext) -> Measurement:
     why = dawn_available()
     if why:
         raise BenchmarkUnavailable(why)
-    paths = model_paths(ctx.options)
     cores = int(ctx.options.get("cores") or os.cpu_count() or 1)
     shapes = [tuple(s) for s in ctx.options.get("shapes", SHAPES)]
     budget = float(ctx.options.get("budget_s", 20.0))
@@ -447,6 +446,8 @@ async def _bench(ctx: BenchContext) -> Measurement:
                     f"{adapter.get('description')}), not a GPU: run scripts/gpu/run.sh bench "
                     "on a GPU machine"
                 )
+            # Built (once) only where there is a GPU to measure them on.
+            paths = await asyncio.to_thread(model_paths, ctx.options)
             urls = {p: server.model_files.add(f"bench-{p}", path) for p, path in paths.items()}
             wasm_workers: dict[Any, Any] = {}
             shader_f16 = bool(adapter.get("shaderF16"))
