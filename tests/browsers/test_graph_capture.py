@@ -7,6 +7,8 @@ equal native onnxruntime, and a request of another shape must be refused.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -71,5 +73,35 @@ async def test_captured_minilm_replays_match_native_and_other_shapes_are_refused
             )
             with pytest.raises(LoadFailedError, match="freeDimensionOverrides"):
                 await worker.load_model(free, timeout=300)
+        finally:
+            await worker.close()
+
+
+async def test_capture_is_refused_on_the_webgpu_ep_build_and_the_worker_goes_on():
+    # The WebGPU EP build (ort.webgpu, the Node worker's default) replays wrong
+    # outputs (max abs 0.2 on MiniLM here; onnxruntime issue 29594): refused at
+    # load with a typed error; the worker keeps serving.
+    from webaccel.browsers.node import launch_node_worker
+    from webaccel.errors import BackendUnavailableError
+
+    path = registry.get("minilm").ensure_onnx("fp32")
+    async with WebAccelServer() as server:
+        icd = Path("/usr/lib/chromium/vk_swiftshader_icd.json")  # Dawn's CPU adapter here
+        env = {"VK_ICD_FILENAMES": str(icd)} if icd.is_file() else {}
+        worker = await launch_node_worker(server, build="webgpu", env=env, timeout=120)
+        try:
+            if not worker.capabilities["webgpu"]["available"]:
+                pytest.skip(f"Dawn found no WebGPU adapter: {worker.capabilities['webgpu']}")
+            url = server.model_files.add("minilm/fp32/model.onnx", path)
+            cap = ModelRef(
+                key="cap", name="minilm", url=url, backend="webgpu",
+                session_options={"ort": CAPTURE},
+            )
+            with pytest.raises(BackendUnavailableError, match="JSEP"):
+                await worker.load_model(cap, timeout=300)
+            plain = ModelRef(key="plain", name="minilm", url=url, backend="wasm")
+            await worker.load_model(plain, timeout=120)
+            out = (await worker.run("plain", token_feeds(3, 4), timeout=120)).outputs
+            assert out["sentence_embedding"].shape == (BATCH, 384)
         finally:
             await worker.close()

@@ -87,6 +87,7 @@ let heartbeatSeq = 0;
 let stopping = false;
 const runtime = new WorkerRuntime({
   ort,
+  ortBuild: opts.build,
   fetchModel,
   send: (msg) => {
     if (ws && ws.readyState === WebSocket.OPEN) ws.send(msg);

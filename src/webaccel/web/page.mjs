@@ -54,6 +54,7 @@ let attempt = 0;
 let heartbeatSeq = 0;
 const runtime = new WorkerRuntime({
   ort,
+  ortBuild: build,
   fetchModel,
   send: (msg) => {
     if (ws && ws.readyState === WebSocket.OPEN) ws.send(msg);

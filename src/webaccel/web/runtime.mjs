@@ -28,8 +28,9 @@ const now = () => (globalThis.performance ? performance.now() : Date.now());
 
 export class WorkerRuntime {
   // ort: the onnxruntime-web module; send(text|ArrayBuffer); fetchModel(url, opts) -> Promise<Uint8Array>
-  constructor({ ort, send, fetchModel, log = () => {} }) {
+  constructor({ ort, send, fetchModel, ortBuild = 'all', log = () => {} }) {
     this.ort = ort;
+    this.ortBuild = ortBuild; // which onnxruntime-web bundle: all (JSEP WebGPU) | webgpu (WebGPU EP) | wasm
     this.send = send;
     this.fetchModel = fetchModel;
     this.log = log;
@@ -125,6 +126,14 @@ export class WorkerRuntime {
     // written and read in place, so shapes must be fixed (freeDimensionOverrides).
     let io = null;
     if (backend === 'webgpu' && extra.ort && extra.ort.enableGraphCapture) {
+      if (this.ortBuild !== 'all') {
+        // The WebGPU EP build replays wrong results (max abs 0.2 on MiniLM here;
+        // onnxruntime issue 29594) or fails in dawn.node; JSEP replays exactly.
+        await session.release();
+        throw new RuntimeError('BACKEND_UNAVAILABLE', `graph capture is only trusted with the JSEP build `
+          + `(ort=all in pages, build "all" for Node workers); this worker loaded "${this.ortBuild}", whose `
+          + 'replays return wrong outputs. Load without enableGraphCapture, or on a JSEP worker');
+      }
       try {
         io = await captureBuffers(this.ort, session);
       } catch (err) {
