@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from webaccel.errors import InvalidInputError, ModelNotFoundError
 from webaccel.models import registry
+from webaccel.native import NativeRunner
 
 pytestmark = pytest.mark.browser
 
@@ -29,9 +29,7 @@ def native_embeddings(texts):
     spec = registry.get("minilm")
     proc = spec.processor()
     prepared = proc.preprocess(texts, {})
-    sess = ort.InferenceSession(str(spec.ensure_onnx()), providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    outputs = dict(zip(names, sess.run(None, prepared.tensors), strict=True))
+    outputs, _, _ = NativeRunner().run(spec, prepared.tensors)
     return proc.postprocess(outputs, prepared)["embeddings"]
 
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
 from webaccel.errors import BadRequestError, InvalidInputError, LoadFailedError
 from webaccel.models import registry
+from webaccel.native import NativeRunner
 
 pytestmark = pytest.mark.browser
 
@@ -19,9 +19,7 @@ def native(name: str, data):
     spec = registry.get(name)
     proc = spec.processor()
     prepared = proc.preprocess(data, {})
-    sess = ort.InferenceSession(str(spec.ensure_onnx()), providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    outputs = dict(zip(names, sess.run(names, prepared.tensors), strict=True))
+    outputs, _, _ = NativeRunner().run(spec, prepared.tensors)
     return proc.postprocess(outputs, prepared)["results"]
 
 

@@ -412,57 +412,46 @@ def inproc(tiny_models):
     loop.stop()
 
 
-def test_client_disconnect_cancels_the_generation(inproc):
+def test_client_disconnect_cancels_the_generation(inproc, record_frames):
     loop, engine, worker = inproc
     conn = worker.connection
-    seen = []
-    orig = conn.session.receive
-
-    def receive(message):
-        event = orig(message)
-        seen.append((time.perf_counter(), type(event).__name__))
-        return event
-
-    conn.session.receive = receive
+    seen = record_frames(conn)
     url = engine.server.url
-    try:
-        body = {
-            "model": "tiny-llama",
-            "messages": MESSAGES,
-            "max_tokens": 3000,
-            "temperature": 1.0,
-            "seed": 3,
-            "stream": True,
-        }
-        with httpx.stream(
-            "POST", url + "/v1/chat/completions", json=body, headers=auth(), timeout=60
-        ) as r:
-            assert r.status_code == 200
-            got = 0
-            for line in r.iter_lines():
-                if line.startswith("data: "):
-                    got += 1
-                if got >= 5:
-                    break
-        left = time.perf_counter()  # the with-block closed the connection
-        deadline = left + 10
-        while conn.session.pending and time.perf_counter() < deadline:
-            time.sleep(0.05)
-        assert not conn.session.pending, "the server kept waiting for the page"
-        time.sleep(1.5)
-        late = [name for t, name in seen if t > left + 1.0 and name in ("Stale", "StreamStep")]
-        assert late == [], f"{len(late)} token frames arrived after the client left"
-        # Non-streaming: a client that gives up mid-request cancels it as well.
-        body["stream"] = False
-        with pytest.raises(httpx.ReadTimeout):
-            httpx.post(url + "/v1/chat/completions", json=body, headers=auth(), timeout=1.0)
-        left = time.perf_counter()
-        deadline = left + 10
-        while conn.session.pending and time.perf_counter() < deadline:
-            time.sleep(0.05)
-        assert not conn.session.pending
-        time.sleep(1.5)
-        late = [name for t, name in seen if t > left + 2.0 and name in ("Stale", "StreamStep")]
-        assert late == []
-    finally:
-        conn.session.receive = orig
+    body = {
+        "model": "tiny-llama",
+        "messages": MESSAGES,
+        "max_tokens": 3000,
+        "temperature": 1.0,
+        "seed": 3,
+        "stream": True,
+    }
+    with httpx.stream(
+        "POST", url + "/v1/chat/completions", json=body, headers=auth(), timeout=60
+    ) as r:
+        assert r.status_code == 200
+        got = 0
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                got += 1
+            if got >= 5:
+                break
+    left = time.perf_counter()  # the with-block closed the connection
+    deadline = left + 10
+    while conn.session.pending and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    assert not conn.session.pending, "the server kept waiting for the page"
+    time.sleep(1.5)
+    late = [name for t, name in seen if t > left + 1.0 and name in ("Stale", "StreamStep")]
+    assert late == [], f"{len(late)} token frames arrived after the client left"
+    # Non-streaming: a client that gives up mid-request cancels it as well.
+    body["stream"] = False
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(url + "/v1/chat/completions", json=body, headers=auth(), timeout=1.0)
+    left = time.perf_counter()
+    deadline = left + 10
+    while conn.session.pending and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    assert not conn.session.pending
+    time.sleep(1.5)
+    late = [name for t, name in seen if t > left + 2.0 and name in ("Stale", "StreamStep")]
+    assert late == []

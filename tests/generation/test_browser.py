@@ -202,40 +202,23 @@ def test_two_concurrent_streams_interleave_and_cancel_is_isolated(acc, tiny, nat
     assert again.token_ids == want_a
 
 
-def record_frames(conn):
-    """Wrap the connection's protocol so the test sees every event from the page."""
-    seen = []
-    orig = conn.session.receive
-
-    def receive(message):
-        event = orig(message)
-        seen.append((time.perf_counter(), type(event).__name__))
-        return event
-
-    conn.session.receive = receive
-    return seen, lambda: setattr(conn.session, "receive", orig)
-
-
-def test_sync_stream_close_cancels_in_the_page(acc, tiny):
+def test_sync_stream_close_cancels_in_the_page(acc, tiny, record_frames):
     conn = run(acc, acc._engine.any_worker()).connection
-    seen, restore = record_frames(conn)
-    try:
-        stream = acc.stream("tiny-llama", "Long story:", max_tokens=3000, temperature=1.0, seed=1)
-        first = [next(stream) for _ in range(3)]
-        assert all(isinstance(p, str) for p in first)
-        stream.close()
-        closed = time.perf_counter()
-        assert stream.result.finish_reason == "cancelled"
-        assert not conn.session.pending  # nothing left waiting on the Python side
-        time.sleep(1.5)
-        # The page stopped within a step or two: no more token frames arrive
-        # (3000 tokens would keep coming for tens of seconds).
-        late = [name for t, name in seen if t > closed + 0.5 and name in ("Stale", "StreamStep")]
-        assert late == []
-        res = acc.generate("tiny-llama", "Hello", max_tokens=5, return_result=True)
-        assert len(res.token_ids) == 5
-    finally:
-        restore()
+    seen = record_frames(conn)
+    stream = acc.stream("tiny-llama", "Long story:", max_tokens=3000, temperature=1.0, seed=1)
+    first = [next(stream) for _ in range(3)]
+    assert all(isinstance(p, str) for p in first)
+    stream.close()
+    closed = time.perf_counter()
+    assert stream.result.finish_reason == "cancelled"
+    assert not conn.session.pending  # nothing left waiting on the Python side
+    time.sleep(1.5)
+    # The page stopped within a step or two: no more token frames arrive
+    # (3000 tokens would keep coming for tens of seconds).
+    late = [name for t, name in seen if t > closed + 0.5 and name in ("Stale", "StreamStep")]
+    assert late == []
+    res = acc.generate("tiny-llama", "Hello", max_tokens=5, return_result=True)
+    assert len(res.token_ids) == 5
 
 
 @pytest.mark.slow
