@@ -82,7 +82,7 @@ async def _measure(models: list[str], ctx: BenchContext) -> Measurement:
     per_model = max(ctx.repeat, 5)
     browser = ctx.options.get("browser", "chromium")
     platform = ctx.options.get("platform", "wasm")
-    raw = bool(ctx.options.get("raw", False))
+    inputs = {name: _inputs(name, bool(ctx.options.get("raw", False))) for name in models}
     engine = Engine(
         max_connections=len(models),
         adaptive_scaling=False,
@@ -92,8 +92,6 @@ async def _measure(models: list[str], ctx: BenchContext) -> Measurement:
     )
     await engine.start()
     try:
-        inputs = {name: _inputs(name, raw) for name in models}
-
         async def stream(name: str) -> list[float]:
             times = []
             for _ in range(per_model):
@@ -123,7 +121,7 @@ async def _measure(models: list[str], ctx: BenchContext) -> Measurement:
             "platform": platform,
             "inputs": {
                 m: {k: list(v.shape) for k, v in x.items()} if isinstance(x, dict) else "sample"
-                for m, x in ((m, _inputs(m, raw)) for m in models)
+                for m, x in inputs.items()
             },
             "requests_per_model": per_model,
             "workers": len(workers),

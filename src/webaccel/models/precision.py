@@ -183,19 +183,17 @@ def to_int8(
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     root.addFilter(_NO_PREPROCESS_HINT)
-    shaped = None
+    model_input: str | onnx.ModelProto = str(src)
     if any(n.domain == "com.microsoft" for n in model.graph.node):
         # onnx's shape inference stops at contrib ops (fused Attention, ...) and
         # quantize_dynamic then cannot type the tensors after them;
         # onnxruntime's symbolic shape inference knows those ops.
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-        shaped = Path(dest).with_suffix(".shaped.onnx")
-        onnx.save(SymbolicShapeInference.infer_shapes(model, auto_merge=True), str(shaped))
-        src = shaped
+        model_input = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
     try:
         quantize_dynamic(
-            str(src),
+            model_input,
             str(dest),
             per_channel=per_channel,
             # QUInt8 weights: the combination FACTS.md found accurate (cos >= 0.988).
@@ -203,8 +201,6 @@ def to_int8(
         )
     finally:
         root.removeFilter(_NO_PREPROCESS_HINT)
-        if shaped is not None:
-            shaped.unlink(missing_ok=True)
     return Path(dest)
 
 
