@@ -4,6 +4,7 @@
 //
 //   node scripts/gpu/probe.mjs --model M.onnx [--model16 M16.onnx] [--shapes 1x16,32x128]
 //        [--variants base,gpuout,...] [--warmup 20] [--repeat 30] [--build webgpu] [--threads 1]
+//        [--session-config KEY=VALUE ...]
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 
@@ -17,7 +18,10 @@ const { values: o } = parseArgs({ options: {
   build: { type: 'string', default: 'webgpu' }, threads: { type: 'string', default: '1' },
   'dawn-flag': { type: 'string', multiple: true, default: [] },
   'ort-dir': { type: 'string' },
+  // onnxruntime session config entries, e.g. optimization.disable_specified_optimizers=MatMulAddFusion
+  'session-config': { type: 'string', multiple: true, default: [] },
 } });
+const extra = Object.fromEntries(o['session-config'].map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 // One enable-dawn-features flag with every toggle (the f16 one always on).
 const toggles = [F16_FLAG.split('=')[1]];
 const dawnFlags = [];
@@ -62,6 +66,7 @@ const VARIANTS = {
   // Shape buckets: a session per (batch, sequence) with the dims fixed, so
   // onnxruntime folds the shape arithmetic at load (freeDimensionOverrides).
   static: { ep: 'webgpu', fixed: true },
+  static_prof: { ep: 'webgpu', fixed: true },  // kernel times of the graph that capture replays
   static_gpuout: { ep: 'webgpu', fixed: true, sess: { preferredOutputLocation: 'gpu-buffer' }, read: true },
   opt_disabled: { ep: 'webgpu', sess: { graphOptimizationLevel: 'disabled' } },
   opt_basic: { ep: 'webgpu', sess: { graphOptimizationLevel: 'basic' } },
@@ -89,7 +94,7 @@ for (const name of o.variants.split(',')) {
     try {
       const t0 = performance.now();
       const fixed = v.fixed ? { freeDimensionOverrides: { batch, sequence: seq } } : {};
-      session = await ort.InferenceSession.create(bytes, { executionProviders: [v.ep], graphOptimizationLevel: 'all', ...fixed, ...(v.sess || {}) });
+      session = await ort.InferenceSession.create(bytes, { executionProviders: [v.ep], graphOptimizationLevel: 'all', extra, ...fixed, ...(v.sess || {}) });
       rec.create_ms = performance.now() - t0;
       const ids = tokenIds(batch, seq);
       const mask = new BigInt64Array(batch * seq).fill(1n);

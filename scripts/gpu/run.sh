@@ -5,6 +5,7 @@
 #   scripts/gpu/run.sh concurrency  # webaccel bench concurrency: Node + Dawn workers sharing the GPU
 #   scripts/gpu/run.sh generation   # webaccel bench generation: SmolLM2-shaped decode loop on the GPU
 #   scripts/gpu/run.sh all     # probe, bench and concurrency
+#   scripts/gpu/run.sh exec CMD...  # CMD with node, $G (graphs) and $OUT set up
 #   scripts/gpu/run.sh unpack  # only unpack what this call carried (the stage is split over three calls)
 # Results go to $OUT (the device tool brings them back) or ./gpu-out.
 set -uo pipefail
@@ -36,14 +37,14 @@ if [ -f $W/js.done ]; then  # into the work tree, where node-worker.mjs looks fo
   mkdir -p node_modules src/webaccel/web/vendor
   cp -a $W/js/node_modules/. node_modules/ && cp -a $W/js/src/webaccel/web/vendor/. src/webaccel/web/vendor/
 fi
-if ls .stage/whl/*.whl >/dev/null 2>&1 && [ ! -d $W/site/starlette ]; then
+if ls .stage/whl/*.whl >/dev/null 2>&1 && [ ! -d $W/site/multiformats ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $W/site .stage/whl/*.whl
 fi
 export PATH=$W:$PATH WEBACCEL_NODE=$W/node
 export PYTHONPATH=$W/site:$PWD/src PYTHONUNBUFFERED=1
 export WEBACCEL_HOME=$W/home
 G=$WEBACCEL_HOME/bench/minilm-graphs  # webgpu_vs_wasm.graphs_dir()
-for pack in minilm models; do
+for pack in minilm models extra; do  # extra: graphs for a one-off experiment
   if [ -f .stage/$pack.npz.xz ] && [ ! -f $W/$pack.unpacked ]; then
     xz -dc .stage/$pack.npz.xz > $W/$pack.npz && python3 scripts/gpu/pack_graphs.py unpack $W/$pack.npz $G >/dev/null \
       && rm $W/$pack.npz && touch $W/$pack.unpacked
@@ -64,6 +65,7 @@ PY
 fi
 ls -la $W $G >&2
 if [ "$MODE" = unpack ]; then step "unpacked"; exit 0; fi
+if [ "$MODE" = exec ]; then shift; export G OUT; exec "$@"; fi  # any command in this environment ($G, $OUT, node)
 for need in $W/node $W/js.done $W/site/starlette $G/pooled.fp32.onnx $G/pooled.fp16.onnx; do
   [ -e $need ] || { echo "missing $need: carry the rest of .stage in this call (see scripts/gpu/stage.sh)" >&2; exit 3; }
 done

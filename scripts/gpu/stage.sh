@@ -55,10 +55,12 @@ if ! ls $S/gl/libvulkan1_*.deb >/dev/null 2>&1; then
 fi
 
 # Python wheels the device image lacks (its python3 is 3.12; anyio, h11, click are there).
-if ! ls $S/whl/starlette-*.whl >/dev/null 2>&1; then
+# multiformats and its needs: the engine names model files by CID (generation bench).
+if ! ls $S/whl/multiformats-*.whl >/dev/null 2>&1; then
   $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d $S/whl starlette==1.10.0 uvicorn==0.54.0 websockets==17.4
+    -d $S/whl starlette==1.10.0 uvicorn==0.54.0 websockets==17.4 \
+    multiformats==0.3.1.post4 multiformats-config==0.3.1 typing-validation==1.2.12 bases==0.3.0
 fi
 
 size() { du -cb "$@" | tail -1 | cut -f1; }
