@@ -56,6 +56,11 @@ def test_batched_webgpu_embeddings_match_native(accelerator):
     assert out["backend"] == "webgpu" and out["fallback_reason"] is None
     cos = cosines(out["embeddings"], native_embeddings(SENTENCES))
     assert cos.min() >= 0.999, cos
+    # Chromium loads JSEP: the batch ran padded to a fixed shape, graph captured.
+    spec = registry.get("minilm")
+    bucket = spec.shape_buckets.fit(spec.processor().preprocess(SENTENCES, {}).tensors)
+    assert out["shape_bucket"] == bucket.label
+    assert len(out["embeddings"]) == len(SENTENCES)
 
 
 def test_default_platform_does_not_use_software_webgpu(accelerator):

@@ -43,7 +43,7 @@ fi
 export PATH=$W:$PATH WEBACCEL_NODE=$W/node
 export PYTHONPATH=$W/site:$PWD/src PYTHONUNBUFFERED=1
 export WEBACCEL_HOME=$W/home
-G=$WEBACCEL_HOME/bench/minilm-graphs  # webgpu_vs_wasm.graphs_dir()
+G=$(python3 -c "from webaccel.bench.webgpu_vs_wasm import graphs_dir; print(graphs_dir())")
 for pack in minilm models extra; do  # extra: graphs for a one-off experiment
   if [ -f .stage/$pack.npz.xz ] && [ ! -f $W/$pack.unpacked ]; then
     xz -dc .stage/$pack.npz.xz > $W/$pack.npz && python3 scripts/gpu/pack_graphs.py unpack $W/$pack.npz $G >/dev/null \

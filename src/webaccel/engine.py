@@ -241,6 +241,7 @@ class Engine:
             # Without an explicit precision: fp32 everywhere (the accuracy
             # reference); lower precisions only when asked for.
             auto_precisions=("fp32",),
+            shape_buckets=spec.shape_buckets,
         )
 
     async def any_worker(self) -> WorkerTransport:
@@ -524,5 +525,6 @@ class Engine:
             "load_ms": result.load_ms,
             "attempts": result.attempts,
             "batch_size": result.batch_size,
+            "shape_bucket": result.shape_bucket,
             **times,
         }

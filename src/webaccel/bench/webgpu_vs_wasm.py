@@ -3,11 +3,12 @@
 MiniLM (all-MiniLM-L6-v2) at 1x16, 32x128 and 128x128 tokens, each on:
 
 * ``webgpu-*``: the headless WebGPU worker (Node 22 + Dawn, onnxruntime-web's
-  native WebGPU EP; Dawn's ``vulkan_enable_f16_on_nvidia`` toggle so NVIDIA
-  exposes shader-f16) on the registry's MiniLM (fused, pooling in the graph),
-  and, so one run shows what each change is worth, on the graph before pooling
-  (``-fused``) and before fusion (``-unfused``), with shape buckets, CPU-side
-  outputs, int4, and the JSEP build with graph capture (``WEBGPU_CONFIGS``);
+  JSEP build as in Chromium; Dawn's ``vulkan_enable_f16_on_nvidia`` toggle so
+  NVIDIA exposes shader-f16) on the registry's MiniLM (fused, pooling in the
+  graph), with graph capture per shape bucket (what the pool runs), and, so
+  one run shows what each change is worth, on the graph before pooling
+  (``-fused``) and before fusion (``-unfused``), with CPU-side outputs, int4,
+  Gemm fusion on, and the native WebGPU EP build (``WEBGPU_CONFIGS``);
 * ``wasm-1t``: onnxruntime-web's WASM EP, one thread, in a Node worker;
 * ``wasm-Nt``: the same with all cores (recorded as unavailable where Node
   cannot start onnxruntime-web's WASM threads; the reason is kept);
@@ -65,29 +66,33 @@ MAX_TOKENS_1T = 32 * 128
 HIDDEN = 384
 
 # The configurations measured in one run: name -> (graph, session options).
-# ``webgpu-fp32`` is the headline: the registry's file (fused, pooled in the
-# graph) with its output left on the GPU until read.  The others show what
-# each change is worth: "-fused" returns token states, "-unfused" is the graph
-# before fusion, "-cpu-output" lets onnxruntime-web copy the output itself.
+# ``webgpu-fp32`` is the registry's file (fused, pooled in the graph) with its
+# output left on the GPU until read, on JSEP (the build Chromium pages load and
+# the Node worker's default).  ``-capture`` is what the pool runs for MiniLM on
+# a JSEP worker: a session per shape bucket, graph captured
+# (webaccel.pool.buckets).  The others show what each change is worth:
+# "-fused" returns token states, "-unfused" is the graph before fusion,
+# "-cpu-output" lets onnxruntime-web copy the output itself, "-gemm" leaves
+# onnxruntime's MatMulAddFusion on (runtime.mjs turns it off on JSEP), and
+# "webgpu-ep-*" run onnxruntime-web's native WebGPU EP build instead of JSEP.
 GPU_OUT = {"preferredOutputLocation": "gpu-buffer"}
-CAPTURE = {"enableGraphCapture": True, "bucket": True, "build": "all"}
+CAPTURE = {"enableGraphCapture": True, "bucket": True}
+WITH_GEMM_FUSION = {"extra": {}}  # replaces runtime.mjs's JSEP session config
 WEBGPU_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "webgpu-fp32": ("pooled", GPU_OUT),
+    "webgpu-fp32-capture": ("pooled", CAPTURE),
+    "webgpu-fp16-capture": ("pooled-fp16", CAPTURE),
+    "webgpu-fp32-capture-gemm": ("pooled", {**CAPTURE, **WITH_GEMM_FUSION}),
     "webgpu-fp32-bucket": ("pooled", {**GPU_OUT, "bucket": True}),
     "webgpu-fp32-cpu-output": ("pooled", {}),
     "webgpu-fp32-fused": ("fused", GPU_OUT),
     "webgpu-fp32-unfused": ("unfused", GPU_OUT),
     "webgpu-fp16": ("pooled-fp16", GPU_OUT),
     "webgpu-fp16-bucket": ("pooled-fp16", {**GPU_OUT, "bucket": True}),
-    "webgpu-fp16-fused": ("fused-fp16", GPU_OUT),
-    "webgpu-fp16-unfused": ("unfused-fp16", GPU_OUT),
     "webgpu-int4": ("pooled-int4", GPU_OUT),
-    # JSEP, the build Chromium pages load, in a Node worker ("build": "all"):
-    # the same bucket sessions, then with graph capture (replayed GPU commands;
-    # it needs fixed shapes and every node on the GPU, MiniLM revision 4 on).
-    "webgpu-fp32-jsep-bucket": ("pooled", {**GPU_OUT, "bucket": True, "build": "all"}),
-    "webgpu-fp32-capture": ("pooled", CAPTURE),
-    "webgpu-fp16-capture": ("pooled-fp16", CAPTURE),
+    "webgpu-ep-fp32": ("pooled", {**GPU_OUT, "build": "webgpu"}),
+    "webgpu-ep-fp32-bucket": ("pooled", {**GPU_OUT, "bucket": True, "build": "webgpu"}),
+    "webgpu-ep-fp16-bucket": ("pooled-fp16", {**GPU_OUT, "bucket": True, "build": "webgpu"}),
 }
 # "bucket": one session per input shape with its dims fixed (onnxruntime-web's
 # freeDimensionOverrides), so shape arithmetic is folded at load: a pool would
@@ -103,7 +108,7 @@ class Config:
     threads: int = 1
     session_options: dict[str, Any] = field(default_factory=dict)
     bucket: bool = False  # a session per shape, dims fixed (freeDimensionOverrides)
-    build: str = "webgpu"  # onnxruntime-web build for webgpu: webgpu (native EP) | all (JSEP)
+    build: str = "all"  # onnxruntime-web build for webgpu: all (JSEP) | webgpu (native EP)
 
 
 def token_ids(batch: int, seq: int, seed: int = 1234) -> np.ndarray:
@@ -195,9 +200,11 @@ BASE_GRAPHS = ("unfused", "fused")
 
 
 def graphs_dir() -> Path:
+    """Where the graphs are cached; named by the registry's MiniLM revision (rebuilt on a bump)."""
     from webaccel import paths
+    from webaccel.models import registry
 
-    return paths.subdir("bench") / "minilm-graphs"
+    return paths.subdir("bench") / f"minilm-graphs@{registry.get('minilm').revision}"
 
 
 def model_paths(options: dict[str, Any] | None = None) -> dict[str, Path]:
@@ -264,7 +271,7 @@ def configs(cores: int, shader_f16: bool) -> list[Config]:
             precision=model,
             session_options={k: v for k, v in opts.items() if k not in ("bucket", "build")},
             bucket=bool(opts.get("bucket")),
-            build=opts.get("build", "webgpu"),
+            build=opts.get("build", "all"),
         )
         for name, (model, opts) in WEBGPU_CONFIGS.items()
         if shader_f16 or not model.endswith("-fp16")
@@ -346,6 +353,9 @@ def other_workloads(
 
         cfgs = [
             Config("webgpu-fp32", "worker", precision=model, session_options=GPU_OUT),
+            Config(
+                "webgpu-ep-fp32", "worker", precision=model, session_options=GPU_OUT, build="webgpu"
+            ),
             Config("wasm-1t", "worker", precision=model, backend="wasm", threads=1),
             Config(f"wasm-{cores}t", "worker", precision=model, backend="wasm", threads=cores),
             Config(f"native-{cores}t", "native", precision=model, backend="cpu", threads=cores),
@@ -431,7 +441,7 @@ async def _bench(ctx: BenchContext) -> Measurement:
     other_models: dict[str, dict[str, Any]] = {}
 
     async with WebAccelServer() as server:
-        gpu = await launch_node_worker(server, build="webgpu", f16=True, env=worker_env)
+        gpu = await launch_node_worker(server, build="all", f16=True, env=worker_env)
         workers = [gpu]
         try:
             adapter = gpu.capabilities.get("webgpu") or {}
@@ -571,7 +581,7 @@ async def _prepare(
 
         return native
 
-    if cfg.backend == "webgpu" and cfg.build == "webgpu":
+    if cfg.backend == "webgpu" and cfg.build == "all":
         worker = gpu
     elif cfg.backend == "webgpu":
         worker = wasm_workers.get(cfg.build)

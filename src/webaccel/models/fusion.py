@@ -7,13 +7,14 @@ kernels of a 13 ms batch-1 run).  Two changes, both exact to rounding:
 
 * :func:`fuse_bert` runs onnxruntime's own transformer optimizer
   (``onnxruntime.transformers.optimizer``), which rewrites each layer into the
-  ``com.microsoft`` contrib ops ``MultiHeadAttention``, ``SkipLayerNormalization``
-  and ``Gelu`` (~95 nodes in all, every one on the GPU in both onnxruntime-web
-  WebGPU builds: the native WebGPU EP and JSEP, which Chromium pages load).
-  Its attention pattern matcher knows the *eager* attention export, not
-  transformers 5's SDPA one, so the model is exported with
-  ``attn_implementation="eager"``.  With every node on the GPU and shapes
-  fixed, JSEP's graph capture works too (replays equal plain runs exactly).
+  ``com.microsoft`` contrib ops ``SkipLayerNormalization`` and ``Gelu`` and a
+  ``MultiHeadAttention`` that is then spelled out again as batched MatMuls
+  (faster on the GPU than either build's MHA kernels; ~170 nodes, every one
+  on the GPU in both onnxruntime-web WebGPU builds: the native WebGPU EP and
+  JSEP, which Chromium pages load).  Its attention pattern matcher knows the
+  *eager* attention export, not transformers 5's SDPA one, so the model is
+  exported with ``attn_implementation="eager"``.  With every node on the GPU
+  and shapes fixed, JSEP's graph capture works too (replays equal plain runs).
 * :func:`append_mean_pooling` ends the graph with sentence-transformers'
   pooling (mask-weighted mean, then L2 normalisation), so a run returns
   [batch, hidden] instead of [batch, seq, hidden]: at 128x128 that is 196 KB
@@ -48,10 +49,9 @@ def fuse_bert(src: Path, dest: Path, *, num_heads: int, hidden_size: int) -> dic
     options = FusionOptions("bert")
     # What onnxruntime-web 1.30's WebGPU EP runs (node placements checked in
     # Dawn): not EmbedLayerNormalization, and not ``Attention`` with a mask
-    # (it fell back to the CPU: 1.8 s a run at 32x128 on an H200, 33 ms unfused);
-    # ``MultiHeadAttention`` runs on the GPU, but its ``key_padding_mask`` is
-    # not implemented there, so the mask becomes an additive attention bias
-    # (:func:`_key_padding_mask_to_bias`).
+    # (it fell back to the CPU: 1.8 s a run at 32x128 on an H200, 33 ms unfused).
+    # ``MultiHeadAttention`` is fused only to be rewritten as plain ops
+    # (:func:`_attention_as_matmuls`), which the GPU runs faster.
     options.enable_embed_layer_norm = False
     # BiasGelu has a WebGPU kernel but no JSEP one (Chromium pages load the
     # JSEP build): it ran on the CPU there, 6 GPU->CPU->GPU trips a run.
@@ -76,75 +76,129 @@ def fuse_bert(src: Path, dest: Path, *, num_heads: int, hidden_size: int) -> dic
             f"onnxruntime's BERT optimizer fused no attention in {src} ({stats}); "
             "export with attn_implementation='eager'"
         )
-    fused = _key_padding_mask_to_bias(model.model, num_heads)
+    fused = _attention_as_matmuls(model.model, num_heads)
     if not any(o.domain == "com.microsoft" for o in fused.opset_import):
         fused.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     onnx.save(fused, str(dest))
     return stats
 
 
-def _key_padding_mask_to_bias(model: Any, num_heads: int) -> Any:
-    """MultiHeadAttention's ``key_padding_mask`` [B, S] -> ``attention_bias`` [B, heads, S, S].
+def _attention_as_matmuls(model: Any, num_heads: int) -> Any:
+    """Each ``MultiHeadAttention`` -> plain MatMul/Softmax ops, the padding mask an additive bias.
 
-    Padded keys get -10000 (finite, so fp16 holds it; BERT's own value) added
-    to their scores, which is what the mask does.  The bias is built once and
-    shared by every layer; it is full size because the JSEP build (what
-    Chromium pages load) accepts no broadcast dims there.
+    Why undo the optimizer's attention fusion: on the GPU the plain ops are
+    faster.  JSEP (Chromium's build) runs MHA as naive AttentionScore /
+    AttentionProbs kernels, ~3.5 ms of 11 at 32x128 on an H100, and its
+    ``key_padding_mask`` is not implemented in either WebGPU build; batched
+    MatMuls use the tiled kernel.  Measured with graph capture (JSEP, H100):
+    32x128 10.7 -> 6.6 ms, 128x128 39.7 -> 22.9 ms (with MatMulAddFusion off,
+    see runtime.mjs).  The fused graph is still the way there: its MHA nodes
+    name Q, K, V and the packed bias, whatever the export looked like.
+
+    Per layer: Q, K, V plus bias -> [B, heads, S, d] (K as [B, heads, d, S]),
+    scores = Q K^T + mask bias, Softmax, times V, back to [B, S, hidden].  The
+    1/sqrt(d) scale is folded into the query weights and bias (one kernel
+    fewer).  Padded keys get -10000 (finite, so fp16 holds it; BERT's value),
+    broadcast from one [B, 1, 1, S] tensor shared by every layer.
     """
     from onnx import helper, numpy_helper
 
     g = model.graph
-    mha = [
-        n for n in g.node if n.op_type == "MultiHeadAttention" and len(n.input) > 4 and n.input[4]
-    ]
-    masks = {n.input[4] for n in mha}
+    mha = [n for n in g.node if n.op_type == "MultiHeadAttention"]
     if not mha:
         return model
-    if len(masks) != 1:
+    masks = {n.input[4] for n in mha if len(n.input) > 4 and n.input[4]}
+    if len(masks) > 1:
         raise LoadFailedError(f"expected one shared attention mask, found {sorted(masks)}")
+    inits = {i.name: i for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    uses: dict[str, int] = {}
+    for n in g.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+
+    def const(name: str, value: np.ndarray) -> str:
+        g.initializer.append(numpy_helper.from_array(value, name))
+        return name
+
     p = "mask_bias/"
-    g.initializer.extend(
-        [
-            numpy_helper.from_array(np.array(1.0, np.float32), p + "one"),
-            numpy_helper.from_array(np.array(10000.0, np.float32), p + "scale"),
-            numpy_helper.from_array(np.array(0.0, np.float32), p + "zero"),
-            numpy_helper.from_array(np.array([1, 2], np.int64), p + "axes_row"),
-            numpy_helper.from_array(np.array([1, 3], np.int64), p + "axes_col"),
-            numpy_helper.from_array(np.zeros((1, num_heads, 1, 1), np.float32), p + "heads"),
+    shape4 = const("attn/shape4", np.array([0, 0, num_heads, -1], np.int64))
+    shape3 = const("attn/shape3", np.array([0, 0, -1], np.int64))
+    bias = p + "bias"
+    if masks:
+        one = const(p + "one", np.array(1.0, np.float32))
+        big = const(p + "scale", np.array(1e4, np.float32))
+        axes = const(p + "axes", np.array([1, 2], np.int64))
+        mask_nodes = [
+            _float_mask(g, p + "mask_f"),
+            helper.make_node("Sub", [p + "mask_f", one], [p + "off"]),
+            helper.make_node("Mul", [p + "off", big], [p + "neg"]),  # 0 kept, -10000 padded
+            helper.make_node("Unsqueeze", [p + "neg", axes], [bias]),  # [B, 1, 1, S]
         ]
-    )
-    nodes = [
-        _float_mask(g, p + "mask_f"),
-        helper.make_node("Sub", [p + "mask_f", p + "one"], [p + "off"]),
-        helper.make_node("Mul", [p + "off", p + "scale"], [p + "neg"]),  # 0 kept, -1e4 padded
-        helper.make_node("Unsqueeze", [p + "neg", p + "axes_row"], [p + "row"]),  # [B,1,1,S]
-        helper.make_node("Mul", [p + "mask_f", p + "zero"], [p + "zeros"]),
-        helper.make_node("Unsqueeze", [p + "zeros", p + "axes_col"], [p + "col"]),  # [B,1,S,1]
-        helper.make_node("Add", [p + "row", p + "col"], [p + "square"]),  # [B,1,S,S]
-        helper.make_node("Add", [p + "square", p + "heads"], [p + "bias"]),  # [B,heads,S,S]
-    ]
-    for node in nodes:
-        node.name = node.output[0]
-    first = min(list(g.node).index(n) for n in mha)
-    for offset, node in enumerate(nodes):
-        g.node.insert(first + offset, node)
-    for n in mha:
-        ins = list(n.input) + [""] * (6 - len(n.input))
-        ins[4], ins[5] = "", p + "bias"
-        del n.input[:]
-        n.input.extend(ins)
-    # The old mask Cast is now unused.
-    used = {i for n in g.node for i in n.input}
-    dead = [
-        n
-        for n in g.node
-        if n.output
-        and all(o not in used for o in n.output)
-        and not any(o in {x.name for x in g.output} for o in n.output)
-    ]
-    for n in dead:
-        g.node.remove(n)
+    for layer in mha:
+        q, k, v, packed = layer.input[:4]
+        qkv_bias = numpy_helper.to_array(inits[packed]).astype(np.float32)
+        hidden = qkv_bias.shape[0] // 3
+        scale = np.float32(1.0 / np.sqrt(hidden // num_heads))
+        q_mm = producer.get(q)
+        weight = inits.get(q_mm.input[1]) if q_mm is not None else None
+        if q_mm is None or q_mm.op_type != "MatMul" or weight is None or uses[weight.name] > 1:
+            raise LoadFailedError(f"{layer.name}: the query is not a MatMul with its own weights")
+        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * scale, weight.name))
+        x = layer.name + "/"
+        bq = const(x + "bias_q", qkv_bias[:hidden] * scale)
+        bk = const(x + "bias_k", qkv_bias[hidden : 2 * hidden])
+        bv = const(x + "bias_v", qkv_bias[2 * hidden :])
+        scores = x + "scores"
+        nodes = [
+            helper.make_node("Add", [q, bq], [x + "q"]),
+            helper.make_node("Add", [k, bk], [x + "k"]),
+            helper.make_node("Add", [v, bv], [x + "v"]),
+            helper.make_node("Reshape", [x + "q", shape4], [x + "q4"]),
+            helper.make_node("Reshape", [x + "k", shape4], [x + "k4"]),
+            helper.make_node("Reshape", [x + "v", shape4], [x + "v4"]),
+            helper.make_node("Transpose", [x + "q4"], [x + "qt"], perm=[0, 2, 1, 3]),
+            helper.make_node("Transpose", [x + "k4"], [x + "kt"], perm=[0, 2, 3, 1]),
+            helper.make_node("Transpose", [x + "v4"], [x + "vt"], perm=[0, 2, 1, 3]),
+            helper.make_node("MatMul", [x + "qt", x + "kt"], [scores]),
+        ]
+        if masks:
+            nodes.append(helper.make_node("Add", [scores, bias], [x + "masked"]))
+            scores = x + "masked"
+        nodes += [
+            helper.make_node("Softmax", [scores], [x + "probs"], axis=-1),
+            helper.make_node("MatMul", [x + "probs", x + "vt"], [x + "ctx"]),
+            helper.make_node("Transpose", [x + "ctx"], [x + "ctxt"], perm=[0, 2, 1, 3]),
+            helper.make_node("Reshape", [x + "ctxt", shape3], [layer.output[0]]),
+        ]
+        at = list(g.node).index(layer)
+        g.node.remove(layer)
+        for offset, node in enumerate(nodes):
+            node.name = node.output[0]
+            g.node.insert(at + offset, node)
+    if masks:
+        first = min(i for i, n in enumerate(g.node) if n.name.startswith(mha[0].name + "/"))
+        for offset, node in enumerate(mask_nodes):
+            node.name = node.output[0]
+            g.node.insert(first + offset, node)
+    _drop_dead(g)
     return model
+
+
+def _drop_dead(g: Any) -> None:
+    """Remove nodes (repeatedly) and initializers nothing reads."""
+    outputs = {o.name for o in g.output}
+    while True:
+        used = {i for n in g.node for i in n.input} | outputs
+        dead = [n for n in g.node if all(o not in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            g.node.remove(n)
+    used = {i for n in g.node for i in n.input}
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
 
 
 def append_mean_pooling(src: Path, dest: Path, *, hidden_output: str = "last_hidden_state") -> Path:

@@ -55,6 +55,9 @@ class ModelSpec:
     build_parts: Callable[[str], dict[str, Path]] | None = None
     # Bumped when the build changes (files of another revision are rebuilt, not reused).
     revision: str | None = None
+    # Fixed shapes the pool may pad batches to for graph capture on WebGPU
+    # (a webaccel.pool.buckets.ShapeBuckets); None: always run as given.
+    shape_buckets: Any = None
 
     @property
     def model_type(self) -> str:

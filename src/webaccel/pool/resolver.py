@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from webaccel.errors import ModelNotFoundError
+from webaccel.pool.buckets import ShapeBuckets
 from webaccel.pool.state import ModelInfo
 from webaccel.pool.transport import ModelRef
 
@@ -51,6 +52,9 @@ class ResolvedModel:
     preprocess: Callable[[Any], Mapping[str, np.ndarray]] | None = None
     postprocess: Callable[[Tensors, Any], Any] | None = None
     auto_precisions: tuple[str, ...] | None = None
+    # Pad batches to fixed shapes and run them as captured sessions on JSEP
+    # WebGPU workers (webaccel.pool.buckets); None: run every shape as given.
+    shape_buckets: ShapeBuckets | None = None
 
     def info(self) -> ModelInfo:
         return ModelInfo(

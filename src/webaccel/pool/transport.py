@@ -55,6 +55,7 @@ class RunResult:
     outputs: dict[str, np.ndarray]
     page_ms: float  # inference time measured inside the page
     round_trip_ms: float  # measured by the caller, includes the bridge
+    shape_bucket: str | None = None  # ran padded to this fixed shape, graph captured
 
 
 @runtime_checkable

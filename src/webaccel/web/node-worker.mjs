@@ -5,7 +5,7 @@
 // the bridge exactly as worker.html does: /ws?token=..&worker=.., hello with
 // capabilities, heartbeats, reconnect with exponential backoff and jitter.
 //
-//   node node-worker.mjs --server http://127.0.0.1:8700 --worker ID [--build webgpu|wasm|all]
+//   node node-worker.mjs --server http://127.0.0.1:8700 --worker ID [--build all|webgpu|wasm]
 //        [--threads N] [--dawn-flag F]... [--f16] [--dawn PATH] [--ort-dir DIR]
 //
 // The token comes from $WEBACCEL_TOKEN (argv is visible to every user in ps).
@@ -30,7 +30,7 @@ try {
     options: {
       server: { type: 'string', default: 'http://127.0.0.1:8700' },
       worker: { type: 'string' },
-      build: { type: 'string', default: 'webgpu' },
+      build: { type: 'string', default: 'all' },
       threads: { type: 'string', default: '1' },
       'dawn-flag': { type: 'string', multiple: true, default: [] },
       f16: { type: 'boolean', default: false },

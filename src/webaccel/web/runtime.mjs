@@ -114,6 +114,7 @@ export class WorkerRuntime {
       session = await this.ort.InferenceSession.create(bytes, {
         executionProviders: [ep],
         graphOptimizationLevel: 'all',
+        ...(backend === 'webgpu' && this.ortBuild === 'all' ? { extra: JSEP_SESSION_CONFIG } : {}),
         ...(extra.ort || {}),
       });
     } catch (err) {
@@ -210,6 +211,13 @@ export class WorkerRuntime {
       data: { page_ms: pageMs, backend: entry.backend } }, result));
   }
 }
+
+// JSEP (the build pages load) runs Gemm with a naive kernel, ~3x slower than
+// its tiled MatMul: onnxruntime's MatMulAddFusion turned MiniLM's MatMul + bias
+// Add into Gemm and cost 2.4 of 10.7 ms at 32x128 (H100, graph capture;
+// 128x128 39.7 -> 30.0 ms without it).  The WebGPU EP build's Gemm is fine
+// (there it is faster with the fusion), so this is for JSEP only.
+const JSEP_SESSION_CONFIG = { optimization: { disable_specified_optimizers: 'MatMulAddFusion' } };
 
 // --------------------------------------------------------------- graph capture
 
