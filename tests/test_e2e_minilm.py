@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from webaccel.errors import InvalidInputError, ModelNotFoundError
+from webaccel.errors import BackendUnavailableError, InvalidInputError, ModelNotFoundError
 from webaccel.models import registry
 from webaccel.native import NativeRunner
 
@@ -25,11 +25,11 @@ SENTENCES = [
 ]
 
 
-def native_embeddings(texts):
+def native_embeddings(texts, precision="fp32"):
     spec = registry.get("minilm")
     proc = spec.processor()
     prepared = proc.preprocess(texts, {})
-    outputs, _, _ = NativeRunner().run(spec, prepared.tensors)
+    outputs, _, _ = NativeRunner().run(spec, prepared.tensors, precision)
     return proc.postprocess(outputs, prepared)["embeddings"]
 
 
@@ -61,6 +61,19 @@ def test_batched_webgpu_embeddings_match_native(accelerator):
     bucket = spec.shape_buckets.fit(spec.processor().preprocess(SENTENCES, {}).tensors)
     assert out["shape_bucket"] == bucket.label
     assert len(out["embeddings"]) == len(SENTENCES)
+
+
+@pytest.mark.slow
+def test_int4_on_chromium_webgpu_is_refused_not_wrong(accelerator):
+    # JSEP computes GatherBlockQuantized (int4 embedding tables) wrongly: the page
+    # refuses the load with a clear error instead of returning wrong embeddings.
+    worker = accelerator._loop.run(accelerator._engine.any_worker())
+    if not (worker.capabilities.get("webgpu") or {}).get("available"):
+        pytest.skip("this Chromium has no WebGPU adapter")
+    with pytest.raises(BackendUnavailableError, match="GatherBlockQuantized"):
+        accelerator.accelerate("minilm", SENTENCES[:2], {"precision": "int4"}, platform="webgpu")
+    out = accelerator.accelerate("minilm", SENTENCES[:2], {"precision": "int4"}, platform="wasm")
+    assert cosines(out["embeddings"], native_embeddings(SENTENCES[:2], "int4")).min() >= 0.999
 
 
 def test_default_platform_does_not_use_software_webgpu(accelerator):
@@ -108,4 +121,3 @@ def test_seed_api_shape(accelerator):
         assert key in out
     hw = accelerator.get_optimal_hardware("minilm")
     assert hw["browser"] == "chromium" and hw["platform"] in hw["available_backends"]
-

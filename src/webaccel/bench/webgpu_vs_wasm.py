@@ -77,7 +77,7 @@ HIDDEN = 384
 # "webgpu-ep-*" run onnxruntime-web's native WebGPU EP build instead of JSEP.
 GPU_OUT = {"preferredOutputLocation": "gpu-buffer"}
 CAPTURE = {"enableGraphCapture": True, "bucket": True}
-WITH_GEMM_FUSION = {"extra": {}}  # replaces runtime.mjs's JSEP session config
+WITH_GEMM_FUSION: dict[str, Any] = {"extra": {}}  # replaces runtime.mjs's JSEP session config
 WEBGPU_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "webgpu-fp32": ("pooled", GPU_OUT),
     "webgpu-fp32-capture": ("pooled", CAPTURE),
@@ -89,7 +89,7 @@ WEBGPU_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "webgpu-fp32-unfused": ("unfused", GPU_OUT),
     "webgpu-fp16": ("pooled-fp16", GPU_OUT),
     "webgpu-fp16-bucket": ("pooled-fp16", {**GPU_OUT, "bucket": True}),
-    "webgpu-int4": ("pooled-int4", GPU_OUT),
+    "webgpu-ep-int4": ("pooled-int4", {**GPU_OUT, "build": "webgpu"}),  # JSEP refuses it
     "webgpu-ep-fp32": ("pooled", {**GPU_OUT, "build": "webgpu"}),
     "webgpu-ep-fp32-bucket": ("pooled", {**GPU_OUT, "bucket": True, "build": "webgpu"}),
     "webgpu-ep-fp16-bucket": ("pooled-fp16", {**GPU_OUT, "bucket": True, "build": "webgpu"}),

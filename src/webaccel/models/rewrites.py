@@ -1,4 +1,5 @@
 """ONNX graph rewrites that keep outputs but suit onnxruntime-web's backends better."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -519,11 +519,12 @@ NAME = "whisper-tiny-en"
 def artifact_dir(precision: str = "fp32") -> Path:
     """``$WEBACCEL_HOME/models/whisper-tiny-en/<precision>/`` (the registry's layout)."""
     from webaccel import paths
+    from webaccel.models.registry import precision_folder
 
-    return paths.subdir("models") / NAME / precision
+    return paths.subdir("models") / NAME / precision_folder(precision)
 
 
-def ensure_parts(precision: str = "fp32", *, block_size: int = 32) -> dict[str, Path]:
+def ensure_parts(precision: str = "fp32", *, block_size: int | None = None) -> dict[str, Path]:
     """``{"encoder": path, "decoder": path}`` for ``precision``, built once and cached.
 
     Built in a temporary folder beside the target and moved in part by part;
@@ -572,7 +573,7 @@ def make_variants(
     precision: str,
     dest_dir: str | os.PathLike[str],
     *,
-    block_size: int = 32,
+    block_size: int | None = None,  # None: precision.DEFAULT_BLOCK_SIZE
     calibration: Any = None,
     target: float = 0.99,
 ) -> dict[str, Path]:
@@ -585,6 +586,7 @@ def make_variants(
     """
     from webaccel.models import precision as P
 
+    block_size = block_size or P.DEFAULT_BLOCK_SIZE
     out = Path(dest_dir)
     out.mkdir(parents=True, exist_ok=True)
     if precision != "mixed":

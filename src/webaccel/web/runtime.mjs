@@ -108,6 +108,13 @@ export class WorkerRuntime {
       throw new RuntimeError(err.code || 'LOAD_FAILED', `could not fetch model bytes from ${url}: ${err.message}`);
     }
     const t1 = now();
+    if (backend === 'webgpu' && this.ortBuild === 'all' && hasAscii(bytes, 'GatherBlockQuantized')) {
+      // JSEP runs it without error but wrongly (cosine 0.03-0.25 against the CPU
+      // on MiniLM's int4 embedding tables, any block size): refuse, never mislead.
+      throw new RuntimeError('BACKEND_UNAVAILABLE', `${key} has GatherBlockQuantized (4-bit embedding `
+        + 'tables), which this WebGPU build (JSEP) computes wrongly; use the wasm backend, or the '
+        + 'int8/fp16 variants on webgpu');
+    }
     const ep = backend === 'webnn' ? { name: 'webnn', deviceType: extra.deviceType || 'gpu' } : backend;
     let session;
     try {
@@ -210,6 +217,18 @@ export class WorkerRuntime {
     this.send(encodeBinary({ id: header.id, type: 'result', model_name: header.model_name,
       data: { page_ms: pageMs, backend: entry.backend } }, result));
   }
+}
+
+// Whether the ASCII string occurs in bytes (an op type in an ONNX file's
+// NodeProtos: cheaper than parsing the protobuf for one question).
+function hasAscii(bytes, text) {
+  const first = text.charCodeAt(0);
+  for (let i = bytes.indexOf(first); i !== -1 && i + text.length <= bytes.length; i = bytes.indexOf(first, i + 1)) {
+    let j = 1;
+    while (j < text.length && bytes[i + j] === text.charCodeAt(j)) j++;
+    if (j === text.length) return true;
+  }
+  return false;
 }
 
 // JSEP (the build pages load) runs Gemm with a naive kernel, ~3x slower than
