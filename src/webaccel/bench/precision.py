@@ -16,10 +16,11 @@ the fp32 transcript of beckett.wav, and the transcription's wall time).
 Options (``ctx.options``): ``threads`` (intra-op threads, default 1, the WASM
 default on this class of machine), ``mixed`` (False skips the ~15 s mixed
 search), ``mixed_target`` (worst cosine the mixed variant must meet, 0.99),
-``block_size`` (int4 block, 32), ``models`` (which other models to measure;
-default all three, ``[]`` for MiniLM only), ``node_wasm`` (False skips the
-MiniLM latency in onnxruntime-web's WASM build under Node, 1 thread, which is
-reported as ``node_wasm_latency_ms``: the page's kernels without the page).
+``block_size`` (int4 block, default ``precision.DEFAULT_BLOCK_SIZE``), ``models``
+(which other models to measure; default all three, ``[]`` for MiniLM only),
+``node_wasm`` (False skips the MiniLM latency in onnxruntime-web's WASM build
+under Node, 1 thread, which is reported as ``node_wasm_latency_ms``: the page's
+kernels without the page).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def run(ctx: BenchContext) -> Measurement:
 
     opts = ctx.options
     threads = int(opts.get("threads", 1))
-    block = int(opts.get("block_size", 32))
+    block = int(opts.get("block_size", P.DEFAULT_BLOCK_SIZE))
     fp32 = _fp32_minilm()
     feeds = _feeds()
     out_dir = (ctx.home / "models" if ctx.home else paths.subdir("models")) / "minilm" / "bench"
