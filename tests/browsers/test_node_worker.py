@@ -111,6 +111,22 @@ async def test_wasm_threads_start_in_node(minilm_fp32):
             await worker.close()
 
 
+async def test_onnxruntime_web_build_defaults_to_jsep_and_env_overrides(monkeypatch):
+    async with WebAccelServer() as server:
+        monkeypatch.setenv("WEBACCEL_NODE_BUILD", "wasm")
+        worker = await launch_node_worker(server)
+        try:
+            assert worker.capabilities["ort"]["build"] == "wasm"
+        finally:
+            await worker.close()
+        monkeypatch.delenv("WEBACCEL_NODE_BUILD")
+        worker = await launch_node_worker(server, env=SOFTWARE_VULKAN, timeout=120)
+        try:
+            assert worker.capabilities["ort"]["build"] == "all"
+        finally:
+            await worker.close()
+
+
 async def test_minilm_on_dawn_webgpu_matches_native(minilm_fp32):
     async with WebAccelServer() as server:
         worker = await launch_node_worker(server, build="webgpu", env=SOFTWARE_VULKAN, timeout=120)

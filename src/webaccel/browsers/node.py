@@ -15,7 +15,8 @@ Where things come from (first match wins):
   ``make setup`` installs (``node_modules/node/bin/node``), then ``node`` on PATH.
 * Dawn: ``$WEBACCEL_DAWN`` (a ``dawn.node`` file), else the npm package
   ``webgpu`` resolved from the worker script (``node_modules/webgpu``).
-* onnxruntime-web: the package's vendored files (``web/vendor/ort``).
+* onnxruntime-web: the package's vendored files (``web/vendor/ort``); the build
+  is ``build=``, else ``$WEBACCEL_NODE_BUILD``, else ``all`` (JSEP).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ async def launch_node_worker(
     *,
     worker_id: str | None = None,
     node: str | os.PathLike[str] | None = None,
-    build: str = "all",
+    build: str | None = None,
     threads: int = 1,
     f16: bool = True,
     dawn_flags: Sequence[str] = (),
@@ -123,6 +124,7 @@ async def launch_node_worker(
     WASM threads.  ``f16`` turns on Dawn's shader-f16 toggle for NVIDIA.
     ``env`` adds variables (e.g. ``VK_ICD_FILENAMES`` for a software Vulkan).
     """
+    build = build or os.environ.get("WEBACCEL_NODE_BUILD") or "all"
     exe = find_node(node)
     if not WORKER_SCRIPT.is_file():
         raise BrowserLaunchError(f"{WORKER_SCRIPT} is missing from the webaccel package")
