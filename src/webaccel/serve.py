@@ -2,7 +2,6 @@
 trustless gateway, the OpenAI-compatible API, Prometheus metrics and the
 dashboard; browsers that join over the network become pool workers.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -21,39 +20,24 @@ def live_snapshot(engine: Engine) -> dict[str, Any]:
     workers = []
     for wid, info in stats["workers"].items():
         worker = engine.pool.workers.get(wid)
-        workers.append(
-            {
-                "id": wid,
-                "browser": info["browser"],
-                "state": info["state"],
-                "backends": worker.available_backends() if worker is not None else [],
-                "models": info["loaded"],
-                "inflight": info["running"],
-                "served": info["served"],
-            }
-        )
-    return {
-        "workers": workers,
-        "queues": stats["queued"],
-        "running": stats["running"],
-        "pending": stats["pending"],
-        "recovery_s": stats["recovery_s"],
-    }
+        workers.append({
+            "id": wid,
+            "browser": info["browser"],
+            "state": info["state"],
+            "backends": worker.available_backends() if worker is not None else [],
+            "models": info["loaded"],
+            "inflight": info["running"],
+            "served": info["served"],
+        })
+    return {"workers": workers, "queues": stats["queued"], "running": stats["running"],
+            "pending": stats["pending"], "recovery_s": stats["recovery_s"]}
 
 
-async def serve_forever(
-    host: str = "127.0.0.1",
-    port: int = 8700,
-    browsers: int = 0,
-    *,
-    api_key: str | None = None,
-    join: bool | None = None,
-    public_url: str | None = None,
-    ready: asyncio.Future[Engine] | None = None,
-    launcher: str | None = None,
-    grid_url: str | None = None,
-    stop: asyncio.Event | None = None,
-) -> None:
+async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int = 0, *,
+                        api_key: str | None = None, join: bool | None = None,
+                        public_url: str | None = None, ready: asyncio.Future[Engine] | None = None,
+                        launcher: str | None = None, grid_url: str | None = None,
+                        stop: asyncio.Event | None = None) -> None:
     from webaccel.browsers import remote
     from webaccel.metrics.http import metrics_routes
     from webaccel.metrics.store import MetricsStore
@@ -62,39 +46,25 @@ async def serve_forever(
     console = Console()
     metrics = MetricsStore()
     metrics.record_run_start("server", info={"host": host, "port": port})
-    engine = Engine(
-        host=host,
-        port=port,
-        max_connections=max(browsers, 4),
-        metrics=metrics,
-        launcher=launcher,
-        grid_url=grid_url,
-        public_url=public_url,
-    )
+    engine = Engine(host=host, port=port, max_connections=max(browsers, 4), metrics=metrics,
+                    launcher=launcher, grid_url=grid_url, public_url=public_url)
     key, generated = resolve_api_key(api_key)
     server = engine.server
-    server.add_routes(
-        [
-            *openai_routes(engine, key),
-            # The server answers /healthz itself (with pool and metrics health below).
-            *[
-                r
-                for r in metrics_routes(metrics, lambda: live_snapshot(engine))
-                if getattr(r, "path", "") != "/healthz"
-            ],
-        ]
-    )
-    server.health = lambda: {
-        "pool": {k: v for k, v in live_snapshot(engine).items() if k != "workers"},
-        "metrics_writer_alive": metrics.stats()["writer_alive"],
-    }
+    server.add_routes([
+        *openai_routes(engine, key),
+        # The server answers /healthz itself (with pool and metrics health below).
+        *[r for r in metrics_routes(metrics, lambda: live_snapshot(engine))
+          if getattr(r, "path", "") != "/healthz"],
+    ])
+    server.health = lambda: {"pool": {k: v for k, v in live_snapshot(engine).items()
+                                       if k != "workers"},
+                              "metrics_writer_alive": metrics.stats()["writer_alive"]}
     remote_ok = join if join is not None else host not in ("127.0.0.1", "localhost", "::1")
     tokens = joined = None
     if remote_ok:
         tokens = remote.TokenStore().attach(server)
-        server.add_routes(
-            [*remote.join_routes(tokens), *remote.token_admin_routes(tokens, server.token)]
-        )
+        server.add_routes([*remote.join_routes(tokens),
+                           *remote.token_admin_routes(tokens, server.token)])
         joined = remote.JoinedWorkers(server)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -105,21 +75,14 @@ async def serve_forever(
     adopt_task = None
     try:
         console.print(f"webaccel serving on [bold]{server.url}[/]")
-        console.print(
-            f"  OpenAI API: {server.url}/v1  (API key: "
-            f"{key if generated else 'from --api-key / WEBACCEL_API_KEY'})"
-        )
-        console.print(
-            f"  gateway: {server.url}/ipfs/<cid>   dashboard: {server.url}/dashboard   "
-            f"metrics: {server.url}/metrics"
-        )
+        console.print(f"  OpenAI API: {server.url}/v1  (API key: "
+                      f"{key if generated else 'from --api-key / WEBACCEL_API_KEY'})")
+        console.print(f"  gateway: {server.url}/ipfs/<cid>   dashboard: {server.url}/dashboard   "
+                      f"metrics: {server.url}/metrics")
         if tokens is not None and joined is not None:
             bound_any = host in ("0.0.0.0", "::")
-            urls = (
-                [public_url]
-                if public_url
-                else (remote.public_urls(server.port) if bound_any else [server.url])
-            )
+            urls = [public_url] if public_url else (
+                remote.public_urls(server.port) if bound_any else [server.url])
             for url in urls:
                 remote.advertise(server, url)
             tok = tokens.issue("serve")

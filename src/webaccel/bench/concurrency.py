@@ -92,7 +92,6 @@ async def _measure(models: list[str], ctx: BenchContext) -> Measurement:
     )
     await engine.start()
     try:
-
         async def stream(name: str) -> list[float]:
             times = []
             for _ in range(per_model):

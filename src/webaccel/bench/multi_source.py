@@ -18,7 +18,6 @@ Options: ``size_mib`` (64), ``peers`` (4), ``rate_mib_s`` (2), ``repeat``
 (default 2, capped by ``ctx.repeat``), ``warmup`` (default 0: the first
 request to each peer already pays its TCP set-up inside the timing).
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -45,11 +44,8 @@ def _fetch(root: str, urls: list[str], out: Path) -> tuple[float, dict[str, obje
             t0 = time.perf_counter()
             stats = await f.fetch(root, out)
             secs = time.perf_counter() - t0
-            return secs, {
-                "retries": stats.retries,
-                "hedged": stats.hedged,
-                "blocks_per_peer": [p["blocks"] for p in stats.peers],
-            }
+            return secs, {"retries": stats.retries, "hedged": stats.hedged,
+                          "blocks_per_peer": [p["blocks"] for p in stats.peers]}
         finally:
             await f.aclose()
 
@@ -64,9 +60,8 @@ def _digest(p: Path) -> bytes:
     return h.digest()
 
 
-@benchmark(
-    "multi-source", ratio_is="fetch time from 1 capped peer / from N capped peers", better="higher"
-)
+@benchmark("multi-source", ratio_is="fetch time from 1 capped peer / from N capped peers",
+           better="higher")
 def run(ctx: BenchContext) -> Measurement:
     from webaccel import paths
     from webaccel.bench.import_speed import _write
@@ -110,16 +105,10 @@ def run(ctx: BenchContext) -> Measurement:
     return Measurement(
         ratio=one["median"] / many["median"],
         figures={
-            "file_mib": size >> 20,
-            "peers": n,
-            "rate_mib_s_per_peer": rate / (1 << 20),
-            "one_peer_seconds": one,
-            "n_peers_seconds": many,
-            "one_peer_mib_s": mib / one["median"],
-            "n_peers_mib_s": mib / many["median"],
-            "ideal_ratio": float(n),
-            "last_run": detail,
-            "cid": root,
+            "file_mib": size >> 20, "peers": n, "rate_mib_s_per_peer": rate / (1 << 20),
+            "one_peer_seconds": one, "n_peers_seconds": many,
+            "one_peer_mib_s": mib / one["median"], "n_peers_mib_s": mib / many["median"],
+            "ideal_ratio": float(n), "last_run": detail, "cid": root,
             "uncapped_one_peer_mib_s": mib / uncapped_s,
             "capacity_bound": rate / (1 << 20) > 0.5 * mib / uncapped_s,
         },

@@ -13,7 +13,6 @@ A benchmark may put a ``versions`` dict in its figures (e.g. the exact browser
 it drove); the runner moves it into ``versions``.  Figures are made JSON-safe
 (numpy scalars and arrays become numbers and lists).
 """
-
 from __future__ import annotations
 
 import datetime as dt
@@ -59,13 +58,8 @@ def run_one(name: str, spec: BenchSpec | str, ctx: BenchContext) -> dict[str, An
     """Run one benchmark (or describe why it cannot run); never raises for the benchmark's sake."""
     versions = dict(sysinfo.versions())
     if isinstance(spec, str):
-        return {
-            "benchmark": name,
-            "unavailable": spec,
-            "hardware": sysinfo.hardware(),
-            "versions": versions,
-            "at": _now(),
-        }
+        return {"benchmark": name, "unavailable": spec, "hardware": sysinfo.hardware(),
+                "versions": versions, "at": _now()}
     try:
         m = spec.fn(ctx)
         if not isinstance(m, Measurement):
@@ -74,37 +68,20 @@ def run_one(name: str, spec: BenchSpec | str, ctx: BenchContext) -> dict[str, An
         if not math.isfinite(ratio):
             raise ValueError(f"ratio is {ratio}")
     except BenchmarkUnavailable as exc:
-        return {
-            "benchmark": name,
-            "unavailable": str(exc) or "unavailable",
-            "ratio_is": spec.ratio_is,
-            "hardware": sysinfo.hardware(),
-            "versions": versions,
-            "at": _now(),
-        }
+        return {"benchmark": name, "unavailable": str(exc) or "unavailable",
+                "ratio_is": spec.ratio_is, "hardware": sysinfo.hardware(),
+                "versions": versions, "at": _now()}
     except Exception as exc:  # report it as a result; the CLI exits non-zero
         log.debug("benchmark %s failed:\n%s", name, traceback.format_exc())
-        return {
-            "benchmark": name,
-            "error": f"{type(exc).__name__}: {exc}",
-            "ratio_is": spec.ratio_is,
-            "hardware": sysinfo.hardware(),
-            "versions": versions,
-            "at": _now(),
-        }
+        return {"benchmark": name, "error": f"{type(exc).__name__}: {exc}",
+                "ratio_is": spec.ratio_is, "hardware": sysinfo.hardware(),
+                "versions": versions, "at": _now()}
     figures = jsonable(dict(m.figures))
     extra_versions = figures.pop("versions", None)
     if isinstance(extra_versions, dict):
         versions.update(extra_versions)
-    return {
-        "benchmark": name,
-        "ratio": ratio,
-        "ratio_is": spec.ratio_is,
-        "figures": figures,
-        "hardware": sysinfo.hardware(),
-        "versions": versions,
-        "at": _now(),
-    }
+    return {"benchmark": name, "ratio": ratio, "ratio_is": spec.ratio_is, "figures": figures,
+            "hardware": sysinfo.hardware(), "versions": versions, "at": _now()}
 
 
 def run_benchmarks(
@@ -123,9 +100,8 @@ def run_benchmarks(
     """
     specs = load(list(names) if names else None)
     if store is not None:
-        store.record_run_start(
-            "bench", info={"benchmarks": list(specs), "repeat": repeat, "warmup": warmup}
-        )
+        store.record_run_start("bench", info={"benchmarks": list(specs), "repeat": repeat,
+                                              "warmup": warmup})
     for name, spec in specs.items():
         if on_start is not None:
             on_start(name)

@@ -24,7 +24,6 @@ Options: ``path`` (a model file; default a seeded random 32 MiB
 (``auto`` = OPFS if present, ``opfs``, ``cache-api``), ``repeat`` (default 3,
 capped by ``ctx.repeat``), ``concurrency`` (16 block requests in flight).
 """
-
 from __future__ import annotations
 
 import hashlib
@@ -47,21 +46,13 @@ from webaccel.bench.core import (
 )
 
 CHROMIUM = "/usr/lib/chromium/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
+FLAGS = ["--headless", "--no-sandbox", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-quic",
+         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 
 
-def _app(
-    store: Any, bundle: Path, results: queue.Queue[dict[str, Any]], counter: dict[str, int]
-) -> Any:
+def _app(store: Any, bundle: Path, results: queue.Queue[dict[str, Any]],
+         counter: dict[str, int]) -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import FileResponse, Response
@@ -80,14 +71,9 @@ def _app(
         results.put(json.loads(await request.body()))
         return Response(status_code=204)
 
-    inner = Starlette(
-        routes=[
-            *gateway_routes(store),
-            Route("/bench/page.html", page),
-            Route("/bench/cidfetch.bundle.mjs", js),
-            Route("/bench/result", result, methods=["POST"]),
-        ]
-    )
+    inner = Starlette(routes=[*gateway_routes(store), Route("/bench/page.html", page),
+                              Route("/bench/cidfetch.bundle.mjs", js),
+                              Route("/bench/result", result, methods=["POST"])])
 
     async def counting(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/ipfs/"):
@@ -97,15 +83,11 @@ def _app(
     return counting
 
 
-def _visit(
-    url: str, profile_dir: Path, results: queue.Queue[dict[str, Any]], timeout: float = 180
-) -> dict[str, Any]:
-    proc = subprocess.Popen(
-        [CHROMIUM, *FLAGS, f"--user-data-dir={profile_dir}", url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+def _visit(url: str, profile_dir: Path, results: queue.Queue[dict[str, Any]],
+           timeout: float = 180) -> dict[str, Any]:
+    proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile_dir}", url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     try:
         return results.get(timeout=timeout)
     except queue.Empty as exc:
@@ -119,12 +101,8 @@ def _visit(
             proc.wait(5)
 
 
-@benchmark(
-    "warm-load",
-    ratio_is="cold load over the network / warm load from the browser "
-    "cache by CID (in-page, verified)",
-    better="higher",
-)
+@benchmark("warm-load", ratio_is="cold load over the network / warm load from the browser "
+           "cache by CID (in-page, verified)", better="higher")
 def run(ctx: BenchContext) -> Measurement:
     from webaccel import paths
     from webaccel.bench.import_speed import _write
@@ -163,10 +141,8 @@ def run(ctx: BenchContext) -> Measurement:
                 prof_dir = t / f"chromium-{i}"
                 for phase in ("cold", "warm"):
                     before = counter["ipfs"]
-                    url = (
-                        f"{srv.url}/bench/page.html?cid={cid}&phase={phase}"
-                        f"&concurrency={concurrency}&store={store_kind}"
-                    )
+                    url = (f"{srv.url}/bench/page.html?cid={cid}&phase={phase}"
+                           f"&concurrency={concurrency}&store={store_kind}")
                     r = _visit(url, prof_dir, results)
                     if "error" in r:
                         raise RuntimeError(f"{phase} load failed in the page: {r['error']}")
@@ -189,12 +165,8 @@ def run(ctx: BenchContext) -> Measurement:
     return Measurement(
         ratio=cold["median"] / warm["median"],
         figures={
-            "bytes": size,
-            "cid": cid,
-            "profile": profile,
-            "blocks": last["cold"]["blocks"],
-            "cold_ms": cold,
-            "warm_ms": warm,
+            "bytes": size, "cid": cid, "profile": profile, "blocks": last["cold"]["blocks"],
+            "cold_ms": cold, "warm_ms": warm,
             # a second load in the same page, storage already open: steady state
             "warm_same_page_ms": summarize(same_page_ms) if same_page_ms else None,
             "cold_verified_mb_per_s": size / 1e3 / cold["median"],

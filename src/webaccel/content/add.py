@@ -7,7 +7,6 @@ follow ``ipfs add -r``: entries sorted by name, hidden entries (dot files)
 skipped like Kubo without ``--hidden``, symlinks stored as UnixFS symlinks
 (not followed), empty folders kept.
 """
-
 from __future__ import annotations
 
 import os
@@ -48,12 +47,8 @@ def _read_chunks(path: Path, size: int) -> Iterator[bytes]:
             yield chunk
 
 
-def add_file(
-    path: Path,
-    profile: str | Profile,
-    sink: Sink | None,
-    progress: Callable[[int], None] | None = None,
-) -> Entry:
+def add_file(path: Path, profile: str | Profile, sink: Sink | None,
+             progress: Callable[[int], None] | None = None) -> Entry:
     p = get_profile(profile)
     b = FileBuilder(p)
     for chunk in _read_chunks(path, p.chunk_size):
@@ -69,14 +64,8 @@ def add_file(
     return b.root
 
 
-def add_tree(
-    path: Path,
-    profile: str | Profile,
-    sink: Sink | None,
-    *,
-    hidden: bool = False,
-    progress: Callable[[int], None] | None = None,
-) -> Entry:
+def add_tree(path: Path, profile: str | Profile, sink: Sink | None, *, hidden: bool = False,
+             progress: Callable[[int], None] | None = None) -> Entry:
     """Add a file, symlink or folder (recursively); returns the root entry."""
     if path.is_symlink():
         entry, (c, block) = build_symlink(os.readlink(path), profile)
@@ -91,26 +80,18 @@ def add_tree(
     for child in sorted(path.iterdir(), key=lambda q: q.name.encode()):
         if not hidden and child.name.startswith("."):
             continue
-        children.append(
-            (child.name, add_tree(child, profile, sink, hidden=hidden, progress=progress))
-        )
+        children.append((child.name, add_tree(child, profile, sink, hidden=hidden,
+                                              progress=progress)))
     entry, (c, block) = build_directory(children, profile)
     if sink is not None:
         sink(c, block)
     return entry
 
 
-def add_path(
-    path: str | os.PathLike[str],
-    profile: str | Profile = "kubo-v0",
-    store: BlockStore | None = None,
-    only_hash: bool = False,
-    *,
-    recursive: bool = True,
-    hidden: bool = False,
-    pin: bool = False,
-    progress: Callable[[int], None] | None = None,
-) -> CID:
+def add_path(path: str | os.PathLike[str], profile: str | Profile = "kubo-v0",
+             store: BlockStore | None = None, only_hash: bool = False, *,
+             recursive: bool = True, hidden: bool = False, pin: bool = False,
+             progress: Callable[[int], None] | None = None) -> CID:
     """CID of ``path`` as ``ipfs add`` (profile flags) would print it.
 
     Unless ``only_hash``, every block goes into ``store`` (the default local

@@ -13,7 +13,6 @@ most a stray temp file (removed on open), never a truncated block under a
 real name.  Reads touch the file's mtime, which garbage collection uses as
 "last used".
 """
-
 from __future__ import annotations
 
 import contextlib

@@ -14,7 +14,6 @@ hard limits on header and section sizes, so truncated or hostile input ends in
 DecodeError, never in a hang or unbounded memory.  It does not verify blocks:
 callers do (the store verifies everything that comes from outside).
 """
-
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator

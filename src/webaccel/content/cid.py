@@ -10,7 +10,6 @@ the gateway and the fetcher print and parse the same CIDs over and over).
 We only verify sha2-256 and identity multihashes and the dag-pb/raw codecs:
 that is what UnixFS file DAGs use, and a CID we cannot verify is refused.
 """
-
 from __future__ import annotations
 
 import functools

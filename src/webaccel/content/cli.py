@@ -5,7 +5,6 @@ The main ``webaccel`` app calls :func:`register` and :func:`register_models`;
 goes to stderr (progress bars), results to stdout: ``add`` prints the CID as
 its last line, ``--json`` prints one JSON object.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -31,9 +30,8 @@ from webaccel.errors import WebAccelError
 
 err = Console(stderr=True)
 
-PeerOpt = Annotated[
-    list[str] | None, typer.Option("--peer", help="Gateway URL to fetch from (repeatable)")
-]
+PeerOpt = Annotated[list[str] | None,
+                    typer.Option("--peer", help="Gateway URL to fetch from (repeatable)")]
 ReplicateOpt = Annotated[bool, typer.Option(help="Push to replicate_to peers / IPFS Cluster")]
 
 
@@ -43,16 +41,8 @@ def _fail(exc: WebAccelError) -> None:
 
 
 def _progress(total: int | None, label: str) -> Progress:
-    return Progress(
-        TextColumn(label),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
+    return Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal)
 
 
 def _store(peers: list[str] | None = None):  # noqa: ANN202
@@ -68,17 +58,14 @@ def _store(peers: list[str] | None = None):  # noqa: ANN202
     return store, cfg
 
 
-def add(
-    path: Annotated[Path, typer.Argument(exists=True, help="File or folder")],
-    profile: Annotated[str, typer.Option(help=f"One of: {', '.join(PROFILES)}")] = "kubo-v0",
-    only_hash: Annotated[
-        bool, typer.Option("--only-hash", "-n", help="Print the CID, store nothing")
-    ] = False,
-    pin: Annotated[bool, typer.Option("--pin", help="Pin the root in the local store")] = False,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Add a folder")] = False,
-    hidden: Annotated[bool, typer.Option("--hidden", "-H", help="Include dot files")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
-) -> None:
+def add(path: Annotated[Path, typer.Argument(exists=True, help="File or folder")],
+        profile: Annotated[str, typer.Option(help=f"One of: {', '.join(PROFILES)}")] = "kubo-v0",
+        only_hash: Annotated[bool, typer.Option("--only-hash", "-n",
+                                                help="Print the CID, store nothing")] = False,
+        pin: Annotated[bool, typer.Option("--pin", help="Pin the root in the local store")] = False,
+        recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Add a folder")] = False,
+        hidden: Annotated[bool, typer.Option("--hidden", "-H", help="Include dot files")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False) -> None:
     """Add a file (or folder with -r); the CID is the last line, as `ipfs add` prints it."""
     from webaccel.content.add import add_path
 
@@ -93,15 +80,8 @@ def add(
     try:
         with _progress(total, "adding") as prog:
             task = prog.add_task("add", total=total)
-            c = add_path(
-                path,
-                profile,
-                store,
-                only_hash,
-                hidden=hidden,
-                pin=pin,
-                progress=lambda n: prog.advance(task, n),
-            )
+            c = add_path(path, profile, store, only_hash, hidden=hidden, pin=pin,
+                         progress=lambda n: prog.advance(task, n))
     except WebAccelError as exc:
         _fail(exc)
     if not quiet:
@@ -129,14 +109,12 @@ def cat(cid: str, peer: PeerOpt = None) -> None:
         _fail(exc)
 
 
-def get(
-    cid: str,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write it")],
-    peer: PeerOpt = None,
-    window: Annotated[int, typer.Option(help="Requests in flight over all peers")] = 32,
-    timeout: Annotated[float, typer.Option(help="Seconds per block request")] = 15.0,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
+def get(cid: str,
+        output: Annotated[Path, typer.Option("--output", "-o", help="Where to write it")],
+        peer: PeerOpt = None,
+        window: Annotated[int, typer.Option(help="Requests in flight over all peers")] = 32,
+        timeout: Annotated[float, typer.Option(help="Seconds per block request")] = 15.0,
+        as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Fetch CID from all peers in parallel, verified block by block, into OUTPUT."""
     from webaccel.content.fetcher import Fetcher, FetchStats
 
@@ -174,32 +152,24 @@ def get(
         stats = asyncio.run(run())
     except WebAccelError as exc:
         _fail(exc)
-    summary: dict[str, Any] = {
-        "cid": cidmod.to_str(raw),
-        "output": str(output),
-        "blocks": stats.blocks,
-        "bytes": stats.bytes,
-        "seconds": round(stats.seconds, 3),
-        "corrupt_rejected": stats.corrupt_rejected,
-        "retries": stats.retries,
-        "hedged": stats.hedged,
-        "peers": stats.peers,
-    }
+    summary: dict[str, Any] = {"cid": cidmod.to_str(raw), "output": str(output),
+                               "blocks": stats.blocks, "bytes": stats.bytes,
+                               "seconds": round(stats.seconds, 3),
+                               "corrupt_rejected": stats.corrupt_rejected,
+                               "retries": stats.retries, "hedged": stats.hedged,
+                               "peers": stats.peers}
     if as_json:
         typer.echo(json.dumps(summary))
     else:
-        err.print(
-            f"fetched {stats.blocks} blocks, {stats.bytes} bytes in {stats.seconds:.2f}s; "
-            f"rejected {stats.corrupt_rejected} corrupt block(s)"
-        )
+        err.print(f"fetched {stats.blocks} blocks, {stats.bytes} bytes in {stats.seconds:.2f}s; "
+                  f"rejected {stats.corrupt_rejected} corrupt block(s)")
         typer.echo(str(output))
 
 
 # ------------------------------------------------------------------ pin
 
-pin_app = typer.Typer(
-    help="Keep DAGs in the local store (GC never removes pinned blocks).", no_args_is_help=True
-)
+pin_app = typer.Typer(help="Keep DAGs in the local store (GC never removes pinned blocks).",
+                      no_args_is_help=True)
 
 
 @pin_app.command("ls")
@@ -214,12 +184,9 @@ def pin_ls(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @pin_app.command("add")
-def pin_add(
-    cid: str,
-    peer: PeerOpt = None,
-    name: Annotated[str | None, typer.Option(help="A label for the pin")] = None,
-    replicate: ReplicateOpt = True,
-) -> None:
+def pin_add(cid: str, peer: PeerOpt = None,
+            name: Annotated[str | None, typer.Option(help="A label for the pin")] = None,
+            replicate: ReplicateOpt = True) -> None:
     """Pin CID (fetching missing blocks from peers) and replicate it when configured."""
     store, cfg = _store(peer)
 
@@ -250,10 +217,9 @@ def pin_add(
 
 
 @pin_app.command("rm")
-def pin_rm(
-    cid: str,
-    gc: Annotated[bool, typer.Option("--gc", help="Delete unpinned blocks now")] = False,
-) -> None:
+def pin_rm(cid: str,
+           gc: Annotated[bool, typer.Option("--gc", help="Delete unpinned blocks now")] = False,
+           ) -> None:
     store, _ = _store()
     try:
         if not store.unpin(cid):
@@ -268,11 +234,10 @@ def pin_rm(
 
 
 @pin_app.command("status")
-def pin_status(
-    check: Annotated[bool, typer.Option("--check/--no-check", help="Ask peers now")] = True,
-    deep: Annotated[bool, typer.Option(help="Fetch and verify every block")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
+def pin_status(check: Annotated[bool, typer.Option("--check/--no-check",
+                                                  help="Ask peers now")] = True,
+               deep: Annotated[bool, typer.Option(help="Fetch and verify every block")] = False,
+               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """For each pin: on how many peers it is retrievable, against replication_min."""
     from webaccel.content.replication import Replicator
 
@@ -302,11 +267,8 @@ car_app = typer.Typer(help="CAR v1 export and import.", no_args_is_help=True)
 
 
 @car_app.command("export")
-def car_export(
-    cid: str,
-    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
-    peer: PeerOpt = None,
-) -> None:
+def car_export(cid: str, output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+               peer: PeerOpt = None) -> None:
     """Write the DAG at CID as a CAR v1 (stdout without -o)."""
     from webaccel.content.car import encode_header, encode_section
 
@@ -332,10 +294,8 @@ def car_export(
 
 
 @car_app.command("import")
-def car_import(
-    path: Annotated[Path, typer.Argument(exists=True)],
-    pin: Annotated[bool, typer.Option("--pin/--no-pin")] = True,
-) -> None:
+def car_import(path: Annotated[Path, typer.Argument(exists=True)],
+               pin: Annotated[bool, typer.Option("--pin/--no-pin")] = True) -> None:
     """Verify and store every block of a CAR v1; pin its roots. Prints the roots."""
     from webaccel.content.car import CarBlock, CarHeader, read_car
 
@@ -363,13 +323,10 @@ def car_import(
 # ------------------------------------------------------------------ models publish
 
 
-def publish(
-    name: str,
-    path: Annotated[Path, typer.Argument(exists=True)],
-    profile: Annotated[str, typer.Option()] = "unixfs-v1-2025",
-    note: Annotated[str | None, typer.Option(help="What changed")] = None,
-    replicate: ReplicateOpt = True,
-) -> None:
+def publish(name: str, path: Annotated[Path, typer.Argument(exists=True)],
+            profile: Annotated[str, typer.Option()] = "unixfs-v1-2025",
+            note: Annotated[str | None, typer.Option(help="What changed")] = None,
+            replicate: ReplicateOpt = True) -> None:
     """Add PATH, pin it and make it the newest version of NAME. Prints the CID last."""
     from webaccel.content.add import add_path
     from webaccel.content.names import NameRegistry

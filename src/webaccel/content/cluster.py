@@ -12,7 +12,6 @@ cluster keeps that many copies on its IPFS peers.  Endpoints used::
 Auth: basic auth (``user``/``password``) or a bearer ``token``, as the cluster's
 ``restapi`` section configures.
 """
-
 from __future__ import annotations
 
 from typing import Any
@@ -24,25 +23,13 @@ from webaccel.content.errors import ReplicationError
 
 
 class ClusterClient:
-    def __init__(
-        self,
-        url: str,
-        *,
-        token: str | None = None,
-        user: str | None = None,
-        password: str | None = None,
-        timeout: float = 30.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
+    def __init__(self, url: str, *, token: str | None = None, user: str | None = None,
+                 password: str | None = None, timeout: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         auth = httpx.BasicAuth(user, password or "") if user else None
-        self._client = httpx.AsyncClient(
-            base_url=url.rstrip("/"),
-            headers=headers,
-            auth=auth,
-            timeout=timeout,
-            transport=transport,
-        )
+        self._client = httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, auth=auth,
+                                         timeout=timeout, transport=transport)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -52,27 +39,17 @@ class ClusterClient:
             r = await self._client.request(method, path, **kw)
         except httpx.HTTPError as exc:
             raise ReplicationError(
-                f"IPFS Cluster at {self._client.base_url} is unreachable"
-            ) from exc
+                f"IPFS Cluster at {self._client.base_url} is unreachable") from exc
         if r.status_code >= 400:
             raise ReplicationError(
                 f"IPFS Cluster answered {r.status_code} to {method} {path.split('?')[0]}",
-                details={"status": r.status_code, "body": r.text[:500]},
-            )
+                details={"status": r.status_code, "body": r.text[:500]})
         return r.json() if r.content else None
 
-    async def pin(
-        self,
-        cid: cidmod.CIDLike,
-        *,
-        replication_min: int = -1,
-        replication_max: int = -1,
-        name: str | None = None,
-    ) -> Any:
-        params: dict[str, Any] = {
-            "replication-min": replication_min,
-            "replication-max": replication_max,
-        }
+    async def pin(self, cid: cidmod.CIDLike, *, replication_min: int = -1,
+                  replication_max: int = -1, name: str | None = None) -> Any:
+        params: dict[str, Any] = {"replication-min": replication_min,
+                                  "replication-max": replication_max}
         if name:
             params["name"] = name
         text = cidmod.to_str(cidmod.parse(cid))

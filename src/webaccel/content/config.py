@@ -9,7 +9,6 @@
 pins are pushed (their upload token); ``upload_token`` is what this server
 accepts for uploads.
 """
-
 from __future__ import annotations
 
 import json

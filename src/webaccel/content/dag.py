@@ -4,7 +4,6 @@ The I/O layers (store, gateway, fetcher) fetch blocks; this module says what a
 block means: its children, which children cover a byte range, which child a
 directory entry names.  Spec: https://github.com/ipfs/specs/blob/main/UNIXFS.md
 """
-
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -62,11 +61,8 @@ def decode(c: bytes, block: bytes) -> Node:
     if pb.data is None:
         raise DecodeError("dag-pb node without UnixFS Data")
     fs = decode_unixfs(pb.data)
-    if (
-        fs.type in (DataType.FILE, DataType.RAW)
-        and pb.links
-        and len(fs.blocksizes) != len(pb.links)
-    ):
+    if (fs.type in (DataType.FILE, DataType.RAW) and pb.links
+            and len(fs.blocksizes) != len(pb.links)):
         raise DecodeError("UnixFS file node: blocksizes and links differ in number")
     return Node(c, None, pb, fs)
 
@@ -108,7 +104,7 @@ def file_pieces(node: Node, start: int = 0, end: int | None = None) -> list[Piec
     pos = 0
     if inline:
         if start < len(inline):
-            seg = inline[start : min(end, len(inline))]
+            seg = inline[start:min(end, len(inline))]
             out.append(Piece(start, len(seg), seg))
         pos = len(inline)
     for link, bs in zip(node.pb.links, node.fs.blocksizes, strict=True):

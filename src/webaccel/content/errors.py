@@ -20,7 +20,6 @@
 The gateway maps these to HTTP status codes in one place
 (:func:`webaccel.content.gateway.error_response`).
 """
-
 from __future__ import annotations
 
 from webaccel.errors import BadRequestError, NotFoundError, TimeoutError_, WebAccelError

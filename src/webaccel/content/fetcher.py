@@ -20,7 +20,6 @@ same block is asked of an idle peer and the first valid answer wins.
 Timeouts, 429/5xx answers and connection errors back the peer off briefly and
 put the block back in the queue; 404 means "ask someone else".
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -74,13 +73,8 @@ class Peer:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "url": self.url,
-            "blocks": self.blocks,
-            "bytes": self.bytes,
-            "corrupt": self.corrupt,
-            "timeouts": self.timeouts,
-            "errors": self.errors,
-            "not_found": self.not_found,
+            "url": self.url, "blocks": self.blocks, "bytes": self.bytes, "corrupt": self.corrupt,
+            "timeouts": self.timeouts, "errors": self.errors, "not_found": self.not_found,
             "banned": self.banned,
             "mb_per_s": (1 / self.spb / 1e6) if self.spb else None,
         }
@@ -120,17 +114,10 @@ class _Job:
 class Fetcher:
     """Fetch blocks from many trustless-gateway peers; also a store's network tier."""
 
-    def __init__(
-        self,
-        peers: list[str],
-        *,
-        window: int = 32,
-        per_peer: int = 8,
-        timeout: float = 15.0,
-        max_attempts: int = 8,
-        client: httpx.AsyncClient | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, peers: list[str], *, window: int = 32, per_peer: int = 8,
+                 timeout: float = 15.0, max_attempts: int = 8,
+                 client: httpx.AsyncClient | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         if not peers:
             raise ValueError("a Fetcher needs at least one peer URL")
         self.peers = [Peer(u.rstrip("/")) for u in dict.fromkeys(peers)]
@@ -147,10 +134,8 @@ class Fetcher:
         if self._client is None:
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout, connect=min(5.0, self.timeout)),
-                limits=httpx.Limits(
-                    max_connections=self.window * 2 + len(self.peers) * 2,
-                    max_keepalive_connections=self.window * 2,
-                ),
+                limits=httpx.Limits(max_connections=self.window * 2 + len(self.peers) * 2,
+                                    max_keepalive_connections=self.window * 2),
                 headers=self._headers,
             )
         return self._client
@@ -244,14 +229,9 @@ class Fetcher:
 
     # ------------------------------------------------------------ a whole DAG
 
-    async def fetch(
-        self,
-        root: cidmod.CIDLike,
-        out: str | os.PathLike[str] | None = None,
-        *,
-        store: BlockStore | None = None,
-        progress: Callable[[int, int | None], None] | None = None,
-    ) -> FetchStats:
+    async def fetch(self, root: cidmod.CIDLike, out: str | os.PathLike[str] | None = None, *,
+                    store: BlockStore | None = None,
+                    progress: Callable[[int, int | None], None] | None = None) -> FetchStats:
         """Fetch the DAG at ``root`` from all peers in parallel.
 
         With ``out`` the UnixFS content is written there (a file, or a folder
@@ -306,8 +286,7 @@ class Fetcher:
                         if not self._alive(job.tried):
                             raise BlockNotFoundError(
                                 f"no peer has a valid block {cidmod.to_str(job.cid)} "
-                                f"(tried {len(job.tried)} of {len(self.peers)})"
-                            )
+                                f"(tried {len(job.tried)} of {len(self.peers)})")
                         break
                     queue.popleft()
                     launch(job, peer)
@@ -317,9 +296,8 @@ class Fetcher:
                 if not running:
                     await asyncio.sleep(0.05)  # every usable peer is backing off
                     continue
-                finished, _ = await asyncio.wait(
-                    list(running), timeout=0.25, return_when=asyncio.FIRST_COMPLETED
-                )
+                finished, _ = await asyncio.wait(list(running), timeout=0.25,
+                                                 return_when=asyncio.FIRST_COMPLETED)
                 for task in finished:
                     job, peer = running.pop(task)
                     peer.inflight -= 1
@@ -366,17 +344,9 @@ class Fetcher:
         stats.peers = [p.as_dict() for p in self.peers]
         return stats
 
-    def _retry(
-        self,
-        job: _Job,
-        peer: Peer,
-        queue: deque[_Job],
-        running: dict[asyncio.Task[bytes], tuple[_Job, Peer]],
-        done: set[bytes],
-        stats: FetchStats,
-        *,
-        exclude: bool,
-    ) -> None:
+    def _retry(self, job: _Job, peer: Peer, queue: deque[_Job],
+               running: dict[asyncio.Task[bytes], tuple[_Job, Peer]], done: set[bytes],
+               stats: FetchStats, *, exclude: bool) -> None:
         if job.cid in done or any(j.cid == job.cid for j, _ in running.values()):
             return  # a hedged twin is still running or already won
         if exclude:
@@ -385,18 +355,12 @@ class Fetcher:
         stats.retries += 1
         if job.attempts >= self.max_attempts:
             raise FetchTimeoutError(
-                f"block {cidmod.to_str(job.cid)} failed {job.attempts} times on every peer"
-            )
+                f"block {cidmod.to_str(job.cid)} failed {job.attempts} times on every peer")
         queue.appendleft(job)
 
-    def _hedge(
-        self,
-        running: dict[asyncio.Task[bytes], tuple[_Job, Peer]],
-        hedges: dict[bytes, int],
-        durations: deque[float],
-        launch: Callable[[_Job, Peer], None],
-        stats: FetchStats,
-    ) -> None:
+    def _hedge(self, running: dict[asyncio.Task[bytes], tuple[_Job, Peer]],
+               hedges: dict[bytes, int], durations: deque[float],
+               launch: Callable[[_Job, Peer], None], stats: FetchStats) -> None:
         if len(durations) < 4:
             return
         typical = sorted(durations)[len(durations) // 2]

@@ -21,7 +21,6 @@ with Retry-After, 504 timeout); messages never echo the request.
 ``max_concurrency`` bounds requests in flight; past it the answer is 429 at
 once (shedding load beats queueing: clients retry another peer).
 """
-
 from __future__ import annotations
 
 import hmac
@@ -100,9 +99,8 @@ def error_response(exc: BaseException) -> Response:
     headers = {**CORS, "Cache-Control": "no-store"}
     if retry:
         headers["Retry-After"] = retry
-    return Response(
-        f"{status}: {message}\n", status_code=status, media_type="text/plain", headers=headers
-    )
+    return Response(f"{status}: {message}\n", status_code=status, media_type="text/plain",
+                    headers=headers)
 
 
 # ------------------------------------------------------------------ concurrency limit
@@ -118,9 +116,8 @@ class _Limiter:
 class _LimitedEndpoint:
     """ASGI endpoint that holds a slot until the (possibly streamed) response ends."""
 
-    def __init__(
-        self, handler: Callable[[Request], Awaitable[Response]], limiter: _Limiter | None
-    ) -> None:
+    def __init__(self, handler: Callable[[Request], Awaitable[Response]],
+                 limiter: _Limiter | None) -> None:
         self.handler = handler
         self.limiter = limiter
 
@@ -128,11 +125,8 @@ class _LimitedEndpoint:
         lim = self.limiter
         if lim is not None and lim.inflight >= lim.limit:
             lim.rejected += 1
-            resp = error_response(
-                OverloadedError(
-                    "gateway is at its concurrency limit; retry after a second or use another peer"
-                )
-            )
+            resp = error_response(OverloadedError(
+                "gateway is at its concurrency limit; retry after a second or use another peer"))
             await resp(scope, receive, send)
             return
         if lim is not None:
@@ -165,7 +159,7 @@ def _format(request: Request) -> str:
     if RAW in types:
         return "raw"
     if CAR in types:
-        car_params = accept[accept.lower().index(CAR) :].split(",")[0].lower()
+        car_params = accept[accept.lower().index(CAR):].split(",")[0].lower()
         if "version=2" in car_params:
             raise UnsupportedFormatError("only CAR version 1 is served")
         return "car"
@@ -178,14 +172,8 @@ def _format(request: Request) -> str:
 def _base_headers(chain: list[bytes], root_text: str, path: str) -> dict[str, str]:
     roots = ",".join(cidmod.to_str(c) for c in chain)
     xpath = f"/ipfs/{root_text}" + (f"/{path}" if path else "")
-    return {
-        **CORS,
-        "Cache-Control": IMMUTABLE,
-        "X-Ipfs-Path": xpath,
-        "X-Ipfs-Roots": roots,
-        "X-Content-Type-Options": "nosniff",
-        "Vary": "Accept",
-    }
+    return {**CORS, "Cache-Control": IMMUTABLE, "X-Ipfs-Path": xpath, "X-Ipfs-Roots": roots,
+            "X-Content-Type-Options": "nosniff", "Vary": "Accept"}
 
 
 def _not_modified(request: Request, etag: str, headers: dict[str, str]) -> Response | None:
@@ -224,14 +212,9 @@ def _parse_range(value: str | None, size: int) -> tuple[int, int] | None | str:
 
 
 class Gateway:
-    def __init__(
-        self,
-        store: BlockStore,
-        *,
-        upload_token: str | None = None,
-        on_upload: Callable[[list[bytes]], Awaitable[None]] | None = None,
-        on_serve: Callable[[bytes], None] | None = None,
-    ) -> None:
+    def __init__(self, store: BlockStore, *, upload_token: str | None = None,
+                 on_upload: Callable[[list[bytes]], Awaitable[None]] | None = None,
+                 on_serve: Callable[[bytes], None] | None = None) -> None:
         self.store = store
         self.upload_token = upload_token
         self.on_upload = on_upload
@@ -266,17 +249,11 @@ class Gateway:
         if nm:
             return nm
         data = await self.store.get(target)
-        headers = {
-            **headers,
-            "ETag": etag,
-            "Content-Disposition": f'attachment; filename="{cidmod.to_str(target)}.bin"',
-        }
+        headers = {**headers, "ETag": etag,
+                   "Content-Disposition": f'attachment; filename="{cidmod.to_str(target)}.bin"'}
         if request.method == "HEAD":
-            return Response(
-                status_code=200,
-                media_type=RAW,
-                headers={**headers, "Content-Length": str(len(data))},
-            )
+            return Response(status_code=200, media_type=RAW,
+                            headers={**headers, "Content-Length": str(len(data))})
         return Response(data, media_type=RAW, headers=headers)
 
     async def _car(self, request: Request, chain: list[bytes], headers: dict[str, str]) -> Response:
@@ -289,12 +266,8 @@ class Gateway:
         if nm:
             return nm
         media = f"{CAR}; version=1; order=dfs; dups=n"
-        headers = {
-            **headers,
-            "ETag": etag,
-            "X-Content-Type-Options": "nosniff",
-            "Content-Disposition": f'attachment; filename="{cidmod.to_str(target)}.car"',
-        }
+        headers = {**headers, "ETag": etag, "X-Content-Type-Options": "nosniff",
+                   "Content-Disposition": f'attachment; filename="{cidmod.to_str(target)}.car"'}
         if request.method == "HEAD":
             await self.store.get(target)
             return Response(status_code=200, media_type=media, headers=headers)
@@ -314,9 +287,8 @@ class Gateway:
 
         return StreamingResponse(body(), media_type=media, headers=headers)
 
-    async def _file(
-        self, request: Request, target: bytes, headers: dict[str, str], path: str
-    ) -> Response:
+    async def _file(self, request: Request, target: bytes, headers: dict[str, str],
+                    path: str) -> Response:
         node = await self.store.node(target)
         if node.kind in ("directory", "hamt"):
             return await self._directory(request, target, node, headers, path)
@@ -332,9 +304,8 @@ class Gateway:
         headers = {**headers, "ETag": etag, "Accept-Ranges": "bytes"}
         rng = _parse_range(request.headers.get("range"), size)
         if rng == "unsatisfiable":
-            return Response(
-                status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"}
-            )
+            return Response(status_code=416,
+                            headers={**headers, "Content-Range": f"bytes */{size}"})
         status = 200
         start, end = 0, size
         if isinstance(rng, tuple):
@@ -344,16 +315,11 @@ class Gateway:
         headers["Content-Length"] = str(end - start)
         if request.method == "HEAD":
             return Response(status_code=status, media_type=ctype, headers=headers)
-        return StreamingResponse(
-            self.store.iter_file(target, start, end),
-            status_code=status,
-            media_type=ctype,
-            headers=headers,
-        )
+        return StreamingResponse(self.store.iter_file(target, start, end), status_code=status,
+                                 media_type=ctype, headers=headers)
 
-    async def _directory(
-        self, request: Request, target: bytes, node: dag.Node, headers: dict[str, str], path: str
-    ) -> Response:
+    async def _directory(self, request: Request, target: bytes, node: dag.Node,
+                         headers: dict[str, str], path: str) -> Response:
         entries = dag.dir_entries(node)
         for name, c, _ in entries:
             if name == "index.html":
@@ -366,11 +332,8 @@ class Gateway:
             for n, c, t in entries
         )
         body = f"<!doctype html><meta charset=utf-8><title>Index</title><ul>{rows}</ul>"
-        return Response(
-            body if request.method != "HEAD" else b"",
-            media_type="text/html",
-            headers={**headers, "ETag": etag},
-        )
+        return Response(body if request.method != "HEAD" else b"", media_type="text/html",
+                        headers={**headers, "ETag": etag})
 
     async def upload(self, request: Request) -> Response:
         """``POST /webaccel/v1/car[?pin=1]`` with ``Authorization: Bearer TOKEN``: import a CAR.
@@ -383,12 +346,8 @@ class Gateway:
         auth = request.headers.get("authorization", "")
         given = auth[7:] if auth.lower().startswith("bearer ") else ""
         if not hmac.compare_digest(given.encode(), self.upload_token.encode()):
-            return Response(
-                "401: a valid upload token is required\n",
-                status_code=401,
-                media_type="text/plain",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            return Response("401: a valid upload token is required\n", status_code=401,
+                            media_type="text/plain", headers={"WWW-Authenticate": "Bearer"})
         reader = CarReader()
         roots: list[bytes] = []
         n = 0
@@ -411,19 +370,13 @@ class Gateway:
             await self.on_upload(roots)
         import json
 
-        body = json.dumps(
-            {"roots": [cidmod.to_str(r) for r in roots], "blocks": n, "pinned": pinned}
-        )
+        body = json.dumps({"roots": [cidmod.to_str(r) for r in roots], "blocks": n,
+                           "pinned": pinned})
         return Response(body, media_type="application/json")
 
 
-def gateway_routes(
-    store: BlockStore,
-    *,
-    max_concurrency: int = 1024,
-    upload_token: str | None = None,
-    gateway: Gateway | None = None,
-) -> list[Route]:
+def gateway_routes(store: BlockStore, *, max_concurrency: int = 1024,
+                   upload_token: str | None = None, gateway: Gateway | None = None) -> list[Route]:
     """Routes to mount on any Starlette app (the main server includes these)."""
     gw = gateway or Gateway(store, upload_token=upload_token)
     limiter = _Limiter(max_concurrency) if max_concurrency else None

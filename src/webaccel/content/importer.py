@@ -24,7 +24,6 @@ filesize, blocksizes}`` (blocksizes = file bytes under each child) and whose
 links carry ``Name: ""`` and ``Tsize`` = cumulative encoded size of the child's
 DAG.  Both go and JS write the empty name, so we do too: it is in the hash.
 """
-
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -198,9 +197,8 @@ class FileBuilder:
         return out
 
 
-def import_file(
-    pieces: Iterable[bytes], profile: str | Profile = DEFAULT_PROFILE
-) -> Iterator[Block]:
+def import_file(pieces: Iterable[bytes],
+                profile: str | Profile = DEFAULT_PROFILE) -> Iterator[Block]:
     """Yield ``(cid, block)`` for every block of the file; the root comes last.
 
     ``pieces`` may be cut any way; they are re-chunked to the profile's size.
@@ -212,9 +210,8 @@ def import_file(
     yield from b.finish()
 
 
-def import_bytes(
-    data: bytes, profile: str | Profile = DEFAULT_PROFILE
-) -> tuple[Entry, list[Block]]:
+def import_bytes(data: bytes,
+                 profile: str | Profile = DEFAULT_PROFILE) -> tuple[Entry, list[Block]]:
     """Whole-buffer convenience for small inputs and tests."""
     b = FileBuilder(profile)
     blocks: list[Block] = []

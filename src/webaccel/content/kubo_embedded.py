@@ -9,7 +9,6 @@ binding directly.  Its ``AddFile`` only does ``ipfs add`` with Kubo's defaults
 Starting the node (``RunNode``) takes ~5 s once per process; each add after
 that is timed alone.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -47,9 +46,8 @@ class EmbeddedKubo:
     def add(self, path: str | os.PathLike[str], only_hash: bool = True) -> str:
         """``ipfs add [-r] [--only-hash] PATH``; returns the root CID text."""
         with self._lock:
-            ptr = self._lib.AddFile(
-                self._r, self._c_str(os.path.abspath(path).encode()), self._c_bool(only_hash)
-            )
+            ptr = self._lib.AddFile(self._r, self._c_str(os.path.abspath(path).encode()),
+                                    self._c_bool(only_hash))
             if not ptr:
                 raise BackendUnavailableError(f"Kubo failed to add {path}")
             out = self._from(ptr)

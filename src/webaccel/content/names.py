@@ -7,7 +7,6 @@ version is pinned with ``pin_version``, so caches keyed by CID never go stale:
 atomically under an exclusive lock, so concurrent publishers never lose a
 version.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -56,8 +55,7 @@ class NameRecord:
 def check_name(name: str) -> str:
     if not _NAME.match(name):
         raise InvalidInputError(
-            "a model name is 1-128 letters, digits, '.', '_' or '-' and starts with a letter/digit"
-        )
+            "a model name is 1-128 letters, digits, '.', '_' or '-' and starts with a letter/digit")
     return name
 
 
@@ -86,13 +84,11 @@ class NameRegistry:
     def get(self, name: str) -> NameRecord:
         p = self._path(name)
         if not p.exists():
-            raise ModelNotFoundError(
-                f"no model named {name!r}; publish it with `webaccel models publish NAME PATH`"
-            )
+            raise ModelNotFoundError(f"no model named {name!r}; publish it with "
+                                     "`webaccel models publish NAME PATH`")
         raw: dict[str, Any] = json.loads(p.read_text())
-        return NameRecord(
-            raw["name"], [Version(**v) for v in raw["versions"]], raw.get("pinned_version")
-        )
+        return NameRecord(raw["name"], [Version(**v) for v in raw["versions"]],
+                          raw.get("pinned_version"))
 
     def _save(self, rec: NameRecord) -> None:
         p = self._path(rec.name)
@@ -100,15 +96,8 @@ class NameRegistry:
         tmp.write_text(json.dumps(asdict(rec), indent=1))
         os.replace(tmp, p)
 
-    def publish(
-        self,
-        name: str,
-        cid: cidmod.CIDLike,
-        *,
-        size: int | None = None,
-        profile: str | None = None,
-        note: str | None = None,
-    ) -> Version:
+    def publish(self, name: str, cid: cidmod.CIDLike, *, size: int | None = None,
+                profile: str | None = None, note: str | None = None) -> Version:
         text = cidmod.to_str(cidmod.parse(cid))
         with self._locked(name):
             try:
@@ -117,14 +106,8 @@ class NameRegistry:
                 rec = NameRecord(name)
             if rec.versions and rec.versions[-1].cid == text:
                 return rec.versions[-1]  # same content again: not a new version
-            v = Version(
-                (rec.versions[-1].version + 1) if rec.versions else 1,
-                text,
-                time.time(),
-                size,
-                profile,
-                note,
-            )
+            v = Version((rec.versions[-1].version + 1) if rec.versions else 1, text, time.time(),
+                        size, profile, note)
             rec.versions.append(v)
             self._save(rec)
             return v

@@ -27,7 +27,6 @@ Follows the specs, byte for byte, because CIDs depend on it:
 Every decoder either returns a value or raises DecodeError: no other
 exception, no unbounded loop (each step consumes at least one byte).
 """
-
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -12,7 +12,6 @@
   ``hot_fetches``-th request of an unpinned root pins it locally (if complete)
   and replicates it in the background.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -50,14 +49,9 @@ class Availability:
 
 
 class Replicator:
-    def __init__(
-        self,
-        store: BlockStore,
-        cfg: ContentConfig,
-        *,
-        status_path: str | os.PathLike[str] | None = None,
-        client: httpx.AsyncClient | None = None,
-    ) -> None:
+    def __init__(self, store: BlockStore, cfg: ContentConfig, *,
+                 status_path: str | os.PathLike[str] | None = None,
+                 client: httpx.AsyncClient | None = None) -> None:
         self.store = store
         self.cfg = cfg
         if status_path is None:
@@ -66,16 +60,10 @@ class Replicator:
             status_path = home() / "replication.json"
         self.status_path = Path(status_path)
         self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
-        self.cluster = (
-            ClusterClient(
-                cfg.cluster["url"],
-                token=cfg.cluster.get("token"),
-                user=cfg.cluster.get("user"),
-                password=cfg.cluster.get("password"),
-            )
-            if cfg.cluster and cfg.cluster.get("url")
-            else None
-        )
+        self.cluster = (ClusterClient(cfg.cluster["url"], token=cfg.cluster.get("token"),
+                                      user=cfg.cluster.get("user"),
+                                      password=cfg.cluster.get("password"))
+                        if cfg.cluster and cfg.cluster.get("url") else None)
         self.fetch_counts: dict[bytes, int] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
 
@@ -88,8 +76,7 @@ class Replicator:
 
     def _check_urls(self) -> list[str]:
         urls = [p["url"].rstrip("/") for p in self.cfg.replicate_to] + [
-            u.rstrip("/") for u in self.cfg.peers
-        ]
+            u.rstrip("/") for u in self.cfg.peers]
         return list(dict.fromkeys(urls))
 
     # -------------------------------------------------------------- push
@@ -105,30 +92,20 @@ class Replicator:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         try:
-            r = await self._client.post(
-                f"{url.rstrip('/')}{UPLOAD_PATH}?pin=1",
-                content=self._car_stream(raw),
-                headers=headers,
-            )
+            r = await self._client.post(f"{url.rstrip('/')}{UPLOAD_PATH}?pin=1",
+                                        content=self._car_stream(raw), headers=headers)
         except httpx.HTTPError as exc:
             raise ReplicationError(f"peer {url} did not take the upload") from exc
         if r.status_code != 200:
-            raise ReplicationError(
-                f"peer {url} refused the upload ({r.status_code})",
-                details={"status": r.status_code},
-            )
+            raise ReplicationError(f"peer {url} refused the upload ({r.status_code})",
+                                   details={"status": r.status_code})
         return dict(r.json())
 
     async def replicate(self, root: cidmod.CIDLike, *, name: str | None = None) -> dict[str, Any]:
         """Push ``root`` to peers until ``replication_max`` hold it; pin in the cluster."""
         raw = cidmod.parse(root)
-        report: dict[str, Any] = {
-            "cid": cidmod.to_str(raw),
-            "pushed": [],
-            "already": [],
-            "failed": {},
-            "cluster": None,
-        }
+        report: dict[str, Any] = {"cid": cidmod.to_str(raw), "pushed": [], "already": [],
+                                  "failed": {}, "cluster": None}
         have = 0
         for peer in self.cfg.replicate_to:
             if have >= self.cfg.replication_max:
@@ -146,11 +123,8 @@ class Replicator:
                 report["failed"][url] = exc.message
         if self.cluster is not None:
             report["cluster"] = await self.cluster.pin(
-                raw,
-                replication_min=self.cfg.replication_min,
-                replication_max=self.cfg.replication_max,
-                name=name,
-            )
+                raw, replication_min=self.cfg.replication_min,
+                replication_max=self.cfg.replication_max, name=name)
         return report
 
     # -------------------------------------------------------------- availability
@@ -159,17 +133,14 @@ class Replicator:
         text = cidmod.to_str(root)
         try:
             if not deep:
-                r = await self._client.head(
-                    f"{url}/ipfs/{text}", headers={"Accept": "application/vnd.ipld.raw"}
-                )
+                r = await self._client.head(f"{url}/ipfs/{text}",
+                                            headers={"Accept": "application/vnd.ipld.raw"})
                 return r.status_code == 200
             reader = CarReader()
             seen = 0
             async with self._client.stream(
-                "GET",
-                f"{url}/ipfs/{text}?format=car&dag-scope=all",
-                headers={"Accept": "application/vnd.ipld.car"},
-            ) as r:
+                    "GET", f"{url}/ipfs/{text}?format=car&dag-scope=all",
+                    headers={"Accept": "application/vnd.ipld.car"}) as r:
                 if r.status_code != 200:
                     return False
                 async for piece in r.aiter_raw():
@@ -188,13 +159,10 @@ class Replicator:
         raw = cidmod.parse(root)
         urls = self._check_urls()
         results = await asyncio.gather(*[self.available(raw, u, deep=deep) for u in urls])
-        return Availability(
-            cidmod.to_str(raw),
-            [u for u, ok in zip(urls, results, strict=False) if ok],
-            [u for u, ok in zip(urls, results, strict=False) if not ok],
-            self.cfg.replication_min,
-            time.time(),
-        )
+        return Availability(cidmod.to_str(raw),
+                            [u for u, ok in zip(urls, results, strict=False) if ok],
+                            [u for u, ok in zip(urls, results, strict=False) if not ok],
+                            self.cfg.replication_min, time.time())
 
     async def monitor(self, *, deep: bool = False) -> list[Availability]:
         out = [await self.check(str(p["cid"]), deep=deep) for p in self.store.pins()]

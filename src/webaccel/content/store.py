@@ -10,7 +10,6 @@ network tier marks its peer down and asks another.  Disk reads are verified
 too (``verify_disk=True``): a block that rotted on disk is deleted and fetched
 again.  ``put_trusted`` skips the hash for blocks we just built ourselves.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -163,18 +162,16 @@ class BlockStore:
     async def node(self, c: bytes) -> dag.Node:
         return dag.decode(c, await self.get(c))
 
-    async def iter_file(
-        self, root: CIDLike, start: int = 0, end: int | None = None
-    ) -> AsyncIterator[bytes]:
+    async def iter_file(self, root: CIDLike, start: int = 0,
+                        end: int | None = None) -> AsyncIterator[bytes]:
         """Bytes ``[start, end)`` of the UnixFS file at ``root``, streamed block by block."""
         raw = cidmod.parse(root)
         stack: list[tuple[bytes, int]] = [(raw, 0)]  # (cid, file offset of this node)
         while stack:
             c, base = stack.pop()
             node = await self.node(c)
-            pieces = dag.file_pieces(
-                node, max(0, start - base), None if end is None else end - base
-            )
+            pieces = dag.file_pieces(node, max(0, start - base),
+                                     None if end is None else end - base)
             for piece in reversed(pieces):
                 if piece.child is not None:
                     stack.append((piece.child, base + piece.offset))
@@ -326,9 +323,8 @@ class BlockStore:
         keep = self.pinned_set()
         total = self.disk.nbytes
         removed = removed_bytes = 0
-        candidates = sorted(
-            (e for e in self.disk.entries() if e.mh not in keep), key=lambda e: e.mtime
-        )
+        candidates = sorted((e for e in self.disk.entries() if e.mh not in keep),
+                            key=lambda e: e.mtime)
         for e in candidates:
             if target_bytes is not None and total <= target_bytes:
                 break

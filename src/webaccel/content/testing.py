@@ -13,7 +13,6 @@
 :func:`spawn_peer` starts one as a subprocess (so peers do not share the
 client's GIL) and :func:`serve_in_thread` runs any ASGI app in this process.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -60,15 +59,8 @@ class Faults:
 
     PIECE = 64 * 1024
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        rate: float | None = None,
-        corrupt: float = 0.0,
-        delay: float = 0.0,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, rate: float | None = None, corrupt: float = 0.0,
+                 delay: float = 0.0, seed: int = 0) -> None:
         self.app = app
         # a quarter second of burst: a process scheduled late (busy machine)
         # catches up instead of losing the tokens it slept through
@@ -89,9 +81,8 @@ class Faults:
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 state["ok"] = message["status"] in (200, 206)
-                state["flip"] = (
-                    state["ok"] and self.corrupt > 0 and self.rng.random() < self.corrupt
-                )
+                state["flip"] = (state["ok"] and self.corrupt > 0
+                                 and self.rng.random() < self.corrupt)
                 await send(message)
                 return
             if message["type"] == "http.response.body":
@@ -107,13 +98,8 @@ class Faults:
                         piece = body[off : off + self.PIECE]
                         await self.bucket.take(len(piece))
                         last = off + self.PIECE >= len(body)
-                        await send(
-                            {
-                                "type": "http.response.body",
-                                "body": piece,
-                                "more_body": more or not last,
-                            }
-                        )
+                        await send({"type": "http.response.body", "body": piece,
+                                    "more_body": more or not last})
                     return
                 await send({**message, "body": body})
                 return
@@ -147,14 +133,8 @@ def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1") -> ThreadServer:
 
     sock = bind(host)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        backlog=BACKLOG,
-        timeout_keep_alive=30,
-    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            backlog=BACKLOG, timeout_keep_alive=30)
     server = uvicorn.Server(config)
     t = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     t.start()
@@ -181,28 +161,10 @@ class PeerProcess:
                 self.proc.wait(5)
 
 
-def spawn_peer(
-    root: str | os.PathLike[str],
-    *,
-    rate: float | None = None,
-    corrupt: float = 0.0,
-    delay: float = 0.0,
-    token: str | None = None,
-    seed: int = 0,
-) -> PeerProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "webaccel.content.testing",
-        "--root",
-        str(root),
-        "--corrupt",
-        str(corrupt),
-        "--delay",
-        str(delay),
-        "--seed",
-        str(seed),
-    ]
+def spawn_peer(root: str | os.PathLike[str], *, rate: float | None = None, corrupt: float = 0.0,
+               delay: float = 0.0, token: str | None = None, seed: int = 0) -> PeerProcess:
+    cmd = [sys.executable, "-m", "webaccel.content.testing", "--root", str(root),
+           "--corrupt", str(corrupt), "--delay", str(delay), "--seed", str(seed)]
     if rate:
         cmd += ["--rate", str(rate)]
     if token:
@@ -245,22 +207,11 @@ def main(argv: list[str] | None = None) -> None:
     from webaccel.content.store import BlockStore
 
     store = BlockStore(Path(args.root), fsync=False)
-    app = Faults(
-        create_gateway_app(store, upload_token=args.token),
-        rate=args.rate,
-        corrupt=args.corrupt,
-        delay=args.delay,
-        seed=args.seed,
-    )
+    app = Faults(create_gateway_app(store, upload_token=args.token), rate=args.rate,
+                 corrupt=args.corrupt, delay=args.delay, seed=args.seed)
     sock = bind("127.0.0.1", args.port)
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        backlog=BACKLOG,
-        timeout_keep_alive=30,
-    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            backlog=BACKLOG, timeout_keep_alive=30)
     server = uvicorn.Server(config)
 
     async def run() -> None:

@@ -27,7 +27,6 @@ Public API (everything else is internal)::
 
 Several processes can share the file (see :mod:`webaccel.metrics.db`).
 """
-
 from __future__ import annotations
 
 from webaccel.metrics.errors import MetricsLockedError, MetricsSchemaError, MetricsStoreError

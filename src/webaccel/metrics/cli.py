@@ -10,7 +10,6 @@ ones included, is stored in the metrics file.  It exits 1 if a benchmark
 crashed, 2 for an unknown name.  Both commands work while a server is writing
 the same file.
 """
-
 from __future__ import annotations
 
 import json
@@ -29,9 +28,8 @@ def _summary(result: dict[str, Any]) -> str:
     figs = result.get("figures") or {}
     for v in figs.values():
         if isinstance(v, dict) and "median" in v:
-            return (
-                f"median {v['median']:.4g} (p10 {v.get('p10', 0):.4g}, p90 {v.get('p90', 0):.4g})"
-            )
+            return (f"median {v['median']:.4g} "
+                    f"(p10 {v.get('p10', 0):.4g}, p90 {v.get('p90', 0):.4g})")
     return ""
 
 
@@ -53,24 +51,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command("bench")
     def bench(
-        names: Annotated[
-            list[str] | None,
-            typer.Argument(
-                help="benchmarks to run (default: all): " + ", ".join(BENCHMARK_MODULES)
-            ),
-        ] = None,
+        names: Annotated[list[str] | None, typer.Argument(
+            help="benchmarks to run (default: all): " + ", ".join(BENCHMARK_MODULES))] = None,
         as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
         repeat: Annotated[int, typer.Option("--repeat", min=1, help="measured repeats")] = 20,
         warmup: Annotated[int, typer.Option("--warmup", min=0, help="warm-up runs")] = 20,
-        option: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--option",
-                "-o",
-                help="KEY=VALUE passed to the benchmarks (value parsed as JSON "
-                "when it parses), e.g. -o workers=4",
-            ),
-        ] = None,
+        option: Annotated[list[str] | None, typer.Option(
+            "--option", "-o", help="KEY=VALUE passed to the benchmarks (value parsed as JSON "
+            "when it parses), e.g. -o workers=4")] = None,
         db: Annotated[Path | None, typer.Option("--db", help="metrics file")] = None,
     ) -> None:
         """Run benchmarks; print and store one result each."""
@@ -81,26 +69,18 @@ def register(app: typer.Typer) -> None:
         if unknown:
             raise typer.BadParameter(
                 f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARK_MODULES)}",
-                param_hint="NAME",
-            )
+                param_hint="NAME")
         options = _parse_options(option or [])
         err = Console(stderr=True)
         results = []
         store = MetricsStore(db)
         try:
             with err.status("starting…") as status:
-
                 def started(name: str) -> None:
                     status.update(f"running {name}…")  # stderr; stdout stays JSON
 
-                for result in run_benchmarks(
-                    names or None,
-                    repeat=repeat,
-                    warmup=warmup,
-                    options=options,
-                    store=store,
-                    on_start=started,
-                ):
+                for result in run_benchmarks(names or None, repeat=repeat, warmup=warmup,
+                                             options=options, store=store, on_start=started):
                     results.append(result)
                     if as_json:
                         sys.stdout.write(json.dumps(result) + "\n")

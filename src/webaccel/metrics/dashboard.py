@@ -1,7 +1,6 @@
 """The live dashboard page: self-contained (no CDN, no external fonts), polls
 ``snapshot.json`` next to its own URL once a second and redraws workers,
 queues, per-model figures and a latency chart (canvas, drawn by hand)."""
-
 # ruff: noqa: E501  (an HTML/JS page, kept readable rather than wrapped)
 from __future__ import annotations
 

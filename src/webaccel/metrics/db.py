@@ -11,7 +11,6 @@ Within one process DuckDB shares a database instance per path and refuses a
 second opener with a different ``read_only`` setting, so every opener here
 takes the per-path lock from :func:`path_lock` first.
 """
-
 from __future__ import annotations
 
 import contextlib

@@ -5,7 +5,6 @@ than we were willing to wait.  ``MetricsSchemaError`` (INTERNAL): the file was
 written by a newer webaccel.  ``MetricsStoreError`` (INTERNAL): any other
 DuckDB failure, chained from the DuckDB exception.
 """
-
 from __future__ import annotations
 
 from webaccel.errors import InternalError, TimeoutError_

@@ -18,7 +18,6 @@ Routes:
 - ``GET /dashboard/snapshot.json``: ``live_snapshot()`` plus the store's live
   ``metrics`` (get_metrics()) and ``recent`` inferences.
 """
-
 from __future__ import annotations
 
 import asyncio

@@ -14,7 +14,6 @@ returns::
      "fetches": {"count", "errors", "bytes", "by_tier": {...}},
      "since": ISO time}
 """
-
 from __future__ import annotations
 
 import datetime as dt
@@ -44,16 +43,8 @@ class _Agg:
     recent_ms: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def add(
-        self,
-        end: float,
-        rt_ms: float,
-        items: int,
-        ok: bool,
-        retries: int,
-        wait_ms: float | None,
-        page_ms: float | None,
-    ) -> None:
+    def add(self, end: float, rt_ms: float, items: int, ok: bool, retries: int,
+            wait_ms: float | None, page_ms: float | None) -> None:
         self.inferences += 1
         self.retries += retries
         start = end - rt_ms / 1000.0
@@ -108,22 +99,10 @@ class LiveStats:
         self._fetches: dict[str, dict[str, float]] = {}
         self._fetch_count = self._fetch_errors = 0
 
-    def inference(
-        self,
-        *,
-        end: float,
-        model: str,
-        worker_id: str | None,
-        browser: str | None,
-        backend: str | None,
-        precision: str | None,
-        batch: int,
-        round_trip_ms: float,
-        queue_wait_ms: float | None,
-        page_ms: float | None,
-        retries: int,
-        error_code: str | None,
-    ) -> None:
+    def inference(self, *, end: float, model: str, worker_id: str | None, browser: str | None,
+                  backend: str | None, precision: str | None, batch: int, round_trip_ms: float,
+                  queue_wait_ms: float | None, page_ms: float | None, retries: int,
+                  error_code: str | None) -> None:
         ok = error_code is None
         args = (end, round_trip_ms, batch, ok, retries, queue_wait_ms, page_ms)
         with self._lock:
@@ -139,21 +118,12 @@ class LiveStats:
                 if w is None:
                     w = self._workers[worker_id] = _Agg(extra={"browser": browser})
                 w.add(*args)
-            self._recent.append(
-                {
-                    "t": end,
-                    "model": model,
-                    "worker": worker_id,
-                    "backend": backend,
-                    "precision": precision,
-                    "batch": batch,
-                    "round_trip_ms": round_trip_ms,
-                    "queue_wait_ms": queue_wait_ms,
-                    "page_ms": page_ms,
-                    "ok": ok,
-                    "error_code": error_code,
-                }
-            )
+            self._recent.append({
+                "t": end, "model": model, "worker": worker_id, "backend": backend,
+                "precision": precision, "batch": batch, "round_trip_ms": round_trip_ms,
+                "queue_wait_ms": queue_wait_ms, "page_ms": page_ms, "ok": ok,
+                "error_code": error_code,
+            })
 
     def load(self, *, tier: str | None, nbytes: int | None, ms: float, ok: bool) -> None:
         with self._lock:
@@ -184,30 +154,19 @@ class LiveStats:
 
     def snapshot(self) -> dict[str, Any]:
         def tiers(d: dict[str, dict[str, float]]) -> dict[str, Any]:
-            return {
-                k: {
-                    "count": int(v["count"]),
-                    "bytes": int(v["bytes"]),
-                    "avg_ms": v["ms"] / v["count"] if v["count"] else None,
-                }
-                for k, v in sorted(d.items())
-            }
+            return {k: {"count": int(v["count"]), "bytes": int(v["bytes"]),
+                        "avg_ms": v["ms"] / v["count"] if v["count"] else None}
+                    for k, v in sorted(d.items())}
 
         with self._lock:
             return {
                 "aggregate": self._all.view(),
                 "models": {k: v.view() for k, v in sorted(self._models.items())},
                 "workers": {k: v.view() for k, v in sorted(self._workers.items())},
-                "loads": {
-                    "count": self._load_count,
-                    "errors": self._load_errors,
-                    "by_tier": tiers(self._loads),
-                },
-                "fetches": {
-                    "count": self._fetch_count,
-                    "errors": self._fetch_errors,
-                    "bytes": int(sum(v["bytes"] for v in self._fetches.values())),
-                    "by_tier": tiers(self._fetches),
-                },
+                "loads": {"count": self._load_count, "errors": self._load_errors,
+                          "by_tier": tiers(self._loads)},
+                "fetches": {"count": self._fetch_count, "errors": self._fetch_errors,
+                            "bytes": int(sum(v["bytes"] for v in self._fetches.values())),
+                            "by_tier": tiers(self._fetches)},
                 "since": self._since.isoformat(),
             }

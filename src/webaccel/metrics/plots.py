@@ -3,7 +3,6 @@
 Each function takes plain rows (dicts from the store) and a target path, and
 returns the path, or None when there is nothing to draw.
 """
-
 from __future__ import annotations
 
 import math
@@ -48,21 +47,14 @@ def latency_by_backend(rows: list[dict[str, Any]], path: Path) -> Path | None:
     values: list[float] = []
     labelled: set[str] = set()
     for i, g in enumerate(groups):
-        present = sorted(
-            (r for r in rows if (r["model"], r["backend"]) == g), key=lambda r: r["precision"]
-        )
+        present = sorted((r for r in rows if (r["model"], r["backend"]) == g),
+                         key=lambda r: r["precision"])
         for k, r in enumerate(present):  # bars of one group centred on its tick
             x = i + (k - (len(present) - 1) / 2) * width
             prec = r["precision"]
-            bars = ax.bar(
-                [x],
-                [r["p50"]],
-                width * 0.92,
-                color=color[prec],
-                yerr=[[max(0.0, r["p50"] - r["p10"])], [max(0.0, r["p90"] - r["p50"])]],
-                capsize=3,
-                label=None if prec in labelled else prec,
-            )
+            bars = ax.bar([x], [r["p50"]], width * 0.92, color=color[prec],
+                          yerr=[[max(0.0, r["p50"] - r["p10"])], [max(0.0, r["p90"] - r["p50"])]],
+                          capsize=3, label=None if prec in labelled else prec)
             labelled.add(prec)
             ax.bar_label(bars, labels=[f"{r['p50']:.3g}"], fontsize=8, padding=2)
             values += [r["p10"], r["p90"]]
@@ -72,41 +64,32 @@ def latency_by_backend(rows: list[dict[str, Any]], path: Path) -> Path | None:
     _log_if_wide(ax, values)
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda n: labels[n])
-    ax.legend(
-        [handles[n] for n in order], [labels[n] for n in order], title="precision", fontsize=8
-    )
+    ax.legend([handles[n] for n in order], [labels[n] for n in order], title="precision",
+              fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     ax.margins(y=0.12)
     return _save(fig, path)
 
 
-def throughput_vs_workers(
-    runs: list[dict[str, Any]], series: dict[str, dict[int, float]], path: Path
-) -> Path | None:
+def throughput_vs_workers(runs: list[dict[str, Any]], series: dict[str, dict[int, float]],
+                          path: Path) -> Path | None:
     """runs: workers, throughput (items/s) per recorded run; series: benchmark curves."""
     if not runs and not series:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     if runs:
-        ax.scatter(
-            [r["workers"] for r in runs],
-            [r["throughput"] for r in runs],
-            color=COLORS[0],
-            label="recorded runs",
-            zorder=3,
-        )
+        ax.scatter([r["workers"] for r in runs], [r["throughput"] for r in runs], color=COLORS[0],
+                   label="recorded runs", zorder=3)
     for k, (name, pts) in enumerate(sorted(series.items())):
         xs = sorted(pts)
-        ax.plot(
-            xs, [pts[x] for x in xs], marker="o", color=COLORS[(k + 1) % len(COLORS)], label=name
-        )
+        ax.plot(xs, [pts[x] for x in xs], marker="o", color=COLORS[(k + 1) % len(COLORS)],
+                label=name)
     ax.set_xlabel("workers")
     ax.set_ylabel("throughput, items/s")
     ax.set_title("Throughput vs workers")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    top = max(
-        [r["throughput"] for r in runs] + [v for pts in series.values() for v in pts.values()]
-    )
+    top = max([r["throughput"] for r in runs]
+              + [v for pts in series.values() for v in pts.values()])
     ax.set_ylim(0, top * 1.15 if top > 0 else 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -120,23 +103,11 @@ def load_time_by_tier(rows: list[dict[str, Any]], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) + 2), 4.2))
     xs = range(len(rows))
     ys = [r["p50"] for r in rows]
-    bars = ax.bar(
-        xs,
-        ys,
-        0.6,
-        color=[COLORS[i % len(COLORS)] for i in xs],
-        yerr=[
-            [max(0.0, r["p50"] - r["p10"]) for r in rows],
-            [max(0.0, r["p90"] - r["p50"]) for r in rows],
-        ],
-        capsize=4,
-    )
-    ax.bar_label(
-        bars,
-        labels=[f"{y:.3g} ms\nn={r['n']}" for y, r in zip(ys, rows, strict=True)],
-        fontsize=8,
-        padding=2,
-    )
+    bars = ax.bar(xs, ys, 0.6, color=[COLORS[i % len(COLORS)] for i in xs],
+                  yerr=[[max(0.0, r["p50"] - r["p10"]) for r in rows],
+                        [max(0.0, r["p90"] - r["p50"]) for r in rows]], capsize=4)
+    ax.bar_label(bars, labels=[f"{y:.3g} ms\nn={r['n']}" for y, r in zip(ys, rows, strict=True)],
+                 fontsize=8, padding=2)
     ax.set_xticks(list(xs), [r["tier"] for r in rows])
     ax.set_ylabel("model load, ms (median, p10–p90)")
     ax.set_title("Model load time by cache tier")
@@ -186,15 +157,8 @@ def benchmark_ratios(rows: list[dict[str, Any]], path: Path) -> Path | None:
     ys = range(len(rows))
     ratios = [r["ratio"] for r in rows]
     bars = ax.barh(list(ys), ratios, color=[COLORS[i % len(COLORS)] for i in ys])
-    ax.bar_label(
-        bars,
-        labels=[
-            f"{v:.3g}× ({r.get('better') or '?'} is better)"
-            for v, r in zip(ratios, rows, strict=True)
-        ],
-        fontsize=8,
-        padding=3,
-    )
+    ax.bar_label(bars, labels=[f"{v:.3g}× ({r.get('better') or '?'} is better)"
+                               for v, r in zip(ratios, rows, strict=True)], fontsize=8, padding=3)
     ax.set_yticks(list(ys), [r["benchmark"] for r in rows])
     ax.invert_yaxis()
     ax.axvline(1.0, color="black", linewidth=0.8)

@@ -22,7 +22,6 @@ Names (all prefixed ``webaccel_``)::
     metrics_pending_records                        gauge, records not yet durable
     metrics_spooled_records_total                  counter-like gauge
 """
-
 from __future__ import annotations
 
 import logging
@@ -37,23 +36,8 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-LATENCY_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0, 30.0, 60.0)
 LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -66,21 +50,16 @@ class _SnapshotCollector(Collector):
         self.owner = owner
 
     def collect(self) -> Iterator[Metric]:
-        depth = GaugeMetricFamily(
-            "webaccel_queue_depth", "Requests waiting per model queue", labels=["model"]
-        )
-        workers = GaugeMetricFamily(
-            "webaccel_workers", "Workers by lifecycle state", labels=["state"]
-        )
-        inflight = GaugeMetricFamily(
-            "webaccel_worker_inflight", "Requests running on a worker", labels=["worker"]
-        )
-        pending = GaugeMetricFamily(
-            "webaccel_metrics_pending_records", "Metric records not yet committed to DuckDB"
-        )
-        spooled = GaugeMetricFamily(
-            "webaccel_metrics_spooled_records", "Records spooled because the DuckDB file was locked"
-        )
+        depth = GaugeMetricFamily("webaccel_queue_depth", "Requests waiting per model queue",
+                                  labels=["model"])
+        workers = GaugeMetricFamily("webaccel_workers", "Workers by lifecycle state",
+                                    labels=["state"])
+        inflight = GaugeMetricFamily("webaccel_worker_inflight", "Requests running on a worker",
+                                     labels=["worker"])
+        pending = GaugeMetricFamily("webaccel_metrics_pending_records",
+                                    "Metric records not yet committed to DuckDB")
+        spooled = GaugeMetricFamily("webaccel_metrics_spooled_records",
+                                    "Records spooled because the DuckDB file was locked")
         snap: dict[str, Any] = {}
         if self.owner.snapshot is not None:
             try:
@@ -106,58 +85,25 @@ class PromMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "webaccel_requests",
-            "Inference requests by outcome",
-            ["model", "backend", "outcome"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "webaccel_request_latency_seconds",
-            "Round trip of successful inference requests",
-            ["model", "backend"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.queue_wait = Histogram(
-            "webaccel_queue_wait_seconds",
-            "Time spent queued",
-            ["model"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.page_time = Histogram(
-            "webaccel_page_time_seconds",
-            "Inference time inside the page",
-            ["model", "backend"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.loads = Counter(
-            "webaccel_model_loads",
-            "Model loads by source tier and outcome",
-            ["model", "tier", "outcome"],
-            registry=r,
-        )
-        self.load_time = Histogram(
-            "webaccel_model_load_seconds",
-            "Model load time by tier",
-            ["tier"],
-            buckets=LOAD_BUCKETS,
-            registry=r,
-        )
-        self.cache_hits = Counter(
-            "webaccel_cache_hits", "Reads served by each cache tier", ["tier"], registry=r
-        )
-        self.cache_bytes = Counter(
-            "webaccel_cache_bytes", "Bytes served by each cache tier", ["tier"], registry=r
-        )
-        self.fetches = Counter(
-            "webaccel_fetches",
-            "Block/file fetches by tier and outcome",
-            ["tier", "outcome"],
-            registry=r,
-        )
+        self.requests = Counter("webaccel_requests", "Inference requests by outcome",
+                                ["model", "backend", "outcome"], registry=r)
+        self.latency = Histogram("webaccel_request_latency_seconds",
+                                 "Round trip of successful inference requests",
+                                 ["model", "backend"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_wait = Histogram("webaccel_queue_wait_seconds", "Time spent queued",
+                                    ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.page_time = Histogram("webaccel_page_time_seconds", "Inference time inside the page",
+                                   ["model", "backend"], buckets=LATENCY_BUCKETS, registry=r)
+        self.loads = Counter("webaccel_model_loads", "Model loads by source tier and outcome",
+                             ["model", "tier", "outcome"], registry=r)
+        self.load_time = Histogram("webaccel_model_load_seconds", "Model load time by tier",
+                                   ["tier"], buckets=LOAD_BUCKETS, registry=r)
+        self.cache_hits = Counter("webaccel_cache_hits", "Reads served by each cache tier",
+                                  ["tier"], registry=r)
+        self.cache_bytes = Counter("webaccel_cache_bytes", "Bytes served by each cache tier",
+                                   ["tier"], registry=r)
+        self.fetches = Counter("webaccel_fetches", "Block/file fetches by tier and outcome",
+                               ["tier", "outcome"], registry=r)
         # labels() costs ~10 us a call; the hot path looks children up here instead.
         self._children: dict[tuple[Any, ...], Any] = {}
         self.snapshot: Callable[[], dict[str, Any]] | None = None
@@ -175,16 +121,9 @@ class PromMetrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def inference(
-        self,
-        *,
-        model: str,
-        backend: str | None,
-        round_trip_ms: float,
-        queue_wait_ms: float | None,
-        page_ms: float | None,
-        error_code: str | None,
-    ) -> None:
+    def inference(self, *, model: str, backend: str | None, round_trip_ms: float,
+                  queue_wait_ms: float | None, page_ms: float | None,
+                  error_code: str | None) -> None:
         b = _label(backend)
         self._child(self.requests, model, b, error_code or "ok").inc()
         if error_code is None:
@@ -194,9 +133,8 @@ class PromMetrics:
         if queue_wait_ms is not None:
             self._child(self.queue_wait, model).observe(queue_wait_ms / 1000.0)
 
-    def model_load(
-        self, *, model: str, tier: str | None, ms: float, nbytes: int | None, error_code: str | None
-    ) -> None:
+    def model_load(self, *, model: str, tier: str | None, ms: float, nbytes: int | None,
+                   error_code: str | None) -> None:
         t = _label(tier)
         self._child(self.loads, model, t, error_code or "ok").inc()
         if error_code is None:

@@ -13,7 +13,6 @@ pooling vs one per request), and workers seen.
 The report reads the file read-only, so it runs beside a server that is
 writing it (see :mod:`webaccel.metrics.db`).
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -95,10 +94,8 @@ def _figure_summary(figures: dict[str, Any], limit: int = 6) -> str:
     parts = []
     for k, v in figures.items():
         if isinstance(v, dict) and "median" in v:
-            parts.append(
-                f"{k}: {_fmt(v['median'])} (p10 {_fmt(v.get('p10'))}, "
-                f"p90 {_fmt(v.get('p90'))}, n={v.get('n')})"
-            )
+            parts.append(f"{k}: {_fmt(v['median'])} (p10 {_fmt(v.get('p10'))}, "
+                         f"p90 {_fmt(v.get('p90'))}, n={v.get('n')})")
         elif isinstance(v, int | float) and not isinstance(v, bool):
             parts.append(f"{k}: {_fmt(v)}")
         elif isinstance(v, str):
@@ -129,27 +126,15 @@ def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) 
     # -- benchmarks -------------------------------------------------------------------
     bench = _latest_benchmarks(r)
     data["benchmarks"] = bench
-    s = Section(
-        "Benchmarks",
-        "Latest result of each benchmark (`webaccel bench`); ratio is "
-        "measured against a baseline in the same run.",
-        key="benchmarks",
-    )
+    s = Section("Benchmarks", "Latest result of each benchmark (`webaccel bench`); ratio is "
+                "measured against a baseline in the same run.", key="benchmarks")
     s.plot = plot("benchmarks", plots.benchmark_ratios(bench, plot_dir / "benchmarks.png"))
     s.headers = ["benchmark", "ratio", "ratio is", "better", "figures", "at"]
     for b in bench:
         if b["ratio"] is not None:
             figs = json.loads(b["figures"] or "{}")
-            s.rows.append(
-                [
-                    b["benchmark"],
-                    b["ratio"],
-                    b["ratio_is"],
-                    b["better"],
-                    _figure_summary(figs),
-                    b["ts"],
-                ]
-            )
+            s.rows.append([b["benchmark"], b["ratio"], b["ratio_is"], b["better"],
+                           _figure_summary(figs), b["ts"]])
         else:
             why = f"unavailable: {b['unavailable']}" if b["unavailable"] else f"error: {b['error']}"
             s.rows.append([b["benchmark"], None, b["ratio_is"], b["better"], why, b["ts"]])
@@ -165,38 +150,13 @@ def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) 
     errs = r.q("""SELECT error_code, count(*) AS n FROM inferences WHERE NOT ok
                   GROUP BY ALL ORDER BY n DESC""")
     data["latency"], data["inference_errors"] = lat, errs
-    s = Section(
-        "Latency by backend and precision",
-        "Round trip as seen by the SDK, per "
-        "successful inference; page time is measured inside the page.",
-        key="latency",
-    )
+    s = Section("Latency by backend and precision", "Round trip as seen by the SDK, per "
+                "successful inference; page time is measured inside the page.", key="latency")
     s.plot = plot("latency", plots.latency_by_backend(lat, plot_dir / "latency_by_backend.png"))
-    s.headers = [
-        "model",
-        "backend",
-        "precision",
-        "n",
-        "p10 ms",
-        "median ms",
-        "p90 ms",
-        "page ms (avg)",
-        "queue wait ms (avg)",
-    ]
-    s.rows = [
-        [
-            x["model"],
-            x["backend"],
-            x["precision"],
-            x["n"],
-            x["p10"],
-            x["p50"],
-            x["p90"],
-            x["page_ms"],
-            x["queue_wait_ms"],
-        ]
-        for x in lat
-    ]
+    s.headers = ["model", "backend", "precision", "n", "p10 ms", "median ms", "p90 ms",
+                 "page ms (avg)", "queue wait ms (avg)"]
+    s.rows = [[x["model"], x["backend"], x["precision"], x["n"], x["p10"], x["p50"], x["p90"],
+               x["page_ms"], x["queue_wait_ms"]] for x in lat]
     s.notes = [f"failed inferences: {e['error_code']} × {e['n']}" for e in errs]
     sections.append(s)
 
@@ -210,15 +170,8 @@ def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) 
     for x in runs:
         span = (x["end_ms"] - x["start_ms"]) / 1000.0
         if span > 0:
-            tput.append(
-                {
-                    "run_id": x["run_id"],
-                    "workers": x["workers"],
-                    "items": x["items"],
-                    "seconds": span,
-                    "throughput": x["items"] / span,
-                }
-            )
+            tput.append({"run_id": x["run_id"], "workers": x["workers"], "items": x["items"],
+                         "seconds": span, "throughput": x["items"] / span})
     series: dict[str, dict[int, float]] = {}
     for b in bench:
         figs = json.loads(b["figures"] or "{}")
@@ -227,32 +180,21 @@ def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) 
             with contextlib.suppress(TypeError, ValueError):
                 series[b["benchmark"]] = {int(k): float(v) for k, v in tvw.items()}
         elif isinstance(figs.get("workers"), int) and isinstance(
-            figs.get("throughput_per_s"), int | float
-        ):
+                figs.get("throughput_per_s"), int | float):
             series[b["benchmark"]] = {figs["workers"]: float(figs["throughput_per_s"])}
     data["throughput"], data["throughput_series"] = tput, series
-    s = Section(
-        "Throughput vs workers",
-        "Items per second over each run's busy window "
-        "(first request start to last completion), against the workers that served it; "
-        "benchmark points come from `throughput_vs_workers` ({workers: items/s}) or "
-        "`workers` + `throughput_per_s` in their figures.",
-        key="throughput",
-    )
-    s.plot = plot(
-        "throughput",
-        plots.throughput_vs_workers(tput, series, plot_dir / "throughput_vs_workers.png"),
-    )
+    s = Section("Throughput vs workers", "Items per second over each run's busy window "
+                "(first request start to last completion), against the workers that served it; "
+                "benchmark points come from `throughput_vs_workers` ({workers: items/s}) or "
+                "`workers` + `throughput_per_s` in their figures.",
+                key="throughput")
+    s.plot = plot("throughput",
+                  plots.throughput_vs_workers(tput, series, plot_dir / "throughput_vs_workers.png"))
     s.headers = ["source", "workers", "items", "seconds", "items/s"]
-    s.rows = [
-        [f"run {x['run_id']}", x["workers"], x["items"], x["seconds"], x["throughput"]]
-        for x in tput
-    ]
-    s.rows += [
-        [name, w, None, None, v]
-        for name, pts in sorted(series.items())
-        for w, v in sorted(pts.items())
-    ]
+    s.rows = [[f"run {x['run_id']}", x["workers"], x["items"], x["seconds"], x["throughput"]]
+              for x in tput]
+    s.rows += [[name, w, None, None, v] for name, pts in sorted(series.items())
+               for w, v in sorted(pts.items())]
     sections.append(s)
 
     # -- load time by cache tier ------------------------------------------------------------
@@ -261,11 +203,8 @@ def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) 
                           quantile_cont(ms, 0.9) AS p90, sum(bytes) AS bytes
                    FROM model_loads WHERE ok GROUP BY ALL ORDER BY p50""")
     data["loads"] = loads
-    s = Section(
-        "Model load time by cache tier",
-        "Time from load request to a ready session, by where the model bytes came from.",
-        key="loads",
-    )
+    s = Section("Model load time by cache tier", "Time from load request to a ready session, "
+                "by where the model bytes came from.", key="loads")
     s.plot = plot("loads", plots.load_time_by_tier(loads, plot_dir / "load_time_by_tier.png"))
     s.headers = ["tier", "loads", "p10 ms", "median ms", "p90 ms", "MB"]
     s.rows = [[x["tier"], x["n"], x["p10"], x["p50"], x["p90"], _mb(x["bytes"])] for x in loads]
@@ -288,37 +227,19 @@ def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) 
                 for metric in ("accuracy", "cosine_mean", "cosine_worst"):
                     if isinstance(v.get(metric), int | float):
                         label = v.get("metric") if metric == "accuracy" else metric
-                        variants.append(
-                            {
-                                "model": f"{b['benchmark']} benchmark ({metric})",
-                                "variant": name,
-                                "precision": name,
-                                "bytes": v["bytes"],
-                                "metric": label,
-                                "accuracy": float(v[metric]),
-                                "latency_ms": lat_ms,
-                            }
-                        )
+                        variants.append({"model": f"{b['benchmark']} benchmark ({metric})",
+                                         "variant": name, "precision": name, "bytes": v["bytes"],
+                                         "metric": label, "accuracy": float(v[metric]),
+                                         "latency_ms": lat_ms})
     data["variants"] = variants
-    s = Section(
-        "Accuracy vs size per variant",
-        "Each precision variant's size and its accuracy against the fp32 model's outputs.",
-        key="variants",
-    )
+    s = Section("Accuracy vs size per variant", "Each precision variant's size and its "
+                "accuracy against the fp32 model's outputs.", key="variants")
     s.plot = plot("variants", plots.accuracy_vs_size(variants, plot_dir / "accuracy_vs_size.png"))
     s.headers = ["model", "variant", "MB", "metric", "accuracy", "latency ms"]
     variants.sort(key=lambda v: (v["model"], -(v["bytes"] or 0)))
-    s.rows = [
-        [
-            v["model"],
-            v["variant"],
-            _mb(v["bytes"]),
-            v["metric"],
-            None if v["accuracy"] is None else f"{v['accuracy']:.6f}",
-            v["latency_ms"],
-        ]
-        for v in variants
-    ]
+    s.rows = [[v["model"], v["variant"], _mb(v["bytes"]), v["metric"],
+               None if v["accuracy"] is None else f"{v['accuracy']:.6f}", v["latency_ms"]]
+              for v in variants]
     sections.append(s)
 
     # -- efficiency ---------------------------------------------------------------------------
@@ -330,14 +251,11 @@ def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) 
                      FROM fetches WHERE ok GROUP BY ALL) GROUP BY tier ORDER BY n DESC""")
     total = sum(int(t["n"]) for t in tiers)
     net_list = sorted(NETWORK_TIERS)
-    repeated = r.q(
-        """SELECT model, count(*) AS loads, sum(bytes) AS bytes_uncached,
+    repeated = r.q("""SELECT model, count(*) AS loads, sum(bytes) AS bytes_uncached,
                              sum(bytes) FILTER (WHERE tier IN (SELECT unnest($1::VARCHAR[])))
                                AS bytes_network
                       FROM model_loads WHERE ok GROUP BY model HAVING count(*) > 1
-                      ORDER BY model""",
-        [net_list],
-    )
+                      ORDER BY model""", [net_list])
     conns = r.q("""SELECT i.run_id, i.requests, coalesce(w.workers, i.workers_used) AS connections
                    FROM (SELECT run_id, count(*) AS requests,
                                 count(DISTINCT worker_id) AS workers_used
@@ -346,61 +264,35 @@ def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) 
                               FROM workers GROUP BY run_id) w USING (run_id)
                    ORDER BY i.requests DESC LIMIT 20""")
     data["efficiency"] = {"tiers": tiers, "repeated_loads": repeated, "connections": conns}
-    s = Section(
-        "Efficiency",
-        "Reads (model loads and block fetches) served by each tier; "
-        f"remote tiers are {', '.join(net_list)}.",
-        key="efficiency",
-    )
+    s = Section("Efficiency", "Reads (model loads and block fetches) served by each tier; "
+                f"remote tiers are {', '.join(net_list)}.", key="efficiency")
     s.headers = ["tier", "reads", "hit rate", "MB served"]
-    s.rows = [
-        [
-            t["tier"],
-            t["n"],
-            f"{100.0 * int(t['n']) / total:.1f} %" if total else None,
-            _mb(t["bytes"]),
-        ]
-        for t in tiers
-    ]
+    s.rows = [[t["tier"], t["n"], f"{100.0 * int(t['n']) / total:.1f} %" if total else None,
+               _mb(t["bytes"])] for t in tiers]
     for x in repeated:
         net = x["bytes_network"] or 0
         s.notes.append(
             f"{x['model']}: {x['loads']} loads moved {_fmt(_mb(net))} MB over the network with "
             f"caching, vs {_fmt(_mb(x['bytes_uncached']))} MB if every load fetched it "
             f"({_fmt(100.0 * (1 - net / x['bytes_uncached']) if x['bytes_uncached'] else None)} % "
-            "saved)"
-        )
+            "saved)")
     for c in conns:
         if c["connections"]:
             s.notes.append(
                 f"run {c['run_id']}: {c['requests']:,} requests over {c['connections']} pooled "
                 f"browser connection(s), vs {c['requests']:,} with one connection per request "
-                f"({c['requests'] / c['connections']:.1f} requests per connection)"
-            )
+                f"({c['requests'] / c['connections']:.1f} requests per connection)")
     sections.append(s)
 
     # -- workers -------------------------------------------------------------------------------
     workers = r.q("""SELECT browser, browser_version, is_fallback, adapter, backends,
                             count(*) AS n FROM workers GROUP BY ALL ORDER BY n DESC""")
     data["workers"] = workers
-    s = Section(
-        "Workers seen",
-        "Browsers that joined, with their WebGPU adapter; a fallback "
-        "(software) adapter is not a GPU.",
-        key="workers",
-    )
+    s = Section("Workers seen", "Browsers that joined, with their WebGPU adapter; a fallback "
+                "(software) adapter is not a GPU.", key="workers")
     s.headers = ["browser", "version", "backends", "adapter", "fallback adapter", "times"]
-    s.rows = [
-        [
-            w["browser"],
-            w["browser_version"],
-            ", ".join(json.loads(w["backends"] or "[]")),
-            _adapter(w["adapter"]),
-            w["is_fallback"],
-            w["n"],
-        ]
-        for w in workers
-    ]
+    s.rows = [[w["browser"], w["browser_version"], ", ".join(json.loads(w["backends"] or "[]")),
+               _adapter(w["adapter"]), w["is_fallback"], w["n"]] for w in workers]
     sections.append(s)
 
     counts = r.q("""SELECT 'inferences' AS t, count(*) AS n FROM inferences UNION ALL
@@ -434,17 +326,10 @@ def _md_cell(v: Any) -> str:
     return _fmt(v).replace("|", "\\|").replace("\n", " ")
 
 
-def _markdown(
-    sections: list[Section], path: Path, generated: str, counts: dict[str, int], out: Path
-) -> str:
-    lines = [
-        "# webaccel report",
-        "",
-        f"Generated {generated} from `{path}`.",
-        "",
-        "Records: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()),
-        "",
-    ]
+def _markdown(sections: list[Section], path: Path, generated: str, counts: dict[str, int],
+              out: Path) -> str:
+    lines = ["# webaccel report", "", f"Generated {generated} from `{path}`.", "",
+             "Records: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()), ""]
     for s in sections:
         lines += [f"## {s.title}", ""]
         if s.intro:
@@ -466,24 +351,21 @@ def _markdown(
     return "\n".join(lines)
 
 
-def _html(
-    sections: list[Section], path: Path, generated: str, counts: dict[str, int], out: Path
-) -> str:
+def _html(sections: list[Section], path: Path, generated: str, counts: dict[str, int],
+          out: Path) -> str:
     e = html.escape
-    parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        "<title>webaccel report</title><style>",
-        "body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:24px auto;"
-        "padding:0 16px;color:#1d2733}",
-        "table{border-collapse:collapse;margin:8px 0 16px}"
-        "th,td{border-bottom:1px solid #dde3ea;"
-        "padding:4px 8px;text-align:left;font-variant-numeric:tabular-nums}"
-        "th{background:#f3f6f9}img{max-width:100%;border:1px solid #dde3ea}"
-        ".empty{color:#6b7785;font-style:italic}",
-        "</style></head><body><h1>webaccel report</h1>",
-        f"<p>Generated {e(generated)} from <code>{e(str(path))}</code>.</p>",
-        "<p>Records: " + ", ".join(f"{e(k)} {v:,}" for k, v in counts.items()) + "</p>",
-    ]
+    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+             "<title>webaccel report</title><style>",
+             "body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:24px auto;"
+             "padding:0 16px;color:#1d2733}",
+             "table{border-collapse:collapse;margin:8px 0 16px}"
+             "th,td{border-bottom:1px solid #dde3ea;"
+             "padding:4px 8px;text-align:left;font-variant-numeric:tabular-nums}"
+             "th{background:#f3f6f9}img{max-width:100%;border:1px solid #dde3ea}"
+             ".empty{color:#6b7785;font-style:italic}",
+             "</style></head><body><h1>webaccel report</h1>",
+             f"<p>Generated {e(generated)} from <code>{e(str(path))}</code>.</p>",
+             "<p>Records: " + ", ".join(f"{e(k)} {v:,}" for k, v in counts.items()) + "</p>"]
     for s in sections:
         parts.append(f"<section id='{e(s.key)}'><h2>{e(s.title)}</h2>")
         if s.intro:

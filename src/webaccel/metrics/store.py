@@ -34,7 +34,6 @@ bench``, ``webaccel report``): see :mod:`webaccel.metrics.db` and
 :mod:`webaccel.metrics.writer` for how lock conflicts are waited out or
 spooled instead of failing.
 """
-
 from __future__ import annotations
 
 import atexit
@@ -105,18 +104,8 @@ class MetricsStore:
     def record_run_start(self, kind: str, info: Mapping[str, Any] | None = None) -> str:
         """Start a new run (``server``, ``bench``, ``api``, ...); later records carry its id."""
         self.run_id = uuid.uuid4().hex[:16]
-        self._writer.submit(
-            "runs",
-            (
-                db.utcnow(),
-                self.run_id,
-                kind,
-                socket.gethostname(),
-                os.getpid(),
-                __version__,
-                _json(dict(info or {})),
-            ),
-        )
+        self._writer.submit("runs", (db.utcnow(), self.run_id, kind, socket.gethostname(),
+                                     os.getpid(), __version__, _json(dict(info or {}))))
         return self.run_id
 
     def record_worker(
@@ -130,20 +119,9 @@ class MetricsStore:
         is_fallback: bool | None = None,
         info: Mapping[str, Any] | None = None,
     ) -> None:
-        self._writer.submit(
-            "workers",
-            (
-                db.utcnow(),
-                self.run_id,
-                worker_id,
-                browser,
-                version,
-                _json(list(backends)),
-                _json(adapter),
-                is_fallback,
-                _json(info),
-            ),
-        )
+        self._writer.submit("workers", (db.utcnow(), self.run_id, worker_id, browser, version,
+                                        _json(list(backends)), _json(adapter), is_fallback,
+                                        _json(info)))
 
     def record_model_load(
         self,
@@ -160,24 +138,9 @@ class MetricsStore:
         error_code: Any = None,
     ) -> None:
         code = _code(error_code)
-        self._writer.submit(
-            "model_loads",
-            (
-                db.utcnow(),
-                self.run_id,
-                model,
-                cid,
-                variant,
-                precision,
-                backend,
-                worker_id,
-                nbytes,
-                tier,
-                float(ms),
-                code is None,
-                code,
-            ),
-        )
+        self._writer.submit("model_loads", (db.utcnow(), self.run_id, model, cid, variant,
+                                            precision, backend, worker_id, nbytes, tier,
+                                            float(ms), code is None, code))
         self.prom.model_load(model=model, tier=tier, ms=ms, nbytes=nbytes, error_code=code)
         self.live.load(tier=tier, nbytes=nbytes, ms=ms, ok=code is None)
 
@@ -197,47 +160,16 @@ class MetricsStore:
         error_code: Any = None,
     ) -> None:
         code = _code(error_code)
-        self._writer.submit(
-            "inferences",
-            (
-                db.utcnow(),
-                self.run_id,
-                model,
-                worker_id,
-                browser,
-                backend,
-                precision,
-                int(batch),
-                queue_wait_ms,
-                page_ms,
-                float(round_trip_ms),
-                int(retries),
-                code is None,
-                code,
-            ),
-        )
-        self.prom.inference(
-            model=model,
-            backend=backend,
-            round_trip_ms=round_trip_ms,
-            queue_wait_ms=queue_wait_ms,
-            page_ms=page_ms,
-            error_code=code,
-        )
-        self.live.inference(
-            end=time.time(),
-            model=model,
-            worker_id=worker_id,
-            browser=browser,
-            backend=backend,
-            precision=precision,
-            batch=int(batch),
-            round_trip_ms=float(round_trip_ms),
-            queue_wait_ms=queue_wait_ms,
-            page_ms=page_ms,
-            retries=int(retries),
-            error_code=code,
-        )
+        self._writer.submit("inferences", (db.utcnow(), self.run_id, model, worker_id, browser,
+                                           backend, precision, int(batch), queue_wait_ms,
+                                           page_ms, float(round_trip_ms), int(retries),
+                                           code is None, code))
+        self.prom.inference(model=model, backend=backend, round_trip_ms=round_trip_ms,
+                            queue_wait_ms=queue_wait_ms, page_ms=page_ms, error_code=code)
+        self.live.inference(end=time.time(), model=model, worker_id=worker_id, browser=browser,
+                            backend=backend, precision=precision, batch=int(batch),
+                            round_trip_ms=float(round_trip_ms), queue_wait_ms=queue_wait_ms,
+                            page_ms=page_ms, retries=int(retries), error_code=code)
 
     def record_fetch(
         self,
@@ -250,10 +182,8 @@ class MetricsStore:
         error_code: Any = None,
     ) -> None:
         code = _code(error_code)
-        self._writer.submit(
-            "fetches",
-            (db.utcnow(), self.run_id, cid, peer, nbytes, float(ms), tier, code is None, code),
-        )
+        self._writer.submit("fetches", (db.utcnow(), self.run_id, cid, peer, nbytes, float(ms),
+                                        tier, code is None, code))
         self.prom.fetch(tier=tier, nbytes=nbytes, error_code=code)
         self.live.fetch(tier=tier, nbytes=nbytes, ms=ms, ok=code is None)
 
@@ -270,21 +200,9 @@ class MetricsStore:
         cid: str | None = None,
     ) -> None:
         """A precision variant's size and its accuracy against fp32 (``metric``: e.g. cosine)."""
-        self._writer.submit(
-            "variants",
-            (
-                db.utcnow(),
-                self.run_id,
-                model,
-                variant,
-                precision or variant,
-                nbytes,
-                metric,
-                accuracy,
-                latency_ms,
-                cid,
-            ),
-        )
+        self._writer.submit("variants", (db.utcnow(), self.run_id, model, variant,
+                                         precision or variant, nbytes, metric, accuracy,
+                                         latency_ms, cid))
 
     def record_benchmark(self, result: Mapping[str, Any], *, better: str | None = None) -> None:
         """Store one benchmark line as printed by ``webaccel bench`` (see webaccel.bench.runner)."""
@@ -297,23 +215,13 @@ class MetricsStore:
             except ValueError:
                 pass
         ratio = result.get("ratio")
-        self._writer.submit(
-            "benchmarks",
-            (
-                ts,
-                self.run_id,
-                str(result["benchmark"]),
-                float(ratio) if isinstance(ratio, int | float) else None,
-                result.get("ratio_is"),
-                better or result.get("better"),
-                result.get("unavailable"),
-                result.get("error"),
-                _json(result.get("figures")),
-                _json(result.get("hardware")),
-                _json(result.get("versions")),
-                _json(dict(result)),
-            ),
-        )
+        self._writer.submit("benchmarks", (
+            ts, self.run_id, str(result["benchmark"]),
+            float(ratio) if isinstance(ratio, int | float) else None,
+            result.get("ratio_is"), better or result.get("better"), result.get("unavailable"),
+            result.get("error"), _json(result.get("figures")), _json(result.get("hardware")),
+            _json(result.get("versions")), _json(dict(result)),
+        ))
 
     # -- durability ---------------------------------------------------------------
     def flush(self, timeout: float | None = 30.0) -> bool:
@@ -348,8 +256,7 @@ class MetricsStore:
             "last_error": w.last_error,
             "writer_alive": w.alive and not self._closed,
             "spool_files": len(list(spool_dir(self.path).glob("*.jsonl")))
-            if spool_dir(self.path).exists()
-            else 0,
+            if spool_dir(self.path).exists() else 0,
         }
 
     # -- reading ------------------------------------------------------------------
@@ -360,9 +267,8 @@ class MetricsStore:
     def recent(self, n: int = 100) -> list[dict[str, Any]]:
         return self.live.recent(n)
 
-    def query(
-        self, sql: str, params: Sequence[Any] | None = None, *, flush: bool = True
-    ) -> list[dict[str, Any]]:
+    def query(self, sql: str, params: Sequence[Any] | None = None, *,
+              flush: bool = True) -> list[dict[str, Any]]:
         """Run a read-only query on the file (after making this process's records durable)."""
         if flush and not self._closed:
             self.flush()
@@ -375,9 +281,8 @@ class MetricsStore:
         return {t: self.query(f"SELECT * FROM {t} ORDER BY ts") for t in RECORD_TABLES}
 
 
-def read_query(
-    path: str | Path, sql: str, params: Sequence[Any] | None = None, *, timeout: float = 30.0
-) -> list[dict[str, Any]]:
+def read_query(path: str | Path, sql: str, params: Sequence[Any] | None = None, *,
+               timeout: float = 30.0) -> list[dict[str, Any]]:
     """Read-only query on a metrics file another process may be writing.
 
     Merges pending spool files first when the file can be opened for writing

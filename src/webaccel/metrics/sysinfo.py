@@ -3,7 +3,6 @@
 Each probe is best effort (a missing tool gives None, never an exception) and
 cached for the life of the process.
 """
-
 from __future__ import annotations
 
 import functools
@@ -23,14 +22,8 @@ import webaccel
 
 def _run(cmd: list[str], timeout: float = 10.0) -> str | None:
     try:
-        out = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
+                             stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
@@ -49,21 +42,15 @@ def cpu_model() -> str | None:
 def gpus() -> list[dict[str, Any]]:
     if not shutil.which("nvidia-smi"):
         return []
-    out = _run(
-        [
-            "nvidia-smi",
-            "--query-gpu=name,memory.total,driver_version",
-            "--format=csv,noheader,nounits",
-        ]
-    )
+    out = _run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+                "--format=csv,noheader,nounits"])
     result = []
     for line in (out or "").splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) == 3:
             mem = float(parts[1]) / 1024 if parts[1].replace(".", "").isdigit() else None
-            result.append(
-                {"name": parts[0], "memory_gb": round(mem, 1) if mem else None, "driver": parts[2]}
-            )
+            result.append({"name": parts[0], "memory_gb": round(mem, 1) if mem else None,
+                           "driver": parts[2]})
     return result
 
 

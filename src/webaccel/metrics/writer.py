@@ -16,7 +16,6 @@ every spool file in the same transaction as its own batch and records the
 file name in ``spool_ingested``, so a crash between commit and unlink never
 merges a file twice.
 """
-
 from __future__ import annotations
 
 import datetime as dt
@@ -81,9 +80,8 @@ class Writer:
         self.last_flush_at: float | None = None
         self.last_flush_s: float | None = None
         self.last_error: str | None = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"metrics-writer:{self.path.name}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=f"metrics-writer:{self.path.name}",
+                                        daemon=True)
         self._thread.start()
 
     # -- producer side (hot path) -------------------------------------------------
@@ -119,16 +117,11 @@ class Writer:
             self._flush_wanted = True
             self._force = self._force or force
             self._cond.notify_all()
-            return (
-                self._cond.wait_for(
-                    lambda: (
-                        (self._durable >= target and self._passes_done >= wanted_pass)
-                        or not self._thread.is_alive()
-                    ),
-                    timeout,
-                )
-                and self._durable >= target
-            )
+            return self._cond.wait_for(
+                lambda: (self._durable >= target and self._passes_done >= wanted_pass)
+                or not self._thread.is_alive(),
+                timeout,
+            ) and self._durable >= target
 
     def close(self, timeout: float | None = 60.0) -> None:
         with self._cond:
@@ -194,9 +187,8 @@ class Writer:
         self.last_flush_at = time.time()
         self.last_flush_s = time.perf_counter() - started
 
-    def _commit(
-        self, batch: list[tuple[str, Row]], spools: list[Path], *, lock_wait: float
-    ) -> None:
+    def _commit(self, batch: list[tuple[str, Row]], spools: list[Path], *,
+                lock_wait: float) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with db.connect(self.path, read_only=False, timeout=lock_wait) as con:
             if not self._migrated:
@@ -205,13 +197,9 @@ class Writer:
             done = set()
             if spools:
                 names = [p.name for p in spools]
-                done = {
-                    r[0]
-                    for r in con.execute(
-                        "SELECT name FROM spool_ingested WHERE name IN (SELECT unnest($1::VARCHAR[]))",
-                        [names],
-                    ).fetchall()
-                }
+                done = {r[0] for r in con.execute(
+                    "SELECT name FROM spool_ingested WHERE name IN (SELECT unnest($1::VARCHAR[]))",
+                    [names]).fetchall()}
             by_table: dict[str, list[Row]] = {}
             merged: list[Path] = []
             for spool in spools:
@@ -227,13 +215,9 @@ class Writer:
                 for table, rows in by_table.items():
                     db.insert_rows(con, table, rows)
                 if merged:
-                    db.insert_rows_raw(
-                        con,
-                        "spool_ingested",
-                        ["ts", "name"],
-                        ["TIMESTAMP", "VARCHAR"],
-                        [(db.utcnow(), p.name) for p in merged],
-                    )
+                    db.insert_rows_raw(con, "spool_ingested", ["ts", "name"],
+                                       ["TIMESTAMP", "VARCHAR"],
+                                       [(db.utcnow(), p.name) for p in merged])
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")

@@ -188,16 +188,14 @@ class RawTensorProcessor:
     def preprocess(self, data: Any, options: dict[str, Any]) -> Prepared:
         raise InvalidInputError(
             "this model was registered from a bare ONNX file and takes raw tensors: pass a dict "
-            "of input name -> list/array (e.g. {'input_ids': [[101, 102]]})"
-        )
+            "of input name -> list/array (e.g. {'input_ids': [[101, 102]]})")
 
     def postprocess(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> dict[str, Any]:
         return dict(outputs)
 
 
-def register_onnx(
-    name: str, path: str | os.PathLike[str], *, task: str | None = None, replace: bool = False
-) -> ModelSpec:
+def register_onnx(name: str, path: str | os.PathLike[str], *, task: str | None = None,
+                  replace: bool = False) -> ModelSpec:
     """Register a local ONNX file as model ``name`` (the task inferred from its graph
     unless given).  A file that is not an ONNX model is refused here, not in a page."""
     import shutil
@@ -214,25 +212,17 @@ def register_onnx(
         model = onnx.load(str(source), load_external_data=False)
         onnx.checker.check_model(model)
     except Exception as exc:  # DecodeError, ValidationError: the file is not a usable model
-        raise LoadFailedError(
-            f"{source} is not a valid ONNX model ({exc}); export it again or "
-            "check that the file is complete"
-        ) from None
+        raise LoadFailedError(f"{source} is not a valid ONNX model ({exc}); export it again or "
+                              "check that the file is complete") from None
     if task is None:
         guess = infer_model_type(model)
         if guess.task not in TASKS:
-            raise InvalidInputError(
-                f"cannot tell what {source.name} is ({guess.reason}); pass task= one of {TASKS}"
-            )
+            raise InvalidInputError(f"cannot tell what {source.name} is ({guess.reason}); "
+                                    f"pass task= one of {TASKS}")
         task = guess.task
     return register(
-        ModelSpec(
-            name=name,
-            task=task,
-            source=f"file:{source}",
-            description=f"{task} model from {source}",
-            build_fp32=lambda dest: shutil.copyfile(source, dest),
-            processor=RawTensorProcessor,
-        ),
-        replace=replace,
-    )
+        ModelSpec(name=name, task=task, source=f"file:{source}",
+                  description=f"{task} model from {source}",
+                  build_fp32=lambda dest: shutil.copyfile(source, dest),
+                  processor=RawTensorProcessor),
+        replace=replace)
