@@ -51,13 +51,13 @@ Feed = Mapping[str, np.ndarray]
 # the model's weight bytes (MiniLM's word embeddings are ~52% of 90 MB).
 EMBEDDING_SHARE_TO_QUANTIZE = 0.15
 
-# 4-bit blocks of 16 weights: JSEP (Chromium's WebGPU build) packs a
-# MatMulNBits node's zero points 4 bytes at a time and fails ("cannot convert
-# shape") when a column's packed zero points are not a multiple of 4 bytes, as
-# with 32-weight blocks on MiniLM's K=384 (6 bytes); 16-weight blocks give
-# K/32 bytes.  They are also more accurate (MiniLM worst cosine 0.909 -> see
-# README) for ~20% more bytes.
-DEFAULT_BLOCK_SIZE = 16
+# Weights per 4-bit block.  16 would suit onnxruntime-web's JSEP build better
+# (its MatMulNBits fails when a column's packed zero points are not a multiple
+# of 4 bytes: 6 on MiniLM's K=384 with 32), but JSEP also computes
+# GatherBlockQuantized wrongly, so pages refuse 4-bit weights on JSEP WebGPU
+# anyway (runtime.mjs), and 16 made Whisper's int4 33% of fp32 instead of <30%
+# and the tiny test Llama's WASM and native int4 tokens differ.
+DEFAULT_BLOCK_SIZE = 32
 # MatMulNBits ``accuracy_level=4`` computes with int8 activations.  On MiniLM
 # (1 thread) it took int4 from 6.3 to 3.9 ms and the 8-bit-heavy mixed plan
 # from 18.6 to 3.6 ms per run, moving worst cosine by < 1e-3 (measured).

@@ -108,12 +108,15 @@ export class WorkerRuntime {
       throw new RuntimeError(err.code || 'LOAD_FAILED', `could not fetch model bytes from ${url}: ${err.message}`);
     }
     const t1 = now();
-    if (backend === 'webgpu' && this.ortBuild === 'all' && hasAscii(bytes, 'GatherBlockQuantized')) {
-      // JSEP runs it without error but wrongly (cosine 0.03-0.25 against the CPU
-      // on MiniLM's int4 embedding tables, any block size): refuse, never mislead.
-      throw new RuntimeError('BACKEND_UNAVAILABLE', `${key} has GatherBlockQuantized (4-bit embedding `
-        + 'tables), which this WebGPU build (JSEP) computes wrongly; use the wasm backend, or the '
-        + 'int8/fp16 variants on webgpu');
+    if (backend === 'webgpu' && this.ortBuild === 'all'
+        && (hasAscii(bytes, 'GatherBlockQuantized') || hasAscii(bytes, 'MatMulNBits'))) {
+      // JSEP computes GatherBlockQuantized wrongly (cosine 0.03-0.25 against the
+      // CPU on MiniLM's int4 embedding tables, any block size) and its MatMulNBits
+      // fails on common shapes (packed zero points of 6 bytes a column): refuse
+      // 4-bit weights here rather than fail mid-run or return wrong numbers.
+      throw new RuntimeError('BACKEND_UNAVAILABLE', `${key} has 4-bit weights (MatMulNBits / `
+        + 'GatherBlockQuantized), which this WebGPU build (JSEP) does not run correctly; use the '
+        + 'wasm backend, the int8/fp16 variants on webgpu, or a Node worker with the WebGPU EP build');
     }
     const ep = backend === 'webnn' ? { name: 'webnn', deviceType: extra.deviceType || 'gpu' } : backend;
     let session;
