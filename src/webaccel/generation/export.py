@@ -27,6 +27,9 @@ from webaccel.errors import LoadFailedError
 
 META_FILE = "generation.json"
 TOKENIZER_FILE = "tokenizer.json"
+# The registry revision of exported causal LMs (files of another are rebuilt).
+# 2: softmax NaN guards as Equal(x, x), which WebGPU runs (was a GPU sync per layer).
+EXPORT_REVISION = "2"
 
 
 def _torch() -> Any:
@@ -129,6 +132,7 @@ def export_causal_lm(
     model.eval()  # FACTS.md: export can leave the module in training mode
     if getattr(cfg, "tie_word_embeddings", False):
         untie_lm_head(Path(dest))
+    _nan_guards_on_gpu(Path(dest))
     meta = {
         "format": "webaccel-causal-lm/1",
         "source": source,
@@ -146,6 +150,16 @@ def export_causal_lm(
     out_dir = Path(dest).parent
     (out_dir / TOKENIZER_FILE).write_text(tokenizer_json, encoding="utf-8")
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+def _nan_guards_on_gpu(path: Path) -> None:
+    import onnx
+
+    from webaccel.models.rewrites import nan_guards_on_gpu
+
+    model = onnx.load(str(path))
+    if nan_guards_on_gpu(model):
+        onnx.save(model, str(path))
 
 
 def untie_lm_head(path: Path) -> bool:

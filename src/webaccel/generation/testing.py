@@ -57,6 +57,7 @@ def _build_random_llama(dest: Path, *, seed: int, source: str, **config: Any) ->
 
 
 def _register_random(name: str, source: str, description: str, build: Any) -> ModelSpec:
+    from webaccel.generation.export import EXPORT_REVISION
     from webaccel.models.smollm import GenerationProcessor
 
     spec = ModelSpec(
@@ -66,6 +67,7 @@ def _register_random(name: str, source: str, description: str, build: Any) -> Mo
         description=description,
         build_fp32=build,
         processor=GenerationProcessor,
+        revision=EXPORT_REVISION,
     )
     return register(spec, replace=True)
 

