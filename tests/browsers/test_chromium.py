@@ -20,9 +20,13 @@ pytestmark = pytest.mark.browser
 
 
 def browsers_using(profile: str) -> list[psutil.Process]:
+    """Live processes started with ``profile`` (a zombie has exited already: a
+    Chromium helper orphaned to a container's init that does not reap is one)."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
+    for proc in psutil.process_iter(["cmdline", "status"]):
         try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
             if any(profile in part for part in proc.info["cmdline"] or []):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
