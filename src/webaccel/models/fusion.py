@@ -9,9 +9,10 @@ kernels of a 13 ms batch-1 run).  Two changes, both exact to rounding:
   (``onnxruntime.transformers.optimizer``), which rewrites each layer into the
   ``com.microsoft`` contrib ops ``SkipLayerNormalization`` and ``Gelu`` and a
   ``MultiHeadAttention`` that is then spelled out again as batched MatMuls
-  (faster on the GPU than either build's MHA kernels; ~170 nodes, every one
-  on the GPU in both onnxruntime-web WebGPU builds: the native WebGPU EP and
-  JSEP, which Chromium pages load).  Its attention pattern matcher knows the
+  (faster on the GPU than JSEP's MHA kernels; ~180 nodes, every one on the
+  GPU in both onnxruntime-web WebGPU builds, the native WebGPU EP and JSEP,
+  which Chromium pages load, except 4 position-id shape nodes that fold away
+  once dims are fixed).  Its attention pattern matcher knows the
   *eager* attention export, not transformers 5's SDPA one, so the model is
   exported with ``attn_implementation="eager"``.  With every node on the GPU
   and shapes fixed, JSEP's graph capture works too (replays equal plain runs).
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from webaccel.errors import LoadFailedError
+from webaccel.models.rewrites import prune_unused
 
 POOLED_OUTPUT = "sentence_embedding"
 POOL_PREFIX = "pool/"  # names of the pooling tail's nodes and constants
@@ -181,24 +183,8 @@ def _attention_as_matmuls(model: Any, num_heads: int) -> Any:
         for offset, node in enumerate(mask_nodes):
             node.name = node.output[0]
             g.node.insert(first + offset, node)
-    _drop_dead(g)
+    prune_unused(g)
     return model
-
-
-def _drop_dead(g: Any) -> None:
-    """Remove nodes (repeatedly) and initializers nothing reads."""
-    outputs = {o.name for o in g.output}
-    while True:
-        used = {i for n in g.node for i in n.input} | outputs
-        dead = [n for n in g.node if all(o not in used for o in n.output)]
-        if not dead:
-            break
-        for n in dead:
-            g.node.remove(n)
-    used = {i for n in g.node for i in n.input}
-    keep = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
 
 
 def append_mean_pooling(src: Path, dest: Path, *, hidden_output: str = "last_hidden_state") -> Path:

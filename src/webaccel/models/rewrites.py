@@ -1,5 +1,4 @@
 """ONNX graph rewrites that keep outputs but suit onnxruntime-web's backends better."""
-
 from __future__ import annotations
 
 from pathlib import Path
@@ -76,23 +75,27 @@ def simplify_attention_mask(src: Path, dest: Path) -> Path:
                 if name == out:
                     m.input[i] = p
         g.node.remove(n)
-    # Drop what no output needs any more (the old mask subgraph, the IsNaN nodes).
-    needed = {o.name for o in g.output}
-    keep = []
-    for n in reversed(list(g.node)):
-        if any(o in needed for o in n.output):
-            keep.append(n)
-            needed.update(n.input)
-    del g.node[:]
-    g.node.extend(reversed(keep))  # still topologically sorted: we only removed nodes
-    used = {i for n in g.node for i in n.input}
-    kept_inits = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(kept_inits)
+    prune_unused(g)  # the old mask subgraph, the IsNaN nodes
     onnx.checker.check_model(model)
     dest.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(dest))
     return dest
+
+
+def prune_unused(graph: Any) -> None:
+    """Drop the nodes no graph output needs, then the initializers no node reads."""
+    needed = {o.name for o in graph.output}
+    keep = []
+    for n in reversed(list(graph.node)):
+        if any(o in needed for o in n.output):
+            keep.append(n)
+            needed.update(n.input)
+    del graph.node[:]
+    graph.node.extend(reversed(keep))  # still topologically sorted: only removals
+    used = {i for n in graph.node for i in n.input}
+    kept_inits = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept_inits)
 
 
 def nan_guards_on_gpu(model: Any) -> int:
