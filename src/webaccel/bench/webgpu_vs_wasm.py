@@ -235,9 +235,8 @@ def model_paths(options: dict[str, Any] | None = None) -> dict[str, Path]:
     except Exception as exc:  # noqa: BLE001 - the weights package or exporter is missing
         raise BenchmarkUnavailable(f"MiniLM ONNX files are not available: {exc}") from exc
     out["pooled"] = build(folder / "pooled.fp32.onnx", partial(append_mean_pooling, out["fused"]))
-    out["pooled-int4"] = build(  # named by block size: rebuilt when the default changes
-        folder / f"pooled.int4-b{precision.DEFAULT_BLOCK_SIZE}.onnx",
-        partial(precision.to_int4, out["pooled"]),
+    out["pooled-int4"] = build(
+        folder / "pooled.int4.onnx", partial(precision.to_int4, out["pooled"])
     )
     for model in OTHER_MODELS:
         fp32 = folder / f"{model}.fp32.onnx"

@@ -119,8 +119,8 @@ async def launch_node_worker(
     ``build``: ``all`` (JSEP, what Chromium pages load; also runs ``wasm``),
     ``webgpu`` (onnxruntime-web's native WebGPU EP) or ``wasm`` (CPU only, no
     Dawn).  JSEP is the default: with graph capture (which only it replays
-    correctly) MiniLM runs in 2.1 ms at 1x16 and 6.6 ms at 32x128 on an H100,
-    against 9.1 and 10.6 ms for the WebGPU EP without (results/gpu, run 5).  ``threads``:
+    correctly) MiniLM ran in 2.38 ms at 1x16 and 6.66 ms at 32x128 on an H100,
+    against 16.74 and 16.52 ms on the WebGPU EP build (results/gpu, run 8).  ``threads``:
     WASM threads.  ``f16`` turns on Dawn's shader-f16 toggle for NVIDIA.
     ``env`` adds variables (e.g. ``VK_ICD_FILENAMES`` for a software Vulkan).
     """

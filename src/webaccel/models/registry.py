@@ -25,16 +25,6 @@ TASKS = ("text_embedding", "text_generation", "vision", "image_classification", 
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "mixed")
 
 
-def precision_folder(precision: str) -> str:
-    """The cache folder of a precision's files; 4-bit ones are named by their block
-    size, so files quantized with another (older) default are rebuilt, not reused."""
-    if precision in ("int4", "mixed"):
-        from webaccel.models.precision import DEFAULT_BLOCK_SIZE
-
-        return f"{precision}-b{DEFAULT_BLOCK_SIZE}"
-    return precision
-
-
 @dataclass
 class Prepared:
     """Tensors for the page, plus whatever the postprocessor needs to finish the job."""
@@ -76,7 +66,7 @@ class ModelSpec:
 
     def artifact_dir(self, precision: str = "fp32") -> Path:
         folder = f"{self.name}@{self.revision}" if self.revision else self.name
-        return paths.subdir("models") / folder / precision_folder(precision)
+        return paths.subdir("models") / folder / precision
 
     def onnx_path(self, precision: str = "fp32") -> Path:
         return self.artifact_dir(precision) / "model.onnx"

@@ -204,7 +204,8 @@ MINILM = ModelSpec(
     # 2: attention mask rewritten for WebGPU; 3: contrib-op fusion and pooling
     # in the graph (webaccel.models.fusion); 4: every node on the GPU in
     # Chromium's JSEP build too (Gelu + bias Add, Clip, Gather for the mask),
-    # which graph capture needs.  Same embeddings to rounding.
+    # which graph capture needs; 5: attention as batched MatMuls.  Same
+    # embeddings to rounding.
     revision="5",
     task="text_embedding",
     source=f"pypi:{PACKAGE}",

@@ -519,9 +519,8 @@ NAME = "whisper-tiny-en"
 def artifact_dir(precision: str = "fp32") -> Path:
     """``$WEBACCEL_HOME/models/whisper-tiny-en/<precision>/`` (the registry's layout)."""
     from webaccel import paths
-    from webaccel.models.registry import precision_folder
 
-    return paths.subdir("models") / NAME / precision_folder(precision)
+    return paths.subdir("models") / NAME / precision
 
 
 def ensure_parts(precision: str = "fp32", *, block_size: int | None = None) -> dict[str, Path]:
