@@ -2,7 +2,7 @@
 
 onnxruntime-web's graph capture records the GPU commands of one run and
 replays them, which removes its fixed CPU cost per run (MiniLM 1x16 on an
-H100: 7.0 -> 2.1 ms, results/gpu run 5), but a captured session only takes the
+H100: 6.98 -> 2.32 ms, results/gpu run 5), but a captured session only takes the
 shapes it was made for.  So the pool keeps one session per bucket, a shape
 with every free dimension fixed (``freeDimensionOverrides``), and pads each
 batch up to the smallest bucket that holds it:
