@@ -1,11 +1,12 @@
-"""Backend choice: software WebGPU is not a GPU, fallbacks say why."""
+"""Backend choice from a page's report: software WebGPU is not a GPU, the caller's
+order is a preference, and every fallback says why with a coded reason."""
 
 from __future__ import annotations
 
 import pytest
 
 from webaccel.errors import InvalidInputError
-from webaccel.platforms import choose_backend
+from webaccel.pool.routing import Reason, WorkerCaps, best_backend, constraints_for
 
 SWIFTSHADER = {
     "webgpu": {
@@ -27,31 +28,48 @@ NO_GPU = {
 }
 
 
+def choice(caps: dict, **route) -> tuple[str | None, list[Reason], str]:
+    backend, skipped = best_backend(
+        WorkerCaps.parse(caps), constraints_for(**route), route.get("precision") or "fp32"
+    )
+    return backend, [r.code for r in skipped], "; ".join(r.message for r in skipped)
+
+
 def test_auto_skips_software_adapter_and_says_why():
-    c = choose_backend("auto", SWIFTSHADER)
-    assert c.backend == "wasm" and "software" in c.reason and "WebNN" in c.reason
+    backend, codes, text = choice(SWIFTSHADER)
+    assert backend == "wasm"
+    assert codes == [Reason.SOFTWARE_ADAPTER, Reason.NO_BACKEND]
+    assert "software" in text and "WebNN is not supported" in text
 
 
-def test_default_webgpu_skips_software_adapter_but_explicit_uses_it():
-    assert choose_backend("webgpu", SWIFTSHADER, explicit=False).backend == "wasm"
-    explicit = choose_backend("webgpu", SWIFTSHADER, explicit=True)
-    assert explicit.backend == "webgpu" and explicit.reason is None
+def test_a_priority_list_starting_with_webgpu_is_a_preference_not_a_demand():
+    # The README's pool example: ["webgpu", "wasm", "cpu"] on a software adapter.
+    backend, codes, _ = choice(SWIFTSHADER, priority_list=["webgpu", "wasm", "cpu"])
+    assert backend == "wasm" and codes == [Reason.SOFTWARE_ADAPTER]
+    assert choice(SWIFTSHADER, platform="webgpu")[0] == "wasm"
+    forced = choice(SWIFTSHADER, priority_list=["webgpu"], allow_software=True)
+    assert forced[0] == "webgpu" and forced[1] == []
+    assert choice(SWIFTSHADER, priority_list=["webgpu"])[0] is None  # demanded, not allowed
 
 
 def test_real_gpu_is_chosen_and_fp16_needs_shader_f16():
-    assert choose_backend("auto", GPU).backend == "webgpu"
+    assert choice(GPU)[0] == "webgpu"
     no_f16 = {"webgpu": {**GPU["webgpu"], "shaderF16": False}, "webnn": GPU["webnn"]}
-    c = choose_backend("webgpu", no_f16, precision="fp16")
-    assert c.backend == "wasm" and "shader-f16" in c.reason
+    backend, codes, text = choice(no_f16, platform="webgpu", precision="fp16")
+    assert backend is None  # fp16 runs nowhere here: no shader-f16, emulated on wasm
+    assert Reason.NO_SHADER_F16 in codes and "shader-f16" in text
 
 
-def test_webnn_then_wasm_fallback_order():
-    assert choose_backend("webgpu", NO_GPU).backend == "webnn"
-    assert choose_backend("webnn", SWIFTSHADER).backend == "wasm"
-    assert choose_backend("webnn", GPU).backend == "webgpu"
-    assert choose_backend("wasm", GPU).backend == "wasm"
+def test_fallback_order_follows_the_caller():
+    assert choice(NO_GPU, platform="webgpu")[0] == "webnn"
+    assert choice(SWIFTSHADER, platform="webnn")[0] == "wasm"
+    assert choice(GPU, platform="webnn")[0] == "webgpu"
+    assert choice(GPU, platform="wasm")[0] == "wasm"
+    assert choice(GPU, priority_list=["wasm", "webgpu"])[0] == "wasm"
 
 
-def test_unknown_platform_is_rejected():
+def test_unknown_platform_and_priority_entries_are_rejected():
     with pytest.raises(InvalidInputError):
-        choose_backend("cuda", GPU)
+        constraints_for(platform="cuda")
+    with pytest.raises(InvalidInputError):
+        constraints_for(priority_list=["webgpu", "tpu"])

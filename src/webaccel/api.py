@@ -22,11 +22,10 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from webaccel.browsers.process import install_cleanup
-from webaccel.browsers.worker import backends_from_capabilities
 from webaccel.engine import Engine
 from webaccel.errors import InvalidInputError
 from webaccel.models import registry
-from webaccel.platforms import choose_backend
+from webaccel.pool.routing import WorkerCaps, best_backend, constraints_for
 
 T = TypeVar("T")
 
@@ -182,17 +181,17 @@ class WebAccelerator:
         """Which browser, backend and precision would serve ``model_name`` here, and why."""
         spec = registry.get(model_name)
         worker = self._loop.run(self._engine.any_worker())
-        choice = choose_backend(
-            self._engine.default_platform or "auto", worker.capabilities, explicit=False
-        )
+        caps = WorkerCaps.parse(worker.capabilities)
+        backend, skipped = best_backend(caps, constraints_for(**self._engine.route(None)))
         return {
             "model": spec.name,
             "model_type": model_type or spec.model_type,
             "browser": worker.browser,
-            "platform": choice.backend,
+            "platform": backend,
             "precision": "fp32",
-            "available_backends": backends_from_capabilities(worker.capabilities),
-            "reason": choice.reason or f"{choice.backend} is the best backend this browser offers",
+            "available_backends": list(caps.backends),
+            "reason": "; ".join(r.message for r in skipped)
+            or f"{backend} is the best backend this browser offers",
         }
 
     def shutdown(self) -> None:
@@ -322,18 +321,13 @@ def _parse_hardware(prefs: dict[str, Any] | None) -> dict[str, Any]:
         raise InvalidInputError(
             f"unknown hardware preference(s) {sorted(unknown)}; accepted: {sorted(HARDWARE_KEYS)}"
         )
-    order = [p.lower() for p in prefs.get("priority_list") or ["webgpu", "webnn", "wasm"]]
-    bad = [p for p in order if p not in (*_BROWSER_BACKENDS, "cpu")]
-    if bad:
-        raise InvalidInputError(
-            f"priority_list entries {bad} are not backends; use webgpu, webnn, "
-            "wasm or cpu (native onnxruntime in this process)"
-        )
+    order = [str(p).lower() for p in prefs.get("priority_list") or ["webgpu", "webnn", "wasm"]]
+    constraints_for(priority_list=order)  # validates the entries
     browser_order = [p for p in order if p in _BROWSER_BACKENDS]
     return {
-        # The first browser backend is the preference; the engine falls back
-        # along webgpu -> webnn -> wasm and reports why.
-        "platform": browser_order[0] if browser_order else None,
+        # An ordered preference: the pool takes the first backend a worker
+        # serves well (never a software WebGPU adapter) and reports why.
+        "priority_list": browser_order,
         "native_fallback": "cpu" in order,
         "native_only": not browser_order,
         "options": {k: prefs[k] for k in ("precision", "mixed_precision") if k in prefs}
@@ -383,7 +377,7 @@ class ModelHandle:
             self.model_name,
             inputs,
             hw["options"],
-            platform=hw["platform"],
+            priority_list=hw["priority_list"],
             model_type=self.model_type,
             browser=hw["browser"],
             native_fallback=hw["native_fallback"],

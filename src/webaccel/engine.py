@@ -1,47 +1,48 @@
 """The async core behind :class:`webaccel.api.WebAccelerator`, the CLI and the server.
 
-It owns the server and a :class:`~webaccel.pool.ResourcePool` of browser
-workers, and is the pool's model resolver: a registry name becomes one
-:class:`ModelRef` per (backend, precision), each served lazily at
-``/models/<name>/<precision>/model.onnx`` (a variant is built the first time
-a page asks for it).  A request is preprocessed here (off the event loop),
-scheduled by the pool, and postprocessed here; the result says where and how
-fast it ran, and why a backend was or was not used.
+It composes a :class:`~webaccel.hosting.BrowserHost` (server, block store,
+registry resolver) and a :class:`~webaccel.pool.ResourcePool`.  Every request
+goes through the pool: a single inference, a model of several graphs driven
+by its family's own ``run_loop`` (Whisper) inside a pool session, and
+generated streams (:mod:`webaccel.generation.runner`).  The pool decides the
+backend once (``platform``/``priority_list`` are preferences; a software
+WebGPU adapter counts only with ``allow_software``); the engine does the
+pre- and post-processing (off the event loop) and says where and how fast a
+request ran, and why a backend was or was not used.
+
+The launcher is a seam: ``Engine(launcher=FakeLauncher())`` runs the whole
+policy without a browser (tests/test_engine.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import logging
-import os
 import time
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from webaccel.browsers import launch_worker
 from webaccel.errors import BackendUnavailableError, BrowserLaunchError, InvalidInputError
+from webaccel.hosting import BrowserHost, content_id
 from webaccel.models import registry
 from webaccel.models.registry import ModelSpec, Prepared
 from webaccel.native import NativeRunner
-from webaccel.platforms import PLATFORMS, choose_backend
-from webaccel.pool import ResolvedModel, ResourcePool
-from webaccel.pool.pool import InferenceResult
-from webaccel.pool.transport import BACKENDS, ModelRef, WorkerTransport
+from webaccel.pool import ResourcePool
+from webaccel.pool.results import InferenceResult, WorkerSession
+from webaccel.pool.routing import DEFAULT_BACKEND_ORDER
+from webaccel.pool.transport import ModelRef, WorkerLauncher, WorkerTransport
 from webaccel.server import WebAccelServer
 
-log = logging.getLogger(__name__)
+__all__ = ["Engine", "content_id", "parse_precision", "raw_tensors", "validate_options"]
 
+PLATFORMS = ("auto", *DEFAULT_BACKEND_ORDER)
 # The option keys of the seed API; anything else is a typo we should not ignore.
 OPTION_KEYS = frozenset(
     {"precision", "mixed_precision", "optimize_for_audio", "use_ipfs", "timeout", "priority"}
 )
 PRECISION_BITS = {4: "int4", 8: "int8", 16: "fp16", 32: "fp32"}
-# CIDv1, raw leaves, 1 MiB chunks: fewer, larger blocks for the page to verify.
-CID_PROFILE = "unixfs-v1-2025"
 # Inputs this large that a model loop sends unchanged step after step stay in the page.
 KEEP_INPUT_BYTES = 1 << 20
 
@@ -95,31 +96,8 @@ def raw_tensors(data: dict[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-def content_id(path: Path, blocks: Any) -> str:
-    """The CID of a model file, adding its blocks to ``blocks`` once.
-
-    A sidecar ``<file>.cid.json`` remembers the CID for this size and mtime, so
-    a second engine does not re-hash hundreds of MB; the root block must still
-    be in the store, or the file is added again.
-    """
-    from webaccel.content.add import add_path
-
-    stat = path.stat()
-    sidecar = path.with_name(path.name + ".cid.json")
-    key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "profile": CID_PROFILE}
-    with contextlib.suppress(OSError, ValueError):
-        known = json.loads(sidecar.read_text())
-        if {k: known.get(k) for k in key} == key and blocks.has(known["cid"]):
-            return str(known["cid"])
-    cid = str(add_path(path, CID_PROFILE, store=blocks, pin=True))
-    tmp = sidecar.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**key, "cid": cid}))
-    os.replace(tmp, sidecar)
-    return cid
-
-
 class Engine:
-    """Owns the server and the worker pool; one per accelerator or server process."""
+    """Owns the browser host and the worker pool; one per accelerator or server process."""
 
     def __init__(
         self,
@@ -138,116 +116,81 @@ class Engine:
         server: WebAccelServer | None = None,
         content_addressed: bool = True,
         preferred_port: int | None = None,
-        launcher: str | None = None,
+        launcher: str | WorkerLauncher | None = None,
         grid_url: str | None = None,
         public_url: str | None = None,
+        allow_software: bool = False,
+        **pool_options: Any,
     ) -> None:
-        """``launcher``: subprocess (default) | selenium | playwright | grid (with
-        ``grid_url``); ``public_url``: the server address remote browsers reach."""
+        """``launcher``: how workers start -- a name (subprocess (default) | selenium |
+        playwright | grid with ``grid_url``) or any ``async launcher(family) ->
+        WorkerTransport``; ``public_url``: the server address remote browsers reach;
+        ``allow_software``: let a software WebGPU adapter count as webgpu."""
         if default_platform is not None and default_platform not in PLATFORMS:
             raise InvalidInputError(
                 f"unknown platform {default_platform!r}; choose one of {PLATFORMS}"
             )
         self.default_platform = default_platform
-        self.threads = threads
-        self.launcher = launcher
-        self.grid_url = grid_url
-        self.public_url = public_url
-        # A Grid session on a cold JVM takes longer than a local browser.
-        self.launch_timeout = max(launch_timeout, 60.0) if grid_url else launch_timeout
+        self.allow_software = allow_software
         self.metrics = metrics
-        self.server = server or WebAccelServer(host, port, preferred_port=preferred_port)
+        self.host = BrowserHost(
+            host=host,
+            port=port,
+            preferred_port=preferred_port,
+            server=server,
+            content_addressed=content_addressed,
+            launcher=launcher if isinstance(launcher, str) else None,
+            grid_url=grid_url,
+            public_url=public_url,
+            connection_timeout=launch_timeout,
+            threads=threads,
+        )
+        self.server = self.host.server
+        self.blocks = self.host.blocks
         self.native = NativeRunner()
-        # Model bytes travel by CID: the server's trustless gateway serves the
-        # blocks and the page verifies each one and caches the file by CID.
-        self.blocks: Any = None
-        if content_addressed:
-            from webaccel.content.gateway import gateway_routes
-            from webaccel.content.store import BlockStore
-
-            self.blocks = BlockStore.default()
-            self.server.add_routes(gateway_routes(self.blocks, upload_token=self.server.token))
         self.pool = ResourcePool(
             max_connections=max(1, max_connections),
             browser_preferences=browser_preferences,
             default_browser=default_browser,
             adaptive_scaling=adaptive_scaling,
-            connection_timeout=launch_timeout,
+            connection_timeout=self.host.launch_timeout,
             max_retries=max_retries,
-            launcher=self._launch,
-            resolver=self._resolve,
+            launcher=launcher if callable(launcher) else self.host.launch,
+            resolver=self.host.resolve,
             metrics=metrics,
-        )
-
-    async def _launch(self, family: str) -> WorkerTransport:
-        return await launch_worker(
-            self.server,
-            family,
-            launcher=self.launcher,
-            grid_url=self.grid_url,
-            public_url=self.public_url,
-            timeout=self.launch_timeout,
-            threads=self.threads,
+            **pool_options,
         )
 
     async def start(self) -> None:
-        await self.server.start()
+        await self.host.start()
         await self.pool.start(wait=False)
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # closing goes on: the server must stop regardless
             await self.pool.close(drain=False, timeout=5)
-        await self.server.stop()
-
-    # ------------------------------------------------------------ models
-    async def _resolve(self, name: str, model_type: str | None) -> ResolvedModel:
-        spec = registry.get(name)
-        if model_type is not None and model_type != spec.model_type:
-            raise InvalidInputError(f"{name} is a {spec.model_type} model, not {model_type}")
-        variants = []
-        for precision in registry.PRECISIONS:
-            path = spec.onnx_path(precision)
-            cid = size = None
-            if self.blocks is not None and path.is_file():
-                # Built files go by CID; variants nobody built yet are built on
-                # first request behind /models/ (quantizing here would stall).
-                cid = await asyncio.to_thread(content_id, path, self.blocks)
-                size = path.stat().st_size
-                url = f"/ipfs/{cid}"
-            else:
-                url = self.server.model_files.add_lazy(
-                    f"{spec.name}/{precision}/model.onnx",
-                    lambda p=precision: spec.ensure_onnx(p),  # type: ignore[misc]
-                )
-            for backend in BACKENDS:
-                variants.append(
-                    ModelRef(
-                        key=f"{spec.name}/{precision}/{backend}",
-                        name=spec.name,
-                        url=url,
-                        backend=backend,
-                        precision=precision,
-                        cid=cid,
-                        size_bytes=size,
-                    )
-                )
-        return ResolvedModel(
-            name=spec.name,
-            model_type=spec.model_type,
-            variants=tuple(variants),
-            # Requests of equal padded shape share a run (the pool checks shapes).
-            batchable=True,
-            output_names=spec.output_names,
-            # Without an explicit precision: fp32 everywhere (the accuracy
-            # reference); lower precisions only when asked for.
-            auto_precisions=("fp32",),
-            shape_buckets=spec.shape_buckets,
-        )
+        await self.host.close()
 
     async def any_worker(self) -> WorkerTransport:
         """A live worker (launching one if the pool has none yet)."""
         async with self.pool.get_connection(None) as lease:
             return lease.worker
+
+    def route(
+        self,
+        platform: str | None,
+        priority_list: list[str] | None = None,
+        allow_software: bool | None = None,
+    ) -> dict[str, Any]:
+        """The routing keywords for the pool: the caller's platform, else the default
+        platform, as a preference (never a demand on a software adapter)."""
+        requested = platform or self.default_platform or "auto"
+        if requested not in PLATFORMS:
+            raise InvalidInputError(f"unknown platform {requested!r}; choose one of {PLATFORMS}")
+        return {
+            "platform": None if priority_list else requested,
+            "priority_list": priority_list,
+            "allow_software": self.allow_software if allow_software is None else allow_software,
+        }
 
     # ------------------------------------------------------------ requests
     async def _run_native(
@@ -279,6 +222,7 @@ class Engine:
             load_ms=load_ms,
             batch_size=1,
             reasons=(f"native fallback: {cause}",),
+            fallback_reason=f"no browser could serve ({cause}); ran in native onnxruntime",
         )
 
     async def accelerate(
@@ -291,6 +235,8 @@ class Engine:
         model_type: str | None = None,
         browser: str | None = None,
         native_fallback: bool = False,
+        priority_list: list[str] | None = None,
+        allow_software: bool | None = None,
     ) -> dict[str, Any]:
         """Run one request; ``native_fallback``: run in-process when no browser can serve."""
         t_start = time.perf_counter()
@@ -299,15 +245,11 @@ class Engine:
         spec = registry.get(model_name)
         if input_data is None:
             raise InvalidInputError("no input: pass input_data (or input_text)")
-        if spec.build_parts is not None:
-            return await self._run_parts(
-                spec,
-                input_data,
-                options,
-                precision or "fp32",
-                platform=platform,
-                browser=browser,
-                t_start=t_start,
+        route = self.route(platform, priority_list, allow_software)
+        browser = browser or ("firefox" if options.get("optimize_for_audio") else None)
+        if spec.run_loop is not None:
+            return await self._run_loop(
+                spec, input_data, options, precision or "fp32", route, browser, t_start
             )
         raw = isinstance(input_data, dict)
         if raw:
@@ -315,15 +257,6 @@ class Engine:
         else:
             prepared = await asyncio.to_thread(spec.processor().preprocess, input_data, options)
         t_pre = time.perf_counter()
-        requested = platform or self.default_platform or "auto"
-        try:
-            target, reason = await self._platform_for(
-                requested, explicit=platform is not None, precision=precision or "fp32"
-            )
-        except (BackendUnavailableError, BrowserLaunchError):
-            if not native_fallback:
-                raise
-            target, reason = None, None  # the pool raises again below; then we go native
         pool_options: dict[str, Any] = {}
         if precision is not None:
             pool_options["precision"] = precision
@@ -334,11 +267,11 @@ class Engine:
                 spec.name,
                 prepared.tensors,
                 model_type=model_type,
-                platform=target,
-                browser=browser or ("firefox" if options.get("optimize_for_audio") else None),
+                browser=browser,
                 options=pool_options,
                 priority=int(options.get("priority", 0)),
                 timeout=float(options["timeout"]) if "timeout" in options else None,
+                **route,
             )
         except (BackendUnavailableError, BrowserLaunchError) as exc:
             if not native_fallback:
@@ -346,7 +279,6 @@ class Engine:
             result = await self._run_native(
                 spec, prepared, precision or "fp32", None if raw else spec.output_names, exc
             )
-            reason = f"no browser could serve ({exc.message}); ran in native onnxruntime"
         t_run = time.perf_counter()
         if raw:
             outputs: dict[str, Any] = dict(result.outputs)
@@ -358,8 +290,7 @@ class Engine:
         return self._describe(
             spec,
             result,
-            requested,
-            reason,
+            route,
             outputs,
             {
                 "preprocess_ms": (t_pre - t_start) * 1000,
@@ -368,142 +299,79 @@ class Engine:
             },
         )
 
-    async def _run_parts(
+    async def _run_loop(
         self,
         spec: ModelSpec,
         data: Any,
         options: dict[str, Any],
         precision: str,
-        *,
-        platform: str | None,
+        route: dict[str, Any],
         browser: str | None,
         t_start: float,
     ) -> dict[str, Any]:
-        """A model of several graphs driven by a Python loop (Whisper: encoder once,
-        then one decoder step per token with the KV cache as tensors).
-
-        The loop runs in a thread and each step is a bridge round trip to one
-        leased worker, so both graphs stay loaded in one page.
-        """
-        from webaccel.models import whisper
-
+        """A model of several graphs driven by its family's ``run_loop`` (Whisper:
+        encoder once, then one decoder step per token, the KV cache as tensors),
+        inside one pool session, so its graphs stay loaded in one page and the
+        whole job is scheduled, recorded and visible like any request."""
         timeout = float(options.get("timeout", 300.0))
         parts = await asyncio.to_thread(spec.ensure_parts, precision)
-        requested = platform or self.default_platform or "auto"
-        target, reason = await self._platform_for(
-            requested, explicit=platform is not None, precision=precision
-        )
-        loop = asyncio.get_running_loop()
-        totals = {"page_ms": 0.0, "round_trip_ms": 0.0, "runs": 0, "load_ms": 0.0}
-        async with self.pool.get_connection(spec.model_type, target, browser) as lease:
+        assert spec.run_loop is not None
+        async with self.pool.session(
+            spec.name,
+            browser=browser,
+            precision=precision,
+            priority=int(options.get("priority", 0)),
+            **route,
+        ) as session:
             keys: dict[str, str] = {}
+            load_ms = 0.0
             for part, path in parts.items():
-                cid = (
-                    await asyncio.to_thread(content_id, path, self.blocks)
-                    if self.blocks is not None
-                    else None
-                )
-                url = (
-                    f"/ipfs/{cid}"
-                    if cid
-                    else self.server.model_files.add(f"{spec.name}/{precision}/{part}.onnx", path)
-                )
+                url, cid = await self.host.model_url(f"{spec.name}/{precision}/{part}.onnx", path)
                 ref = ModelRef(
-                    key=f"{spec.name}/{precision}/{part}/{lease.backend}",
+                    key=f"{spec.name}/{precision}/{part}/{session.backend}",
                     name=spec.name,
                     url=url,
-                    backend=lease.backend,
+                    backend=session.backend,
                     precision=precision,
                     cid=cid,
                 )
-                totals["load_ms"] += (await lease.load_model(ref, timeout=timeout)).load_ms
+                info = await session.load(ref)
+                load_ms += info.load_ms if info is not None else 0.0
                 keys[part] = ref.key
-
-            sent: dict[tuple[str, str], np.ndarray] = {}  # what the page kept, by input
-
-            def run(part: str, feeds: Any) -> dict[str, np.ndarray]:
-                # An input that is the very array sent last time for this part
-                # (the loop's fixed inputs) is reused from the page, not resent.
-                send, reuse, keep = {}, [], []
-                for name, arr in dict(feeds).items():
-                    if sent.get((part, name)) is arr:
-                        reuse.append(name)
-                        continue
-                    send[name] = arr
-                    if arr.nbytes >= KEEP_INPUT_BYTES:
-                        keep.append(name)
-                        sent[(part, name)] = arr  # holding it keeps its id() unique
-                opts = {"reuse": reuse, "keep": keep} if reuse or keep else None
-                fut = asyncio.run_coroutine_threadsafe(
-                    lease.run(keys[part], send, timeout=timeout, options=opts), loop
-                )
-                res = fut.result()
-                totals["page_ms"] += res.page_ms
-                totals["round_trip_ms"] += res.round_trip_ms
-                totals["runs"] += 1
-                return dict(res.outputs)
-
-            transcript = await asyncio.to_thread(whisper.transcribe, run, data)
+            step = _kept_inputs_step(session, keys, timeout)
+            out = await spec.run_loop(step, data, options)
+            session.report(task=spec.task, completion_tokens=len(out.get("tokens", ())))
         return {
             "model": spec.name,
             "task": spec.task,
-            "text": transcript.text,
-            "tokens": transcript.tokens,
-            "windows": transcript.windows,
-            "browser": lease.browser,
-            "worker_id": lease.worker_id,
-            "backend": lease.backend,
-            "requested_backend": requested,
-            "fallback_reason": reason if lease.backend != requested else None,
+            **out,
+            "browser": session.browser,
+            "worker_id": session.worker_id,
+            "backend": session.backend,
+            "requested_backend": route["platform"] or "auto",
+            "fallback_reason": session.fallback_reason,
+            "reasons": list(session.reasons),
             "precision": precision,
-            "page_ms": totals["page_ms"],
-            "round_trip_ms": totals["round_trip_ms"],
-            "bridge_runs": totals["runs"],
-            "load_ms": totals["load_ms"],
+            "page_ms": session.page_ms,
+            "round_trip_ms": session.round_trip_ms,
+            "bridge_runs": session.runs,
+            "load_ms": load_ms,
+            "queue_ms": session.queue_ms,
             "latency_ms": (time.perf_counter() - t_start) * 1000,
         }
-
-    async def _platform_for(
-        self, requested: str, *, explicit: bool, precision: str
-    ) -> tuple[str | None, str | None]:
-        """The backend constraint to give the pool, and why it differs from ``requested``.
-
-        The pool treats a backend as a hard constraint; users expect a missing
-        one to fall back (webgpu -> webnn -> wasm) with the reason reported.
-        A *default* platform is a preference: like ``auto`` it never lands on
-        a software WebGPU adapter.
-        """
-        if requested not in PLATFORMS:
-            raise InvalidInputError(f"unknown platform {requested!r}; choose one of {PLATFORMS}")
-        workers = [w for w in self.pool.workers.values() if w.alive]
-        if not workers:
-            workers = [await self.any_worker()]
-        choices = [
-            choose_backend(requested, w.capabilities, precision=precision, explicit=explicit)
-            for w in workers
-        ]
-        if requested == "auto":
-            # The pool's own routing prefers real GPUs and skips software adapters;
-            # report why this machine's best worker did not give a GPU.
-            return None, next((c.reason for c in choices if c.backend != "webgpu"), None)
-        if any(c.backend == requested for c in choices):
-            return requested, None
-        return choices[0].backend, choices[0].reason
 
     def _describe(
         self,
         spec: ModelSpec,
         result: InferenceResult,
-        requested: str,
-        reason: str | None,
+        route: dict[str, Any],
         outputs: dict[str, Any],
         times: dict[str, float],
     ) -> dict[str, Any]:
         worker = self.pool.workers.get(result.worker_id)
         caps = worker.capabilities if worker is not None else {}
         gpu = caps.get("webgpu") or {}
-        wanted = requested
-        fell_back = result.backend != wanted
+        wanted = route["platform"] or (route["priority_list"] or ["auto"])[0]
         return {
             "model": spec.name,
             "task": spec.task,
@@ -513,7 +381,7 @@ class Engine:
             "user_agent": caps.get("userAgent", ""),
             "backend": result.backend,
             "requested_backend": wanted,
-            "fallback_reason": (reason or "; ".join(result.reasons)) if fell_back else None,
+            "fallback_reason": result.fallback_reason,
             "reasons": list(result.reasons),
             "adapter": {k: gpu.get(k) for k in ("vendor", "architecture", "software")}
             if gpu.get("available")
@@ -528,3 +396,31 @@ class Engine:
             "shape_bucket": result.shape_bucket,
             **times,
         }
+
+
+def _kept_inputs_step(session: WorkerSession, keys: dict[str, str], timeout: float) -> Any:
+    """The ``step(part, feeds)`` a family's run_loop awaits, over one session.
+
+    An input that is the very array sent last time for this part (the loop's
+    fixed inputs, e.g. Whisper's encoder states) is reused from the page, not
+    resent.
+    """
+    sent: dict[tuple[str, str], np.ndarray] = {}  # what the page kept, by input
+
+    async def step(part: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        send: dict[str, np.ndarray] = {}
+        reuse: list[str] = []
+        keep: list[str] = []
+        for name, arr in feeds.items():
+            if sent.get((part, name)) is arr:
+                reuse.append(name)
+                continue
+            send[name] = arr
+            if arr.nbytes >= KEEP_INPUT_BYTES:
+                keep.append(name)
+                sent[(part, name)] = arr  # holding it keeps its id() unique
+        opts = {"reuse": reuse, "keep": keep} if reuse or keep else None
+        res = await session.run(keys[part], send, timeout=timeout, options=opts)
+        return dict(res.outputs)
+
+    return step

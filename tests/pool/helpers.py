@@ -75,14 +75,20 @@ def req(
     batch_key: object = None,
     rows: int = 1,
     rid: int | None = None,
+    allow_software: bool = False,
+    kind: str = "run",
 ) -> Request:
+    """``backend``: a demand for exactly that backend (a one-entry priority list)."""
     _next[0] += 1
     return Request(
         id=rid if rid is not None else _next[0],
         model=model_name,
         priority=priority,
         deadline=deadline,
-        constraints=Constraints(browser, backend, precision),
+        constraints=Constraints(
+            browser, (backend,) if backend else None, precision, allow_software
+        ),
         batch_key=batch_key,
         rows=rows,
+        kind=kind,
     )

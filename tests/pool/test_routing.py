@@ -7,6 +7,7 @@ from webaccel.pool.routing import (
     CircuitBreaker,
     Constraints,
     LatencyTable,
+    Reason,
     WorkerCaps,
     choose,
     normalize_browser,
@@ -37,12 +38,12 @@ def test_caps_from_the_page_report() -> None:
         },
         "webnn": {"available": False},
     }
-    c = WorkerCaps.from_transport(["wasm", "webgpu"], report)
+    c = WorkerCaps.parse(report)
     assert c.software_webgpu and not c.shader_f16
-    c2 = WorkerCaps.from_transport(
-        ["webgpu", "wasm"], {"webgpu": {"available": True, "features": ["shader-f16"]}}
-    )
+    assert c.backends == ("wasm", "webgpu")  # a software adapter goes last
+    c2 = WorkerCaps.parse({"webgpu": {"available": True, "features": ["shader-f16"]}})
     assert c2.shader_f16 and not c2.software_webgpu
+    assert c2.backends == ("webgpu", "wasm")
 
 
 def test_capability_filter() -> None:
@@ -53,10 +54,15 @@ def test_capability_filter() -> None:
         reject_reason(caps("webgpu", "wasm", f16=True), "chromium", "webgpu", "fp16", none) is None
     )
     assert reject_reason(caps("wasm"), "chromium", "wasm", "fp16", none)
-    # A software adapter is not a GPU, unless the caller insists on webgpu.
+    # A software adapter is not a GPU -- not even when webgpu comes first in the
+    # caller's list -- unless the caller allows it explicitly.
     sw = caps("wasm", "webgpu", software=True)
-    assert "software" in (reject_reason(sw, "chromium", "webgpu", "fp32", none) or "")
-    assert reject_reason(sw, "chromium", "webgpu", "fp32", Constraints(backend="webgpu")) is None
+    r = reject_reason(sw, "chromium", "webgpu", "fp32", none)
+    assert r is not None and r.code is Reason.SOFTWARE_ADAPTER
+    first = Constraints(backends=("webgpu", "wasm"))
+    assert reject_reason(sw, "chromium", "webgpu", "fp32", first) is not None
+    forced = Constraints(backends=("webgpu",), allow_software=True)
+    assert reject_reason(sw, "chromium", "webgpu", "fp32", forced) is None
 
 
 def test_latency_table_needs_samples_and_smooths() -> None:
@@ -152,8 +158,12 @@ def test_software_webgpu_is_not_chosen_automatically() -> None:
     a = s.next_assignment(0)
     assert a is not None and a.variant is not None and a.variant.backend == "wasm"
     assert any("software" in r for r in a.reasons)
+    assert [r.code for r in a.fallback][:1] == [Reason.SOFTWARE_ADAPTER]
     s.finish(a.id, 0)
-    s.submit(req("m", backend="webgpu"), 0)
+    s.submit(req("m", backend="webgpu"), 0)  # demanded, not allowed: nothing can serve
+    assert s.next_assignment(0) is None
+    assert s.unservable(0, [])
+    s.submit(req("m", backend="webgpu", allow_software=True), 0)
     b = s.next_assignment(0)
     assert b is not None and b.variant is not None and b.variant.backend == "webgpu"
 

@@ -8,6 +8,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +21,14 @@ from webaccel.browsers.chromium import chromium_flags, find_chromium
 from webaccel.browsers.launching import wait_for_hello
 from webaccel.browsers.process import BrowserProcess, ProfileLease
 from webaccel.errors import BrowserLaunchError, ProtocolError, WorkerLostError
-from webaccel.pool.transport import LoadInfo, ModelRef, RunResult
+from webaccel.pool.routing import WorkerCaps
+from webaccel.pool.transport import LoadInfo, ModelRef, RunResult, StreamEvent
 from webaccel.server import WebAccelServer
 
 
 def backends_from_capabilities(caps: dict[str, Any]) -> list[str]:
-    """Backends a page can really run, best first; a software WebGPU adapter goes last."""
-    gpu = caps.get("webgpu") or {}
-    out: list[str] = []
-    if gpu.get("available") and not gpu.get("software"):
-        out.append("webgpu")
-    if (caps.get("webnn") or {}).get("available"):
-        out.append("webnn")
-    out.append("wasm")
-    if gpu.get("available") and gpu.get("software"):
-        out.append("webgpu")
-    return out
+    """Backends a page offers, best first; a software WebGPU adapter goes last."""
+    return list(WorkerCaps.parse(caps).backends)
 
 
 class BrowserWorker:
@@ -123,6 +116,52 @@ class BrowserWorker:
             page_ms=float(reply.data.get("page_ms", 0.0)),
             round_trip_ms=round_trip,
         )
+
+    async def stream(
+        self,
+        key: str,
+        inputs: dict[str, np.ndarray],
+        *,
+        kind: str = "generate",
+        options: dict[str, Any] | None = None,
+        timeout: float = 900.0,
+    ) -> AsyncIterator[StreamEvent]:
+        """The page's ``stream`` frames as they arrive, then its closing reply.
+
+        Leaving early (``aclose()``, ``break``) cancels the request, and
+        :class:`PageConnection` tells the page to stop its loop.
+        """
+        steps: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        reply = asyncio.ensure_future(
+            self._conn().run(
+                key,
+                inputs,
+                kind=kind,
+                options=options,
+                timeout=timeout,
+                on_stream=steps.put_nowait,
+            )
+        )
+        getter: asyncio.Future[dict[str, Any]] | None = None
+        try:
+            while True:
+                getter = asyncio.ensure_future(steps.get())
+                await asyncio.wait({getter, reply}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield StreamEvent(getter.result())
+                    continue
+                getter.cancel()
+                while not steps.empty():  # steps that arrived with the reply
+                    yield StreamEvent(steps.get_nowait())
+                yield StreamEvent(dict(reply.result().data), final=True)  # raises the page's error
+                return
+        finally:
+            if getter is not None and not getter.done():
+                getter.cancel()
+            if not reply.done():
+                reply.cancel()  # PageConnection sends the page a cancel for this request
+                with contextlib.suppress(BaseException):
+                    await reply
 
     async def unload(self, key: str) -> None:
         await self._conn().request("unload", model_name=key, timeout=30)

@@ -1,24 +1,22 @@
-"""Generation over the engine's browser workers: an async stream of text pieces.
+"""Generation as pool work: an async stream of text pieces.
 
-:func:`stream_generate` tokenizes in Python, sends one ``generate`` frame, and
-turns the page's ``stream`` frames (one token id each) into text pieces with
+:func:`stream_generate` tokenizes in Python and asks the engine's pool for a
+stream (:meth:`~webaccel.pool.ResourcePool.stream`): the pool schedules it
+like any request, holds a session slot of one worker for the stream's life,
+records it (tokens, time to first token, tokens/s) and, when that worker dies
+mid-stream, replays prompt + tokens so far on another worker -- with greedy
+decoding the text equals an uninterrupted run.  The page's ``stream`` frames
+(one token id each) become text pieces through
 :class:`~webaccel.generation.detok.IncrementalDetokenizer`.  Stop strings are
 matched here on the text (the page only knows ids): text that could be the
 start of a stop string is held back until it cannot be, and a match cancels
 the page's loop.  Leaving the iteration early (``aclose()``, ``break``, a
 client disconnect) cancels the generation in the page too.
-
-A worker is leased from the engine's pool only to place and load the model;
-the generation then runs on that page's connection outside the lease, so
-several generations share a page (the page alternates their steps) and the
-pool can still send the page other work.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,12 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from webaccel.errors import BackendUnavailableError, InvalidInputError, WorkerLostError
+from webaccel.errors import InvalidInputError
 from webaccel.generation.detok import IncrementalDetokenizer
 from webaccel.generation.meta import GenerationModel
 from webaccel.generation.sampling import GenerationParams
 from webaccel.models import registry
-from webaccel.pool.transport import ModelRef
 
 if TYPE_CHECKING:
     from webaccel.engine import Engine
@@ -183,9 +180,13 @@ async def _stream(
     stop_ids = set(gp.stop_token_ids) | (set(gm.eos_token_ids) if gp.include_eos_stops else set())
     seed = gp.resolved_seed()
     options = {**gp.page_options(stop_ids, seed), "kv_heads": gm.kv_heads, "head_dim": gm.head_dim}
-    inputs = {"input_ids": np.array([prompt_ids], dtype=np.int64)}
 
-    queue: asyncio.Queue[int] = asyncio.Queue()
+    def resume(produced: list[int]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        # Failover: the new worker prefills prompt + what was already produced
+        # and generates only what is left (greedy then continues identically).
+        ids = np.array([prompt_ids + produced], dtype=np.int64)
+        return {"input_ids": ids}, {**options, "max_tokens": gp.max_tokens - len(produced)}
+
     detok = IncrementalDetokenizer(gm.decode)
     max_stop = max((len(s) for s in gp.stop), default=0)
     text_parts: list[str] = []
@@ -195,65 +196,45 @@ async def _stream(
     finish = "length"
     t_first: float | None = None
     t_last = t_start
-    load_ms: float | None = None
     page_stats: dict[str, Any] = {}
-    task: asyncio.Task[Any] | None = None
-    worker: Any = None
-    backend = ""
-    getter: asyncio.Future[int] | None = None
+    sessions: list[Any] = []
     completed = False
+    steps = engine.pool.stream(
+        spec.name,
+        {"input_ids": np.array([prompt_ids], dtype=np.int64)},
+        options=options,
+        resume=resume,
+        prompt_tokens=len(prompt_ids),
+        run_timeout=timeout,
+        on_session=sessions.append,
+        model_type="text_generation",
+        precision=precision,
+        **engine.route(platform),
+    )
     try:
-        for attempt in range(3):
-            worker, ref, load_ms = await _place(engine, spec, gm, precision, platform, timeout)
-            backend = ref.backend
-            try:
-                conn = getattr(worker, "connection", None)
-                if conn is None or not conn.open:
-                    raise WorkerLostError(f"worker {worker.id} went away before generating")
-                task = asyncio.ensure_future(
-                    conn.run(
-                        ref.key,
-                        inputs,
-                        kind="generate",
-                        options=options,
-                        timeout=timeout,
-                        on_stream=lambda d: queue.put_nowait(int(d["token"])),
-                    )
-                )
-                while True:
-                    getter = asyncio.ensure_future(queue.get())
-                    await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                    if not getter.done():
-                        getter.cancel()
-                        if queue.empty():
-                            reply = task.result()  # raises the page's error, if any
-                            page_stats = dict(reply.data)
-                            finish = str(page_stats.get("finish_reason", "length"))
-                            break
-                        token = queue.get_nowait()
-                    else:
-                        token = getter.result()
-                    t_last = time.perf_counter()
-                    if t_first is None:
-                        t_first = t_last
-                    tokens.append(token)
-                    pending_ids.append(token)
-                    pending += detok.push(token)
-                    hit = _find_stop(pending, gp.stop)
-                    if hit is not None:
-                        pending = pending[:hit]
-                        finish = "stop"
-                        break
-                    cut = len(pending) - (max_stop - 1) if max_stop else len(pending)
-                    if cut > 0:
-                        piece, pending = pending[:cut], pending[cut:]
-                        text_parts.append(piece)
-                        yield Piece(piece, tuple(pending_ids))
-                        pending_ids = []
+        async for ev in steps:
+            if ev.final:
+                page_stats = dict(ev.data)
+                finish = str(page_stats.get("finish_reason", "length"))
                 break
-            except WorkerLostError:
-                if tokens or attempt == 2:
-                    raise
+            token = int(ev.data["token"])
+            t_last = time.perf_counter()
+            if t_first is None:
+                t_first = t_last
+            tokens.append(token)
+            pending_ids.append(token)
+            pending += detok.push(token)
+            hit = _find_stop(pending, gp.stop)
+            if hit is not None:
+                pending = pending[:hit]
+                finish = "stop"
+                break
+            cut = len(pending) - (max_stop - 1) if max_stop else len(pending)
+            if cut > 0:
+                piece, pending = pending[:cut], pending[cut:]
+                text_parts.append(piece)
+                yield Piece(piece, tuple(pending_ids))
+                pending_ids = []
         if finish != "stop" or not gp.stop:
             pending += detok.flush()
         if pending:
@@ -261,16 +242,12 @@ async def _stream(
             yield Piece(pending, tuple(pending_ids))
         completed = True
     finally:
-        if getter is not None and not getter.done():
-            getter.cancel()
-        if task is not None and not task.done():
-            task.cancel()  # PageConnection sends the page a cancel for this request
-            with contextlib.suppress(BaseException):
-                await task
+        await steps.aclose()  # a stop string or an early exit cancels the page's loop
         if not completed:
             finish = "cancelled"
         t_end = time.perf_counter()
         decode_s = (t_last - t_first) if t_first is not None else 0.0
+        last = sessions[-1] if sessions else None
         stats = {
             "ttft_ms": (t_first - t_start) * 1000 if t_first is not None else None,
             "total_ms": (t_end - t_start) * 1000,
@@ -278,9 +255,10 @@ async def _stream(
             if len(tokens) > 1 and decode_s > 0
             else None,
             "tokens_per_s": len(tokens) / (t_last - t_start) if tokens else None,
-            "load_ms": load_ms,
+            "load_ms": sum(s.load.load_ms for s in sessions if s.load is not None) or None,
             "seed": seed,
             "page": page_stats,
+            "failovers": max(0, len(sessions) - 1),
         }
         holder["result"] = GenerationResult(
             model=spec.name,
@@ -289,9 +267,9 @@ async def _stream(
             prompt_tokens=len(prompt_ids),
             finish_reason=finish,
             stats=stats,
-            backend=backend,
-            worker_id=getattr(worker, "id", ""),
-            browser=getattr(worker, "browser", ""),
+            backend=last.backend if last else "",
+            worker_id=last.worker_id if last else "",
+            browser=last.browser if last else "",
         )
 
 
@@ -300,54 +278,20 @@ def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
     return min(hits) if hits else None
 
 
-_LOAD_LOCKS: dict[tuple[str, str], asyncio.Lock] = {}
-
-
-async def _place(
-    engine: Engine,
-    spec: Any,
-    gm: GenerationModel,
-    precision: str,
-    platform: str | None,
-    timeout: float,
-) -> tuple[Any, ModelRef, float | None]:
-    """Lease a worker from the pool, make sure the model is loaded there, release it."""
-    requested = platform or engine.default_platform or "auto"
-    # The engine's backend choice (webgpu -> webnn -> wasm fallback, never a software
-    # adapter unless asked for explicitly) becomes the lease's hard constraint.
-    platform_for = getattr(engine, "_platform_for", None)
-    if platform_for is not None:
-        target, _reason = await platform_for(
-            requested, explicit=platform is not None, precision=precision
-        )
-    else:
-        target = None if requested == "auto" else requested
-    async with engine.pool.get_connection("text_generation", target) as lease:
-        worker = lease.worker
-        backend = lease.backend or target or "wasm"
-        resolved = await engine.pool.resolve(spec.name)
-        key = f"{spec.name}/{precision}/{backend}"
-        ref = next((v for v in resolved.variants if v.key == key), None)
-        if ref is None:
-            raise BackendUnavailableError(f"{spec.name} has no {precision} variant for {backend}")
-        if backend == "webgpu":
-            # Keep the KV cache on the GPU between steps (onnxruntime-web io binding).
-            present = [
-                n.replace("past_key_values.", "present.")
-                for n in gm.meta["inputs"]
-                if n.startswith("past_key_values.")
-            ]
-            ref = dataclasses.replace(
-                ref,
-                session_options={
-                    **ref.session_options,
-                    "ort": {"preferredOutputLocation": dict.fromkeys(present, "gpu-buffer")},
-                },
-            )
-        # The page answers at once when the key is already loaded; the lock keeps two
-        # streams from loading the same 540 MB model twice into one page.
-        lock = _LOAD_LOCKS.setdefault((worker.id, ref.key), asyncio.Lock())
-        async with lock:
-            info = await worker.load_model(ref, timeout=timeout)
-    load_ms = info.load_ms if info.source != "memory" else None
-    return worker, ref, load_ms
+def generation_session_options(spec: Any, backend: str) -> dict[str, Any]:
+    """Session options of a generator's variant: on WebGPU the KV cache stays on the
+    GPU between steps (onnxruntime-web io binding of the ``present.*`` outputs)."""
+    if backend != "webgpu":
+        return {}
+    meta_path = spec.onnx_path("fp32")
+    if not meta_path.is_file():
+        return {}
+    gm = _MODELS.get(meta_path)
+    if gm is None:
+        gm = _MODELS[meta_path] = GenerationModel.load(spec.name, meta_path)
+    present = [
+        n.replace("past_key_values.", "present.")
+        for n in gm.meta["inputs"]
+        if n.startswith("past_key_values.")
+    ]
+    return {"ort": {"preferredOutputLocation": dict.fromkeys(present, "gpu-buffer")}}

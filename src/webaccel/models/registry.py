@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -58,6 +58,9 @@ class ModelSpec:
     # Fixed shapes the pool may pad batches to for graph capture on WebGPU
     # (a webaccel.pool.buckets.ShapeBuckets); None: always run as given.
     shape_buckets: Any = None
+    # The family's own loop over its graphs: ``async run_loop(step, data, options)``
+    # where ``await step(part, feeds)`` runs one graph on the session's worker.
+    run_loop: Callable[..., Awaitable[dict[str, Any]]] | None = None
 
     @property
     def model_type(self) -> str:

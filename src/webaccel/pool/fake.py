@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from webaccel.errors import (
     WebAccelError,
     WorkerLostError,
 )
-from webaccel.pool.transport import LoadInfo, ModelRef, RunResult
+from webaccel.pool.transport import LoadInfo, ModelRef, RunResult, StreamEvent
 
 Compute = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
 
@@ -41,6 +41,14 @@ Compute = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
 def double_first(key: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     first = inputs[sorted(inputs)[0]]
     return {"y": np.asarray(first, dtype=np.float32) * 2}
+
+
+def fake_next_token(seq: list[int], vocab_size: int = 256) -> int:
+    """The fake decoder's next token: a function of the whole sequence, like greedy."""
+    h = 1469598103934665603
+    for t in seq:
+        h = ((h ^ t) * 1099511628211) % (1 << 64)
+    return h % vocab_size
 
 
 def capabilities_for(
@@ -96,6 +104,8 @@ class FakeWorker:
         fail_loads: WebAccelError | None = None,
         fail_runs: WebAccelError | None = None,
         fail_backends: Iterable[str] = (),
+        step_latency: float = 0.0,
+        vocab_size: int = 256,
     ) -> None:
         self.id = worker_id or f"fake-{browser}-{next(_ids)}"
         self.browser = browser
@@ -113,6 +123,10 @@ class FakeWorker:
         self.fail_loads = fail_loads
         self.fail_runs = fail_runs
         self.fail_backends = set(fail_backends)  # loads on these fail with LOAD_FAILED
+        self.step_latency = step_latency  # seconds per streamed step
+        self.vocab_size = vocab_size
+        self.streams: list[str] = []  # keys of the streams started here
+        self.tokens_streamed = 0
         self.loaded: dict[str, ModelRef] = {}
         self.pending: list[FakeCall] = []
         self.calls: list[FakeCall] = []
@@ -160,6 +174,7 @@ class FakeWorker:
         *,
         output_names: list[str] | None = None,
         timeout: float = 60.0,
+        options: dict[str, Any] | None = None,
     ) -> RunResult:
         self._check()
         if key not in self.loaded:
@@ -188,6 +203,39 @@ class FakeWorker:
                 self.pending.remove(call)
         ms = (loop.time() - start) * 1000
         return RunResult(outputs=outputs, page_ms=ms, round_trip_ms=ms)
+
+    async def stream(
+        self,
+        key: str,
+        inputs: dict[str, np.ndarray],
+        *,
+        kind: str = "generate",
+        options: dict[str, Any] | None = None,
+        timeout: float = 900.0,
+    ) -> AsyncIterator[StreamEvent]:
+        """A deterministic "greedy decoder": each token is a hash of the whole sequence
+        so far, so a replay of prompt + tokens continues exactly where it stopped
+        (what greedy decoding gives a real model).  Honors ``max_tokens`` and
+        ``stop_token_ids``; a :meth:`kill` mid-stream raises WorkerLostError."""
+        self._check()
+        if key not in self.loaded:
+            raise ModelNotFoundError(f"fake worker {self.id} has no session {key!r}; load it first")
+        opts = options or {}
+        seq = [int(t) for t in np.asarray(inputs["input_ids"]).reshape(-1)]
+        stops = {int(t) for t in opts.get("stop_token_ids", ())}
+        self.streams.append(key)
+        finish = "length"
+        for _ in range(int(opts.get("max_tokens", 16))):
+            await asyncio.sleep(self.step_latency)
+            self._check()
+            token = fake_next_token(seq, self.vocab_size)
+            seq.append(token)
+            self.tokens_streamed += 1
+            yield StreamEvent({"token": token})
+            if token in stops:
+                finish = "stop"
+                break
+        yield StreamEvent({"finish_reason": finish, "tokens": len(seq)}, final=True)
 
     async def unload(self, key: str) -> None:
         self._check()

@@ -37,7 +37,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,19 +56,35 @@ from webaccel.errors import (
     WebAccelError,
     WorkerLostError,
 )
+from webaccel.pool import commands as cmd
 from webaccel.pool.batching import batch_signature, merge, split
 from webaccel.pool.lifecycle import WorkerState
 from webaccel.pool.resolver import ModelResolver, ResolvedModel, StaticResolver, call_resolver
+from webaccel.pool.results import InferenceResult, Lease, WorkerSession
 from webaccel.pool.routing import (
-    Constraints,
     RoutingPolicy,
     WorkerCaps,
-    normalize_backend,
+    constraints_for,
+    launch_family,
     normalize_browser,
-    normalize_precision,
 )
-from webaccel.pool.state import LEASE, Assignment, Outcome, PoolState, Request, ScalingPolicy
-from webaccel.pool.transport import LoadInfo, ModelRef, RunResult, WorkerLauncher, WorkerTransport
+from webaccel.pool.state import (
+    LEASE,
+    SESSION,
+    Assignment,
+    Outcome,
+    PoolState,
+    Request,
+    ScalingPolicy,
+)
+from webaccel.pool.transport import (
+    LoadInfo,
+    ModelRef,
+    RunResult,
+    StreamEvent,
+    WorkerLauncher,
+    WorkerTransport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,49 +100,7 @@ class MetricsSink(Protocol):
 
     def record_worker(self, worker_id: str, browser: str, **kw: Any) -> None: ...
 
-
-@dataclass(frozen=True)
-class InferenceResult:
-    """One request's answer and where/how it ran."""
-
-    model: str
-    outputs: Any  # dict name -> array, or what the model's postprocess returned
-    worker_id: str
-    browser: str
-    backend: str
-    precision: str
-    attempts: int  # 1 + retries after lost workers / failed loads
-    queue_ms: float  # submit -> the (last) assignment started
-    run_ms: float  # round trip of the run, bridge included
-    page_ms: float  # inference time inside the page
-    load_ms: float | None  # when this assignment had to load the model first
-    batch_size: int  # requests sharing the run
-    reasons: tuple[str, ...] = ()  # why this worker/backend/precision
-    # "BxS": the batch ran padded to this shape in a graph-captured session
-    shape_bucket: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "outputs"}
-        d["reasons"] = list(self.reasons)
-        return d
-
-
-@dataclass
-class Lease:
-    """A whole worker, held by one caller until the ``async with`` block ends."""
-
-    worker: WorkerTransport
-    worker_id: str
-    browser: str
-    backend: str
-    reasons: tuple[str, ...]
-
-    # Convenience pass-throughs; the caller owns what it loads.
-    async def load_model(self, *a: Any, **k: Any) -> LoadInfo:
-        return await self.worker.load_model(*a, **k)
-
-    async def run(self, *a: Any, **k: Any) -> RunResult:
-        return await self.worker.run(*a, **k)
+    def record_generation(self, model: str, *, task: str, **kw: Any) -> None: ...
 
 
 @dataclass(eq=False)
@@ -151,7 +125,33 @@ class _LeaseContext:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._aid is not None:
-            self._pool._post(("lease_done", self._aid))
+            self._pool._post(cmd.Release(self._aid))
+
+
+class _SessionContext:
+    """``async with pool.session(...) as s``: the session ends (and is recorded) on exit."""
+
+    def __init__(self, pool: ResourcePool, req: Request, wait: float, record: bool) -> None:
+        self._pool, self._req, self._wait, self._record = pool, req, wait, record
+        self._session: WorkerSession | None = None
+
+    async def __aenter__(self) -> WorkerSession:
+        pool = self._pool
+        await pool._ensure_started()
+        model = await pool.resolve(self._req.model, self._req.model_type)
+        self._req.model, self._req.model_type = model.name, None
+        self._req.deadline = pool._clock() + self._wait
+        self._session = await pool._submit(self._req, None, None, model)
+        return self._session
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        s = self._session
+        if s is None:
+            return
+        err = _as_error(exc, f"session of {s.model} on {s.worker_id}") if exc else None
+        if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+            err = CancelledError_(f"the session of {s.model} was cancelled by its caller")
+        self._pool._end_session(s, err, record=self._record)
 
 
 class ResourcePool:
@@ -175,6 +175,7 @@ class ResourcePool:
         idle_timeout: float = 30.0,
         heartbeat_interval: float = 1.0,
         slots_per_worker: int = 1,
+        session_slots: int = 4,
         memory_budget_bytes: int | None = None,
         metrics: MetricsSink | None = None,
         launchable: Sequence[str] | None = None,
@@ -185,15 +186,22 @@ class ResourcePool:
         graph_capture: bool = True,
         bucket_sessions: int = 4,
     ) -> None:
-        """``graph_capture``: run models that declare shape buckets as captured
+        """``launcher``: ``async launcher(family) -> WorkerTransport``; by default
+        local headless browsers behind a loopback server this pool owns (and,
+        unless ``resolver`` is given, the model registry resolves names).
+        ``graph_capture``: run models that declare shape buckets as captured
         sessions of fixed shape on JSEP WebGPU workers (see
         :mod:`webaccel.pool.buckets`), at most ``bucket_sessions`` per model
-        and worker (least recently used unloaded first)."""
+        and worker (least recently used unloaded first).  ``session_slots``:
+        sessions (streams) one worker serves at once; the page interleaves
+        their steps."""
+        self._host: Any = None
         if launcher is None:
-            raise BackendUnavailableError(
-                "ResourcePool needs a launcher: async launcher(family) -> WorkerTransport "
-                "(webaccel.browsers.launch_worker bound to a server)"
-            )
+            from webaccel.hosting import BrowserHost  # the browser stack, only when asked for
+
+            self._host = BrowserHost(connection_timeout=connection_timeout)
+            launcher = self._host.launch
+            resolver = resolver if resolver is not None else self._host.resolve
         if max_connections < 1:
             raise InvalidInputError("max_connections must be >= 1")
         default = normalize_browser(default_browser) or "chromium"
@@ -214,6 +222,7 @@ class ResourcePool:
         self.load_timeout = load_timeout
         self.heartbeat_interval = heartbeat_interval
         self.slots_per_worker = slots_per_worker
+        self.session_slots = max(1, session_slots)
         # Model bytes a worker may hold before LRU eviction, unless it reports its own.
         self.memory_budget_bytes = memory_budget_bytes
         self._metrics = metrics
@@ -222,10 +231,9 @@ class ResourcePool:
         fams = (
             list(launchable)
             if launchable is not None
-            else [default]
-            + [f for f in self.policy.browser_preferences.values() if f not in ("edge", default)]
+            else [default, *self.policy.browser_preferences.values()]
         )
-        self.launchable: list[str] = list(dict.fromkeys(normalize_browser(f) or f for f in fams))
+        self.launchable: list[str] = list(dict.fromkeys(launch_family(f) or f for f in fams))
         self._launcher = launcher
         self._resolver: ModelResolver = resolver if resolver is not None else StaticResolver()
         self._clock = clock
@@ -242,14 +250,12 @@ class ResourcePool:
         self._exec: dict[int, asyncio.Task[None]] = {}
         self._aux: set[asyncio.Task[Any]] = set()
         self._launch_tasks: set[asyncio.Task[None]] = set()
-        self._loaded: dict[str, set[str]] = {}
+        # One load of a key per page at a time (I/O coordination; what the page
+        # holds is residency, kept in the state's WorkerRecord).
         self._load_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.graph_capture = graph_capture
         self.bucket_sessions = max(1, bucket_sessions)
-        # (worker, variant key) -> its bucket sessions' keys, least recently used first
-        self._buckets: dict[tuple[str, str], dict[str, None]] = {}
-        self._running_keys: dict[str, set[str]] = {}
-        self._inbox: deque[tuple[Any, ...]] = deque()
+        self._inbox: deque[cmd.Command] = deque()
         self._wake: asyncio.Event | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._actor: asyncio.Task[None] | None = None
@@ -280,11 +286,13 @@ class ResourcePool:
             return
         if self._closed:
             raise BackendUnavailableError("this pool is closed; create a new one")
+        if self._host is not None:
+            await self._host.start()
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._actor = asyncio.create_task(self._run(), name="webaccel-pool-actor")
         self._monitor = asyncio.create_task(self._heartbeats(), name="webaccel-pool-heartbeat")
-        self._post(("tick",))
+        self._post(cmd.Tick())
         if wait:
             await self._wait_ready(self.scaling.min_workers)
 
@@ -325,19 +333,23 @@ class ResourcePool:
         self._closing = True
         if self._actor is None:
             self._closed = True
+            if self._host is not None:
+                await self._host.close()
             return
         if drain and self._tickets:
             end = self._clock() + timeout
             while self._tickets and self._clock() < end:
                 await asyncio.sleep(0.005)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._post(("close", done))
+        self._post(cmd.Close(done))
         await done
         self._closed = True
+        if self._host is not None:
+            await self._host.close()
 
     # ================================================================== handle
-    def _post(self, cmd: tuple[Any, ...]) -> None:
-        self._inbox.append(cmd)
+    def _post(self, command: cmd.Command) -> None:
+        self._inbox.append(command)
         if self._wake is not None:
             self._wake.set()
 
@@ -373,12 +385,17 @@ class ResourcePool:
         *,
         priority: int = 0,
         timeout: float | None = None,
+        priority_list: Sequence[str] | None = None,
+        allow_software: bool = False,
     ) -> InferenceResult:
         """Run one request; raises OverloadedError at once when the pool is full.
 
-        ``platform``: webgpu | webnn | wasm | auto; ``browser``: a family or
-        None; ``priority``: higher first; ``timeout``: seconds until its
-        deadline (default ``request_timeout``), queue wait included.
+        ``platform``: webgpu | webnn | wasm | auto, tried first with the other
+        backends as fallbacks; ``priority_list``: the exact backend order
+        instead; a software WebGPU adapter counts only with ``allow_software``
+        (see :class:`~webaccel.pool.routing.Constraints`).  ``browser``: a
+        family or None; ``priority``: higher first; ``timeout``: seconds until
+        its deadline (default ``request_timeout``), queue wait included.
         """
         await self._ensure_started()
         opts = dict(options or {})
@@ -401,10 +418,12 @@ class ResourcePool:
             model=model.name,
             priority=priority,
             deadline=now + (timeout if timeout is not None else self.request_timeout),
-            constraints=Constraints(
-                normalize_browser(browser),
-                normalize_backend(platform),
-                normalize_precision(opts.get("precision")),
+            constraints=constraints_for(
+                browser=browser,
+                platform=platform,
+                priority_list=priority_list,
+                precision=opts.get("precision"),
+                allow_software=allow_software,
             ),
             batch_key=key,
             rows=rows,
@@ -423,20 +442,161 @@ class ResourcePool:
         *,
         priority: int = 0,
         timeout: float | None = None,
+        allow_software: bool = False,
     ) -> _LeaseContext:
         """Lease a whole worker: ``async with pool.get_connection("vision", "webgpu") as lease``.
 
-        The worker runs nothing else until the block ends.
+        The worker runs nothing else until the block ends.  ``platform`` is a
+        demand here (a lease is for callers that drive the page themselves).
         """
         req = Request(
             id=next(self._ids),
             model=LEASE,
             priority=priority,
             deadline=self._clock() + (timeout if timeout is not None else self.connection_timeout),
-            constraints=Constraints(normalize_browser(browser), normalize_backend(platform)),
+            constraints=constraints_for(
+                browser=browser,
+                priority_list=[platform] if platform not in (None, "", "auto") else None,
+                allow_software=allow_software,
+            ),
             model_type=model_type,
         )
         return _LeaseContext(self, req)
+
+    def session(
+        self,
+        model_name: str,
+        *,
+        model_type: str | None = None,
+        platform: str | None = None,
+        priority_list: Sequence[str] | None = None,
+        browser: str | None = None,
+        precision: str | None = None,
+        allow_software: bool = False,
+        priority: int = 0,
+        timeout: float | None = None,
+        record: bool = True,
+    ) -> _SessionContext:
+        """``async with pool.session("smollm2") as s``: one worker with the model
+        loaded, held for a multi-step job (a stream, a decoder loop).
+
+        Scheduled like any request (priority, deadline for the wait, routing,
+        retries of a failed load elsewhere); it holds one of the worker's
+        ``session_slots`` until the block ends, and its end is recorded in
+        metrics (figures from :meth:`WorkerSession.report`) unless ``record``
+        is False.  Runs inside go through the pool, so a lost worker raises
+        WorkerLostError there.
+        """
+        req = Request(
+            id=next(self._ids),
+            model=model_name,
+            priority=priority,
+            deadline=None,  # set when the session is entered
+            constraints=constraints_for(
+                browser=browser,
+                platform=platform,
+                priority_list=priority_list,
+                precision=precision,
+                allow_software=allow_software,
+            ),
+            model_type=model_type,
+            kind=SESSION,
+        )
+        wait = timeout if timeout is not None else self.connection_timeout
+        return _SessionContext(self, req, wait, record)
+
+    async def stream(
+        self,
+        model_name: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        options: dict[str, Any] | None = None,
+        resume: Callable[[list[int]], tuple[Mapping[str, np.ndarray], dict[str, Any]]]
+        | None = None,
+        task: str = "text_generation",
+        prompt_tokens: int = 0,
+        kind: str = "generate",
+        run_timeout: float = 900.0,
+        on_session: Callable[[WorkerSession], None] | None = None,
+        **route: Any,
+    ) -> AsyncIterator[StreamEvent]:
+        """Stream a loop that runs in the page (``kind="generate"``), with failover.
+
+        Yields the page's steps and then one ``final`` event.  When the
+        worker dies mid-stream and ``resume`` is given, ``resume(tokens so
+        far)`` gives the inputs and options to go on with (for generation:
+        prompt + those tokens, fewer tokens left) and the stream continues
+        on another worker -- the caller sees one uninterrupted stream.
+        ``route``: :meth:`session` keywords.  One metrics row per stream
+        (tokens, time to first token, tokens/s, failovers).
+        """
+        feeds, opts = inputs, dict(options or {})
+        tokens: list[int] = []
+        failovers = 0
+        t0 = self._clock()
+        t_first: float | None = None
+        t_last = t0
+        last: WorkerSession | None = None
+        final: dict[str, Any] = {}
+        error: WebAccelError | None = None
+        try:
+            while True:
+                try:
+                    async with self.session(model_name, record=False, **route) as s:
+                        last = s
+                        if on_session is not None:
+                            on_session(s)
+                        steps = s.stream(feeds, kind=kind, options=opts, timeout=run_timeout)
+                        async with contextlib.aclosing(steps):  # closing it cancels the page loop
+                            async for ev in steps:
+                                if ev.final:
+                                    final = ev.data
+                                    yield ev
+                                    return
+                                if "token" in ev.data:
+                                    t_last = self._clock()
+                                    t_first = t_first if t_first is not None else t_last
+                                    tokens.append(int(ev.data["token"]))
+                                yield ev
+                    return
+                except WorkerLostError as exc:
+                    if resume is None or failovers >= self._state.max_retries:
+                        raise
+                    failovers += 1
+                    self._state.counters["stream_failovers"] += 1
+                    self._event(
+                        "failover", f"{model_name}: after {len(tokens)} tokens: {exc.message}"
+                    )
+                    feeds, opts = resume(list(tokens))
+        except BaseException as exc:
+            error = _as_error(exc, f"stream of {model_name}")
+            raise
+        finally:
+            decode_s = t_last - t_first if t_first is not None else 0.0
+            self._metric(
+                "record_generation",
+                model_name,
+                task=task,
+                worker_id=last.worker_id if last else None,
+                browser=last.browser if last else None,
+                backend=last.backend if last else None,
+                precision=last.precision if last else None,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=len(tokens),
+                ttft_ms=(t_first - t0) * 1000 if t_first is not None else None,
+                total_ms=(self._clock() - t0) * 1000,
+                tokens_per_s=(len(tokens) - 1) / decode_s
+                if len(tokens) > 1 and decode_s > 0
+                else None,
+                queue_wait_ms=last.queue_ms if last else None,
+                failovers=failovers,
+                finish_reason=final.get("finish_reason")
+                if error is None
+                else ("cancelled" if isinstance(error, CancelledError_) else None),
+                error_code=error.code
+                if error is not None and not isinstance(error, CancelledError_)
+                else None,
+            )
 
     async def execute_concurrent(
         self,
@@ -485,14 +645,18 @@ class ResourcePool:
             )
         self._admitted += 1
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._post(("submit", _Ticket(req, fut, tensors, original, model, self._clock(), names)))
+        self._post(cmd.Submit(_Ticket(req, fut, tensors, original, model, self._clock(), names)))
         try:
             return await fut
         except asyncio.CancelledError:
-            if req.model == LEASE and fut.done() and not fut.cancelled() and not fut.exception():
-                self._post(("lease_done", fut.result()[1]))  # granted as we were cancelled
+            if fut.done() and not fut.cancelled() and not fut.exception():
+                granted = fut.result()  # a lease or session granted as we were cancelled
+                if isinstance(granted, WorkerSession):
+                    self._post(cmd.Release(granted.assignment_id))
+                elif req.model == LEASE:
+                    self._post(cmd.Release(granted[1]))
             else:
-                self._post(("cancel", req.id))
+                self._post(cmd.Cancel(req.id))
             raise
 
     # =============================================================== observing
@@ -503,6 +667,8 @@ class ResourcePool:
         platform: str | None = None,
         browser: str | None = None,
         precision: str | None = None,
+        priority_list: Sequence[str] | None = None,
+        allow_software: bool = False,
     ) -> dict[str, Any]:
         """Why requests for ``model_name`` go where they go (a read-only snapshot)."""
         model = await self.resolve(model_name)
@@ -510,10 +676,12 @@ class ResourcePool:
             self._state.register_model(model.info())  # read-only for routing; same as submit does
         out = self._state.explain(
             model.name,
-            Constraints(
-                normalize_browser(browser),
-                normalize_backend(platform),
-                normalize_precision(precision),
+            constraints_for(
+                browser=browser,
+                platform=platform,
+                priority_list=priority_list,
+                precision=precision,
+                allow_software=allow_software,
             ),
             self._clock(),
         )
@@ -540,7 +708,7 @@ class ResourcePool:
         It is routed to like a launched one; when it is lost it is not
         replaced by a launch of its family unless that family is launchable.
         """
-        self._post(("adopt", worker))
+        self._post(cmd.Adopt(worker))
 
     def worker_states(self) -> dict[str, str]:
         return {w.id: w.state.value for w in self._state.workers.values()}
@@ -564,11 +732,11 @@ class ResourcePool:
         try:
             while True:
                 while self._inbox:
-                    cmd = self._inbox.popleft()
-                    if cmd[0] == "close":
-                        await self._shutdown(cmd[1])
+                    command = self._inbox.popleft()
+                    if isinstance(command, cmd.Close):
+                        await self._shutdown(command.done)
                         return
-                    self._handle(cmd)
+                    self._handle(command)
                 now = self._clock()
                 self._step(now)
                 if self._inbox:
@@ -596,37 +764,37 @@ class ResourcePool:
                 max(0.0, wake - now) + 1e-4, self._wake.set
             )
 
-    def _handle(self, cmd: tuple[Any, ...]) -> None:
-        kind = cmd[0]
+    def _handle(self, command: cmd.Command) -> None:
         now = self._clock()
-        if kind == "submit":
-            self._on_submit(cmd[1], now)
-        elif kind == "cancel":
-            self._on_cancel(cmd[1])
-        elif kind == "done":
-            self._on_done(cmd[1], cmd[2], now)
-        elif kind == "failed":
-            self._on_failed(cmd[1], cmd[2], now)
-        elif kind == "lease_done":
-            if cmd[1] in self._state.running:
-                self._settle_worker_after(
-                    self._state.running[cmd[1]].worker_id, self._state.finish(cmd[1], now)
+        match command:
+            case cmd.Submit(ticket):
+                self._on_submit(ticket, now)
+            case cmd.Cancel(rid):
+                self._on_cancel(rid)
+            case cmd.Done(aid, result, parts, load):
+                self._on_done(aid, result, parts, load, now)
+            case cmd.Failed(aid, err):
+                self._on_failed(aid, err, now)
+            case cmd.Opened(aid, load):
+                self._on_opened(aid, load, now)
+            case cmd.Release(aid, err):
+                self._on_release(aid, err, now)
+            case cmd.Launched(pid, worker):
+                self._on_launched(pid, worker, now)
+            case cmd.Adopt(worker):
+                pid = f"adopting-{worker.id}"
+                self._state.add_launching(
+                    pid, normalize_browser(worker.browser) or worker.browser, now
                 )
-        elif kind == "launched":
-            self._on_launched(cmd[1], cmd[2], now)
-        elif kind == "adopt":
-            worker = cmd[1]
-            pid = f"adopting-{worker.id}"
-            self._state.add_launching(pid, normalize_browser(worker.browser) or worker.browser, now)
-            self._on_launched(pid, worker, now)
-        elif kind == "launch_failed":
-            self._on_launch_failed(cmd[1], cmd[2], now)
-        elif kind == "lost":
-            self._on_lost(cmd[1], cmd[2], now)
-        elif kind == "tick":
-            pass
-        else:  # pragma: no cover - a typo in this file
-            raise InternalError(f"unknown pool command {kind!r}")
+                self._on_launched(pid, worker, now)
+            case cmd.LaunchFailed(pid, err):
+                self._on_launch_failed(pid, err, now)
+            case cmd.Lost(wid, reason):
+                self._on_lost(wid, reason, now)
+            case cmd.Tick():
+                pass
+            case _:  # pragma: no cover - a command this actor forgot
+                raise InternalError(f"unhandled pool command {command!r}")
 
     def _step(self, now: float) -> None:
         for req, err in self._state.expire(now):
@@ -711,32 +879,19 @@ class ResourcePool:
             self._retire(wid)
 
     def _on_done(
-        self, aid: int, payload: tuple[RunResult, list[Any], LoadInfo | None], now: float
+        self, aid: int, res: RunResult, parts: list[Any], load: LoadInfo | None, now: float
     ) -> None:
         self._exec.pop(aid, None)
         a = self._state.running.get(aid)
         if a is None:  # its worker was declared lost first: the requests were retried
             return
-        res, parts, load = payload
         self._state.finish(
             aid, now, ms=res.round_trip_ms, load_ms=load.load_ms if load is not None else None
         )
         rec_browser = self._browser_of(a.worker_id)
         v = a.variant
         assert v is not None
-        if load is not None:
-            self._metric(
-                "record_model_load",
-                a.requests[0].model,
-                ms=load.load_ms,
-                cid=v.cid,
-                variant=v.key,
-                precision=v.precision,
-                backend=load.backend,
-                worker_id=a.worker_id,
-                nbytes=v.size_bytes,
-                tier=load.source,
-            )
+        self._record_load(a, load)
         for req, part in zip(a.requests, parts, strict=True):
             t = self._tickets.get(req.id)
             if t is None:
@@ -780,9 +935,135 @@ class ResourcePool:
                     batch_size=len(a.requests),
                     reasons=a.reasons,
                     shape_bucket=res.shape_bucket,
+                    fallback_reason=_fallback_text(a),
                 ),
             )
         self._settle_worker_after(a.worker_id)
+
+    def _record_load(self, a: Assignment, load: LoadInfo | None) -> None:
+        v = a.variant
+        if load is None or v is None:
+            return
+        self._metric(
+            "record_model_load",
+            a.requests[0].model,
+            ms=load.load_ms,
+            cid=v.cid,
+            variant=v.key,
+            precision=v.precision,
+            backend=load.backend,
+            worker_id=a.worker_id,
+            nbytes=v.size_bytes,
+            tier=load.source,
+        )
+
+    def _on_opened(self, aid: int, load: LoadInfo | None, now: float) -> None:
+        """A session's model is in its page: give the caller the session."""
+        self._exec.pop(aid, None)
+        a = self._state.running.get(aid)
+        if a is None:  # the worker was lost while loading: the request was retried
+            return
+        self._record_load(a, load)
+        req = a.requests[0]
+        t = self._tickets.pop(req.id, None)
+        w = self._workers.get(a.worker_id)
+        if t is None or t.future.done() or w is None or a.variant is None:
+            if t is not None:
+                self._admitted -= 1
+            self._settle_worker_after(a.worker_id, self._state.finish(aid, now))
+            return
+        self._admitted -= 1
+        self._state.session_opened(aid)
+        t.future.set_result(
+            WorkerSession(
+                pool=self,
+                assignment_id=aid,
+                worker=w,
+                model=req.model,
+                variant=a.variant,
+                reasons=a.reasons,
+                fallback_reason=_fallback_text(a),
+                queue_ms=(a.started_at - t.submitted_at) * 1000,
+                load=load,
+                attempts=req.attempts,
+            )
+        )
+
+    def _on_release(self, aid: int, err: WebAccelError | None, now: float) -> None:
+        """A lease or a session ended (``err``: how it failed)."""
+        a = self._state.running.get(aid)
+        if a is None:  # its worker was lost already
+            return
+        lost = isinstance(err, WorkerLostError) or (
+            isinstance(err, TimeoutError_) and err.details.get("worker_suspect")
+        )
+        if lost:
+            self._on_lost(a.worker_id, err.message if err else "", now)
+            return
+        self._settle_worker_after(a.worker_id, self._state.finish(aid, now))
+
+    def _end_session(self, s: WorkerSession, err: WebAccelError | None, *, record: bool) -> None:
+        self._post(cmd.Release(s.assignment_id, err))
+        if not record:
+            return
+        f = dict(s.figures)
+        self._metric(
+            "record_generation",
+            s.model,
+            task=str(f.pop("task", "session")),
+            worker_id=s.worker_id,
+            browser=s.browser,
+            backend=s.backend,
+            precision=s.precision,
+            queue_wait_ms=s.queue_ms,
+            error_code=err.code
+            if err is not None and not isinstance(err, CancelledError_)
+            else None,
+            **f,
+        )
+        self._metric(
+            "record_inference",
+            s.model,
+            round_trip_ms=s.round_trip_ms,
+            worker_id=s.worker_id,
+            browser=s.browser,
+            backend=s.backend,
+            precision=s.precision,
+            queue_wait_ms=s.queue_ms,
+            page_ms=s.page_ms,
+            retries=s.attempts - 1,
+            error_code=err.code if err is not None else None,
+        )
+
+    async def _session_run(
+        self,
+        s: WorkerSession,
+        key: str,
+        inputs: dict[str, np.ndarray],
+        *,
+        timeout: float,
+        options: dict[str, Any] | None,
+        output_names: list[str] | None,
+    ) -> RunResult:
+        if s.assignment_id not in self._state.running:
+            raise WorkerLostError(
+                f"worker {s.worker_id} was lost during this session; run the job again"
+            )
+        self._state.run_started(s.worker_id, key)
+        try:
+            return await asyncio.wait_for(
+                s.worker.run(
+                    key, inputs, output_names=output_names, timeout=timeout, options=options
+                ),
+                timeout + 1.0,
+            )
+        except TimeoutError as exc:
+            raise TimeoutError_(
+                f"{s.worker_id} did not answer {key} within {timeout} s",
+                details={"worker_suspect": True},
+            ) from exc
+        finally:
+            self._state.run_ended(s.worker_id, key)
 
     def _on_failed(self, aid: int, err: WebAccelError, now: float) -> None:
         self._exec.pop(aid, None)
@@ -857,8 +1138,7 @@ class ResourcePool:
             raise
         except TimeoutError:
             self._post(
-                (
-                    "launch_failed",
+                cmd.LaunchFailed(
                     pid,
                     BrowserLaunchError(
                         f"{family} did not become ready within {self.connection_timeout} s"
@@ -871,9 +1151,9 @@ class ResourcePool:
                 if isinstance(exc, WebAccelError)
                 else BrowserLaunchError(f"launching {family} failed: {exc!r}")
             )
-            self._post(("launch_failed", pid, err))
+            self._post(cmd.LaunchFailed(pid, err))
         else:
-            self._post(("launched", pid, w))
+            self._post(cmd.Launched(pid, w))
 
     def _on_launched(self, pid: str, w: WorkerTransport, now: float) -> None:
         if self._closing or pid not in self._state.workers or w.id in self._state.workers:
@@ -881,15 +1161,19 @@ class ResourcePool:
                 self._state.launch_failed(pid, now)
             self._spawn(_quiet_close(w))
             return
-        caps = WorkerCaps.from_transport(w.available_backends(), w.capabilities)
+        caps = WorkerCaps.parse(w.capabilities)
         if caps.memory_budget_bytes is None and self.memory_budget_bytes:
             caps = dataclasses.replace(caps, memory_budget_bytes=self.memory_budget_bytes)
         self._state.rename_worker(pid, w.id)
         self._state.worker_ready(
-            w.id, normalize_browser(w.browser) or w.browser, caps, now, slots=self.slots_per_worker
+            w.id,
+            normalize_browser(w.browser) or w.browser,
+            caps,
+            now,
+            slots=self.slots_per_worker,
+            session_slots=self.session_slots,
         )
         self._workers[w.id] = w
-        self._loaded[w.id] = set()
         self._event("ready", f"{w.id} ({w.browser}; {', '.join(caps.backends)})")
         if self._lost_at:
             self.recoveries.append(now - self._lost_at.popleft())
@@ -922,12 +1206,8 @@ class ResourcePool:
 
     def _close_worker(self, wid: str) -> None:
         w = self._workers.pop(wid, None)
-        self._loaded.pop(wid, None)
-        self._running_keys.pop(wid, None)
         for k in [k for k in self._load_locks if k[0] == wid]:
             del self._load_locks[k]
-        for k in [k for k in self._buckets if k[0] == wid]:
-            del self._buckets[k]
         if w is not None:
             self._spawn(_quiet_close(w))
 
@@ -948,7 +1228,7 @@ class ResourcePool:
                 except Exception:  # noqa: BLE001 - a broken transport is a dead one
                     alive = False
                 if not alive:
-                    self._post(("lost", wid, "worker reports it is no longer alive"))
+                    self._post(cmd.Lost(wid, "worker reports it is no longer alive"))
 
     # ------------------------------------------------------- execution
     def _start(self, a: Assignment) -> None:
@@ -960,27 +1240,55 @@ class ResourcePool:
                 self._settle_worker_after(a.worker_id, self._state.finish(a.id, self._clock()))
                 self._tickets.pop(req.id, None)
                 return
-            backend = req.constraints.backend or (w.available_backends() or ["wasm"])[0]
-            lease = Lease(w, w.id, self._browser_of(w.id), backend, a.reasons)
+            lease = Lease(
+                w, w.id, self._browser_of(w.id), self._state.lease_backend(req, w.id), a.reasons
+            )
             self._tickets.pop(req.id)
             self._admitted -= 1
             t.future.set_result((lease, a.id))
             return
-        self._exec[a.id] = asyncio.create_task(self._execute(a), name=f"webaccel-run-{a.id}")
+        what = self._open_session(a) if a.kind == SESSION else self._execute(a)
+        self._exec[a.id] = asyncio.create_task(what, name=f"webaccel-{a.kind}-{a.id}")
 
     async def _execute(self, a: Assignment) -> None:
         try:
-            payload = await self._execute_inner(a)
+            res, parts, load = await self._execute_inner(a)
         except asyncio.CancelledError:
             raise
-        except WebAccelError as exc:
-            self._post(("failed", a.id, exc))
-        except Exception as exc:  # noqa: BLE001 - a bug or a foreign error from a transport
-            err = InternalError(f"running {a.requests[0].model} on {a.worker_id} failed: {exc!r}")
-            err.__cause__ = exc
-            self._post(("failed", a.id, err))
+        except BaseException as exc:  # noqa: BLE001 - every failure leaves through the table
+            self._post(
+                cmd.Failed(a.id, _as_error(exc, f"running {a.requests[0].model} on {a.worker_id}"))
+            )
         else:
-            self._post(("done", a.id, payload))
+            self._post(cmd.Done(a.id, res, parts, load))
+
+    async def _open_session(self, a: Assignment) -> None:
+        """Place a session's model on its worker, then hand the session over."""
+        try:
+            w = self._workers.get(a.worker_id)
+            if w is None:
+                raise WorkerLostError(f"worker {a.worker_id} is gone")
+            await self._evict(w, a.evict)
+            assert a.variant is not None
+            model = self._models.get(a.requests[0].model)
+            load = None
+            if model is None or model.load_on_session:
+                load = await self._ensure_loaded(w, a.variant)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            self._post(
+                cmd.Failed(a.id, _as_error(exc, f"loading {a.requests[0].model} on {a.worker_id}"))
+            )
+        else:
+            self._post(cmd.Opened(a.id, load))
+
+    async def _evict(self, w: WorkerTransport, keys: Sequence[str]) -> None:
+        for key in keys:
+            for bucket_key in self._state.buckets_of(w.id, key):
+                await self._unload(w, bucket_key)
+            if self._state.is_resident(w.id, key):
+                await self._unload(w, key)
 
     async def _execute_inner(self, a: Assignment) -> tuple[RunResult, list[Any], LoadInfo | None]:
         w = self._workers.get(a.worker_id)
@@ -988,12 +1296,7 @@ class ResourcePool:
             raise WorkerLostError(f"worker {a.worker_id} is gone")
         v = a.variant
         assert v is not None
-        loaded = self._loaded.setdefault(a.worker_id, set())
-        for key in a.evict:
-            for bucket_key in self._buckets.pop((a.worker_id, key), {}):
-                await self._unload(w, bucket_key)
-            if key in loaded:
-                await self._unload(w, key)
+        await self._evict(w, a.evict)
         tickets = [self._tickets.get(r.id) for r in a.requests]
         model = next((t.model for t in tickets if t is not None and t.model is not None), None)
         axis = model.batch_axis if model is not None else 0
@@ -1028,8 +1331,7 @@ class ResourcePool:
             left = max(deadlines) - now  # the batch runs for its most patient member
             if left < budget:
                 budget, by_deadline = max(left, 0.001), True
-        running = self._running_keys.setdefault(a.worker_id, set())
-        running.add(run_ref.key)
+        self._state.run_started(a.worker_id, run_ref.key)
         try:
             res = await asyncio.wait_for(
                 w.run(run_ref.key, merged, output_names=names, timeout=budget), budget + 1.0
@@ -1042,7 +1344,7 @@ class ResourcePool:
                 details={"worker_suspect": not by_deadline},
             ) from exc
         finally:
-            running.discard(run_ref.key)
+            self._state.run_ended(a.worker_id, run_ref.key)
         if bucket is not None and buckets is not None:
             res = dataclasses.replace(
                 res, outputs=buckets.unpad(res.outputs, bucket), shape_bucket=bucket.label
@@ -1057,32 +1359,24 @@ class ResourcePool:
         return self.graph_capture and v.backend == "webgpu" and build == "all"
 
     async def _ensure_loaded(self, w: WorkerTransport, ref: ModelRef) -> LoadInfo | None:
-        loaded = self._loaded.setdefault(w.id, set())
-        if ref.key in loaded:
+        if self._state.is_resident(w.id, ref.key):
             return None
         async with self._load_locks.setdefault((w.id, ref.key), asyncio.Lock()):
-            if ref.key in loaded:
+            if self._state.is_resident(w.id, ref.key):
                 return None
             info = await w.load_model(ref, timeout=self.load_timeout)
-            loaded.add(ref.key)
+            self._state.page_loaded(w.id, ref.key)
             return info
 
     async def _touch_bucket(self, w: WorkerTransport, variant_key: str, key: str) -> None:
         """Mark ``key`` most recently used; unload the oldest idle bucket sessions over the cap."""
-        lru = self._buckets.setdefault((w.id, variant_key), {})
-        lru.pop(key, None)
-        lru[key] = None
-        running = self._running_keys.get(w.id, set())
-        for old in [k for k in lru if k != key and k not in running][
-            : max(0, len(lru) - self.bucket_sessions)
-        ]:
-            del lru[old]
+        for old in self._state.touch_bucket(w.id, variant_key, key, self.bucket_sessions):
             await self._unload(w, old)
 
     async def _unload(self, w: WorkerTransport, key: str) -> None:
         with contextlib.suppress(WebAccelError):
             await w.unload(key)
-        self._loaded.get(w.id, set()).discard(key)
+        self._state.page_unloaded(w.id, key)
 
     # -------------------------------------------------------- shutdown
     async def _shutdown(self, done: asyncio.Future[None]) -> None:
@@ -1108,12 +1402,27 @@ class ResourcePool:
                 await t
         self._exec.clear()
         # A launch that finished just before it was cancelled posted its worker: close it.
-        for cmd in self._inbox:
-            if cmd[0] == "launched":
-                await _quiet_close(cmd[2])
+        for command in self._inbox:
+            if isinstance(command, cmd.Launched):
+                await _quiet_close(command.worker)
         self._inbox.clear()
         if not done.done():
             done.set_result(None)
+
+
+def _as_error(exc: BaseException | None, what: str) -> WebAccelError:
+    """Any failure as a :class:`WebAccelError` (foreign ones become INTERNAL, chained)."""
+    if isinstance(exc, WebAccelError):
+        return exc
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        return CancelledError_(f"{what} was cancelled")
+    err = InternalError(f"{what} failed: {exc!r}")
+    err.__cause__ = exc
+    return err
+
+
+def _fallback_text(a: Assignment) -> str | None:
+    return "; ".join(r.message for r in a.fallback) or None
 
 
 async def _quiet_close(w: WorkerTransport) -> None:

@@ -55,6 +55,9 @@ class ResolvedModel:
     # Pad batches to fixed shapes and run them as captured sessions on JSEP
     # WebGPU workers (webaccel.pool.buckets); None: run every shape as given.
     shape_buckets: ShapeBuckets | None = None
+    # A session loads the chosen variant before it starts; a model of several
+    # graphs (Whisper) loads its parts itself through the session instead.
+    load_on_session: bool = True
 
     def info(self) -> ModelInfo:
         return ModelInfo(

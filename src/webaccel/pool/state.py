@@ -22,6 +22,7 @@ Invariants (checked by the property tests in ``tests/pool/test_state.py``):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections import Counter, OrderedDict
@@ -48,12 +49,16 @@ from webaccel.pool.lifecycle import (
     transition,
 )
 from webaccel.pool.routing import (
+    NOTABLE_REASONS,
     Candidate,
     CircuitBreaker,
     Constraints,
     LatencyTable,
+    Reason,
+    Rejection,
     RoutingPolicy,
     WorkerCaps,
+    best_backend,
     choose,
     prefers,
     reject_reason,
@@ -66,7 +71,10 @@ LEASE = "__lease__"  # queue of requests for a whole worker (get_connection), no
 # counts the backend-shaped ones against (model, backend).
 _RETRY_ELSEWHERE = (WorkerLostError, LoadFailedError, BackendUnavailableError, OutOfMemoryError)
 _BREAKER_ERRORS = (LoadFailedError, BackendUnavailableError, OutOfMemoryError)
-_NOTABLE = "software WebGPU"  # skipped-variant reasons worth telling the caller
+# Request kinds: a "run" is one inference (batchable, holds a run slot while it
+# runs); a "session" holds a session slot of its worker for its whole life
+# (a generated stream, Whisper's decoder loop) and drives the worker itself.
+RUN, SESSION = "run", "session"
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,7 @@ class Request:
     batch_key: Hashable | None = None  # None: never merged with others
     rows: int = 1
     model_type: str | None = None  # for leases (models take it from ModelInfo)
+    kind: str = RUN  # RUN | SESSION
     retries: int = 0
     enqueued_at: float = 0.0
     seq: int = 0
@@ -122,6 +131,10 @@ class Assignment:
     evict: tuple[str, ...]  # keys to unload first (LRU, memory budget)
     reasons: tuple[str, ...]
     started_at: float
+    # Why better-ranked backends (the caller's order, else webgpu > webnn > wasm)
+    # were not used on this worker; empty when the first choice served.
+    fallback: tuple[Rejection, ...] = ()
+    kind: str = RUN
 
     @property
     def rows(self) -> int:
@@ -148,15 +161,28 @@ class WorkerRecord:
     browser: str
     state: WorkerState
     caps: WorkerCaps | None = None  # None while launching
-    slots: int = 1
-    running: set[int] = field(default_factory=set)
+    slots: int = 1  # concurrent runs
+    session_slots: int = 4  # concurrent sessions (streams interleave their steps in the page)
+    running: set[int] = field(default_factory=set)  # every assignment on it, sessions included
+    sessions: set[int] = field(default_factory=set)
     loaded: OrderedDict[str, int] = field(default_factory=OrderedDict)  # key -> bytes, LRU first
     idle_since: float = 0.0
     served: int = 0
+    # Residency as the page confirmed it (``loaded`` above is routing's plan):
+    resident: set[str] = field(default_factory=set)  # session keys the page holds
+    # variant key -> its graph-captured bucket sessions' keys, least recently used first
+    buckets: dict[str, OrderedDict[str, None]] = field(default_factory=dict)
+    running_keys: Counter[str] = field(default_factory=Counter)  # keys with a run in flight
 
     @property
     def free(self) -> bool:
-        return self.state in ACCEPTS_WORK and len(self.running) < self.slots
+        """Has a free run slot."""
+        return self.state in ACCEPTS_WORK and len(self.running) - len(self.sessions) < self.slots
+
+    def free_for(self, kind: str) -> bool:
+        if kind == SESSION:
+            return self.state in ACCEPTS_WORK and len(self.sessions) < self.session_slots
+        return self.free
 
 
 @dataclass(frozen=True)
@@ -209,6 +235,7 @@ class PoolState:
         self._last_served: dict[str, int] = {}
         self._launch_failed: dict[str, float] = {}  # family -> until
         self.last_decision: dict[str, tuple[str, ...]] = {}
+        self.opened: set[int] = set()  # session assignments handed to their callers
         self.counters: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ models
@@ -224,7 +251,14 @@ class PoolState:
         )
 
     def worker_ready(
-        self, worker_id: str, browser: str, caps: WorkerCaps, now: float, *, slots: int = 1
+        self,
+        worker_id: str,
+        browser: str,
+        caps: WorkerCaps,
+        now: float,
+        *,
+        slots: int = 1,
+        session_slots: int = 4,
     ) -> None:
         """A worker said hello (``worker_id`` may be new, or a LAUNCHING placeholder)."""
         rec = self.workers.get(worker_id)
@@ -232,6 +266,7 @@ class PoolState:
             rec = self.workers[worker_id] = WorkerRecord(worker_id, browser, WorkerState.LAUNCHING)
         rec.state = transition(rec.state, WorkerEvent.LAUNCHED)
         rec.browser, rec.caps, rec.slots, rec.idle_since = browser, caps, slots, now
+        rec.session_slots = session_slots
         self._launch_failed.pop(browser, None)
 
     def rename_worker(self, old: str, new: str) -> None:
@@ -272,6 +307,56 @@ class PoolState:
         del self.workers[worker_id]
         self.counters["worker_lost"] += 1
         return out
+
+    # --------------------------------------------------------------- residency
+    def session_opened(self, assignment_id: int) -> None:
+        self.opened.add(assignment_id)
+
+    def is_resident(self, worker_id: str, key: str) -> bool:
+        rec = self.workers.get(worker_id)
+        return rec is not None and key in rec.resident
+
+    def page_loaded(self, worker_id: str, key: str) -> None:
+        rec = self.workers.get(worker_id)
+        if rec is not None:
+            rec.resident.add(key)
+
+    def page_unloaded(self, worker_id: str, key: str) -> None:
+        rec = self.workers.get(worker_id)
+        if rec is not None:
+            rec.resident.discard(key)
+
+    def run_started(self, worker_id: str, key: str) -> None:
+        rec = self.workers.get(worker_id)
+        if rec is not None:
+            rec.running_keys[key] += 1
+
+    def run_ended(self, worker_id: str, key: str) -> None:
+        rec = self.workers.get(worker_id)
+        if rec is not None:
+            rec.running_keys[key] -= 1
+            if rec.running_keys[key] <= 0:
+                del rec.running_keys[key]
+
+    def touch_bucket(self, worker_id: str, variant_key: str, key: str, cap: int) -> list[str]:
+        """Mark bucket session ``key`` most recently used; the idle ones over ``cap``
+        (least recently used first) that the caller should unload."""
+        rec = self.workers.get(worker_id)
+        if rec is None:
+            return []
+        lru = rec.buckets.setdefault(variant_key, OrderedDict())
+        lru[key] = None
+        lru.move_to_end(key)
+        idle = [k for k in lru if k != key and k not in rec.running_keys]
+        drop = idle[: max(0, len(lru) - cap)]
+        for k in drop:
+            del lru[k]
+        return drop
+
+    def buckets_of(self, worker_id: str, variant_key: str) -> list[str]:
+        """Forget (and return) the bucket sessions of a variant being evicted."""
+        rec = self.workers.get(worker_id)
+        return list(rec.buckets.pop(variant_key, {})) if rec is not None else []
 
     # ---------------------------------------------------------------- requests
     @property
@@ -365,19 +450,31 @@ class PoolState:
     def _model_type(self, req: Request) -> str | None:
         return req.model_type if req.model == LEASE else self.models[req.model].model_type
 
-    def _static_reject(self, req: Request, rec: WorkerRecord, v: ModelRef | None) -> str | None:
+    def _static_reject(
+        self, req: Request, rec: WorkerRecord, v: ModelRef | None
+    ) -> Rejection | None:
         caps = rec.caps
         assert caps is not None
-        if v is None:  # a lease: any backend the caller allows
+        if v is None:  # a lease: the first backend in the caller's order it serves well
             want = req.constraints
             if want.browser is not None and want.browser != rec.browser:
-                return f"caller asked for {want.browser}"
-            if want.backend is not None and want.backend not in caps.backends:
-                return f"{rec.browser} worker has no {want.backend}"
+                return Rejection(Reason.CALLER_BROWSER, f"caller asked for {want.browser}")
+            backend, skipped = best_backend(caps, want)
+            if backend is None:
+                return Rejection(
+                    skipped[0].code if skipped else Reason.NO_BACKEND,
+                    "; ".join(r.message for r in skipped) or "no backend",
+                )
             return None
         return reject_reason(caps, rec.browser, v.backend, v.precision, req.constraints)
 
-    def _evictions(self, rec: WorkerRecord, v: ModelRef) -> tuple[str, ...] | str:
+    def lease_backend(self, req: Request, worker_id: str) -> str:
+        """The backend a lease on ``worker_id`` gets (the caller's first one it serves well)."""
+        caps = self.workers[worker_id].caps
+        assert caps is not None
+        return best_backend(caps, req.constraints)[0] or "wasm"
+
+    def _evictions(self, rec: WorkerRecord, v: ModelRef) -> tuple[str, ...] | Rejection:
         """Keys to unload (LRU first) so ``v`` fits the memory budget, or why it cannot."""
         budget = rec.caps.memory_budget_bytes if rec.caps else None
         if budget is None or v.key in rec.loaded:
@@ -396,7 +493,10 @@ class PoolState:
             evict.append(key)
             used -= size
         if used + need > budget:
-            return f"{v.key} needs {need} bytes; budget {budget} is held by running models"
+            return Rejection(
+                Reason.NO_ROOM,
+                f"{v.key} needs {need} bytes; budget {budget} is held by running models",
+            )
         return tuple(evict)
 
     def _estimate(self, req: Request, rec: WorkerRecord, v: ModelRef | None) -> tuple[float, str]:
@@ -418,28 +518,36 @@ class PoolState:
 
     def _route(
         self, req: Request, workers: Iterable[WorkerRecord], now: float, *, busy_ok: bool = False
-    ) -> tuple[list[Candidate], dict[str, str], list[str]]:
-        """Best candidate per worker; why each other worker is out; notable skipped variants."""
+    ) -> tuple[list[Candidate], dict[str, Rejection], list[str]]:
+        """Best candidate per worker; why each other worker is out; notable skipped variants.
+
+        A worker's best candidate is the variant whose backend ranks first in
+        the caller's order (all rank equal when none was given), then one
+        already loaded, then the lowest estimate.
+        """
         cands: list[Candidate] = []
-        rejected: dict[str, str] = {}
+        rejected: dict[str, Rejection] = {}
         notes: list[str] = []
         for rec in workers:
             if rec.caps is None or rec.state not in ACCEPTS_WORK:
-                rejected[rec.id] = f"worker is {rec.state.value}"
+                rejected[rec.id] = Rejection(Reason.NOT_READY, f"worker is {rec.state.value}")
                 continue
-            if not busy_ok and not rec.free:
-                rejected[rec.id] = "worker is busy"
+            if not busy_ok and not rec.free_for(req.kind):
+                rejected[rec.id] = Rejection(Reason.BUSY, "worker is busy")
                 continue
             best: Candidate | None = None
-            why_not: list[str] = []
+            why_not: list[tuple[str, Rejection]] = []
             for v in self._variants_for(req):
                 r = self._static_reject(req, rec, v)
                 if r is None and v is not None and self.breaker.is_open(req.model, v.backend, now):
-                    r = f"circuit open for {req.model} on {v.backend}"
-                if r is None and v is not None and isinstance(self._evictions(rec, v), str):
-                    r = str(self._evictions(rec, v))
+                    r = Rejection(
+                        Reason.CIRCUIT_OPEN, f"circuit open for {req.model} on {v.backend}"
+                    )
+                if r is None and v is not None:
+                    room = self._evictions(rec, v)
+                    r = room if isinstance(room, Rejection) else None
                 if r is not None:
-                    why_not.append(f"{v.key if v else 'lease'}: {r}")
+                    why_not.append((v.key if v else "lease", r))
                     continue
                 est, why = self._estimate(req, rec, v)
                 loaded = v is not None and v.key in rec.loaded
@@ -452,18 +560,22 @@ class PoolState:
                     len(rec.running),
                     ("loaded; " if loaded else "") + why,
                     resident=len(rec.loaded),
+                    rank=req.constraints.rank(v.backend) if v is not None else 0,
                 )
-                if best is None or (not c.loaded, c.est_ms) < (not best.loaded, best.est_ms):
+                if best is None or (c.rank, not c.loaded, c.est_ms) < (
+                    best.rank,
+                    not best.loaded,
+                    best.est_ms,
+                ):
                     best = c
             if best is None:
-                rejected[rec.id] = "; ".join(why_not) or "no variant"
+                first = why_not[0][1] if why_not else Rejection(Reason.NO_VARIANT, "no variant")
+                rejected[rec.id] = Rejection(
+                    first.code, "; ".join(f"{k}: {r}" for k, r in why_not) or first.message
+                )
             else:
                 cands.append(best)
-                notes += [
-                    f"{rec.id}: {w}"
-                    for w in why_not
-                    if _NOTABLE in w or "circuit open" in w or "shader-f16" in w or "no room" in w
-                ]
+                notes += [f"{rec.id}: {k}: {r}" for k, r in why_not if r.code in NOTABLE_REASONS]
         return cands, rejected, notes
 
     def _batch_for(self, head: Request, info: ModelInfo | None) -> list[Request]:
@@ -490,7 +602,7 @@ class PoolState:
 
     def next_assignment(self, now: float) -> Assignment | None:
         """The next (requests, worker) to start now, or None (nothing queued, or no free worker)."""
-        free = [w for w in self.workers.values() if w.free]
+        free = [w for w in self.workers.values() if w.free_for(RUN) or w.free_for(SESSION)]
         if not free or not self.queues:
             return None
         scan: list[Request] = []
@@ -508,11 +620,11 @@ class PoolState:
         for req in scan:
             if req.deadline is not None and req.deadline <= now:
                 continue  # expire() will answer it
-            sig = (req.model, req.constraints, req.model_type, req.batch_key)
+            sig = (req.model, req.constraints, req.model_type, req.batch_key, req.kind)
             if sig in no_route:
                 continue
             cands, rejected, notes = self._route(req, free, now)
-            if not cands or self._cheaper_to_wait(req, cands):
+            if not cands or (req.kind == RUN and self._cheaper_to_wait(req, cands)):
                 no_route.add(sig)
                 continue
             info = self.models.get(req.model)
@@ -560,7 +672,7 @@ class PoolState:
         head: Request,
         batch: list[Request],
         pick: Candidate,
-        rejected: dict[str, str],
+        rejected: dict[str, Rejection],
         notes: list[str],
         now: float,
     ) -> Assignment:
@@ -569,7 +681,7 @@ class PoolState:
         evict: tuple[str, ...] = ()
         if v is not None:
             e = self._evictions(rec, v)
-            assert not isinstance(e, str)
+            assert not isinstance(e, Rejection)
             evict = e
         reasons = [
             f"{rec.id} ({rec.browser}"
@@ -578,6 +690,8 @@ class PoolState:
         ]
         reasons += self._fallback_reasons(head, pick, rejected, now)
         reasons += [n for n in notes if n.startswith(pick.worker_id + ":")]
+        fallback = self._backend_fallback(head, rec, v)
+        reasons += [f"fallback: {r.message}" for r in fallback]
         self._aid += 1
         a = Assignment(
             self._aid,
@@ -588,6 +702,8 @@ class PoolState:
             evict,
             tuple(reasons),
             now,
+            fallback,
+            head.kind,
         )
         for r in batch:
             self._dequeue(r)
@@ -599,6 +715,8 @@ class PoolState:
             rec.loaded.move_to_end(v.key)
         rec.state = transition(rec.state, WorkerEvent.ASSIGN)
         rec.running.add(a.id)
+        if a.kind == SESSION:
+            rec.sessions.add(a.id)
         self.running[a.id] = a
         self._tick += 1
         self._last_served[head.model] = self._tick
@@ -607,10 +725,41 @@ class PoolState:
         self.counters["batched_requests"] += len(batch) if len(batch) > 1 else 0
         return a
 
+    def _backend_fallback(
+        self, req: Request, rec: WorkerRecord, v: ModelRef | None
+    ) -> tuple[Rejection, ...]:
+        """Why the backends ranked before the chosen one (the caller's order, else
+        webgpu > webnn > wasm) were not used on the chosen worker."""
+        assert rec.caps is not None
+        order = req.constraints.order()
+        chosen = v.backend if v is not None else self.lease_backend(req, rec.id)
+        if chosen not in order:
+            return ()
+        precision = v.precision if v is not None else "fp32"
+        out = []
+        for backend in order[: order.index(chosen)]:
+            r = reject_reason(
+                rec.caps,
+                rec.browser,
+                backend,
+                precision,
+                dataclasses.replace(req.constraints, precision=None),
+            )
+            if r is None and v is not None and self.breaker.is_open(req.model, backend, 0.0):
+                r = Rejection(Reason.CIRCUIT_OPEN, f"circuit open for {req.model}")
+            if r is None:  # servable, but this model has no such variant, or it was slower
+                has = any(x.backend == backend for x in self._variants_for(req) if x is not None)
+                r = Rejection(
+                    Reason.NO_VARIANT if not has else Reason.SLOWER,
+                    f"{req.model} has no {backend} variant" if not has else "slower by estimate",
+                )
+            out.append(Rejection(r.code, f"{backend}: {r.message}"))
+        return tuple(out)
+
     def _fallback_reasons(
-        self, req: Request, pick: Candidate, rejected: dict[str, str], now: float
+        self, req: Request, pick: Candidate, rejected: dict[str, Rejection], now: float
     ) -> list[str]:
-        """Say why the statically preferred choice was not taken, when it was not."""
+        """Say why the statically preferred browser was not taken, when it was not."""
         out: list[str] = []
         pref = self.policy.preference(self._model_type(req))
         chosen = self.workers[pick.worker_id]
@@ -630,20 +779,19 @@ class PoolState:
                     + "; ".join(
                         f"{w.id}: "
                         + (
-                            rejected.get(w.id)
-                            or (
-                                "busy"
-                                if not w.free
-                                else f"worker is {w.state.value}"
-                                if w.state not in ACCEPTS_WORK
-                                else "slower by estimate"
-                            )
+                            str(rejected[w.id])
+                            if w.id in rejected
+                            else "busy"
+                            if not w.free_for(req.kind)
+                            else f"worker is {w.state.value}"
+                            if w.state not in ACCEPTS_WORK
+                            else "slower by estimate"
                         )
                         for w in prefd
                     )
                 )
         for wid, why in rejected.items():
-            if "circuit open" in why or "software WebGPU" in why or "shader-f16" in why:
+            if why.code in NOTABLE_REASONS:
                 out.append(f"{wid}: {why}")
         return out
 
@@ -654,6 +802,7 @@ class PoolState:
         if rec is None:
             return
         rec.running.discard(a.id)
+        rec.sessions.discard(a.id)
         if rec.state in TERMINAL:  # worker_lost() is failing its assignments
             return
         ev = WorkerEvent.RELEASE if rec.running else WorkerEvent.RELEASE_LAST
@@ -687,6 +836,7 @@ class PoolState:
                 self.latency.observe(key, ms)
         for r in a.requests:
             del self._where[r.id]
+        self.opened.discard(assignment_id)
         self.counters["done"] += len(a.requests)
         return Outcome(done=list(a.requests))
 
@@ -709,6 +859,10 @@ class PoolState:
         retry = isinstance(error, _RETRY_ELSEWHERE) or (
             isinstance(error, TimeoutError_) and error.details.get("worker_suspect")
         )
+        # An opened session belongs to its caller now: it is not replayed here
+        # (a stream fails over in the pool's handle, with what it produced).
+        retry = retry and assignment_id not in self.opened
+        self.opened.discard(assignment_id)
         for r in a.requests:
             del self._where[r.id]
             r.errors.append(f"{error.code}: {error.message}")
@@ -908,7 +1062,9 @@ class PoolState:
                 }
                 for c in sorted(cands, key=lambda c: (not c.loaded, c.est_ms, c.worker_id))
             ],
-            "rejected": rejected,
+            "rejected": {
+                wid: {"code": r.code.value, "message": r.message} for wid, r in rejected.items()
+            },
             "skipped_variants": notes,
             "measured": self.latency.snapshot(model),
             "last_decision": list(self.last_decision.get(model, ())),
@@ -920,7 +1076,8 @@ class PoolState:
                 w.id: {
                     "browser": w.browser,
                     "state": w.state.value,
-                    "running": len(w.running),
+                    "running": len(w.running) - len(w.sessions),
+                    "sessions": len(w.sessions),
                     "loaded": list(w.loaded),
                     "served": w.served,
                 }

@@ -12,7 +12,7 @@ raises :mod:`webaccel.errors` types (``WorkerLostError`` when the page is gone,
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -58,6 +58,19 @@ class RunResult:
     shape_bucket: str | None = None  # ran padded to this fixed shape, graph captured
 
 
+@dataclass(frozen=True)
+class StreamEvent:
+    """One step of a streamed run (a generated token), or its end.
+
+    ``data`` is what the page sent for the step (``{"token": id, ...}``); the
+    last event has ``final=True`` and the page's closing reply (finish
+    reason, page-side figures).
+    """
+
+    data: dict[str, Any]
+    final: bool = False
+
+
 @runtime_checkable
 class WorkerTransport(Protocol):
     id: str
@@ -80,7 +93,24 @@ class WorkerTransport(Protocol):
         *,
         output_names: list[str] | None = None,
         timeout: float = 60.0,
-    ) -> RunResult: ...
+        options: dict[str, Any] | None = None,
+    ) -> RunResult:
+        """``options``: ``{"keep": [names]}`` keeps those inputs in the page for later
+        runs of ``key``; ``{"reuse": [names]}`` uses the kept ones instead of sending."""
+        ...
+
+    def stream(
+        self,
+        key: str,
+        inputs: dict[str, np.ndarray],
+        *,
+        kind: str = "generate",
+        options: dict[str, Any] | None = None,
+        timeout: float = 900.0,
+    ) -> AsyncIterator[StreamEvent]:
+        """Start a loop in the page (``kind``: "generate") and yield its steps as they
+        come; closing the iterator early cancels the loop in the page."""
+        ...
 
     async def unload(self, key: str) -> None: ...
 
