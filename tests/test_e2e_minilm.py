@@ -52,7 +52,9 @@ def test_batched_webgpu_embeddings_match_native(accelerator):
     if not (worker.capabilities.get("webgpu") or {}).get("available"):
         pytest.skip("this Chromium has no WebGPU adapter")
     # SwiftShader runs WebGPU on the CPU: correct but slow, so allow it time.
-    out = accelerator.accelerate("minilm", SENTENCES, {"timeout": 600}, platform="webgpu")
+    out = accelerator.accelerate(
+        "minilm", SENTENCES, {"timeout": 600}, priority_list=["webgpu"], allow_software=True
+    )
     assert out["backend"] == "webgpu" and out["fallback_reason"] is None
     cos = cosines(out["embeddings"], native_embeddings(SENTENCES))
     assert cos.min() >= 0.999, cos
@@ -72,7 +74,13 @@ def test_int4_on_chromium_webgpu_is_refused_not_wrong(accelerator):
     if not (worker.capabilities.get("webgpu") or {}).get("available"):
         pytest.skip("this Chromium has no WebGPU adapter")
     with pytest.raises(BackendUnavailableError, match="4-bit weights"):
-        accelerator.accelerate("minilm", SENTENCES[:2], {"precision": "int4"}, platform="webgpu")
+        accelerator.accelerate(
+            "minilm",
+            SENTENCES[:2],
+            {"precision": "int4"},
+            priority_list=["webgpu"],
+            allow_software=True,
+        )
     out = accelerator.accelerate("minilm", SENTENCES[:2], {"precision": "int4"}, platform="wasm")
     assert cosines(out["embeddings"], native_embeddings(SENTENCES[:2], "int4")).min() >= 0.999
 

@@ -100,11 +100,14 @@ async def test_options_and_precision_policy() -> None:
             await engine.accelerate("minilm", RAW, {"precision": 3})
         with pytest.raises(ModelNotFoundError):
             await engine.accelerate("no-such-model", RAW)
-        # fp16 needs shader-f16 (and is emulated on wasm): no worker here can serve it.
-        with pytest.raises(BackendUnavailableError, match="fp16"):
-            await engine.accelerate("minilm", RAW, {"precision": 16, "timeout": 5})
+        # fp16 asked for by name runs on wasm (emulated), and says why not webgpu.
+        out = await engine.accelerate("minilm", RAW, {"precision": 16})
+        assert out["precision"] == "fp16" and out["backend"] == "wasm"
         out = await engine.accelerate("minilm", RAW, {"precision": "int8"})
         assert out["precision"] == "int8"
+        # A backend the caller demands and no worker has: a typed error at once.
+        with pytest.raises(BackendUnavailableError, match="webgpu"):
+            await engine.accelerate("minilm", RAW, priority_list=["webgpu"])
     finally:
         await engine.close()
 

@@ -56,8 +56,10 @@ def test_real_gpu_is_chosen_and_fp16_needs_shader_f16():
     assert choice(GPU)[0] == "webgpu"
     no_f16 = {"webgpu": {**GPU["webgpu"], "shaderF16": False}, "webnn": GPU["webnn"]}
     backend, codes, text = choice(no_f16, platform="webgpu", precision="fp16")
-    assert backend is None  # fp16 runs nowhere here: no shader-f16, emulated on wasm
-    assert Reason.NO_SHADER_F16 in codes and "shader-f16" in text
+    assert backend == "wasm"  # asked for by name, fp16 runs (emulated) on wasm
+    assert codes[0] == Reason.NO_SHADER_F16 and "shader-f16" in text
+    auto = best_backend(WorkerCaps.parse(no_f16), constraints_for(), "fp16")
+    assert auto[0] is None  # never chosen automatically: no shader-f16, emulated on wasm
 
 
 def test_fallback_order_follows_the_caller():

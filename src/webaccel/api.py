@@ -117,10 +117,13 @@ class WebAccelerator:
         launch_timeout: float = 30.0,
         metrics: bool | str | os.PathLike[str] = True,
         port: int | None = None,
+        allow_software: bool = False,
     ) -> None:
         """``metrics``: record every load and inference in DuckDB (True: the default
         file under $WEBACCEL_HOME; a path: that file; False: off).  ``port``: the
-        loopback port to serve pages on (default: 8701 if free, else any)."""
+        loopback port to serve pages on (default: 8701 if free, else any).
+        ``allow_software``: let a software WebGPU adapter (SwiftShader) count as
+        webgpu; by default it never does, as it is far slower than wasm."""
         self.enable_resource_pool = enable_resource_pool
         self.browser_preferences = dict(browser_preferences or {})
         self._running = _RunningEngine(
@@ -132,6 +135,7 @@ class WebAccelerator:
             threads=threads,
             launch_timeout=launch_timeout,
             port=port or 0,
+            allow_software=allow_software,
         )
         self.metrics = self._running.metrics
         self._loop = self._running.loop
@@ -153,8 +157,14 @@ class WebAccelerator:
         model_type: str | None = None,
         platform: str | None = None,
         browser: str | None = None,
+        priority_list: list[str] | None = None,
+        allow_software: bool | None = None,
     ) -> dict[str, Any]:
         """Run ``model_name`` on ``input_data`` (or ``input_text``) in a browser worker.
+
+        ``platform`` is tried first, the other backends are fallbacks (the
+        result's ``fallback_reason`` says why); ``priority_list`` gives the
+        exact order instead.
 
         Returns the model's outputs (e.g. ``embeddings``) plus ``browser``, ``backend``,
         ``precision``, ``fallback_reason`` and timings (``latency_ms``, ``page_ms``...).
@@ -172,6 +182,8 @@ class WebAccelerator:
                 platform=platform,
                 model_type=model_type,
                 browser=browser,
+                priority_list=priority_list,
+                allow_software=allow_software,
             )
         )
 
@@ -230,6 +242,7 @@ class WebAccelerator:
         precision: str = "fp32",
         timeout: float = 900.0,
         return_result: bool = False,
+        allow_software: bool | None = None,
         **params: Any,
     ) -> Any:
         """Generate text in a browser page; ``prompt`` is a string or chat messages.
@@ -249,6 +262,7 @@ class WebAccelerator:
                 platform=platform,
                 precision=precision,
                 timeout=timeout,
+                allow_software=allow_software,
                 **prompt_kw,
                 **params,
             )
@@ -263,6 +277,7 @@ class WebAccelerator:
         platform: str | None = None,
         precision: str = "fp32",
         timeout: float = 900.0,
+        allow_software: bool | None = None,
         **params: Any,
     ) -> Any:
         """Like :meth:`generate`, but a sync iterator of text pieces as the page makes them.
@@ -281,6 +296,7 @@ class WebAccelerator:
             platform=platform,
             precision=precision,
             timeout=timeout,
+            allow_software=allow_software,
             **prompt_kw,
             **params,
         )

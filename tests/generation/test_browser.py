@@ -227,7 +227,11 @@ def test_webgpu_keeps_the_kv_cache_on_the_gpu(acc, tiny, native):
     if not (worker.capabilities.get("webgpu") or {}).get("available"):
         pytest.skip("this Chromium has no WebGPU adapter")
     _, gm, _ = tiny
-    res = acc.generate("tiny-llama", "Hello", max_tokens=12, platform="webgpu", return_result=True)
+    # SwiftShader is a software adapter: used for webgpu only when allowed explicitly.
+    res = acc.generate(
+        "tiny-llama", "Hello", max_tokens=12, platform="webgpu", allow_software=True,
+        return_result=True,
+    )
     assert res.backend == "webgpu"
     assert res.stats["page"]["kv_location"] == "gpu-buffer"
     want = native.generate(

@@ -138,6 +138,7 @@ def stream_generate(
     platform: str | None = None,
     precision: str = "fp32",
     timeout: float = DEFAULT_TIMEOUT_S,
+    allow_software: bool | None = None,
     **params: Any,
 ) -> TextStream:
     """Stream ``model``'s continuation of ``prompt`` (or of chat ``messages``).
@@ -147,8 +148,9 @@ def stream_generate(
     """
     gp = GenerationParams.from_kwargs(**params)  # validate before anything starts
     holder: dict[str, Any] = {}
+    route = engine.route(platform, allow_software=allow_software)
     return TextStream(
-        _stream(engine, model, prompt, messages, platform, precision, timeout, gp, holder), holder
+        _stream(engine, model, prompt, messages, route, precision, timeout, gp, holder), holder
     )
 
 
@@ -163,7 +165,7 @@ async def _stream(
     model: str,
     prompt: str | None,
     messages: list[dict[str, Any]] | None,
-    platform: str | None,
+    route: dict[str, Any],
     precision: str,
     timeout: float,
     gp: GenerationParams,
@@ -209,7 +211,7 @@ async def _stream(
         on_session=sessions.append,
         model_type="text_generation",
         precision=precision,
-        **engine.route(platform),
+        **route,
     )
     try:
         async for ev in steps:

@@ -305,7 +305,7 @@ def backend_rejection(
             return Rejection(
                 Reason.NO_SHADER_F16, "fp16 needs shader-f16, which this WebGPU adapter lacks"
             )
-        if backend == "wasm":
+        if backend == "wasm" and want.precision is None:  # asked for by name: it runs
             return Rejection(Reason.FP16_ON_WASM, "fp16 on wasm is emulated; use fp32 there")
     return None
 
