@@ -138,9 +138,7 @@ def _apps(tmp_path: Path) -> tuple[FailingStore, FailingEngine, dict[str, httpx.
     apps = {
         "gateway": Starlette(routes=gateway_routes(store, gateway=Gateway(store))),
         "v1": Starlette(routes=openai_routes(engine, KEY)),  # type: ignore[arg-type]
-        "bridge": create_app(
-            token="t", hub=WorkerHub(), model_files=files, allowed_origins=set
-        ),
+        "bridge": create_app(token="t", hub=WorkerHub(), model_files=files, allowed_origins=set),
     }
     clients = {
         name: httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")

@@ -349,9 +349,7 @@ def openai_error_response(exc: BaseException) -> Response:
     )
 
 
-def json_error_response(
-    exc: BaseException, headers: Mapping[str, str] | None = None
-) -> Response:
+def json_error_response(exc: BaseException, headers: Mapping[str, str] | None = None) -> Response:
     """The bridge's HTTP endpoints: ``{"error": {"code", "message"}}``, as in error frames."""
     from starlette.responses import Response
 
@@ -365,9 +363,7 @@ def json_error_response(
     )
 
 
-def plain_error_response(
-    exc: BaseException, headers: Mapping[str, str] | None = None
-) -> Response:
+def plain_error_response(exc: BaseException, headers: Mapping[str, str] | None = None) -> Response:
     """The gateway's shape: ``"<status>: <message>\\n"`` as text/plain."""
     from starlette.responses import Response
 

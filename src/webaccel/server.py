@@ -151,8 +151,9 @@ def health_routes(checks: Callable[[], Sequence[HealthCheck]]) -> list[BaseRoute
             body.update(part)
         if problems:
             body["status"], body["problem"] = "degraded", "; ".join(problems)
-        return JSONResponse(body, status_code=503 if problems else 200,
-                            headers={"cache-control": "no-store"})
+        return JSONResponse(
+            body, status_code=503 if problems else 200, headers={"cache-control": "no-store"}
+        )
 
     return [Route("/healthz", health, methods=["GET"]), Route("/health", health, methods=["GET"])]
 
@@ -163,8 +164,9 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
         return json_error_response(
             NotFoundError(f"nothing is served at {request.url.path}"), headers=exc.headers
         )
-    return Response(exc.detail, status_code=exc.status_code, headers=exc.headers,
-                    media_type="text/plain")
+    return Response(
+        exc.detail, status_code=exc.status_code, headers=exc.headers, media_type="text/plain"
+    )
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
@@ -192,6 +194,7 @@ def create_app(
 ) -> ASGIApp:
     """``health``: extra fields for ``/healthz`` (one check); ``health_checks``: a
     function giving every check (the server's list, read per request)."""
+
     def authorized(request: Request | WebSocket, worker_id: str | None = None) -> bool:
         presented = _presented_token(request)
         if secrets.compare_digest(presented.encode(), token.encode()):

@@ -75,8 +75,11 @@ SURROGATE_CASES = [
         {"messages": [{"role": "user", "content": [{"type": "text", "text": SURROGATE}]}]},
         "messages[0].content[0].text",
     ),
-    ("/v1/chat/completions", {"messages": [{"role": SURROGATE, "content": "x"}]},
-     "messages[0].role"),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": SURROGATE, "content": "x"}]},
+        "messages[0].role",
+    ),
 ]
 
 
@@ -125,12 +128,23 @@ async def _post_chunked(app, path: str, total: int, chunk: int) -> tuple[int, in
         messages.append(message)
 
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "root_path": "", "server": ("t", 80), "client": ("c", 1),
-        "headers": [(b"host", b"t"), (b"authorization", AUTH["authorization"].encode()),
-                    (b"content-type", b"application/json"),
-                    (b"transfer-encoding", b"chunked")],
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "server": ("t", 80),
+        "client": ("c", 1),
+        "headers": [
+            (b"host", b"t"),
+            (b"authorization", AUTH["authorization"].encode()),
+            (b"content-type", b"application/json"),
+            (b"transfer-encoding", b"chunked"),
+        ],
     }
     await app(scope, receive, send)
     start = next(m for m in messages if m["type"] == "http.response.start")

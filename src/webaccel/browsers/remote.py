@@ -202,8 +202,11 @@ def join_routes(store: TokenStore, *, threads: int = 1) -> list[BaseRoute]:
         tok = store.valid(request.query_params.get("token", ""))
         worker_id = store.new_worker_id(tok) if tok is not None else None
         if tok is None or worker_id is None:  # a page for people, with FORBIDDEN's status
-            return HTMLResponse(INVALID_PAGE, status_code=http_status(ErrorCode.FORBIDDEN),
-                                headers={"cache-control": "no-store"})
+            return HTMLResponse(
+                INVALID_PAGE,
+                status_code=http_status(ErrorCode.FORBIDDEN),
+                headers={"cache-control": "no-store"},
+            )
         query = urlencode({"token": tok.value, "worker": worker_id, "threads": threads})
         return RedirectResponse(
             f"worker/worker.html?{query}",

@@ -75,7 +75,6 @@ def _finish(result: GenerationResult | None) -> str:
     return "stop" if result is not None and result.finish_reason == "stop" else "length"
 
 
-
 def openai_routes(
     engine: Engine,
     api_key: str,
@@ -334,7 +333,6 @@ def openai_routes(
     ]
 
 
-
 async def _disconnected(request: Request) -> bool:
     try:
         return await asyncio.wait_for(request.is_disconnected(), 0.01)
@@ -349,5 +347,3 @@ def _count_embedding_tokens(model: str, texts: list[str]) -> int:
 
     # The shared tokenizer pads a batch to its longest text: count real tokens only.
     return sum(sum(e.attention_mask) for e in text_models._tokenizer().encode_batch(list(texts)))
-
-

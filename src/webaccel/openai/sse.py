@@ -65,7 +65,6 @@ class EventStream:
                 await self.events.aclose()  # type: ignore[attr-defined]
 
 
-
 def sse(obj: Any) -> bytes:
     """One event (a JSON line; JSON escapes every newline, so one ``data:`` field)."""
     return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
