@@ -186,3 +186,44 @@ async def test_openapi_lists_the_tables_statuses(v1) -> None:
     doc = (await client.get("/v1/openapi.json")).json()
     responses = doc["paths"]["/v1/embeddings"]["post"]["responses"]
     assert {"400", "401", "413", "429", "504"} <= set(responses)
+
+
+def test_a_300_mib_chunked_post_over_a_socket_gets_413_early() -> None:
+    """The issue's case over real HTTP (uvicorn): the answer comes, and the upload is
+    cut off, long before 300 MiB are sent."""
+    import select
+    import socket
+
+    from webaccel.content.testing import serve_in_thread
+
+    app = Starlette(routes=openai_routes(UncalledEngine(), KEY))  # type: ignore[arg-type]
+    srv = serve_in_thread(app)
+    host, port = srv.url.removeprefix("http://").split(":")
+    chunk = b" " * (1 << 20)
+    frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    sent, reply = 0, b""
+    try:
+        with socket.create_connection((host, int(port)), timeout=2) as sock:
+            sock.sendall(
+                b"POST /v1/embeddings HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                + f"Authorization: Bearer {KEY}\r\n".encode()
+                + b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            while sent < 300 << 20:
+                if select.select([sock], [], [], 0)[0]:
+                    break
+                try:
+                    sock.sendall(frame)
+                except OSError:  # the server closed its side after answering
+                    break
+                sent += len(chunk)
+            sock.settimeout(10)
+            while b"\r\n\r\n" not in reply:
+                got = sock.recv(65536)
+                if not got:
+                    break
+                reply += got
+    finally:
+        srv.stop()
+    assert reply.startswith(b"HTTP/1.1 413 "), reply[:200]
+    assert sent < 64 << 20, f"sent {sent >> 20} MiB before the server answered"
