@@ -191,3 +191,17 @@ async def test_a_timeout_is_504_on_gateway_and_v1_and_429_says_when_to_retry(
         assert r.status_code == 429 and r.headers["retry-after"] == "1"
     for client in clients.values():
         await client.aclose()
+
+
+def test_the_tree_in_the_docstring_matches_the_classes_and_the_table() -> None:
+    import re
+
+    import webaccel.errors as errors
+
+    rows = re.findall(r"[├└]── (\w+)\s+([A-Z_]+)\s+(\d{3})", errors.__doc__ or "")
+    assert len(rows) >= len(ErrorCode)
+    for name, code, status in rows:
+        cls = getattr(errors, name)
+        assert cls.code == code, name
+        assert HTTP_ERRORS[ErrorCode(code)].status == int(status), name
+    assert {code for _, code, _ in rows} == {str(c) for c in ErrorCode}

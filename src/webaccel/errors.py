@@ -289,8 +289,14 @@ def as_webaccel_error(exc: BaseException) -> WebAccelError:
 
 
 def http_mapping(exc: BaseException | str) -> HTTPMapping:
-    """The table's row for an error or a code (an unknown code maps as INTERNAL)."""
-    code = exc.code if isinstance(exc, WebAccelError) else exc
+    """The table's row for an error or a code (a foreign error or an unknown code maps
+    as INTERNAL)."""
+    if isinstance(exc, WebAccelError):
+        code: str = exc.code
+    elif isinstance(exc, str):
+        code = exc
+    else:
+        return HTTP_ERRORS[ErrorCode.INTERNAL]
     try:
         return HTTP_ERRORS[ErrorCode(code)]
     except ValueError:
