@@ -145,3 +145,16 @@ async def test_bridge_endpoints_answer_errors_from_the_table(server):
         assert "Bearer" in r.json()["error"]["message"]
         r = await client.get("/no/such/path")
         assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"
+
+
+async def test_an_escaped_exception_is_a_500_that_names_nothing_of_it():
+    from starlette.routing import Route
+
+    async def broken(request):
+        raise RuntimeError("/etc/shadow: permission denied")
+
+    server = WebAccelServer(extra_routes=[Route("/broken", broken)])
+    async with server as srv, httpx.AsyncClient(base_url=srv.url) as client:
+        r = await client.get("/broken")
+    assert r.status_code == 500 and r.json()["error"]["code"] == "INTERNAL"
+    assert "shadow" not in r.text

@@ -161,8 +161,8 @@ def health_routes(checks: Callable[[], Sequence[HealthCheck]]) -> list[BaseRoute
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        return json_error_response(
-            NotFoundError(f"nothing is served at {request.url.path}"), headers=exc.headers
+        return json_error_response(  # the path is not echoed back
+            NotFoundError("nothing is served at this path"), headers=exc.headers
         )
     return Response(
         exc.detail, status_code=exc.status_code, headers=exc.headers, media_type="text/plain"
@@ -170,7 +170,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
-    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    # Starlette re-raises after this answer, so the server logs the traceback once.
     return json_error_response(InternalError(INTERNAL_MESSAGE))
 
 
