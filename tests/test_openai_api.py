@@ -400,7 +400,7 @@ def test_openapi_document(served):
 def inproc(tiny_models):
     from webaccel.api import _LoopThread
     from webaccel.engine import Engine
-    from webaccel.openai_api import openai_routes
+    from webaccel.openai import openai_routes
 
     loop = _LoopThread()
     engine = Engine(max_connections=1, default_platform="wasm")

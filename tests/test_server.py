@@ -123,3 +123,38 @@ async def test_bridge_declines_per_message_deflate(server):
     async with websockets.connect(ws_url(server), compression="deflate") as ws:
         assert "Sec-WebSocket-Extensions" not in ws.response.headers
         assert ws.protocol.extensions == []
+
+
+async def test_one_health_check_at_healthz_and_health(server):
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        a, b = await client.get("/healthz"), await client.get("/health")
+        assert a.status_code == b.status_code == 200
+        assert a.json() == b.json() == {"status": "ok", "workers": 0}
+        server.add_health_check(lambda: {"disk": "full", "problem": "the disk is full"})
+        a, b = await client.get("/healthz"), await client.get("/health")
+    assert a.status_code == b.status_code == 503
+    assert a.json()["status"] == "degraded" and a.json()["problem"] == "the disk is full"
+    assert a.json()["disk"] == "full"
+
+
+async def test_bridge_endpoints_answer_errors_from_the_table(server):
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        r = await client.get("/models/m/fp32/model.onnx")
+        assert r.status_code == 401 and r.json()["error"]["code"] == "UNAUTHORIZED"
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert "Bearer" in r.json()["error"]["message"]
+        r = await client.get("/no/such/path")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"
+
+
+async def test_an_escaped_exception_is_a_500_that_names_nothing_of_it():
+    from starlette.routing import Route
+
+    async def broken(request):
+        raise RuntimeError("/etc/shadow: permission denied")
+
+    server = WebAccelServer(extra_routes=[Route("/broken", broken)])
+    async with server as srv, httpx.AsyncClient(base_url=srv.url) as client:
+        r = await client.get("/broken")
+    assert r.status_code == 500 and r.json()["error"]["code"] == "INTERNAL"
+    assert "shadow" not in r.text

@@ -39,9 +39,9 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
                         launcher: str | None = None, grid_url: str | None = None,
                         stop: asyncio.Event | None = None) -> None:
     from webaccel.browsers import remote
-    from webaccel.metrics.http import metrics_routes
+    from webaccel.metrics.http import metrics_health, metrics_routes
     from webaccel.metrics.store import MetricsStore
-    from webaccel.openai_api import openai_routes, resolve_api_key
+    from webaccel.openai import openai_routes, resolve_api_key
 
     console = Console()
     metrics = MetricsStore()
@@ -52,13 +52,12 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
     server = engine.server
     server.add_routes([
         *openai_routes(engine, key),
-        # The server answers /healthz itself (with pool and metrics health below).
-        *[r for r in metrics_routes(metrics, lambda: live_snapshot(engine))
-          if getattr(r, "path", "") != "/healthz"],
+        *metrics_routes(metrics, lambda: live_snapshot(engine)),
     ])
-    server.health = lambda: {"pool": {k: v for k, v in live_snapshot(engine).items()
-                                       if k != "workers"},
-                              "metrics_writer_alive": metrics.stats()["writer_alive"]}
+    # The server's one /healthz (and /health) reports the pool and the metrics writer.
+    server.add_health_check(lambda: {"pool": {k: v for k, v in live_snapshot(engine).items()
+                                              if k != "workers"}})
+    server.add_health_check(metrics_health(metrics, lambda: live_snapshot(engine)))
     remote_ok = join if join is not None else host not in ("127.0.0.1", "localhost", "::1")
     tokens = joined = None
     if remote_ok:

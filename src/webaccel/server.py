@@ -2,9 +2,15 @@
 
 One port serves everything: the worker page and onnxruntime-web assets
 (``/worker/...``), model bytes (``/models/...``), the bridge (``/ws``) and
-``/healthz``; other parts (gateway, metrics, OpenAI API) add their routes via
-``extra_routes``.  Every response carries COOP/COEP so pages are
-``crossOriginIsolated`` (WASM threads need SharedArrayBuffer).
+the one health check, ``/healthz`` (``/health``, vLLM's name, beside it);
+other parts (gateway, metrics, OpenAI API) add their routes via
+``extra_routes`` and their health via :meth:`WebAccelServer.add_health_check`.
+Every response carries COOP/COEP so pages are ``crossOriginIsolated`` (WASM
+threads need SharedArrayBuffer).
+
+Errors from these endpoints (and any route that lets one escape) answer in
+the bridge's shape, ``{"error": {"code", "message"}}``, with the status from
+the one table (:func:`webaccel.errors.json_error_response`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
@@ -29,7 +36,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from webaccel.bridge.endpoint import WorkerHub
-from webaccel.errors import BackendUnavailableError, WebAccelError
+from webaccel.errors import (
+    INTERNAL_MESSAGE,
+    BackendUnavailableError,
+    InternalError,
+    ModelNotFoundError,
+    NotFoundError,
+    UnauthorizedError,
+    WebAccelError,
+    json_error_response,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +126,54 @@ class ModelFiles:
         return self._files[key]
 
 
+HealthCheck = Callable[[], dict[str, Any]]
+
+
+def health_routes(checks: Callable[[], Sequence[HealthCheck]]) -> list[BaseRoute]:
+    """``GET /healthz`` and ``GET /health``: 200 ``{"status": "ok", ...}`` with every
+    check's fields merged in; 503 ``"degraded"`` (load balancers take the node out)
+    when a check raises or returns a ``"problem"``, all of them joined in ``problem``.
+    ``checks`` is called per request, so checks added later count."""
+
+    async def health(request: Request) -> Response:
+        body: dict[str, Any] = {"status": "ok"}
+        problems: list[str] = []
+        for check in checks():
+            try:
+                part = dict(check())
+            except Exception as exc:  # noqa: BLE001 - a failing check is the answer
+                log.warning("health check failed", exc_info=exc)
+                problems.append(f"{getattr(check, '__name__', 'check')} failed: {exc}")
+                continue
+            problem = part.pop("problem", None)
+            if problem:
+                problems.append(str(problem))
+            body.update(part)
+        if problems:
+            body["status"], body["problem"] = "degraded", "; ".join(problems)
+        return JSONResponse(
+            body, status_code=503 if problems else 200, headers={"cache-control": "no-store"}
+        )
+
+    return [Route("/healthz", health, methods=["GET"]), Route("/health", health, methods=["GET"])]
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return json_error_response(  # the path is not echoed back
+            NotFoundError("nothing is served at this path"), headers=exc.headers
+        )
+    return Response(
+        exc.detail, status_code=exc.status_code, headers=exc.headers, media_type="text/plain"
+    )
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    # Starlette re-raises after this answer, so the server logs the traceback once.
+    return json_error_response(InternalError(INTERNAL_MESSAGE))
+
+
 def _presented_token(request: Request | WebSocket) -> str:
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
@@ -124,9 +188,13 @@ def create_app(
     model_files: ModelFiles,
     allowed_origins: Callable[[], set[str]],
     extra_routes: Sequence[BaseRoute] = (),
-    health: Callable[[], dict[str, Any]] | None = None,
+    health: HealthCheck | None = None,
     token_check: Callable[[str, str | None], bool] | None = None,
+    health_checks: Callable[[], Sequence[HealthCheck]] | None = None,
 ) -> ASGIApp:
+    """``health``: extra fields for ``/healthz`` (one check); ``health_checks``: a
+    function giving every check (the server's list, read per request)."""
+
     def authorized(request: Request | WebSocket, worker_id: str | None = None) -> bool:
         presented = _presented_token(request)
         if secrets.compare_digest(presented.encode(), token.encode()):
@@ -154,42 +222,44 @@ def create_app(
         await hub.serve(ws, worker_id)
 
     async def model(request: Request) -> Response:
-        if not authorized(request):
-            return JSONResponse(
-                {"error": {"code": "BAD_REQUEST", "message": "missing or wrong token"}},
-                status_code=401,
-            )
         try:
+            if not authorized(request):
+                raise UnauthorizedError(
+                    "missing or wrong token: send 'Authorization: Bearer <token>' with the "
+                    "server's token or a join token"
+                )
             path = await model_files.resolve(request.path_params["key"])
+            if path is None or not path.is_file():
+                raise ModelNotFoundError("no such model file on this server")
         except WebAccelError as exc:
-            log.warning("building model file failed: %s", exc.message)
-            return JSONResponse({"error": exc.to_dict()}, status_code=500)
-        if path is None or not path.is_file():
-            return JSONResponse(
-                {
-                    "error": {
-                        "code": "MODEL_NOT_FOUND",
-                        "message": "no such model file on this server",
-                    }
-                },
-                status_code=404,
-            )
+            if not isinstance(exc, (UnauthorizedError, ModelNotFoundError)):
+                log.warning("building model file failed: %s", exc.message)
+            return json_error_response(exc)
         return FileResponse(path, media_type="application/octet-stream")
 
-    async def healthz(request: Request) -> Response:
-        body = {"status": "ok", "workers": len(hub.connections)}
+    def workers() -> dict[str, Any]:
+        return {"workers": len(hub.connections)}
+
+    def checks() -> list[HealthCheck]:
+        out: list[HealthCheck] = [workers]
         if health is not None:
-            body.update(health())
-        return JSONResponse(body)
+            out.append(health)
+        if health_checks is not None:
+            out.extend(health_checks())
+        return out
 
     routes: list[BaseRoute] = [
         WebSocketRoute("/ws", bridge),
         Route("/models/{key:path}", model),
-        Route("/healthz", healthz),
+        *health_routes(checks),
         *extra_routes,
         Mount("/worker", StaticFiles(directory=WEB_DIR, html=True), name="worker"),
     ]
-    return IsolationHeaders(Starlette(routes=routes))
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_exception, Exception: _unhandled},
+    )
+    return IsolationHeaders(app)
 
 
 class WebAccelServer:
@@ -217,6 +287,7 @@ class WebAccelServer:
         self.model_files = ModelFiles()
         self._extra_routes = list(extra_routes)
         self.health = health  # extra fields for /healthz; may be set until start()
+        self.health_checks: list[HealthCheck] = []  # more, added any time
         # (token, worker id or None for model bytes) -> allowed; for tokens other
         # than self.token (webaccel.browsers.remote.TokenStore.attach sets it).
         self.token_check = token_check
@@ -239,6 +310,10 @@ class WebAccelServer:
 
         query = urlencode({"token": self.token, "worker": worker_id, **params})
         return f"{self.url}/worker/worker.html?{query}"
+
+    def add_health_check(self, check: HealthCheck) -> None:
+        """Fields for ``/healthz``; a ``"problem"`` key (or an exception) makes it 503."""
+        self.health_checks.append(check)
 
     def add_routes(self, routes: Sequence[BaseRoute]) -> None:
         if self._server is not None:
@@ -272,6 +347,7 @@ class WebAccelServer:
             extra_routes=self._extra_routes,
             health=self.health,
             token_check=lambda t, w: self.token_check is not None and self.token_check(t, w),
+            health_checks=lambda: list(self.health_checks),
         )
         config = uvicorn.Config(
             app,

@@ -390,6 +390,69 @@ async def test_token_admin_routes_need_the_master_token() -> None:
         await server.stop()
 
 
+def admin_client(store: TokenStore, master: str = "master") -> httpx.AsyncClient:
+    from starlette.applications import Starlette
+
+    from webaccel.browsers.remote import token_admin_routes
+
+    app = Starlette(routes=[*join_routes(store), *token_admin_routes(store, master)])
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"max_workers": "x"}',
+        b'{"max_workers": 0}',
+        b'{"max_workers": 1.5}',
+        b'{"max_workers": true}',
+        b'{"ttl_s": NaN}',
+        b'{"ttl_s": Infinity}',
+        b'{"ttl_s": 1e400}',
+        b'{"ttl_s": -1}',
+        b'{"ttl_s": "soon"}',
+        b'{"label": 5}',
+        b'{"label": "\\ud800"}',
+        b'{"lable": "typo"}',
+        b"[1, 2]",
+        b"not json",
+        b'{"label": ' + b"[" * 5000 + b"]" * 5000 + b"}",  # past json's recursion limit
+    ],
+)
+async def test_admin_refuses_bad_token_requests_at_the_door(body: bytes) -> None:
+    store = TokenStore()
+    master = {"authorization": "Bearer master"}
+    async with admin_client(store) as client:
+        r = await client.post("/admin/tokens", content=body, headers=master)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "BAD_REQUEST" and r.json()["error"]["message"]
+        listed = await client.get("/admin/tokens", headers=master)
+        assert listed.status_code == 200 and listed.json() == {"tokens": []}
+    assert store.tokens() == []
+
+
+async def test_admin_tokens_that_are_accepted_work_and_401_is_typed() -> None:
+    store = TokenStore()
+    master = {"authorization": "Bearer master"}
+    async with admin_client(store) as client:
+        r = await client.post("/admin/tokens", headers=master)  # no body: the defaults
+        assert r.status_code == 201
+        r = await client.post("/admin/tokens", headers=master,
+                              json={"label": "phone", "ttl_s": 60, "max_workers": 1})
+        assert r.status_code == 201 and r.json()["expires"] > time.time()
+        assert (await client.get(r.json()["join_path"])).status_code == 303
+        assert (await client.get(r.json()["join_path"])).status_code == 403  # used up
+        assert (await client.get("/admin/tokens", headers=master)).status_code == 200
+        denied = await client.get("/admin/tokens", headers={"authorization": "Bearer no"})
+        assert denied.status_code == 401 and denied.json()["error"]["code"] == "UNAUTHORIZED"
+        assert denied.headers["www-authenticate"] == "Bearer"
+        big = await client.post("/admin/tokens", headers=master,
+                                json={"label": "x" * 100_000})
+        assert big.status_code == 413 and big.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+        gone = await client.delete("/admin/tokens/nope", headers=master)
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "NOT_FOUND"
+
+
 NGINX_CONF = """\
 daemon off;
 worker_processes 1;

@@ -162,3 +162,82 @@ async def test_thousands_of_concurrent_requests(tmp_path: Path) -> None:
         assert all(r.status_code == 200 for r in rs)
     finally:
         peer.stop()
+
+
+async def test_a_range_with_thousands_of_digits_is_never_500(served) -> None:
+    _store, client, root, _d, _v0, data = served
+    huge = "9" * 5000  # past Python's int-conversion limit (4300 digits)
+    r = await client.get(f"/ipfs/{root}", headers={"Range": f"bytes={huge}-"})
+    assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{len(data)}"
+    r = await client.get(f"/ipfs/{root}", headers={"Range": f"bytes=0-{huge}"})
+    assert r.status_code == 206 and r.content == data
+    r = await client.get(f"/ipfs/{root}", headers={"Range": f"bytes=-{huge}"})
+    assert r.status_code == 206 and r.content == data
+    r = await client.get(f"/ipfs/{root}", headers={"Range": f"bytes={'0' * 5000}5-9"})
+    assert r.status_code == 206 and r.content == data[5:10]
+
+
+def _headers(r: httpx.Response) -> dict[str, str]:
+    return {k: v for k, v in r.headers.items() if k != "date"}
+
+
+async def test_head_gives_exactly_gets_headers(served) -> None:
+    _store, client, root, droot, _v0, _data = served
+    for url, headers in [
+        (f"/ipfs/{root}", {}),
+        (f"/ipfs/{root}", {"Range": "bytes=10-99"}),
+        (f"/ipfs/{root}?format=raw", {}),
+        (f"/ipfs/{root}?format=car", {}),
+        (f"/ipfs/{droot}/models/m.onnx?format=car&dag-scope=entity", {}),
+        (f"/ipfs/{droot}/", {}),
+        (f"/ipfs/{droot}/readme.txt", {}),
+    ]:
+        get = await client.get(url, headers=headers)
+        head = await client.head(url, headers=headers)
+        assert head.status_code == get.status_code and head.content == b""
+        assert _headers(head) == _headers(get), url
+    car = await client.head(f"/ipfs/{root}?format=car")
+    assert "content-length" not in car.headers  # streamed: its length is not known up front
+
+
+async def test_stored_html_is_sandboxed_and_never_sniffed(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "store")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_bytes(b"<script>fetch('/admin/tokens')</script>")
+    root = add_path(site, "kubo-v1", store=store)
+    app = create_gateway_app(store)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://gw") as client:
+        for url in (f"/ipfs/{root}/", f"/ipfs/{root}/index.html", f"/ipfs/{root}/missing",
+                    "/ipfs/not-a-cid"):
+            r = await client.get(url)
+            csp = [d.strip() for d in r.headers["content-security-policy"].split(";")]
+            assert "sandbox" in csp and not any("allow-scripts" in d for d in csp), url
+            assert r.headers["x-content-type-options"] == "nosniff", url
+
+
+async def test_upload_body_limit_is_enforced_while_reading(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "store")
+    app = create_gateway_app(store, upload_token="s3cret", max_upload_bytes=1 << 20)
+    entry, blocks = import_bytes(os.urandom(3 << 20), "kubo-v1")
+    car = b"".join(write_car([entry.cid], blocks))
+    pieces_read = 0
+
+    async def chunked():
+        nonlocal pieces_read
+        for i in range(0, len(car), 64 * 1024):
+            pieces_read += 1
+            yield car[i:i + 64 * 1024]
+
+    auth = {"Authorization": "Bearer s3cret"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://gw") as client:
+        r = await client.post(UPLOAD_PATH, content=chunked(), headers=auth)
+        assert r.status_code == 413 and r.text.startswith("413: ")
+        assert pieces_read <= (1 << 20) // (64 * 1024) + 2  # stopped at the limit, not at 3 MiB
+        assert not store.is_pinned(entry.cid)
+        r = await client.post(UPLOAD_PATH, content=car, headers=auth)  # declared length
+        assert r.status_code == 413
+        r = await client.post(UPLOAD_PATH, content=car)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"

@@ -10,8 +10,9 @@ from prometheus_client import REGISTRY as GLOBAL_REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
-from webaccel.metrics.http import metrics_routes
+from webaccel.metrics.http import metrics_health, metrics_routes
 from webaccel.metrics.store import MetricsStore
+from webaccel.server import health_routes
 
 
 def snapshot() -> dict[str, Any]:
@@ -83,16 +84,22 @@ async def test_prometheus_text_parses_with_the_right_values(store: MetricsStore)
     assert GLOBAL_REGISTRY.get_sample_value("webaccel_requests_total", dict(ok)) is None
 
 
+def app_with_health(store: MetricsStore, snap) -> Starlette:  # type: ignore[no-untyped-def]
+    """The metrics routes plus the server's one /healthz carrying the metrics check."""
+    return Starlette(routes=[*metrics_routes(store, snap),
+                             *health_routes(lambda: [metrics_health(store, snap)])])
+
+
 async def test_healthz_dashboard_and_snapshot(store: MetricsStore) -> None:
     _seed(store)
-    app = Starlette(routes=metrics_routes(store, snapshot))
+    app = app_with_health(store, snapshot)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://t") as c:
         h = await c.get("/healthz")
         d = await c.get("/dashboard")
         j = await c.get("/dashboard/snapshot.json")
     assert h.status_code == 200 and h.json()["status"] == "ok"
-    assert h.json()["metrics"]["writer_alive"] is True
+    assert h.json()["metrics"]["writer_alive"] is True and h.json()["metrics_writer_alive"]
     assert d.status_code == 200 and d.headers["content-type"].startswith("text/html")
     # Self-contained: no external scripts, styles or fonts.
     assert "http://" not in d.text and "https://" not in d.text and "<script src" not in d.text
@@ -110,7 +117,7 @@ async def test_healthz_degraded_when_snapshot_fails_or_writer_stopped(db_path: P
     def broken() -> dict[str, Any]:
         raise RuntimeError("pool gone")
 
-    app = Starlette(routes=metrics_routes(store, broken))
+    app = app_with_health(store, broken)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://t") as c:
         r = await c.get("/healthz")
@@ -120,8 +127,19 @@ async def test_healthz_degraded_when_snapshot_fails_or_writer_stopped(db_path: P
         snap = (await c.get("/dashboard/snapshot.json")).json()
         assert "pool gone" in snap["error"]
     store.close()
-    app = Starlette(routes=metrics_routes(store, snapshot))
+    app = app_with_health(store, snapshot)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://t") as c:
         r = await c.get("/healthz")
     assert r.status_code == 503 and r.json()["problem"] == "metrics writer is not running"
+
+
+async def test_metrics_routes_no_longer_define_healthz(store: MetricsStore) -> None:
+    """One /healthz: the server's (webaccel.server.health_routes); metrics adds a check."""
+    paths = [r.path for r in metrics_routes(store, snapshot)]
+    assert "/healthz" not in paths and "/health" not in paths
+    app = app_with_health(store, snapshot)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://t") as c:
+        a, b = (await c.get("/healthz")).json(), (await c.get("/health")).json()
+    assert a["status"] == b["status"] == "ok" and a.keys() == b.keys()

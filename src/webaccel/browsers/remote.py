@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import io
 import ipaddress
+import math
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -45,9 +46,20 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Route
 
 from webaccel.browsers.worker import BrowserWorker
+from webaccel.errors import (
+    ErrorCode,
+    NotFoundError,
+    UnauthorizedError,
+    WebAccelError,
+    http_status,
+    json_error_response,
+)
+from webaccel.http_body import bad, parse_json_object, read_body
 from webaccel.server import WebAccelServer
 
 WORKER_PREFIX = "remote-"
+ADMIN_BODY_BYTES = 16 * 1024
+MAX_LABEL_CHARS = 200
 
 
 def _digest(value: str) -> bytes:
@@ -96,6 +108,22 @@ class TokenStore:
     def issue(
         self, label: str = "", *, ttl_s: float | None = None, max_workers: int | None = None
     ) -> JoinToken:
+        """A new join token; InvalidInputError (nothing stored) for a label that is not a
+        short string, a ``ttl_s`` that is not a finite number of seconds above 0, or a
+        ``max_workers`` that is not a whole number above 0."""
+        if not isinstance(label, str) or len(label) > MAX_LABEL_CHARS:
+            raise bad(f"label must be a string of at most {MAX_LABEL_CHARS} characters", "label")
+        if ttl_s is not None and (
+            isinstance(ttl_s, bool)
+            or not isinstance(ttl_s, (int, float))
+            or not math.isfinite(ttl_s)
+            or ttl_s <= 0
+        ):
+            raise bad("ttl_s must be a finite number of seconds above 0 (or null)", "ttl_s")
+        if max_workers is not None and (
+            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
+        ):
+            raise bad("max_workers must be a whole number above 0 (or null)", "max_workers")
         tok = JoinToken(
             id=secrets.token_hex(4),
             value=secrets.token_urlsafe(24),
@@ -173,8 +201,12 @@ def join_routes(store: TokenStore, *, threads: int = 1) -> list[BaseRoute]:
     async def join(request: Request) -> Response:
         tok = store.valid(request.query_params.get("token", ""))
         worker_id = store.new_worker_id(tok) if tok is not None else None
-        if tok is None or worker_id is None:
-            return HTMLResponse(INVALID_PAGE, status_code=403)
+        if tok is None or worker_id is None:  # a page for people, with FORBIDDEN's status
+            return HTMLResponse(
+                INVALID_PAGE,
+                status_code=http_status(ErrorCode.FORBIDDEN),
+                headers={"cache-control": "no-store"},
+            )
         query = urlencode({"token": tok.value, "worker": worker_id, "threads": threads})
         return RedirectResponse(
             f"worker/worker.html?{query}",
@@ -193,56 +225,52 @@ def token_admin_routes(store: TokenStore, master_token: str) -> list[BaseRoute]:
     ``DELETE /admin/tokens/{id}`` revokes and disconnects the token's workers.
     """
 
-    def allowed(request: Request) -> bool:
+    def check_master(request: Request) -> None:
         auth = request.headers.get("authorization", "")
         presented = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        return secrets.compare_digest(presented.encode(), master_token.encode())
+        if not secrets.compare_digest(presented.encode(), master_token.encode()):
+            raise UnauthorizedError(
+                "needs the server's own token: send 'Authorization: Bearer <server token>' "
+                "(a join token does not open /admin)"
+            )
 
-    def denied() -> Response:
+    async def issue(request: Request) -> Response:
+        raw = await read_body(request, ADMIN_BODY_BYTES)
+        body = parse_json_object(raw) if raw.strip() else {}  # no body: the defaults
+        unknown = sorted(set(body) - {"label", "ttl_s", "max_workers"})
+        if unknown:
+            raise bad(
+                f"unknown field(s) {unknown}; send JSON {{label, ttl_s, max_workers}}", unknown[0]
+            )
+        tok = store.issue(
+            body.get("label") or "", ttl_s=body.get("ttl_s"), max_workers=body.get("max_workers")
+        )
         return JSONResponse(
-            {"error": {"code": "BAD_REQUEST", "message": "needs the server's own token (Bearer)"}},
-            status_code=401,
+            {
+                **tok.describe(),
+                "token": tok.value,
+                "join_path": f"/join?{urlencode({'token': tok.value})}",
+            },
+            status_code=201,
         )
 
     async def tokens(request: Request) -> Response:
-        if not allowed(request):
-            return denied()
-        if request.method == "POST":
-            try:
-                body = await request.json() if await request.body() else {}
-                tok = store.issue(
-                    str(body.get("label", "")),
-                    ttl_s=body.get("ttl_s"),
-                    max_workers=body.get("max_workers"),
-                )
-            except (ValueError, TypeError, AttributeError):
-                return JSONResponse(
-                    {
-                        "error": {
-                            "code": "BAD_REQUEST",
-                            "message": "body must be JSON {label, ttl_s, max_workers}",
-                        }
-                    },
-                    status_code=400,
-                )
-            return JSONResponse(
-                {
-                    **tok.describe(),
-                    "token": tok.value,
-                    "join_path": f"/join?{urlencode({'token': tok.value})}",
-                },
-                status_code=201,
-            )
-        return JSONResponse({"tokens": store.tokens()})
+        try:
+            check_master(request)
+            if request.method == "POST":
+                return await issue(request)
+            return JSONResponse({"tokens": store.tokens()})
+        except WebAccelError as exc:
+            return json_error_response(exc)
 
     async def revoke(request: Request) -> Response:
-        if not allowed(request):
-            return denied()
-        token_id = request.path_params["token_id"]
-        if token_id not in {t["id"] for t in store.tokens()}:
-            return JSONResponse(
-                {"error": {"code": "NOT_FOUND", "message": "no such token id"}}, status_code=404
-            )
+        try:
+            check_master(request)
+            token_id = request.path_params["token_id"]
+            if token_id not in {t["id"] for t in store.tokens()}:
+                raise NotFoundError("no such token id; GET /admin/tokens lists them")
+        except WebAccelError as exc:
+            return json_error_response(exc)
         closed = await store.revoke(token_id)
         return JSONResponse({"id": token_id, "revoked": True, "disconnected": closed})
 

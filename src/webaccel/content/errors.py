@@ -6,23 +6,31 @@
     ├── BadRequestError                    BAD_REQUEST
     │   ├── InvalidCIDError                the text/bytes are not a CID we can use
     │   ├── DecodeError                    bytes are not valid dag-pb / UnixFS / CAR
-    │   ├── UnsupportedFormatError         a gateway format/Accept we do not serve (HTTP 406)
-    │   └── InvalidPathError               a path below a CID does not resolve (gateway: 404)
+    │   ├── UnsupportedFormatError         NOT_ACCEPTABLE: a gateway format/Accept we do not serve
+    │   └── InvalidPathError               NOT_FOUND: a path below a CID does not resolve
     ├── NotFoundError                      NOT_FOUND
     │   └── BlockNotFoundError             no tier and no peer has the block
     ├── TimeoutError_                      TIMEOUT
     │   └── FetchTimeoutError              peers did not answer in time
     └── ContentError                       INTERNAL
-        ├── CorruptBlockError              bytes do not hash to their CID (never stored, never used)
-        ├── UnsupportedDagError            valid data we do not handle (e.g. HAMT directories)
+        ├── CorruptBlockError              BAD_UPSTREAM: bytes do not hash to their CID
+        │                                  (never stored, never used)
+        ├── UnsupportedDagError            NOT_IMPLEMENTED: valid data we do not handle (HAMT)
         └── ReplicationError               a push/pin to a peer or IPFS Cluster failed
 
-The gateway maps these to HTTP status codes in one place
-(:func:`webaccel.content.gateway.error_response`).
+Each code's HTTP status comes from the one table, :data:`webaccel.errors.HTTP_ERRORS`
+(the gateway answers through :func:`webaccel.content.gateway.error_response`).
 """
 from __future__ import annotations
 
-from webaccel.errors import BadRequestError, NotFoundError, TimeoutError_, WebAccelError
+from webaccel.errors import (
+    BadRequestError,
+    ErrorCode,
+    NotAcceptableError,
+    NotFoundError,
+    TimeoutError_,
+    WebAccelError,
+)
 
 
 class ContentError(WebAccelError):
@@ -37,12 +45,14 @@ class DecodeError(BadRequestError):
     """Bytes that should be dag-pb, UnixFS or CAR are malformed or truncated."""
 
 
-class UnsupportedFormatError(BadRequestError):
+class UnsupportedFormatError(NotAcceptableError):
     """A response format (Accept / ?format=) the gateway does not produce."""
 
 
 class InvalidPathError(BadRequestError):
     """A path under a root CID names no entry."""
+
+    code = ErrorCode.NOT_FOUND  # the CID is fine; what it names is not there
 
 
 class BlockNotFoundError(NotFoundError):
@@ -56,9 +66,13 @@ class FetchTimeoutError(TimeoutError_):
 class CorruptBlockError(ContentError):
     """Bytes from outside that do not hash to the CID they were asked for."""
 
+    code = ErrorCode.BAD_UPSTREAM
+
 
 class UnsupportedDagError(ContentError):
     """A valid DAG shape that webaccel does not handle (HAMT-sharded directories)."""
+
+    code = ErrorCode.NOT_IMPLEMENTED
 
 
 class ReplicationError(ContentError):

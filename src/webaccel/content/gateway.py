@@ -15,8 +15,13 @@ https://specs.ipfs.tech/http-gateways/path-gateway/ (the subset for files).
 
 Every response is immutable (``Cache-Control: public, max-age=29030400,
 immutable``), has an ETag, ``X-Ipfs-Path``, ``X-Ipfs-Roots`` and CORS headers.
-Errors go through :func:`error_response` (400 bad CID, 404 missing, 406, 429
-with Retry-After, 504 timeout); messages never echo the request.
+Every answer, errors included, is a sandboxed document
+(``Content-Security-Policy: sandbox``, ``X-Content-Type-Options: nosniff``):
+HTML stored under a CID cannot run script on the origin that serves ``/v1``.
+``HEAD`` gives exactly GET's status and headers.  Errors go through
+:func:`error_response`, whose statuses come from webaccel.errors' one table
+(400 bad CID, 404 missing, 406, 413, 416, 429 with Retry-After, 504 timeout);
+messages never echo the request.
 
 ``max_concurrency`` bounds requests in flight; past it the answer is 429 at
 once (shedding load beats queueing: clients retry another peer).
@@ -33,7 +38,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -41,17 +46,21 @@ from webaccel.content import cid as cidmod
 from webaccel.content import dag
 from webaccel.content.car import CarReader, encode_header, encode_section
 from webaccel.content.errors import (
-    BlockNotFoundError,
     CorruptBlockError,
     DecodeError,
-    FetchTimeoutError,
-    InvalidCIDError,
-    InvalidPathError,
     UnsupportedDagError,
     UnsupportedFormatError,
 )
 from webaccel.content.store import BlockStore
-from webaccel.errors import BadRequestError, NotFoundError, OverloadedError, WebAccelError
+from webaccel.errors import (
+    BadRequestError,
+    NotFoundError,
+    OverloadedError,
+    RangeNotSatisfiableError,
+    UnauthorizedError,
+    plain_error_response,
+)
+from webaccel.http_body import iter_body
 
 log = logging.getLogger("webaccel.content.gateway")
 
@@ -66,41 +75,27 @@ CORS = {
         "Content-Length, Content-Range, ETag, X-Ipfs-Path, X-Ipfs-Roots, X-Content-Type-Options"
     ),
 }
+# Stored HTML must not run script on the origin that also serves /v1 and the
+# bridge: every answer is a sandboxed document with an opaque origin (the path
+# gateway spec's advice for gateways without subdomain isolation; Kubo's is the
+# same ``sandbox`` directive), and is never content-sniffed into something else.
+SANDBOX = {
+    "Content-Security-Policy": "sandbox",
+    "X-Content-Type-Options": "nosniff",
+}
 UPLOAD_PATH = "/webaccel/v1/car"
+# A CAR is stored block by block as it arrives; this bounds one upload.
+MAX_UPLOAD_BYTES = 4 << 30
 
 
 # ------------------------------------------------------------------ errors
 
 
 def error_response(exc: BaseException) -> Response:
-    """The one translator from errors to HTTP answers."""
-    status, retry = 500, None
-    if isinstance(exc, InvalidCIDError):
-        status = 400
-    elif isinstance(exc, (InvalidPathError, BlockNotFoundError, NotFoundError)):
-        status = 404
-    elif isinstance(exc, UnsupportedFormatError):
-        status = 406
-    elif isinstance(exc, OverloadedError):
-        status, retry = 429, "1"
-    elif isinstance(exc, FetchTimeoutError):
-        status = 504
-    elif isinstance(exc, UnsupportedDagError):
-        status = 501
-    elif isinstance(exc, CorruptBlockError):
-        status = 502
-    elif isinstance(exc, (BadRequestError, DecodeError)):
-        status = 400
-    if isinstance(exc, WebAccelError):
-        message = exc.message
-    else:
-        message = "internal error"
-        log.exception("gateway error", exc_info=exc)
-    headers = {**CORS, "Cache-Control": "no-store"}
-    if retry:
-        headers["Retry-After"] = retry
-    return Response(f"{status}: {message}\n", status_code=status, media_type="text/plain",
-                    headers=headers)
+    """The gateway's one translator: the status comes from :data:`webaccel.errors.HTTP_ERRORS`
+    (400 bad CID, 404 missing, 406, 413, 416, 429 with Retry-After, 504 timeout); the body
+    is text and never echoes the request."""
+    return plain_error_response(exc, headers={**CORS, **SANDBOX})
 
 
 # ------------------------------------------------------------------ concurrency limit
@@ -172,8 +167,8 @@ def _format(request: Request) -> str:
 def _base_headers(chain: list[bytes], root_text: str, path: str) -> dict[str, str]:
     roots = ",".join(cidmod.to_str(c) for c in chain)
     xpath = f"/ipfs/{root_text}" + (f"/{path}" if path else "")
-    return {**CORS, "Cache-Control": IMMUTABLE, "X-Ipfs-Path": xpath, "X-Ipfs-Roots": roots,
-            "X-Content-Type-Options": "nosniff", "Vary": "Accept"}
+    return {**CORS, **SANDBOX, "Cache-Control": IMMUTABLE, "X-Ipfs-Path": xpath,
+            "X-Ipfs-Roots": roots, "Vary": "Accept"}
 
 
 def _not_modified(request: Request, etag: str, headers: dict[str, str]) -> Response | None:
@@ -183,11 +178,20 @@ def _not_modified(request: Request, etag: str, headers: dict[str, str]) -> Respo
     return None
 
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 
 
-def _parse_range(value: str | None, size: int) -> tuple[int, int] | None | str:
-    """``(start, end_exclusive)``, None for the whole body, or "unsatisfiable"."""
+def _position(digits: str, size: int) -> int:
+    """A byte position; any number past ``size`` acts alike, so one longer than
+    ``size`` is never converted (a 5,000-digit number would pass Python's
+    int-conversion limit)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= len(str(size)) else size + 1
+
+
+def _parse_range(value: str | None, size: int) -> tuple[int, int] | None:
+    """``(start, end_exclusive)`` of a single ``Range`` (RFC 9110 14.1.2), or None for the
+    whole body; RangeNotSatisfiableError when it starts past the end."""
     if not value:
         return None
     m = _RANGE.match(value.strip())
@@ -196,16 +200,26 @@ def _parse_range(value: str | None, size: int) -> tuple[int, int] | None | str:
     a, b = m.groups()
     if a == "" and b == "":
         return None
-    if a == "":
-        n = int(b)
+    if a == "":  # a suffix: the last n bytes
+        n = _position(b, size)
         if n == 0:
-            return "unsatisfiable"
+            raise RangeNotSatisfiableError("a suffix range of 0 bytes selects nothing")
         return max(0, size - n), size
-    start = int(a)
-    end = size if b == "" else min(size, int(b) + 1)
-    if start >= size or (b != "" and int(b) < start):
-        return "unsatisfiable"
+    start = _position(a, size)
+    if start >= size:
+        raise RangeNotSatisfiableError(f"the range starts at or past the end ({size} bytes)")
+    if b != "" and _position(b, size) < start:
+        raise RangeNotSatisfiableError("the range ends before it starts")
+    end = size if b == "" else min(size, _position(b, size) + 1)
     return start, end
+
+
+def _head(response: Response) -> Response:
+    """HEAD: exactly GET's status and headers, without the body (RFC 9110 9.3.2).  A
+    streamed CAR has no Content-Length on GET, so none here either."""
+    out = Response(status_code=response.status_code)
+    out.raw_headers = list(response.raw_headers)
+    return out
 
 
 # ------------------------------------------------------------------ handlers
@@ -214,8 +228,10 @@ def _parse_range(value: str | None, size: int) -> tuple[int, int] | None | str:
 class Gateway:
     def __init__(self, store: BlockStore, *, upload_token: str | None = None,
                  on_upload: Callable[[list[bytes]], Awaitable[None]] | None = None,
-                 on_serve: Callable[[bytes], None] | None = None) -> None:
+                 on_serve: Callable[[bytes], None] | None = None,
+                 max_upload_bytes: int = MAX_UPLOAD_BYTES) -> None:
         self.store = store
+        self.max_upload_bytes = max_upload_bytes
         self.upload_token = upload_token
         self.on_upload = on_upload
         self.on_serve = on_serve  # e.g. Replicator.note_fetch (on-demand replication)
@@ -226,6 +242,14 @@ class Gateway:
     async def ipfs(self, request: Request) -> Response:
         if request.method == "OPTIONS":
             return await self.options(request)
+        response = await self._get(request)
+        if request.method == "HEAD":
+            if isinstance(response, StreamingResponse):
+                await response.body_iterator.aclose()  # type: ignore[attr-defined]
+            return _head(response)
+        return response
+
+    async def _get(self, request: Request) -> Response:
         root_text = request.path_params["cid"]
         root = cidmod.parse(root_text)
         path = request.path_params.get("path", "").strip("/")
@@ -251,9 +275,6 @@ class Gateway:
         data = await self.store.get(target)
         headers = {**headers, "ETag": etag,
                    "Content-Disposition": f'attachment; filename="{cidmod.to_str(target)}.bin"'}
-        if request.method == "HEAD":
-            return Response(status_code=200, media_type=RAW,
-                            headers={**headers, "Content-Length": str(len(data))})
         return Response(data, media_type=RAW, headers=headers)
 
     async def _car(self, request: Request, chain: list[bytes], headers: dict[str, str]) -> Response:
@@ -266,11 +287,8 @@ class Gateway:
         if nm:
             return nm
         media = f"{CAR}; version=1; order=dfs; dups=n"
-        headers = {**headers, "ETag": etag, "X-Content-Type-Options": "nosniff",
+        headers = {**headers, "ETag": etag,
                    "Content-Disposition": f'attachment; filename="{cidmod.to_str(target)}.car"'}
-        if request.method == "HEAD":
-            await self.store.get(target)
-            return Response(status_code=200, media_type=media, headers=headers)
         await self.store.get(target)  # fail with a real status before streaming starts
 
         async def body() -> AsyncIterator[bytes]:
@@ -285,6 +303,7 @@ class Gateway:
                     sent.add(c)
                     yield encode_section(c, data)
 
+        # Streamed, so no Content-Length (the size is known only once it is sent).
         return StreamingResponse(body(), media_type=media, headers=headers)
 
     async def _file(self, request: Request, target: bytes, headers: dict[str, str],
@@ -302,19 +321,19 @@ class Gateway:
         name = path.rsplit("/", 1)[-1] if path else ""
         ctype = (mimetypes.guess_type(name)[0] if name else None) or "application/octet-stream"
         headers = {**headers, "ETag": etag, "Accept-Ranges": "bytes"}
-        rng = _parse_range(request.headers.get("range"), size)
-        if rng == "unsatisfiable":
-            return Response(status_code=416,
-                            headers={**headers, "Content-Range": f"bytes */{size}"})
+        try:
+            rng = _parse_range(request.headers.get("range"), size)
+        except RangeNotSatisfiableError as exc:
+            response = error_response(exc)
+            response.headers["Content-Range"] = f"bytes */{size}"  # RFC 9110 15.5.17
+            return response
         status = 200
         start, end = 0, size
-        if isinstance(rng, tuple):
+        if rng is not None:
             start, end = rng
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         headers["Content-Length"] = str(end - start)
-        if request.method == "HEAD":
-            return Response(status_code=status, media_type=ctype, headers=headers)
         return StreamingResponse(self.store.iter_file(target, start, end), status_code=status,
                                  media_type=ctype, headers=headers)
 
@@ -332,26 +351,27 @@ class Gateway:
             for n, c, t in entries
         )
         body = f"<!doctype html><meta charset=utf-8><title>Index</title><ul>{rows}</ul>"
-        return Response(body if request.method != "HEAD" else b"", media_type="text/html",
-                        headers={**headers, "ETag": etag})
+        return Response(body, media_type="text/html", headers={**headers, "ETag": etag})
 
     async def upload(self, request: Request) -> Response:
         """``POST /webaccel/v1/car[?pin=1]`` with ``Authorization: Bearer TOKEN``: import a CAR.
 
         Every block is verified before it is stored (a bad one fails the
-        upload with 400 and nothing after it is kept).  Replies with the roots.
+        upload with 400 and nothing after it is kept).  A body past
+        ``max_upload_bytes`` is cut off there with 413 (blocks stored before
+        it stay, unpinned, for garbage collection).  Replies with the roots.
         """
         if not self.upload_token:
-            return error_response(NotFoundError("uploads are disabled on this server"))
+            raise NotFoundError("uploads are disabled on this server")
         auth = request.headers.get("authorization", "")
         given = auth[7:] if auth.lower().startswith("bearer ") else ""
         if not hmac.compare_digest(given.encode(), self.upload_token.encode()):
-            return Response("401: a valid upload token is required\n", status_code=401,
-                            media_type="text/plain", headers={"WWW-Authenticate": "Bearer"})
+            raise UnauthorizedError(
+                "a valid upload token is required: send 'Authorization: Bearer <token>'")
         reader = CarReader()
         roots: list[bytes] = []
         n = 0
-        async for piece in request.stream():
+        async for piece in iter_body(request, self.max_upload_bytes):
             for ev in reader.feed(piece):
                 if hasattr(ev, "roots"):
                     roots = ev.roots  # type: ignore[union-attr]
@@ -368,17 +388,15 @@ class Gateway:
                 self.store.pin(r)
         if self.on_upload is not None:
             await self.on_upload(roots)
-        import json
-
-        body = json.dumps({"roots": [cidmod.to_str(r) for r in roots], "blocks": n,
-                           "pinned": pinned})
-        return Response(body, media_type="application/json")
+        return JSONResponse({"roots": [cidmod.to_str(r) for r in roots], "blocks": n,
+                             "pinned": pinned})
 
 
 def gateway_routes(store: BlockStore, *, max_concurrency: int = 1024,
-                   upload_token: str | None = None, gateway: Gateway | None = None) -> list[Route]:
+                   upload_token: str | None = None, gateway: Gateway | None = None,
+                   max_upload_bytes: int = MAX_UPLOAD_BYTES) -> list[Route]:
     """Routes to mount on any Starlette app (the main server includes these)."""
-    gw = gateway or Gateway(store, upload_token=upload_token)
+    gw = gateway or Gateway(store, upload_token=upload_token, max_upload_bytes=max_upload_bytes)
     limiter = _Limiter(max_concurrency) if max_concurrency else None
     ep = _LimitedEndpoint(gw.ipfs, limiter)
     up = _LimitedEndpoint(gw.upload, limiter)

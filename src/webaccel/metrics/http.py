@@ -1,7 +1,8 @@
-"""HTTP routes for live metrics: ``/metrics``, ``/healthz``, ``/dashboard``.
+"""HTTP routes for live metrics: ``/metrics``, ``/dashboard``; and the metrics part of
+the server's one ``/healthz``.
 
     routes = metrics_routes(store, live_snapshot)
-    app = Starlette(routes=routes)
+    server.add_health_check(metrics_health(store, live_snapshot))
 
 ``live_snapshot()`` is the pool's view right now::
 
@@ -12,24 +13,30 @@ Routes:
 
 - ``GET /metrics``: Prometheus text (the store's own registry; queue depth and
   workers by state come from ``live_snapshot`` at scrape time).
-- ``GET /healthz``: ``{"status": "ok" | "degraded", "metrics": store.stats()}``;
-  503 when the metrics writer stopped or the snapshot function fails.
+- :func:`metrics_health` (a check for :func:`webaccel.server.health_routes`):
+  ``{"metrics": store.stats(), "metrics_writer_alive": bool}``, with a
+  ``problem`` (so ``/healthz`` answers 503) when the metrics writer stopped
+  or the snapshot function fails.
 - ``GET /dashboard``: one self-contained HTML page (no CDN) polling
 - ``GET /dashboard/snapshot.json``: ``live_snapshot()`` plus the store's live
   ``metrics`` (get_metrics()) and ``recent`` inferences.
+
+A route that fails answers ``{"error": {"code", "message"}}`` with the status
+from the one table (:func:`webaccel.errors.json_error_response`).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from webaccel.errors import INTERNAL_MESSAGE, InternalError, WebAccelError, json_error_response
 from webaccel.metrics.dashboard import DASHBOARD_HTML
 from webaccel.metrics.prom import CONTENT_TYPE
 
@@ -37,6 +44,45 @@ if TYPE_CHECKING:
     from webaccel.metrics.store import MetricsStore
 
 log = logging.getLogger(__name__)
+
+
+def metrics_health(
+    store: MetricsStore, live_snapshot: Callable[[], dict[str, Any]] | None = None
+) -> Callable[[], dict[str, Any]]:
+    """A ``/healthz`` check: the store's stats; a ``problem`` when its writer stopped or
+    the live snapshot fails."""
+    snapshot_fn = live_snapshot or (lambda: {})
+
+    def metrics_health() -> dict[str, Any]:
+        stats = store.stats()
+        out: dict[str, Any] = {"metrics": stats, "metrics_writer_alive": stats["writer_alive"]}
+        problems = []
+        try:
+            snapshot_fn()
+        except Exception as exc:
+            problems.append(f"live snapshot failed: {exc}")
+        if not stats["writer_alive"]:
+            problems.append("metrics writer is not running")
+        if problems:
+            out["problem"] = "; ".join(problems)
+        return out
+
+    return metrics_health
+
+
+def _answering_errors(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except WebAccelError as exc:
+            return json_error_response(exc)
+        except Exception:
+            log.exception("%s failed", request.url.path)
+            return json_error_response(InternalError(INTERNAL_MESSAGE))
+
+    return endpoint
 
 
 def metrics_routes(
@@ -48,20 +94,6 @@ def metrics_routes(
     async def metrics(request: Request) -> Response:
         body = await asyncio.to_thread(store.prom.exposition)
         return Response(body, media_type=CONTENT_TYPE)
-
-    async def healthz(request: Request) -> Response:
-        stats = store.stats()
-        status, code, problem = "ok", 200, None
-        try:
-            snapshot_fn()
-        except Exception as exc:
-            status, code, problem = "degraded", 503, f"live snapshot failed: {exc}"
-        if not stats["writer_alive"]:
-            status, code, problem = "degraded", 503, "metrics writer is not running"
-        body: dict[str, Any] = {"status": status, "metrics": stats}
-        if problem:
-            body["problem"] = problem
-        return JSONResponse(body, status_code=code)
 
     async def dashboard(request: Request) -> Response:
         return HTMLResponse(DASHBOARD_HTML, headers={"cache-control": "no-store"})
@@ -82,8 +114,7 @@ def metrics_routes(
         return JSONResponse(snap, headers={"cache-control": "no-store"})
 
     return [
-        Route("/metrics", metrics, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/dashboard", dashboard, methods=["GET"]),
-        Route("/dashboard/snapshot.json", snapshot, methods=["GET"]),
+        Route("/metrics", _answering_errors(metrics), methods=["GET"]),
+        Route("/dashboard", _answering_errors(dashboard), methods=["GET"]),
+        Route("/dashboard/snapshot.json", _answering_errors(snapshot), methods=["GET"]),
     ]

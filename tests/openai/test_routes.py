@@ -1,0 +1,229 @@
+"""``/v1`` input handling without a browser: nothing a client sends may become a 500.
+
+Every case here is refused before the engine is reached, so the engine is a
+stand-in that fails the test if it is ever called.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from webaccel.openai_api import MAX_BODY_BYTES, openai_routes
+
+KEY = "sk-routes-test"
+AUTH = {"authorization": f"Bearer {KEY}"}
+POST_ROUTES = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
+
+
+class UncalledEngine:
+    """The engine behind ``/v1``, for requests validation must refuse first."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def accelerate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(args)
+        raise AssertionError("validation let a bad request through to the engine")
+
+
+@pytest.fixture
+def v1():
+    engine = UncalledEngine()
+    app = Starlette(routes=openai_routes(engine, KEY))  # type: ignore[arg-type]
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    return client, engine, app
+
+
+def openai_error(r: httpx.Response, status: int) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    return err
+
+
+@pytest.mark.parametrize("path", POST_ROUTES)
+async def test_deeply_nested_json_is_400_on_every_route(v1, path: str) -> None:
+    client, engine, _ = v1
+    for depth in (100_000, 50):  # past json's recursion limit, and past ours
+        deep = b"[" * depth + b"]" * depth
+        body = b'{"model": "minilm", "input": ' + deep + b', "messages": ' + deep + b"}"
+        err = openai_error(await client.post(path, content=body, headers=AUTH), 400)
+        assert err["type"] == "invalid_request_error" and "nests" in err["message"]
+    assert engine.calls == []
+
+
+SURROGATE = "\ud800"
+SURROGATE_CASES = [
+    ("/v1/embeddings", {"model": SURROGATE, "input": "x"}, "model"),
+    ("/v1/embeddings", {"model": "minilm", "input": SURROGATE}, "input"),
+    ("/v1/embeddings", {"model": "minilm", "input": ["ok", "a" + SURROGATE]}, "input[1]"),
+    ("/v1/completions", {"model": "smollm2", "prompt": SURROGATE}, "prompt"),
+    ("/v1/completions", {"model": SURROGATE, "prompt": "x"}, "model"),
+    (
+        "/v1/chat/completions",
+        {"model": "smollm2", "messages": [{"role": "user", "content": "hi " + SURROGATE}]},
+        "messages[0].content",
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": SURROGATE}]}]},
+        "messages[0].content[0].text",
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": SURROGATE, "content": "x"}]},
+        "messages[0].role",
+    ),
+]
+
+
+@pytest.mark.parametrize("path,body,param", SURROGATE_CASES)
+async def test_a_lone_surrogate_is_400_naming_the_field(v1, path, body, param) -> None:
+    client, engine, _ = v1
+    raw = json.dumps(body).encode()  # ensure_ascii: the surrogate travels as "\ud800"
+    assert b"\\ud800" in raw
+    err = openai_error(await client.post(path, content=raw, headers=AUTH), 400)
+    assert err["param"] == param and "Unicode" in err["message"]
+    assert engine.calls == []
+
+
+async def test_a_lone_surrogate_as_raw_bytes_or_in_a_key_is_400(v1) -> None:
+    client, engine, _ = v1
+    cesu = b'{"model": "minilm", "input": "\xed\xa0\x80"}'  # json decodes with surrogatepass
+    openai_error(await client.post("/v1/embeddings", content=cesu, headers=AUTH), 400)
+    key = b'{"model": "minilm", "input": "x", "\\udfff": 1}'
+    openai_error(await client.post("/v1/embeddings", content=key, headers=AUTH), 400)
+    assert engine.calls == []
+
+
+async def test_nan_and_infinity_are_not_json(v1) -> None:
+    client, _, _ = v1
+    for constant in (b"NaN", b"Infinity", b"-Infinity"):
+        body = b'{"messages": [{"role": "user", "content": "x"}], "temperature": ' + constant + b"}"
+        r = await client.post("/v1/chat/completions", content=body, headers=AUTH)
+        assert "not valid JSON" in openai_error(r, 400)["message"]
+
+
+async def _post_chunked(app, path: str, total: int, chunk: int) -> tuple[int, int, bytes]:
+    """POST ``total`` bytes in ``chunk``-sized pieces with no Content-Length, straight
+    through ASGI; returns (status, bytes the app read, response body)."""
+    piece = b" " * chunk
+    sent = 0
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent >= total:
+            return {"type": "http.disconnect"}
+        sent += chunk
+        return {"type": "http.request", "body": piece, "more_body": sent < total}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "server": ("t", 80),
+        "client": ("c", 1),
+        "headers": [
+            (b"host", b"t"),
+            (b"authorization", AUTH["authorization"].encode()),
+            (b"content-type", b"application/json"),
+            (b"transfer-encoding", b"chunked"),
+        ],
+    }
+    await app(scope, receive, send)
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    return start["status"], sent, body
+
+
+@pytest.mark.parametrize("path", POST_ROUTES)
+async def test_a_huge_chunked_body_is_cut_off_at_the_limit(v1, path: str) -> None:
+    _, engine, app = v1
+    chunk = 64 * 1024
+    status, read, body = await _post_chunked(app, path, total=3 * MAX_BODY_BYTES, chunk=chunk)
+    assert status == 413
+    assert read <= MAX_BODY_BYTES + chunk, f"read {read} bytes before answering"
+    assert json.loads(body)["error"]["code"] == "payload_too_large"
+    assert engine.calls == []
+
+
+async def test_a_declared_length_past_the_limit_is_refused_unread(v1) -> None:
+    client, _, _ = v1
+    headers = {**AUTH, "content-length": str(MAX_BODY_BYTES + 1)}
+    r = await client.post("/v1/embeddings", content=b"x" * 10, headers=headers)
+    openai_error(r, 413)
+
+
+async def test_auth_and_unknown_routes_answer_in_openai_shape(v1) -> None:
+    client, _, _ = v1
+    r = await client.get("/v1/models", headers={"authorization": "Bearer wrong"})
+    err = openai_error(r, 401)
+    assert err["code"] == "invalid_api_key" and r.headers["www-authenticate"] == "Bearer"
+    err = openai_error(await client.get("/v1/nope", headers=AUTH), 404)
+    assert err["code"] == "not_found"
+    err = openai_error(await client.get("/v1/models/no-such-model", headers=AUTH), 404)
+    assert err["code"] == "model_not_found" and err["param"] == "model"
+
+
+async def test_openapi_lists_the_tables_statuses(v1) -> None:
+    client, _, _ = v1
+    doc = (await client.get("/v1/openapi.json")).json()
+    responses = doc["paths"]["/v1/embeddings"]["post"]["responses"]
+    assert {"400", "401", "413", "429", "504"} <= set(responses)
+
+
+def test_a_300_mib_chunked_post_over_a_socket_gets_413_early() -> None:
+    """The issue's case over real HTTP (uvicorn): the answer comes, and the upload is
+    cut off, long before 300 MiB are sent."""
+    import select
+    import socket
+
+    from webaccel.content.testing import serve_in_thread
+
+    app = Starlette(routes=openai_routes(UncalledEngine(), KEY))  # type: ignore[arg-type]
+    srv = serve_in_thread(app)
+    host, port = srv.url.removeprefix("http://").split(":")
+    chunk = b" " * (1 << 20)
+    frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    sent, reply = 0, b""
+    try:
+        with socket.create_connection((host, int(port)), timeout=2) as sock:
+            sock.sendall(
+                b"POST /v1/embeddings HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                + f"Authorization: Bearer {KEY}\r\n".encode()
+                + b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            while sent < 300 << 20:
+                if select.select([sock], [], [], 0)[0]:
+                    break
+                try:
+                    sock.sendall(frame)
+                except OSError:  # the server closed its side after answering
+                    break
+                sent += len(chunk)
+            sock.settimeout(10)
+            while b"\r\n\r\n" not in reply:
+                got = sock.recv(65536)
+                if not got:
+                    break
+                reply += got
+    finally:
+        srv.stop()
+    assert reply.startswith(b"HTTP/1.1 413 "), reply[:200]
+    assert sent < 64 << 20, f"sent {sent >> 20} MiB before the server answered"
