@@ -101,11 +101,15 @@ class MetricsStore:
         _OPEN.add(self)
 
     # -- recording (hot path: no I/O) ---------------------------------------------
+    def _submit(self, table: str, *values: Any) -> None:
+        """Queue one row of ``table`` (``COLUMNS`` order after ``ts`` and ``run_id``)."""
+        self._writer.submit(table, (db.utcnow(), self.run_id, *values))
+
     def record_run_start(self, kind: str, info: Mapping[str, Any] | None = None) -> str:
         """Start a new run (``server``, ``bench``, ``api``, ...); later records carry its id."""
         self.run_id = uuid.uuid4().hex[:16]
-        self._writer.submit("runs", (db.utcnow(), self.run_id, kind, socket.gethostname(),
-                                     os.getpid(), __version__, _json(dict(info or {}))))
+        self._submit("runs", kind, socket.gethostname(), os.getpid(), __version__,
+                     _json(dict(info or {})))
         return self.run_id
 
     def record_worker(
@@ -119,9 +123,8 @@ class MetricsStore:
         is_fallback: bool | None = None,
         info: Mapping[str, Any] | None = None,
     ) -> None:
-        self._writer.submit("workers", (db.utcnow(), self.run_id, worker_id, browser, version,
-                                        _json(list(backends)), _json(adapter), is_fallback,
-                                        _json(info)))
+        self._submit("workers", worker_id, browser, version, _json(list(backends)),
+                     _json(adapter), is_fallback, _json(info))
 
     def record_model_load(
         self,
@@ -138,9 +141,8 @@ class MetricsStore:
         error_code: Any = None,
     ) -> None:
         code = _code(error_code)
-        self._writer.submit("model_loads", (db.utcnow(), self.run_id, model, cid, variant,
-                                            precision, backend, worker_id, nbytes, tier,
-                                            float(ms), code is None, code))
+        self._submit("model_loads", model, cid, variant, precision, backend, worker_id, nbytes,
+                     tier, float(ms), code is None, code)
         self.prom.model_load(model=model, tier=tier, ms=ms, nbytes=nbytes, error_code=code)
         self.live.load(tier=tier, nbytes=nbytes, ms=ms, ok=code is None)
 
@@ -160,10 +162,9 @@ class MetricsStore:
         error_code: Any = None,
     ) -> None:
         code = _code(error_code)
-        self._writer.submit("inferences", (db.utcnow(), self.run_id, model, worker_id, browser,
-                                           backend, precision, int(batch), queue_wait_ms,
-                                           page_ms, float(round_trip_ms), int(retries),
-                                           code is None, code))
+        self._submit("inferences", model, worker_id, browser, backend, precision, int(batch),
+                     queue_wait_ms, page_ms, float(round_trip_ms), int(retries), code is None,
+                     code)
         self.prom.inference(model=model, backend=backend, round_trip_ms=round_trip_ms,
                             queue_wait_ms=queue_wait_ms, page_ms=page_ms, error_code=code)
         self.live.inference(end=time.time(), model=model, worker_id=worker_id, browser=browser,
@@ -182,8 +183,7 @@ class MetricsStore:
         error_code: Any = None,
     ) -> None:
         code = _code(error_code)
-        self._writer.submit("fetches", (db.utcnow(), self.run_id, cid, peer, nbytes, float(ms),
-                                        tier, code is None, code))
+        self._submit("fetches", cid, peer, nbytes, float(ms), tier, code is None, code)
         self.prom.fetch(tier=tier, nbytes=nbytes, error_code=code)
         self.live.fetch(tier=tier, nbytes=nbytes, ms=ms, ok=code is None)
 
@@ -200,9 +200,8 @@ class MetricsStore:
         cid: str | None = None,
     ) -> None:
         """A precision variant's size and its accuracy against fp32 (``metric``: e.g. cosine)."""
-        self._writer.submit("variants", (db.utcnow(), self.run_id, model, variant,
-                                         precision or variant, nbytes, metric, accuracy,
-                                         latency_ms, cid))
+        self._submit("variants", model, variant, precision or variant, nbytes, metric, accuracy,
+                     latency_ms, cid)
 
     def record_benchmark(self, result: Mapping[str, Any], *, better: str | None = None) -> None:
         """Store one benchmark line as printed by ``webaccel bench`` (see webaccel.bench.runner)."""
