@@ -14,6 +14,9 @@ Usage (pool, API, content code)::
     store.record_inference("minilm", round_trip_ms=19.2, worker_id="w1", browser="chromium",
                            backend="wasm", precision="fp32", batch=1, queue_wait_ms=0.3,
                            page_ms=17.0, retries=0, error_code=None)
+    store.record_generation("smollm2", task="text_generation", worker_id="w1",
+                            backend="webgpu", prompt_tokens=12, completion_tokens=32,
+                            ttft_ms=140.0, total_ms=910.0, finish_reason="stop")
     store.record_fetch("bafy...", nbytes=262144, ms=3.1, tier="disk", peer=None)
     store.record_variant("minilm", "int8", nbytes=23_000_000, metric="cosine", accuracy=0.988)
     store.record_benchmark(result_dict, better="lower")
@@ -72,6 +75,13 @@ def _code(error_code: Any) -> str | None:
         return None
     code = getattr(error_code, "code", error_code)  # accept an exception with a .code
     return str(code)
+
+
+def decode_rate(completion_tokens: int, ttft_ms: float | None, total_ms: float) -> float | None:
+    """Tokens per second after the first token, or None when there is no decode phase."""
+    if ttft_ms is None or completion_tokens < 2 or total_ms <= ttft_ms:
+        return None
+    return (completion_tokens - 1) / ((total_ms - ttft_ms) / 1000.0)
 
 
 def _json(value: Any) -> str | None:
@@ -171,6 +181,52 @@ class MetricsStore:
                             backend=backend, precision=precision, batch=int(batch),
                             round_trip_ms=float(round_trip_ms), queue_wait_ms=queue_wait_ms,
                             page_ms=page_ms, retries=int(retries), error_code=code)
+
+    def record_generation(
+        self,
+        model: str,
+        *,
+        task: str,
+        worker_id: str | None = None,
+        browser: str | None = None,
+        backend: str | None = None,
+        precision: str | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        ttft_ms: float | None = None,
+        total_ms: float = 0.0,
+        tokens_per_s: float | None = None,
+        queue_wait_ms: float | None = None,
+        failovers: int = 0,
+        finish_reason: str | None = None,
+        error_code: Any = None,
+    ) -> None:
+        """One generation stream or multi-step session (a Whisper transcription), at its end.
+
+        ``task``: ``text_generation``, ``speech_to_text``, ...; ``completion_tokens``:
+        tokens generated (decoded tokens for speech); ``ttft_ms``: submit to first token;
+        ``tokens_per_s``: decode rate, the completion tokens after the first over the
+        time after the first (derived from ``ttft_ms`` and ``total_ms`` when not given);
+        ``failovers``: times the stream was replayed on another worker;
+        ``finish_reason``: ``stop``, ``length``, ``cancelled`` or None.
+        """
+        code = _code(error_code)
+        prompt_tokens, completion_tokens = int(prompt_tokens), int(completion_tokens)
+        total_ms, failovers = float(total_ms), int(failovers)
+        if tokens_per_s is None:
+            tokens_per_s = decode_rate(completion_tokens, ttft_ms, total_ms)
+        self._submit("generations", model, task, worker_id, browser, backend, precision,
+                     prompt_tokens, completion_tokens, ttft_ms, total_ms, tokens_per_s,
+                     queue_wait_ms, failovers, finish_reason, code is None, code)
+        self.prom.generation(model=model, backend=backend, prompt_tokens=prompt_tokens,
+                             completion_tokens=completion_tokens, ttft_ms=ttft_ms,
+                             total_ms=total_ms, tokens_per_s=tokens_per_s,
+                             queue_wait_ms=queue_wait_ms, failovers=failovers,
+                             finish_reason=finish_reason, error_code=code)
+        self.live.generation(model=model, task=task, backend=backend, prompt_tokens=prompt_tokens,
+                             completion_tokens=completion_tokens, ttft_ms=ttft_ms,
+                             total_ms=total_ms, tokens_per_s=tokens_per_s, failovers=failovers,
+                             finish_reason=finish_reason, error_code=code)
 
     def record_fetch(
         self,
