@@ -1,15 +1,22 @@
-"""Generation streams and multi-step sessions (chat completions, Whisper): the DuckDB
-table, /metrics and the live figures."""
+"""Generation streams and multi-step sessions (chat completions, Whisper) in every metrics view:
+the DuckDB table, /metrics, live figures, the dashboard snapshot and the report."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import httpx
+import numpy as np
 import pytest
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
 
 from webaccel.errors import ErrorCode, TimeoutError_
-from webaccel.metrics import db, schema
+from webaccel.metrics import db, plots, schema
+from webaccel.metrics.http import metrics_routes
+from webaccel.metrics.report import _fmt, build_report
 from webaccel.metrics.store import MetricsStore, read_query
 from webaccel.metrics.writer import spool_dir
 
@@ -123,7 +130,7 @@ def test_prometheus_generation_series_and_no_created(db_path: Path) -> None:
     assert created == []
 
 
-def test_live_figures(db_path: Path) -> None:
+def test_live_figures_and_dashboard_snapshot(db_path: Path) -> None:
     store = MetricsStore(db_path)
     try:
         _record(store)
@@ -142,8 +149,103 @@ def test_live_figures(db_path: Path) -> None:
         assert wh["avg_tokens_per_s"] == pytest.approx(50.0)
         assert g["aggregate"]["generations"] == 6 and g["aggregate"]["completion_tokens"] == 165
         assert m["aggregate"]["inferences"] == 0  # not counted as inferences
+
+        async def fetch() -> dict[str, Any]:
+            app = Starlette(routes=metrics_routes(store, lambda: {}))
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://t") as c:
+                page = (await c.get("/dashboard")).text
+                assert 'id="generations"' in page and "data-generation" in page
+                return (await c.get("/dashboard/snapshot.json")).json()
+
+        import asyncio
+
+        snap = asyncio.run(fetch())
+        assert snap["metrics"]["generations"]["models"]["smollm2"]["completion_tokens"] == 124
+        json.dumps(snap)
     finally:
         store.close()
+
+
+def test_report_generation_section_and_plot(db_path: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    expect: dict[tuple[str, str], dict[str, list[float]]] = {}
+    with MetricsStore(db_path) as store:
+        for model, task, backend, base_ttft, n in (
+                ("smollm2", "text_generation", "webgpu", 90.0, 30),
+                ("smollm2", "text_generation", "wasm", 420.0, 12),
+                ("whisper-tiny-en", "speech_to_text", "wasm", 1900.0, 8)):
+            e = expect.setdefault((model, backend), {"ttft": [], "tps": []})
+            for k in range(n):
+                ttft = float(base_ttft * rng.uniform(0.8, 1.4))
+                tokens = int(rng.integers(8, 64))
+                total = ttft + float(rng.uniform(5.0, 40.0)) * (tokens - 1)
+                store.record_generation(model, task=task, backend=backend, prompt_tokens=10,
+                                        completion_tokens=tokens, ttft_ms=ttft, total_ms=total,
+                                        finish_reason="stop", failovers=1 if k == 0 else 0)
+                e["ttft"].append(ttft)
+                e["tps"].append((tokens - 1) / ((total - ttft) / 1000.0))
+        store.record_generation("smollm2", task="text_generation", backend="webgpu",
+                                prompt_tokens=10, total_ms=900000.0, error_code="WORKER_LOST")
+    out = tmp_path / "report"
+    rep = build_report(db_path, out)
+    assert "generation" in rep.plots
+    with Image.open(rep.plots["generation"]) as img:
+        assert img.format == "PNG" and img.width >= 800 and img.height >= 200
+    md = rep.markdown.read_text()
+    page = rep.html.read_text()
+    assert "## Generation" in md and "<section id='generation'>" in page
+    assert "](plots/generation.png)" in md and "src='plots/generation.png'" in page
+    for (model, backend), e in expect.items():
+        row = next(line for line in md.splitlines() if line.startswith(f"| {model} | {backend} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        n = len(e["ttft"]) + (1 if (model, backend) == ("smollm2", "webgpu") else 0)
+        assert cells[3] == _fmt(n), (row, n)
+        assert cells[6] == _fmt(float(np.median(e["ttft"]))), row
+        assert cells[7] == _fmt(float(np.percentile(e["ttft"], 95))), row
+        assert cells[8] == _fmt(float(np.median(e["tps"]))), row
+        assert cells[9] == "1"  # failovers
+        assert cells[10] == ("1" if (model, backend) == ("smollm2", "webgpu") else "0")
+    assert "failed generations: WORKER_LOST × 1" in md
+    assert "whisper-tiny-en finished: stop × 8" in md
+    assert "generations 51" in md  # record counts line
+
+
+def test_generation_plot_labels_are_plain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Widely spread values must not turn into 1e6 / offset / 10^n labels."""
+    figs = []
+    real_save = plots._save
+
+    def keep(fig: Any, path: Path) -> Path:
+        fig.canvas.draw()  # tick labels and offset texts exist only once drawn
+        texts = [fig._suptitle.get_text()] if fig._suptitle else []
+        for ax in fig.axes:
+            texts += [t.get_text() for t in (*ax.get_xticklabels(), *ax.get_yticklabels(),
+                                             ax.xaxis.get_offset_text(), *ax.texts)]
+            texts += [ax.get_xlabel(), ax.get_title()]
+        figs.append(texts)
+        return real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    rows = [{"model": "whisper-tiny-en", "backend": "wasm", "ttft_p50": 2_400_000.0,
+             "ttft_p95": 3_100_000.0, "tps_p50": 0.00042},
+            {"model": "smollm2", "backend": "webgpu", "ttft_p50": 12.5, "ttft_p95": 30.0,
+             "tps_p50": 120_000.0}]
+    assert plots.generation_speed(rows, tmp_path / "g.png") is not None
+    (texts,) = figs
+    labels = [t for t in texts if t]
+    assert "2,400,000 ms (p95 3,100,000)" in labels and "120,000 tokens/s" in labels
+    assert "0.00042 tokens/s" in labels
+    assert any("ms" in t for t in labels) and any("tokens/s" in t for t in labels)
+    bad = [t for t in labels if "e+" in t or "e-" in t or "10^" in t or "\\times" in t
+           or "×10" in t]
+    assert bad == []
+    assert plots.generation_speed([], tmp_path / "none.png") is None
+
+
+def test_plain_numbers() -> None:
+    assert [plots.plain(v) for v in (0, 1e6, 2_400_000.0, 450.0, 45.6, 1.5, 0.012, 0.00042)] == [
+        "0", "1,000,000", "2,400,000", "450", "45.6", "1.5", "0.012", "0.00042"]
 
 
 def test_old_store_file_upgrades_in_place(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

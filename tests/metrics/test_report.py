@@ -38,6 +38,11 @@ def _seed(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
                                            queue_wait_ms=0.2)
             store.record_inference("minilm", round_trip_ms=30000.0, backend="wasm",
                                    error_code="TIMEOUT")
+        for i in range(6):
+            store.record_generation("smollm2", task="text_generation", worker_id="w0",
+                                    backend="webgpu", prompt_tokens=14, completion_tokens=33,
+                                    ttft_ms=120.0 + 10 * i, total_ms=920.0 + 10 * i,
+                                    finish_reason="stop")
         loads: dict[str, list[float]] = {}
         for _ in range(6):
             for tier, base in (("network", 900.0), ("browser-cache", 40.0), ("disk", 120.0)):
@@ -63,7 +68,8 @@ def test_report_from_a_seeded_store(db_path: Path, tmp_path: Path,
     seeded = _seed(db_path, monkeypatch)
     out = tmp_path / "report"
     rep = build_report(db_path, out)
-    assert set(rep.plots) == {"benchmarks", "latency", "throughput", "loads", "variants"}
+    assert set(rep.plots) == {"benchmarks", "latency", "generation", "throughput", "loads",
+                              "variants"}
     for p in rep.plots.values():
         with Image.open(p) as img:
             assert img.format == "PNG" and img.width >= 500 and img.height >= 200
@@ -96,6 +102,9 @@ def test_report_from_a_seeded_store(db_path: Path, tmp_path: Path,
     assert "| peer | 5 |" in md and "| network | 6 |" in md
     assert "121 requests over 4 pooled browser connection(s), vs 121 with one" in md
     assert "google swiftshader" in md
+    # 6 streams of 14 + 33 tokens, TTFT 120..170 ms, 32 tokens in 0.8 s each: 40 tokens/s.
+    assert "| smollm2 | webgpu | text_generation | 6 | 84 | 198 | 145.0 | 167.5 | 40.0 | 0 | 0 |" \
+        in md
     assert NO_DATA not in md and NO_DATA not in page
     assert rep.data["throughput"] and {t["workers"] for t in rep.data["throughput"]} == {1, 2, 4}
 
@@ -105,8 +114,8 @@ def test_report_on_an_empty_store_says_no_data(db_path: Path, tmp_path: Path) ->
     rep = build_report(db_path, tmp_path / "r")
     assert rep.plots == {}
     md = rep.markdown.read_text()
-    assert md.count(f"_{NO_DATA}_") == len(rep.sections) == 7
-    assert rep.html.read_text().count(NO_DATA) == 7
+    assert md.count(f"_{NO_DATA}_") == len(rep.sections) == 8
+    assert rep.html.read_text().count(NO_DATA) == 8
     assert not list((tmp_path / "r" / "plots").iterdir())
 
 

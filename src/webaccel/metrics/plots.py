@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
@@ -26,6 +26,27 @@ def _save(fig: Figure, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plain(v: float) -> str:
+    """A number as a person writes it: 12,345 / 450 / 45.6 / 1.5 / 0.012, never 1.2e+04."""
+    v = float(v)
+    if v == 0 or not math.isfinite(v):
+        return "0" if v == 0 else str(v)
+    a = abs(v)
+    if a >= 100 or v.is_integer():
+        return f"{v:,.0f}"
+    if a >= 1:
+        return f"{v:.{1 if a >= 10 else 2}f}".rstrip("0").rstrip(".")
+    digits = 2 - math.floor(math.log10(a))  # three significant digits, positional
+    return f"{v:.{digits}f}".rstrip("0").rstrip(".")
+
+
+def _plain_axis(axis: Any) -> None:
+    """Plain tick labels (no offset, no scientific or 10^n notation), also on log scales."""
+    fmt = FuncFormatter(lambda v, _pos: plain(v))
+    axis.set_major_formatter(fmt)
+    axis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
 
 
 def _log_if_wide(ax: Any, values: Sequence[float]) -> None:
@@ -169,4 +190,46 @@ def benchmark_ratios(rows: list[dict[str, Any]], path: Path) -> Path | None:
     ax.set_xlabel("ratio (see the table for what over what)")
     ax.set_title("Benchmarks, latest run")
     ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def generation_speed(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """rows: model, backend, ttft_p50, ttft_p95 (ms), tps_p50 (tokens/s). Two bar panels."""
+    rows = [r for r in rows if r.get("ttft_p50") is not None or r.get("tps_p50") is not None]
+    if not rows:
+        return None
+    labels = [f"{r['model']} / {r['backend']}" for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, sharey=True,
+                                      figsize=(11.0, 0.55 * len(rows) + 2.2))
+    ys = list(range(len(rows)))
+    colors = [COLORS[i % len(COLORS)] for i in ys]
+
+    ttft = [r.get("ttft_p50") for r in rows]
+    p95 = [r.get("ttft_p95") for r in rows]
+    bars = left.barh(ys, [v or 0.0 for v in ttft], 0.6, color=colors,
+                     xerr=[[0.0] * len(rows),
+                           [max(0.0, (b or 0.0) - (a or 0.0)) for a, b in zip(ttft, p95,
+                                                                             strict=True)]],
+                     capsize=3)
+    left.bar_label(bars, labels=["–" if a is None else f"{plain(a)} ms (p95 {plain(b or a)})"
+                                 for a, b in zip(ttft, p95, strict=True)],
+                   fontsize=8, padding=4)
+    left.set_xlabel("time to first token, ms (median; whisker to p95)")
+    left.set_title("Time to first token")
+    left.set_xlim(0, max([b or a or 0.0 for a, b in zip(ttft, p95, strict=True)] + [1.0]) * 1.45)
+
+    tps = [r.get("tps_p50") for r in rows]
+    bars = right.barh(ys, [v or 0.0 for v in tps], 0.6, color=colors)
+    right.bar_label(bars, labels=["–" if v is None else f"{plain(v)} tokens/s" for v in tps],
+                    fontsize=8, padding=4)
+    right.set_xlabel("decode rate, tokens/s (median)")
+    right.set_title("Decode rate")
+    right.set_xlim(0, max([v or 0.0 for v in tps] + [1.0]) * 1.35)
+
+    left.set_yticks(ys, labels)
+    left.invert_yaxis()
+    for ax in (left, right):
+        _plain_axis(ax.xaxis)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Generation by model and backend")
     return _save(fig, path)
