@@ -9,10 +9,12 @@ import pytest
 from PIL import Image
 
 from webaccel.bench.runner import run_benchmarks
+from webaccel.metrics import plots
 from webaccel.metrics.report import NO_DATA, _fmt, build_report
 from webaccel.metrics.store import MetricsStore
 
 from . import toybench
+from .conftest import scientific
 
 
 def _seed(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
@@ -122,3 +124,30 @@ def test_report_on_an_empty_store_says_no_data(db_path: Path, tmp_path: Path) ->
 def test_report_on_a_missing_file_creates_nothing_surprising(home: Path, tmp_path: Path) -> None:
     rep = build_report(None, tmp_path / "r")  # default path under $WEBACCEL_HOME
     assert rep.plots == {} and NO_DATA in rep.markdown.read_text()
+
+
+def test_every_plot_writes_plain_numbers(tmp_path: Path, plot_texts: list[list[str]]) -> None:
+    """Wide or tight ranges never produce 1.08e+03, 10^3 or offset (+9.99e-1) labels."""
+    lat = [{"model": "m", "backend": b, "precision": "fp32", "n": 5, "p10": p50 * 0.9,
+            "p50": p50, "p90": p50 * 1.1} for b, p50 in (("wasm", 2.0), ("webgpu", 45_000.0))]
+    plots.latency_by_backend(lat, tmp_path / "lat.png")
+    loads = [{"tier": t, "n": 6, "p10": p * 0.9, "p50": p, "p90": p * 1.1}
+             for t, p in (("memory", 12.0), ("network", 1080.0))]
+    plots.load_time_by_tier(loads, tmp_path / "loads.png")
+    plots.benchmark_ratios([{"benchmark": "a", "ratio": 0.004, "better": "lower"},
+                            {"benchmark": "b", "ratio": 1500.0, "better": "higher"}],
+                           tmp_path / "bench.png")
+    plots.accuracy_vs_size([{"model": "m", "variant": v, "bytes": n, "accuracy": a,
+                             "metric": "cosine"}
+                            for v, n, a in (("fp32", 90_900_000, 1.0),
+                                            ("fp16", 45_700_000, 0.99999))],
+                           tmp_path / "acc.png")
+    plots.throughput_vs_workers([{"workers": 1, "throughput": 125_000.0},
+                                 {"workers": 4, "throughput": 480_000.0}], {},
+                                tmp_path / "tput.png")
+    lat_t, load_t, bench_t, acc_t, tput_t = plot_texts
+    assert "45,000" in lat_t and "1,080 ms\nn=6" in load_t
+    assert "1,500× (higher is better)" in bench_t and "0.004× (lower is better)" in bench_t
+    assert "0.999950" in acc_t and "400,000" in tput_t
+    for texts in plot_texts:
+        assert scientific(texts) == [], texts

@@ -1,7 +1,8 @@
 """PNG plots for the report (matplotlib, Agg backend, no display needed).
 
 Each function takes plain rows (dicts from the store) and a target path, and
-returns the path, or None when there is nothing to draw.
+returns the path, or None when there is nothing to draw.  Numbers on axes and
+bars are written plainly (:func:`plain`): 1,080 ms, never 1.08e+03 or 10^3.
 """
 from __future__ import annotations
 
@@ -77,12 +78,13 @@ def latency_by_backend(rows: list[dict[str, Any]], path: Path) -> Path | None:
                           yerr=[[max(0.0, r["p50"] - r["p10"])], [max(0.0, r["p90"] - r["p50"])]],
                           capsize=3, label=None if prec in labelled else prec)
             labelled.add(prec)
-            ax.bar_label(bars, labels=[f"{r['p50']:.3g}"], fontsize=8, padding=2)
+            ax.bar_label(bars, labels=[plain(r["p50"])], fontsize=8, padding=2)
             values += [r["p10"], r["p90"]]
     ax.set_xticks(range(len(groups)), [f"{m}\n{b}" for m, b in groups])
     ax.set_ylabel("round trip, ms (median, p10–p90)")
     ax.set_title("Inference latency by backend and precision")
     _log_if_wide(ax, values)
+    _plain_axis(ax.yaxis)
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda n: labels[n])
     ax.legend([handles[n] for n in order], [labels[n] for n in order], title="precision",
@@ -112,6 +114,7 @@ def throughput_vs_workers(runs: list[dict[str, Any]], series: dict[str, dict[int
     top = max([r["throughput"] for r in runs]
               + [v for pts in series.values() for v in pts.values()])
     ax.set_ylim(0, top * 1.15 if top > 0 else 1)
+    _plain_axis(ax.yaxis)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -127,12 +130,13 @@ def load_time_by_tier(rows: list[dict[str, Any]], path: Path) -> Path | None:
     bars = ax.bar(xs, ys, 0.6, color=[COLORS[i % len(COLORS)] for i in xs],
                   yerr=[[max(0.0, r["p50"] - r["p10"]) for r in rows],
                         [max(0.0, r["p90"] - r["p50"]) for r in rows]], capsize=4)
-    ax.bar_label(bars, labels=[f"{y:.3g} ms\nn={r['n']}" for y, r in zip(ys, rows, strict=True)],
+    ax.bar_label(bars, labels=[f"{plain(y)} ms\nn={r['n']}" for y, r in zip(ys, rows, strict=True)],
                  fontsize=8, padding=2)
     ax.set_xticks(list(xs), [r["tier"] for r in rows])
     ax.set_ylabel("model load, ms (median, p10–p90)")
     ax.set_title("Model load time by cache tier")
     _log_if_wide(ax, [v for r in rows for v in (r["p10"], r["p90"])])
+    _plain_axis(ax.yaxis)
     ax.grid(axis="y", alpha=0.3)
     ax.margins(y=0.15)
     return _save(fig, path)
@@ -157,6 +161,7 @@ def accuracy_vs_size(rows: list[dict[str, Any]], path: Path) -> Path | None:
             named.add((r["variant"], r["bytes"]))
             ax.annotate(r["variant"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     metrics = sorted({str(r.get("metric") or "accuracy") for r in rows})
+    _plain_axis(ax.xaxis)
     ax.set_xlabel("size, MB")
     ax.set_ylabel(f"{' / '.join(metrics)} vs fp32")
     ax.set_title("Accuracy vs size per precision variant")
@@ -164,6 +169,7 @@ def accuracy_vs_size(rows: list[dict[str, Any]], path: Path) -> Path | None:
     hi = max(r["accuracy"] for r in rows)
     pad = max((hi - lo) * 0.15, 1e-4)
     ax.set_ylim(lo - pad, hi + pad)
+    ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # 0.99999, not 1e-5 + 0.9999
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -178,7 +184,7 @@ def benchmark_ratios(rows: list[dict[str, Any]], path: Path) -> Path | None:
     ys = range(len(rows))
     ratios = [r["ratio"] for r in rows]
     bars = ax.barh(list(ys), ratios, color=[COLORS[i % len(COLORS)] for i in ys])
-    ax.bar_label(bars, labels=[f"{v:.3g}× ({r.get('better') or '?'} is better)"
+    ax.bar_label(bars, labels=[f"{plain(v)}× ({r.get('better') or '?'} is better)"
                                for v, r in zip(ratios, rows, strict=True)], fontsize=8, padding=3)
     ax.set_yticks(list(ys), [r["benchmark"] for r in rows])
     ax.invert_yaxis()
@@ -187,6 +193,7 @@ def benchmark_ratios(rows: list[dict[str, Any]], path: Path) -> Path | None:
     if positive and max(positive) / min(positive) > 30:
         ax.set_xscale("log")
     ax.set_xlim(right=max(ratios) * (3 if ax.get_xscale() == "log" else 1.35))
+    _plain_axis(ax.xaxis)
     ax.set_xlabel("ratio (see the table for what over what)")
     ax.set_title("Benchmarks, latest run")
     ax.grid(axis="x", alpha=0.3)
