@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -76,3 +78,32 @@ def tiny_onnx(path: Path, dim: int = 64) -> Path:
     model.ir_version = 8
     onnx.save(model, path)
     return path
+
+
+@pytest.fixture
+def plot_texts(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Every text each plot drew (titles, axis labels, tick labels, offsets, bar labels),
+    one list per saved figure, captured as :func:`webaccel.metrics.plots._save` runs."""
+    from webaccel.metrics import plots
+
+    figs: list[list[str]] = []
+    real_save = plots._save
+
+    def keep(fig: Any, path: Path) -> Path:
+        fig.canvas.draw()  # tick labels and offset texts exist only once drawn
+        texts = [fig._suptitle.get_text()] if fig._suptitle else []
+        for ax in fig.axes:
+            for axis in (ax.xaxis, ax.yaxis):
+                texts += [t.get_text() for t in axis.get_ticklabels(which="both")]
+                texts += [axis.get_offset_text().get_text(), axis.get_label().get_text()]
+            texts += [t.get_text() for t in ax.texts] + [ax.get_title()]
+        figs.append([t for t in texts if t])
+        return real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figs
+
+
+def scientific(texts: list[str]) -> list[str]:
+    """The labels written in scientific, offset or power-of-ten notation."""
+    return [t for t in texts if re.search(r"\d[eE][+-]?\d|10\^|\\times|×10|mathdefault", t)]

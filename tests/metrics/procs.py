@@ -1,6 +1,8 @@
 """Helper processes for the multi-process metrics tests (run as a script).
 
-    procs.py writer DB INTERVAL     record inferences forever; print "committed N" as flushes land
+    procs.py writer DB INTERVAL [generations]
+                                    record inferences (or generations, their token count
+                                    counting up) forever; print "committed N" as flushes land
     procs.py server DB SECONDS      a server-like writer: records for SECONDS, then closes; "ready"
     procs.py hold DB SECONDS        hold a read-write DuckDB connection (a foreign client); "held"
 """
@@ -11,7 +13,7 @@ import time
 from pathlib import Path
 
 
-def writer(db: Path, interval: float) -> None:
+def writer(db: Path, interval: float, kind: str = "inferences") -> None:
     from webaccel.metrics.store import MetricsStore
 
     store = MetricsStore(db, interval=interval)
@@ -20,8 +22,13 @@ def writer(db: Path, interval: float) -> None:
     last = -1
     while True:
         for _ in range(50):
-            store.record_inference("tiny", round_trip_ms=1.0, worker_id="w", backend="wasm",
-                                   batch=i)
+            if kind == "generations":
+                store.record_generation("tiny-lm", task="text_generation", worker_id="w",
+                                        backend="wasm", completion_tokens=i, ttft_ms=1.0,
+                                        total_ms=2.0)
+            else:
+                store.record_inference("tiny", round_trip_ms=1.0, worker_id="w",
+                                       backend="wasm", batch=i)
             i += 1
         committed = store.stats()["committed_rows"]
         if committed != last:
@@ -59,5 +66,5 @@ def hold(db: Path, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    cmd, path, arg = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
-    {"writer": writer, "server": server, "hold": hold}[cmd](path, arg)
+    cmd, path, arg, *rest = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]), *sys.argv[4:]
+    {"writer": writer, "server": server, "hold": hold}[cmd](path, arg, *rest)

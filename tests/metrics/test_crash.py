@@ -12,8 +12,8 @@ from webaccel.metrics.store import read_query
 from .conftest import spawn, wait_line
 
 
-def _kill_after(db_path: Path, at_least: int) -> int:
-    proc = spawn("writer", str(db_path), "0.05")
+def _kill_after(db_path: Path, at_least: int, kind: str = "inferences") -> int:
+    proc = spawn("writer", str(db_path), "0.05", kind)
     last = 0
     try:
         while last < at_least:
@@ -47,3 +47,12 @@ def test_sigkill_loses_nothing_that_was_flushed(db_path: Path) -> None:
         before = len(rows)
         total_reported += reported
     assert total_reported >= 4500
+
+
+def test_sigkill_loses_no_flushed_generation(db_path: Path) -> None:
+    """Generation records take the same writer path: the same guarantee holds for them."""
+    reported = _kill_after(db_path, at_least=1500, kind="generations")
+    rows = read_query(db_path, "SELECT completion_tokens FROM generations ORDER BY 1")
+    got = [r["completion_tokens"] for r in rows]
+    assert len(got) >= reported - 1
+    assert got == list(range(len(got)))

@@ -80,6 +80,9 @@ def test_dashboard_shows_workers_queues_and_latency(db_path: Path, tmp_path: Pat
                                backend="wasm", batch=1)
     store.record_inference("minilm", round_trip_ms=60.0, backend="webgpu",
                            error_code="WORKER_LOST")
+    store.record_generation("smollm2", task="text_generation", worker_id="w-alpha",
+                            backend="wasm", prompt_tokens=11, completion_tokens=4321,
+                            ttft_ms=123.0, total_ms=9000.0, finish_reason="length")
     app = Starlette(routes=metrics_routes(store, snapshot))
     shot = Path(os.environ.get("WEBACCEL_TEST_SHOT_DIR", tmp_path)) / "dashboard.png"
     with _Server(app) as srv:
@@ -92,6 +95,9 @@ def test_dashboard_shows_workers_queues_and_latency(db_path: Path, tmp_path: Pat
     assert 'data-worker="w-alpha"' in html and 'data-worker="w-beta"' in html, dom.stderr[-2000:]
     assert 'data-queue="minilm"' in html and 'data-queue="whisper-tiny"' in html
     assert 'data-model="minilm"' in html
+    gen = html.split('data-generation="smollm2"')[1].split("</tr>")[0]
+    assert "text_generation" in gen and "4321" in gen and "123.0" in gen, gen
+    assert 'data-model="smollm2"' not in html  # a generation is not an inference
     status = html.split('id="status"')[1].split("</span>")[0]
     assert "live" in status and "disconnected" not in status, status
     assert polls_after_dom >= 2  # the page kept polling (a live view, not one fetch)

@@ -9,10 +9,12 @@ import pytest
 from PIL import Image
 
 from webaccel.bench.runner import run_benchmarks
+from webaccel.metrics import plots
 from webaccel.metrics.report import NO_DATA, _fmt, build_report
 from webaccel.metrics.store import MetricsStore
 
 from . import toybench
+from .conftest import scientific
 
 
 def _seed(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
@@ -38,6 +40,11 @@ def _seed(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
                                            queue_wait_ms=0.2)
             store.record_inference("minilm", round_trip_ms=30000.0, backend="wasm",
                                    error_code="TIMEOUT")
+        for i in range(6):
+            store.record_generation("smollm2", task="text_generation", worker_id="w0",
+                                    backend="webgpu", prompt_tokens=14, completion_tokens=33,
+                                    ttft_ms=120.0 + 10 * i, total_ms=920.0 + 10 * i,
+                                    finish_reason="stop")
         loads: dict[str, list[float]] = {}
         for _ in range(6):
             for tier, base in (("network", 900.0), ("browser-cache", 40.0), ("disk", 120.0)):
@@ -63,7 +70,8 @@ def test_report_from_a_seeded_store(db_path: Path, tmp_path: Path,
     seeded = _seed(db_path, monkeypatch)
     out = tmp_path / "report"
     rep = build_report(db_path, out)
-    assert set(rep.plots) == {"benchmarks", "latency", "throughput", "loads", "variants"}
+    assert set(rep.plots) == {"benchmarks", "latency", "generation", "throughput", "loads",
+                              "variants"}
     for p in rep.plots.values():
         with Image.open(p) as img:
             assert img.format == "PNG" and img.width >= 500 and img.height >= 200
@@ -96,6 +104,9 @@ def test_report_from_a_seeded_store(db_path: Path, tmp_path: Path,
     assert "| peer | 5 |" in md and "| network | 6 |" in md
     assert "121 requests over 4 pooled browser connection(s), vs 121 with one" in md
     assert "google swiftshader" in md
+    # 6 streams of 14 + 33 tokens, TTFT 120..170 ms, 32 tokens in 0.8 s each: 40 tokens/s.
+    assert "| smollm2 | webgpu | text_generation | 6 | 84 | 198 | 145.0 | 167.5 | 40.0 | 0 | 0 |" \
+        in md
     assert NO_DATA not in md and NO_DATA not in page
     assert rep.data["throughput"] and {t["workers"] for t in rep.data["throughput"]} == {1, 2, 4}
 
@@ -105,11 +116,38 @@ def test_report_on_an_empty_store_says_no_data(db_path: Path, tmp_path: Path) ->
     rep = build_report(db_path, tmp_path / "r")
     assert rep.plots == {}
     md = rep.markdown.read_text()
-    assert md.count(f"_{NO_DATA}_") == len(rep.sections) == 7
-    assert rep.html.read_text().count(NO_DATA) == 7
+    assert md.count(f"_{NO_DATA}_") == len(rep.sections) == 8
+    assert rep.html.read_text().count(NO_DATA) == 8
     assert not list((tmp_path / "r" / "plots").iterdir())
 
 
 def test_report_on_a_missing_file_creates_nothing_surprising(home: Path, tmp_path: Path) -> None:
     rep = build_report(None, tmp_path / "r")  # default path under $WEBACCEL_HOME
     assert rep.plots == {} and NO_DATA in rep.markdown.read_text()
+
+
+def test_every_plot_writes_plain_numbers(tmp_path: Path, plot_texts: list[list[str]]) -> None:
+    """Wide or tight ranges never produce 1.08e+03, 10^3 or offset (+9.99e-1) labels."""
+    lat = [{"model": "m", "backend": b, "precision": "fp32", "n": 5, "p10": p50 * 0.9,
+            "p50": p50, "p90": p50 * 1.1} for b, p50 in (("wasm", 2.0), ("webgpu", 45_000.0))]
+    plots.latency_by_backend(lat, tmp_path / "lat.png")
+    loads = [{"tier": t, "n": 6, "p10": p * 0.9, "p50": p, "p90": p * 1.1}
+             for t, p in (("memory", 12.0), ("network", 1080.0))]
+    plots.load_time_by_tier(loads, tmp_path / "loads.png")
+    plots.benchmark_ratios([{"benchmark": "a", "ratio": 0.004, "better": "lower"},
+                            {"benchmark": "b", "ratio": 1500.0, "better": "higher"}],
+                           tmp_path / "bench.png")
+    plots.accuracy_vs_size([{"model": "m", "variant": v, "bytes": n, "accuracy": a,
+                             "metric": "cosine"}
+                            for v, n, a in (("fp32", 90_900_000, 1.0),
+                                            ("fp16", 45_700_000, 0.99999))],
+                           tmp_path / "acc.png")
+    plots.throughput_vs_workers([{"workers": 1, "throughput": 125_000.0},
+                                 {"workers": 4, "throughput": 480_000.0}], {},
+                                tmp_path / "tput.png")
+    lat_t, load_t, bench_t, acc_t, tput_t = plot_texts
+    assert "45,000" in lat_t and "1,080 ms\nn=6" in load_t
+    assert "1,500× (higher is better)" in bench_t and "0.004× (lower is better)" in bench_t
+    assert "0.999950" in acc_t and "400,000" in tput_t
+    for texts in plot_texts:
+        assert scientific(texts) == [], texts

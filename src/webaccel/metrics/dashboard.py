@@ -1,6 +1,8 @@
 """The live dashboard page: self-contained (no CDN, no external fonts), polls
 ``snapshot.json`` next to its own URL once a second and redraws workers,
-queues, per-model figures and a latency chart (canvas, drawn by hand)."""
+queues, per-model figures, generation streams (``metrics.generations``: text
+generation and Whisper transcription) and a latency chart (canvas, drawn by
+hand)."""
 # ruff: noqa: E501  (an HTML/JS page, kept readable rather than wrapped)
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ header h1 { font-size:18px; margin:0; }
 #status.bad { color:var(--bad); }
 main { display:grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap:16px; padding:16px 20px; }
 section { background:var(--panel); border-radius:8px; padding:12px 14px; }
+section.wide { grid-column: 1 / -1; }
 section h2 { font-size:14px; margin:0 0 8px; color:var(--dim); text-transform:uppercase; letter-spacing:.05em; }
 .kpis { display:grid; grid-template-columns: repeat(3, 1fr); gap:8px; }
 .kpi b { display:block; font-size:22px; }
@@ -41,6 +44,7 @@ canvas { width:100%; height:220px; display:block; }
   <section><h2>Workers</h2><div id="workers"></div></section>
   <section><h2>Queues</h2><div id="queues"></div></section>
   <section><h2>Models</h2><div id="models"></div></section>
+  <section class="wide"><h2>Generation (text generation, speech to text)</h2><div id="generations"></div></section>
 </main>
 <script>
 "use strict";
@@ -89,6 +93,18 @@ function models(m) {
       `<td>${esc(s.errors)}</td></tr>`).join("") + "</table>";
 }
 
+function generations(m) {
+  const el = document.getElementById("generations");
+  const entries = Object.entries((m && m.generations && m.generations.models) || {});
+  if (!entries.length) { el.innerHTML = '<p class="empty">no generations yet</p>'; return; }
+  el.innerHTML = "<table><tr><th>model</th><th>task</th><th>streams</th><th>prompt tok</th><th>completion tok</th>" +
+    "<th>TTFT avg ms</th><th>TTFT p50 ms</th><th>tokens/s</th><th>failovers</th><th>errors</th></tr>" +
+    entries.map(([name, s]) => `<tr data-generation="${esc(name)}"><td>${esc(name)}</td><td>${esc(s.task)}</td>` +
+      `<td>${esc(s.generations)}</td><td>${esc(s.prompt_tokens)}</td><td>${esc(s.completion_tokens)}</td>` +
+      `<td>${fmt(s.avg_ttft_ms)}</td><td>${fmt(s.p50_ttft_ms)}</td><td>${fmt(s.avg_tokens_per_s)}</td>` +
+      `<td>${esc(s.failovers)}</td><td>${esc(s.errors)}</td></tr>`).join("") + "</table>";
+}
+
 const COLORS = ["#5aa9e6", "#4cc38a", "#f0b429", "#c77dff", "#ff8c61", "#7bdff2"];
 function chart(recent) {
   const c = document.getElementById("chart"), g = c.getContext("2d");
@@ -122,7 +138,7 @@ async function tick() {
     const r = await fetch(SNAPSHOT, {cache: "no-store"});
     if (!r.ok) throw new Error("HTTP " + r.status);
     const s = await r.json();
-    kpis(s.metrics, s.store); workers(s.workers || []); queues(s.queues); models(s.metrics); chart(s.recent || []);
+    kpis(s.metrics, s.store); workers(s.workers || []); queues(s.queues); models(s.metrics); generations(s.metrics); chart(s.recent || []);
     status.textContent = "live · updated " + new Date().toLocaleTimeString() + (s.error ? " · snapshot error: " + s.error : "");
     status.className = s.error ? "bad" : "";
     document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);

@@ -12,7 +12,16 @@ returns::
      "workers": {worker: {same keys, plus "browser"}},
      "loads":   {"count", "errors", "by_tier": {tier: {"count", "bytes", "avg_ms"}}},
      "fetches": {"count", "errors", "bytes", "by_tier": {...}},
+     "generations": {"aggregate": {"generations", "errors", "error_rate",
+                                   "prompt_tokens", "completion_tokens",
+                                   "avg_ttft_ms", "p50_ttft_ms",   # time to first token, ok ones
+                                   "avg_tokens_per_s",             # mean decode rate, ok ones
+                                   "avg_total_ms", "failovers", "finish_reasons": {reason: n}},
+                     "models": {model: {same keys, plus "task", "backends": {backend: n}}}},
      "since": ISO time}
+
+Generation streams and multi-step sessions (Whisper) are counted under
+``generations`` only, not in the inference figures.
 """
 from __future__ import annotations
 
@@ -86,6 +95,66 @@ class _Agg:
         return out
 
 
+@dataclass
+class _GenAgg:
+    """Figures of ended generation streams / multi-step sessions."""
+
+    generations: int = 0
+    errors: int = 0
+    failovers: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ok: int = 0
+    total_sum_ms: float = 0.0
+    ttft_sum_ms: float = 0.0
+    ttft_n: int = 0
+    rate_sum: float = 0.0
+    rate_n: int = 0
+    recent_ttft_ms: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
+    finish_reasons: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, *, prompt_tokens: int, completion_tokens: int, ttft_ms: float | None,
+            total_ms: float, tokens_per_s: float | None, failovers: int,
+            finish_reason: str | None, ok: bool) -> None:
+        self.generations += 1
+        self.failovers += failovers
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        reason = finish_reason or "unknown"
+        self.finish_reasons[reason] = self.finish_reasons.get(reason, 0) + 1
+        if not ok:
+            self.errors += 1
+            return
+        self.ok += 1
+        self.total_sum_ms += total_ms
+        if ttft_ms is not None:
+            self.ttft_sum_ms += ttft_ms
+            self.ttft_n += 1
+            self.recent_ttft_ms.append(ttft_ms)
+        if tokens_per_s is not None:
+            self.rate_sum += tokens_per_s
+            self.rate_n += 1
+
+    def view(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "generations": self.generations,
+            "errors": self.errors,
+            "error_rate": self.errors / self.generations if self.generations else 0.0,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "avg_ttft_ms": self.ttft_sum_ms / self.ttft_n if self.ttft_n else None,
+            "p50_ttft_ms": statistics.median(self.recent_ttft_ms) if self.recent_ttft_ms
+            else None,
+            "avg_tokens_per_s": self.rate_sum / self.rate_n if self.rate_n else None,
+            "avg_total_ms": self.total_sum_ms / self.ok if self.ok else None,
+            "failovers": self.failovers,
+            "finish_reasons": dict(sorted(self.finish_reasons.items())),
+        }
+        out.update({k: dict(v) if isinstance(v, dict) else v for k, v in self.extra.items()})
+        return out
+
+
 class LiveStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -98,6 +167,8 @@ class LiveStats:
         self._load_count = self._load_errors = 0
         self._fetches: dict[str, dict[str, float]] = {}
         self._fetch_count = self._fetch_errors = 0
+        self._gen_all = _GenAgg()
+        self._gen_models: dict[str, _GenAgg] = {}
 
     def inference(self, *, end: float, model: str, worker_id: str | None, browser: str | None,
                   backend: str | None, precision: str | None, batch: int, round_trip_ms: float,
@@ -124,6 +195,23 @@ class LiveStats:
                 "queue_wait_ms": queue_wait_ms, "page_ms": page_ms, "ok": ok,
                 "error_code": error_code,
             })
+
+    def generation(self, *, model: str, task: str, backend: str | None, prompt_tokens: int,
+                   completion_tokens: int, ttft_ms: float | None, total_ms: float,
+                   tokens_per_s: float | None, failovers: int, finish_reason: str | None,
+                   error_code: str | None) -> None:
+        figures = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                   "ttft_ms": ttft_ms, "total_ms": total_ms, "tokens_per_s": tokens_per_s,
+                   "failovers": failovers, "finish_reason": finish_reason,
+                   "ok": error_code is None}
+        with self._lock:
+            self._gen_all.add(**figures)
+            m = self._gen_models.get(model)
+            if m is None:
+                m = self._gen_models[model] = _GenAgg(extra={"task": task, "backends": {}})
+            m.add(**figures)
+            if backend:
+                m.extra["backends"][backend] = m.extra["backends"].get(backend, 0) + 1
 
     def load(self, *, tier: str | None, nbytes: int | None, ms: float, ok: bool) -> None:
         with self._lock:
@@ -168,5 +256,8 @@ class LiveStats:
                 "fetches": {"count": self._fetch_count, "errors": self._fetch_errors,
                             "bytes": int(sum(v["bytes"] for v in self._fetches.values())),
                             "by_tier": tiers(self._fetches)},
+                "generations": {"aggregate": self._gen_all.view(),
+                                "models": {k: v.view()
+                                           for k, v in sorted(self._gen_models.items())}},
                 "since": self._since.isoformat(),
             }

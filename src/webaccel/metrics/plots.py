@@ -1,7 +1,8 @@
 """PNG plots for the report (matplotlib, Agg backend, no display needed).
 
 Each function takes plain rows (dicts from the store) and a target path, and
-returns the path, or None when there is nothing to draw.
+returns the path, or None when there is nothing to draw.  Numbers on axes and
+bars are written plainly (:func:`plain`): 1,080 ms, never 1.08e+03 or 10^3.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
@@ -26,6 +27,27 @@ def _save(fig: Figure, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plain(v: float) -> str:
+    """A number as a person writes it: 12,345 / 450 / 45.6 / 1.5 / 0.012, never 1.2e+04."""
+    v = float(v)
+    if v == 0 or not math.isfinite(v):
+        return "0" if v == 0 else str(v)
+    a = abs(v)
+    if a >= 100 or v.is_integer():
+        return f"{v:,.0f}"
+    if a >= 1:
+        return f"{v:.{1 if a >= 10 else 2}f}".rstrip("0").rstrip(".")
+    digits = 2 - math.floor(math.log10(a))  # three significant digits, positional
+    return f"{v:.{digits}f}".rstrip("0").rstrip(".")
+
+
+def _plain_axis(axis: Any) -> None:
+    """Plain tick labels (no offset, no scientific or 10^n notation), also on log scales."""
+    fmt = FuncFormatter(lambda v, _pos: plain(v))
+    axis.set_major_formatter(fmt)
+    axis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
 
 
 def _log_if_wide(ax: Any, values: Sequence[float]) -> None:
@@ -56,12 +78,13 @@ def latency_by_backend(rows: list[dict[str, Any]], path: Path) -> Path | None:
                           yerr=[[max(0.0, r["p50"] - r["p10"])], [max(0.0, r["p90"] - r["p50"])]],
                           capsize=3, label=None if prec in labelled else prec)
             labelled.add(prec)
-            ax.bar_label(bars, labels=[f"{r['p50']:.3g}"], fontsize=8, padding=2)
+            ax.bar_label(bars, labels=[plain(r["p50"])], fontsize=8, padding=2)
             values += [r["p10"], r["p90"]]
     ax.set_xticks(range(len(groups)), [f"{m}\n{b}" for m, b in groups])
     ax.set_ylabel("round trip, ms (median, p10–p90)")
     ax.set_title("Inference latency by backend and precision")
     _log_if_wide(ax, values)
+    _plain_axis(ax.yaxis)
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda n: labels[n])
     ax.legend([handles[n] for n in order], [labels[n] for n in order], title="precision",
@@ -91,6 +114,7 @@ def throughput_vs_workers(runs: list[dict[str, Any]], series: dict[str, dict[int
     top = max([r["throughput"] for r in runs]
               + [v for pts in series.values() for v in pts.values()])
     ax.set_ylim(0, top * 1.15 if top > 0 else 1)
+    _plain_axis(ax.yaxis)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -106,12 +130,13 @@ def load_time_by_tier(rows: list[dict[str, Any]], path: Path) -> Path | None:
     bars = ax.bar(xs, ys, 0.6, color=[COLORS[i % len(COLORS)] for i in xs],
                   yerr=[[max(0.0, r["p50"] - r["p10"]) for r in rows],
                         [max(0.0, r["p90"] - r["p50"]) for r in rows]], capsize=4)
-    ax.bar_label(bars, labels=[f"{y:.3g} ms\nn={r['n']}" for y, r in zip(ys, rows, strict=True)],
+    ax.bar_label(bars, labels=[f"{plain(y)} ms\nn={r['n']}" for y, r in zip(ys, rows, strict=True)],
                  fontsize=8, padding=2)
     ax.set_xticks(list(xs), [r["tier"] for r in rows])
     ax.set_ylabel("model load, ms (median, p10–p90)")
     ax.set_title("Model load time by cache tier")
     _log_if_wide(ax, [v for r in rows for v in (r["p10"], r["p90"])])
+    _plain_axis(ax.yaxis)
     ax.grid(axis="y", alpha=0.3)
     ax.margins(y=0.15)
     return _save(fig, path)
@@ -136,6 +161,7 @@ def accuracy_vs_size(rows: list[dict[str, Any]], path: Path) -> Path | None:
             named.add((r["variant"], r["bytes"]))
             ax.annotate(r["variant"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     metrics = sorted({str(r.get("metric") or "accuracy") for r in rows})
+    _plain_axis(ax.xaxis)
     ax.set_xlabel("size, MB")
     ax.set_ylabel(f"{' / '.join(metrics)} vs fp32")
     ax.set_title("Accuracy vs size per precision variant")
@@ -143,6 +169,7 @@ def accuracy_vs_size(rows: list[dict[str, Any]], path: Path) -> Path | None:
     hi = max(r["accuracy"] for r in rows)
     pad = max((hi - lo) * 0.15, 1e-4)
     ax.set_ylim(lo - pad, hi + pad)
+    ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # 0.99999, not 1e-5 + 0.9999
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -157,7 +184,7 @@ def benchmark_ratios(rows: list[dict[str, Any]], path: Path) -> Path | None:
     ys = range(len(rows))
     ratios = [r["ratio"] for r in rows]
     bars = ax.barh(list(ys), ratios, color=[COLORS[i % len(COLORS)] for i in ys])
-    ax.bar_label(bars, labels=[f"{v:.3g}× ({r.get('better') or '?'} is better)"
+    ax.bar_label(bars, labels=[f"{plain(v)}× ({r.get('better') or '?'} is better)"
                                for v, r in zip(ratios, rows, strict=True)], fontsize=8, padding=3)
     ax.set_yticks(list(ys), [r["benchmark"] for r in rows])
     ax.invert_yaxis()
@@ -166,7 +193,50 @@ def benchmark_ratios(rows: list[dict[str, Any]], path: Path) -> Path | None:
     if positive and max(positive) / min(positive) > 30:
         ax.set_xscale("log")
     ax.set_xlim(right=max(ratios) * (3 if ax.get_xscale() == "log" else 1.35))
+    _plain_axis(ax.xaxis)
     ax.set_xlabel("ratio (see the table for what over what)")
     ax.set_title("Benchmarks, latest run")
     ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def generation_speed(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """rows: model, backend, ttft_p50, ttft_p95 (ms), tps_p50 (tokens/s). Two bar panels."""
+    rows = [r for r in rows if r.get("ttft_p50") is not None or r.get("tps_p50") is not None]
+    if not rows:
+        return None
+    labels = [f"{r['model']} / {r['backend']}" for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, sharey=True,
+                                      figsize=(11.0, 0.55 * len(rows) + 2.2))
+    ys = list(range(len(rows)))
+    colors = [COLORS[i % len(COLORS)] for i in ys]
+
+    ttft = [r.get("ttft_p50") for r in rows]
+    p95 = [r.get("ttft_p95") for r in rows]
+    bars = left.barh(ys, [v or 0.0 for v in ttft], 0.6, color=colors,
+                     xerr=[[0.0] * len(rows),
+                           [max(0.0, (b or 0.0) - (a or 0.0)) for a, b in zip(ttft, p95,
+                                                                             strict=True)]],
+                     capsize=3)
+    left.bar_label(bars, labels=["–" if a is None else f"{plain(a)} ms (p95 {plain(b or a)})"
+                                 for a, b in zip(ttft, p95, strict=True)],
+                   fontsize=8, padding=4)
+    left.set_xlabel("time to first token, ms (median; whisker to p95)")
+    left.set_title("Time to first token")
+    left.set_xlim(0, max([b or a or 0.0 for a, b in zip(ttft, p95, strict=True)] + [1.0]) * 1.45)
+
+    tps = [r.get("tps_p50") for r in rows]
+    bars = right.barh(ys, [v or 0.0 for v in tps], 0.6, color=colors)
+    right.bar_label(bars, labels=["–" if v is None else f"{plain(v)} tokens/s" for v in tps],
+                    fontsize=8, padding=4)
+    right.set_xlabel("decode rate, tokens/s (median)")
+    right.set_title("Decode rate")
+    right.set_xlim(0, max([v or 0.0 for v in tps] + [1.0]) * 1.35)
+
+    left.set_yticks(ys, labels)
+    left.invert_yaxis()
+    for ax in (left, right):
+        _plain_axis(ax.xaxis)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Generation by model and backend")
     return _save(fig, path)

@@ -16,11 +16,23 @@ Names (all prefixed ``webaccel_``)::
     cache_hits_total{tier}                         counter, reads served by that tier
     cache_bytes_total{tier}                        counter
     fetches_total{tier,outcome}                    counter
+    generation_requests_total{model,backend,outcome,finish_reason}
+                                                   counter, one per stream/session that ended
+    generation_prompt_tokens_total{model,backend}  counter
+    generation_completion_tokens_total{model,backend}
+                                                   counter, tokens generated (decoded for speech)
+    generation_ttft_seconds{model,backend}         histogram, submit to first token (ok only)
+    generation_tokens_per_second{model,backend}    histogram, decode rate (ok only)
+    generation_duration_seconds{model,backend}     histogram, whole stream (ok only)
+    generation_failovers_total{model,backend}      counter, streams replayed on another worker
     queue_depth{model}                             gauge (snapshot)
     workers{state}                                 gauge (snapshot)
     worker_inflight{worker}                        gauge (snapshot)
     metrics_pending_records                        gauge, records not yet durable
     metrics_spooled_records_total                  counter-like gauge
+
+Generation streams also feed ``queue_wait_seconds``.  No ``*_created`` series
+are exposed: they double the series count and nobody reads them.
 """
 from __future__ import annotations
 
@@ -28,7 +40,13 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -39,6 +57,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0, 60.0)
 LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+TOKEN_RATE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 35.0, 50.0, 75.0, 100.0, 150.0, 250.0, 500.0,
+                      1000.0)
+
+# prometheus-client's switch is process-wide (it is read at exposition time); webaccel
+# owns the process it serves /metrics from.
+disable_created_metrics()
 
 
 def _label(value: str | None) -> str:
@@ -104,6 +128,28 @@ class PromMetrics:
                                    ["tier"], registry=r)
         self.fetches = Counter("webaccel_fetches", "Block/file fetches by tier and outcome",
                                ["tier", "outcome"], registry=r)
+        mb = ["model", "backend"]
+        self.gen_requests = Counter(
+            "webaccel_generation_requests", "Generation streams and multi-step sessions that "
+            "ended, by outcome and finish reason", ["model", "backend", "outcome", "finish_reason"],
+            registry=r)
+        self.gen_prompt_tokens = Counter("webaccel_generation_prompt_tokens",
+                                         "Prompt tokens of generation requests", mb, registry=r)
+        self.gen_completion_tokens = Counter(
+            "webaccel_generation_completion_tokens",
+            "Tokens generated (decoded tokens for speech to text)", mb, registry=r)
+        self.gen_ttft = Histogram("webaccel_generation_ttft_seconds",
+                                  "Time to first token from submit, successful generations",
+                                  mb, buckets=LATENCY_BUCKETS, registry=r)
+        self.gen_rate = Histogram("webaccel_generation_tokens_per_second",
+                                  "Decode rate after the first token, successful generations",
+                                  mb, buckets=TOKEN_RATE_BUCKETS, registry=r)
+        self.gen_duration = Histogram("webaccel_generation_duration_seconds",
+                                      "Submit to last token, successful generations", mb,
+                                      buckets=LOAD_BUCKETS, registry=r)
+        self.gen_failovers = Counter("webaccel_generation_failovers",
+                                     "Generation streams replayed on another worker", mb,
+                                     registry=r)
         # labels() costs ~10 us a call; the hot path looks children up here instead.
         self._children: dict[tuple[Any, ...], Any] = {}
         self.snapshot: Callable[[], dict[str, Any]] | None = None
@@ -130,6 +176,25 @@ class PromMetrics:
             self._child(self.latency, model, b).observe(round_trip_ms / 1000.0)
             if page_ms is not None:
                 self._child(self.page_time, model, b).observe(page_ms / 1000.0)
+        if queue_wait_ms is not None:
+            self._child(self.queue_wait, model).observe(queue_wait_ms / 1000.0)
+
+    def generation(self, *, model: str, backend: str | None, prompt_tokens: int,
+                   completion_tokens: int, ttft_ms: float | None, total_ms: float,
+                   tokens_per_s: float | None, queue_wait_ms: float | None, failovers: int,
+                   finish_reason: str | None, error_code: str | None) -> None:
+        b = _label(backend)
+        self._child(self.gen_requests, model, b, error_code or "ok", _label(finish_reason)).inc()
+        # Tokens are work done even when the stream failed or was cancelled part way.
+        self._child(self.gen_prompt_tokens, model, b).inc(max(0, prompt_tokens))
+        self._child(self.gen_completion_tokens, model, b).inc(max(0, completion_tokens))
+        self._child(self.gen_failovers, model, b).inc(max(0, failovers))
+        if error_code is None:
+            if ttft_ms is not None:
+                self._child(self.gen_ttft, model, b).observe(ttft_ms / 1000.0)
+            if tokens_per_s is not None:
+                self._child(self.gen_rate, model, b).observe(tokens_per_s)
+            self._child(self.gen_duration, model, b).observe(total_ms / 1000.0)
         if queue_wait_ms is not None:
             self._child(self.queue_wait, model).observe(queue_wait_ms / 1000.0)
 

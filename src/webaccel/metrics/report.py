@@ -5,7 +5,9 @@
 
 Sections (each says "no data yet" when its tables are empty): benchmarks
 (latest result of each, with a ratio chart), latency by backend and
-precision, throughput vs workers, model load time by cache tier, accuracy vs
+precision, generation (text generation streams and Whisper transcriptions:
+tokens, time to first token, decode rate, failovers), throughput vs workers,
+model load time by cache tier, accuracy vs
 size per precision variant, efficiency (cache hit rate by tier, network bytes
 of repeated model loads with and without caching, browser connections with
 pooling vs one per request), and workers seen.
@@ -160,6 +162,40 @@ def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) 
     s.notes = [f"failed inferences: {e['error_code']} × {e['n']}" for e in errs]
     sections.append(s)
 
+    # -- generation -------------------------------------------------------------------------
+    gen = r.q("""SELECT coalesce(model, '?') AS model, coalesce(backend, '?') AS backend,
+                        string_agg(DISTINCT task, ', ' ORDER BY task) AS task, count(*) AS n,
+                        count(*) FILTER (WHERE NOT ok) AS errors,
+                        sum(prompt_tokens) AS prompt_tokens,
+                        sum(completion_tokens) AS completion_tokens,
+                        quantile_cont(ttft_ms, 0.5) FILTER (WHERE ok) AS ttft_p50,
+                        quantile_cont(ttft_ms, 0.95) FILTER (WHERE ok) AS ttft_p95,
+                        median(tokens_per_s) FILTER (WHERE ok) AS tps_p50,
+                        sum(failovers) AS failovers
+                 FROM generations GROUP BY model, backend ORDER BY model, backend""")
+    gen_errs = r.q("""SELECT error_code, count(*) AS n FROM generations WHERE NOT ok
+                      GROUP BY ALL ORDER BY n DESC, error_code""")
+    finish = r.q("""SELECT model, coalesce(finish_reason, 'unknown') AS reason, count(*) AS n
+                    FROM generations GROUP BY ALL ORDER BY model, n DESC, reason""")
+    data["generation"], data["generation_errors"] = gen, gen_errs
+    s = Section("Generation", "Text generation streams and multi-step sessions (Whisper "
+                "transcription), one record each when it ends. Time to first token counts from "
+                "submit; the decode rate is the tokens after the first over the time after the "
+                "first; both over successful streams only. A failover is a stream replayed on "
+                "another worker.", key="generation")
+    s.plot = plot("generation", plots.generation_speed(gen, plot_dir / "generation.png"))
+    s.headers = ["model", "backend", "task", "requests", "prompt tokens", "completion tokens",
+                 "TTFT p50 ms", "TTFT p95 ms", "tokens/s (median)", "failovers", "errors"]
+    s.rows = [[x["model"], x["backend"], x["task"], x["n"], x["prompt_tokens"],
+               x["completion_tokens"], x["ttft_p50"], x["ttft_p95"], x["tps_p50"],
+               x["failovers"], x["errors"]] for x in gen]
+    by_model: dict[str, list[str]] = {}
+    for f in finish:
+        by_model.setdefault(f["model"], []).append(f"{f['reason']} × {f['n']}")
+    s.notes = [f"{m} finished: {', '.join(parts)}" for m, parts in by_model.items()]
+    s.notes += [f"failed generations: {e['error_code']} × {e['n']}" for e in gen_errs]
+    sections.append(s)
+
     # -- throughput vs workers --------------------------------------------------------------
     runs = r.q("""SELECT run_id, count(DISTINCT worker_id) AS workers, sum(batch) AS items,
                          count(*) AS n, min(epoch_ms(ts) - round_trip_ms) AS start_ms,
@@ -296,6 +332,7 @@ def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) 
     sections.append(s)
 
     counts = r.q("""SELECT 'inferences' AS t, count(*) AS n FROM inferences UNION ALL
+                    SELECT 'generations', count(*) FROM generations UNION ALL
                     SELECT 'model_loads', count(*) FROM model_loads UNION ALL
                     SELECT 'fetches', count(*) FROM fetches UNION ALL
                     SELECT 'benchmarks', count(*) FROM benchmarks UNION ALL

@@ -48,6 +48,20 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE TABLE spool_ingested (ts TIMESTAMP, name VARCHAR)",
         ],
     ),
+    (
+        2,
+        "generations: one row per generation stream or multi-step session",
+        [
+            # A chat/completions stream or a Whisper transcription, recorded once when it
+            # ends (MetricsStore.record_generation); ttft_ms counts from submit.
+            """CREATE TABLE generations (
+                ts TIMESTAMP, run_id VARCHAR, model VARCHAR, task VARCHAR, worker_id VARCHAR,
+                browser VARCHAR, backend VARCHAR, precision VARCHAR, prompt_tokens INTEGER,
+                completion_tokens INTEGER, ttft_ms DOUBLE, total_ms DOUBLE,
+                tokens_per_s DOUBLE, queue_wait_ms DOUBLE, failovers INTEGER,
+                finish_reason VARCHAR, ok BOOLEAN, error_code VARCHAR)""",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]
@@ -69,6 +83,13 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
                    ("precision", "VARCHAR"), ("batch", "INTEGER"), ("queue_wait_ms", "DOUBLE"),
                    ("page_ms", "DOUBLE"), ("round_trip_ms", "DOUBLE"), ("retries", "INTEGER"),
                    ("ok", "BOOLEAN"), ("error_code", "VARCHAR")],
+    "generations": [("ts", "TIMESTAMP"), ("run_id", "VARCHAR"), ("model", "VARCHAR"),
+                    ("task", "VARCHAR"), ("worker_id", "VARCHAR"), ("browser", "VARCHAR"),
+                    ("backend", "VARCHAR"), ("precision", "VARCHAR"),
+                    ("prompt_tokens", "INTEGER"), ("completion_tokens", "INTEGER"),
+                    ("ttft_ms", "DOUBLE"), ("total_ms", "DOUBLE"), ("tokens_per_s", "DOUBLE"),
+                    ("queue_wait_ms", "DOUBLE"), ("failovers", "INTEGER"),
+                    ("finish_reason", "VARCHAR"), ("ok", "BOOLEAN"), ("error_code", "VARCHAR")],
     "fetches": [("ts", "TIMESTAMP"), ("run_id", "VARCHAR"), ("cid", "VARCHAR"),
                 ("peer", "VARCHAR"), ("bytes", "BIGINT"), ("ms", "DOUBLE"), ("tier", "VARCHAR"),
                 ("ok", "BOOLEAN"), ("error_code", "VARCHAR")],

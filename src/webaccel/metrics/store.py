@@ -14,6 +14,9 @@ Usage (pool, API, content code)::
     store.record_inference("minilm", round_trip_ms=19.2, worker_id="w1", browser="chromium",
                            backend="wasm", precision="fp32", batch=1, queue_wait_ms=0.3,
                            page_ms=17.0, retries=0, error_code=None)
+    store.record_generation("smollm2", task="text_generation", worker_id="w1",
+                            backend="webgpu", prompt_tokens=12, completion_tokens=32,
+                            ttft_ms=140.0, total_ms=910.0, finish_reason="stop")
     store.record_fetch("bafy...", nbytes=262144, ms=3.1, tier="disk", peer=None)
     store.record_variant("minilm", "int8", nbytes=23_000_000, metric="cosine", accuracy=0.988)
     store.record_benchmark(result_dict, better="lower")
@@ -74,6 +77,13 @@ def _code(error_code: Any) -> str | None:
     return str(code)
 
 
+def decode_rate(completion_tokens: int, ttft_ms: float | None, total_ms: float) -> float | None:
+    """Tokens per second after the first token, or None when there is no decode phase."""
+    if ttft_ms is None or completion_tokens < 2 or total_ms <= ttft_ms:
+        return None
+    return (completion_tokens - 1) / ((total_ms - ttft_ms) / 1000.0)
+
+
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str)
 
@@ -101,11 +111,15 @@ class MetricsStore:
         _OPEN.add(self)
 
     # -- recording (hot path: no I/O) ---------------------------------------------
+    def _submit(self, table: str, *values: Any) -> None:
+        """Queue one row of ``table`` (``COLUMNS`` order after ``ts`` and ``run_id``)."""
+        self._writer.submit(table, (db.utcnow(), self.run_id, *values))
+
     def record_run_start(self, kind: str, info: Mapping[str, Any] | None = None) -> str:
         """Start a new run (``server``, ``bench``, ``api``, ...); later records carry its id."""
         self.run_id = uuid.uuid4().hex[:16]
-        self._writer.submit("runs", (db.utcnow(), self.run_id, kind, socket.gethostname(),
-                                     os.getpid(), __version__, _json(dict(info or {}))))
+        self._submit("runs", kind, socket.gethostname(), os.getpid(), __version__,
+                     _json(dict(info or {})))
         return self.run_id
 
     def record_worker(
@@ -119,9 +133,8 @@ class MetricsStore:
         is_fallback: bool | None = None,
         info: Mapping[str, Any] | None = None,
     ) -> None:
-        self._writer.submit("workers", (db.utcnow(), self.run_id, worker_id, browser, version,
-                                        _json(list(backends)), _json(adapter), is_fallback,
-                                        _json(info)))
+        self._submit("workers", worker_id, browser, version, _json(list(backends)),
+                     _json(adapter), is_fallback, _json(info))
 
     def record_model_load(
         self,
@@ -138,9 +151,8 @@ class MetricsStore:
         error_code: Any = None,
     ) -> None:
         code = _code(error_code)
-        self._writer.submit("model_loads", (db.utcnow(), self.run_id, model, cid, variant,
-                                            precision, backend, worker_id, nbytes, tier,
-                                            float(ms), code is None, code))
+        self._submit("model_loads", model, cid, variant, precision, backend, worker_id, nbytes,
+                     tier, float(ms), code is None, code)
         self.prom.model_load(model=model, tier=tier, ms=ms, nbytes=nbytes, error_code=code)
         self.live.load(tier=tier, nbytes=nbytes, ms=ms, ok=code is None)
 
@@ -160,16 +172,61 @@ class MetricsStore:
         error_code: Any = None,
     ) -> None:
         code = _code(error_code)
-        self._writer.submit("inferences", (db.utcnow(), self.run_id, model, worker_id, browser,
-                                           backend, precision, int(batch), queue_wait_ms,
-                                           page_ms, float(round_trip_ms), int(retries),
-                                           code is None, code))
+        self._submit("inferences", model, worker_id, browser, backend, precision, int(batch),
+                     queue_wait_ms, page_ms, float(round_trip_ms), int(retries), code is None,
+                     code)
         self.prom.inference(model=model, backend=backend, round_trip_ms=round_trip_ms,
                             queue_wait_ms=queue_wait_ms, page_ms=page_ms, error_code=code)
         self.live.inference(end=time.time(), model=model, worker_id=worker_id, browser=browser,
                             backend=backend, precision=precision, batch=int(batch),
                             round_trip_ms=float(round_trip_ms), queue_wait_ms=queue_wait_ms,
                             page_ms=page_ms, retries=int(retries), error_code=code)
+
+    def record_generation(
+        self,
+        model: str,
+        *,
+        task: str,
+        worker_id: str | None = None,
+        browser: str | None = None,
+        backend: str | None = None,
+        precision: str | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        ttft_ms: float | None = None,
+        total_ms: float = 0.0,
+        tokens_per_s: float | None = None,
+        queue_wait_ms: float | None = None,
+        failovers: int = 0,
+        finish_reason: str | None = None,
+        error_code: Any = None,
+    ) -> None:
+        """One generation stream or multi-step session (a Whisper transcription), at its end.
+
+        ``task``: ``text_generation``, ``speech_to_text``, ...; ``completion_tokens``:
+        tokens generated (decoded tokens for speech); ``ttft_ms``: submit to first token;
+        ``tokens_per_s``: decode rate, the completion tokens after the first over the
+        time after the first (derived from ``ttft_ms`` and ``total_ms`` when not given);
+        ``failovers``: times the stream was replayed on another worker;
+        ``finish_reason``: ``stop``, ``length``, ``cancelled`` or None.
+        """
+        code = _code(error_code)
+        prompt_tokens, completion_tokens = int(prompt_tokens), int(completion_tokens)
+        total_ms, failovers = float(total_ms), int(failovers)
+        if tokens_per_s is None:
+            tokens_per_s = decode_rate(completion_tokens, ttft_ms, total_ms)
+        self._submit("generations", model, task, worker_id, browser, backend, precision,
+                     prompt_tokens, completion_tokens, ttft_ms, total_ms, tokens_per_s,
+                     queue_wait_ms, failovers, finish_reason, code is None, code)
+        self.prom.generation(model=model, backend=backend, prompt_tokens=prompt_tokens,
+                             completion_tokens=completion_tokens, ttft_ms=ttft_ms,
+                             total_ms=total_ms, tokens_per_s=tokens_per_s,
+                             queue_wait_ms=queue_wait_ms, failovers=failovers,
+                             finish_reason=finish_reason, error_code=code)
+        self.live.generation(model=model, task=task, backend=backend, prompt_tokens=prompt_tokens,
+                             completion_tokens=completion_tokens, ttft_ms=ttft_ms,
+                             total_ms=total_ms, tokens_per_s=tokens_per_s, failovers=failovers,
+                             finish_reason=finish_reason, error_code=code)
 
     def record_fetch(
         self,
@@ -182,8 +239,7 @@ class MetricsStore:
         error_code: Any = None,
     ) -> None:
         code = _code(error_code)
-        self._writer.submit("fetches", (db.utcnow(), self.run_id, cid, peer, nbytes, float(ms),
-                                        tier, code is None, code))
+        self._submit("fetches", cid, peer, nbytes, float(ms), tier, code is None, code)
         self.prom.fetch(tier=tier, nbytes=nbytes, error_code=code)
         self.live.fetch(tier=tier, nbytes=nbytes, ms=ms, ok=code is None)
 
@@ -200,9 +256,8 @@ class MetricsStore:
         cid: str | None = None,
     ) -> None:
         """A precision variant's size and its accuracy against fp32 (``metric``: e.g. cosine)."""
-        self._writer.submit("variants", (db.utcnow(), self.run_id, model, variant,
-                                         precision or variant, nbytes, metric, accuracy,
-                                         latency_ms, cid))
+        self._submit("variants", model, variant, precision or variant, nbytes, metric, accuracy,
+                     latency_ms, cid)
 
     def record_benchmark(self, result: Mapping[str, Any], *, better: str | None = None) -> None:
         """Store one benchmark line as printed by ``webaccel bench`` (see webaccel.bench.runner)."""
