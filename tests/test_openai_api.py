@@ -382,6 +382,37 @@ def test_embeddings_float_format_and_dimensions(served):
     assert r3.status_code == 400 and r3.json()["error"]["param"] == "dimensions"
 
 
+def test_generation_shows_in_metrics_and_dashboard(served, client, tiny_models):
+    """Chat and completion streams are pool work: /metrics and the dashboard count them
+    (requests, tokens, time to first token) per model and backend."""
+    client.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=8)
+    client.completions.create(model="tiny-llama", prompt="Once", max_tokens=8)
+    text = httpx.get(served + "/metrics", timeout=30).text
+    series = {
+        line.split(" ")[0]: float(line.split(" ")[-1])
+        for line in text.splitlines()
+        if line.startswith("webaccel_generation") and 'model="tiny-llama"' in line
+    }
+    requests = sum(
+        v for k, v in series.items() if k.startswith("webaccel_generation_requests_total")
+    )
+    assert requests >= 2, text
+    assert any(
+        k.startswith("webaccel_generation_completion_tokens_total") and v >= 16
+        for k, v in series.items()
+    )
+    assert any(
+        k.startswith("webaccel_generation_ttft_seconds_count") and 'backend="wasm"' in k
+        for k in series
+    )
+    snap = httpx.get(
+        served + "/dashboard/snapshot.json", headers={"authorization": f"Bearer {KEY}"}, timeout=30
+    ).json()
+    gens = snap["metrics"]["generations"]["models"]["tiny-llama"]
+    assert gens["generations"] >= 2 and gens["completion_tokens"] >= 16
+    assert gens["avg_ttft_ms"] > 0 and "wasm" in gens["backends"]
+
+
 def test_openapi_document(served):
     r = httpx.get(served + "/v1/openapi.json", timeout=10)  # public, like /healthz
     assert r.status_code == 200

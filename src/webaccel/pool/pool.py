@@ -986,6 +986,7 @@ class ResourcePool:
                 queue_ms=(a.started_at - t.submitted_at) * 1000,
                 load=load,
                 attempts=req.attempts,
+                opened_at=now,
             )
         )
 
@@ -1019,20 +1020,8 @@ class ResourcePool:
             error_code=err.code
             if err is not None and not isinstance(err, CancelledError_)
             else None,
+            total_ms=f.pop("total_ms", s.queue_ms + (self._clock() - s.opened_at) * 1000),
             **f,
-        )
-        self._metric(
-            "record_inference",
-            s.model,
-            round_trip_ms=s.round_trip_ms,
-            worker_id=s.worker_id,
-            browser=s.browser,
-            backend=s.backend,
-            precision=s.precision,
-            queue_wait_ms=s.queue_ms,
-            page_ms=s.page_ms,
-            retries=s.attempts - 1,
-            error_code=err.code if err is not None else None,
         )
 
     async def _session_run(

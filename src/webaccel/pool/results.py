@@ -82,6 +82,7 @@ class WorkerSession:
     queue_ms: float
     load: LoadInfo | None
     attempts: int = 1
+    opened_at: float = 0.0  # on the pool's clock
     figures: dict[str, Any] = field(default_factory=dict)  # what the job reports at its end
     page_ms: float = 0.0
     round_trip_ms: float = 0.0
