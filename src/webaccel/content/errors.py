@@ -7,14 +7,16 @@
     │   ├── InvalidCIDError                the text/bytes are not a CID we can use
     │   ├── DecodeError                    bytes are not valid dag-pb / UnixFS / CAR
     │   ├── UnsupportedFormatError         a gateway format/Accept we do not serve (HTTP 406)
-    │   └── InvalidPathError               a path below a CID does not resolve (gateway: 404)
+    │   ├── InvalidPathError               a path below a CID does not resolve (gateway: 404)
+    │   ├── AddInputError                  a file, folder or flag ``add`` cannot take
+    │   └── NotAFileError                  ``cat`` of a folder or symlink
     ├── NotFoundError                      NOT_FOUND
     │   └── BlockNotFoundError             no tier and no peer has the block
     ├── TimeoutError_                      TIMEOUT
     │   └── FetchTimeoutError              peers did not answer in time
     └── ContentError                       INTERNAL
         ├── CorruptBlockError              bytes do not hash to their CID (never stored, never used)
-        ├── UnsupportedDagError            valid data we do not handle (e.g. HAMT directories)
+        ├── UnsupportedDagError            valid data we do not handle (or refuse to write)
         └── ReplicationError               a push/pin to a peer or IPFS Cluster failed
 
 The gateway maps these to HTTP status codes in one place
@@ -45,6 +47,15 @@ class InvalidPathError(BadRequestError):
     """A path under a root CID names no entry."""
 
 
+class AddInputError(BadRequestError):
+    """Something ``add`` cannot take: a missing path, a special file inside a
+    folder, a chunker or CID version Kubo would refuse."""
+
+
+class NotAFileError(BadRequestError):
+    """Bytes were asked of a folder or symlink (``cat``); ``get`` writes those."""
+
+
 class BlockNotFoundError(NotFoundError):
     """No tier (memory, disk, peers) has the block."""
 
@@ -58,7 +69,8 @@ class CorruptBlockError(ContentError):
 
 
 class UnsupportedDagError(ContentError):
-    """A valid DAG shape that webaccel does not handle (HAMT-sharded directories)."""
+    """A DAG webaccel does not handle or will not write (unsafe names, symlinks
+    leaving the output folder, a hash other than murmur3 in a HAMT)."""
 
 
 class ReplicationError(ContentError):
