@@ -157,3 +157,23 @@ def test_special_files_inside_a_folder_are_refused(tmp_path: Path) -> None:
         add_paths([d], "kubo-v0", None)
     with pytest.raises(AddInputError, match="does not exist"):
         add_paths([tmp_path / "nope"], "kubo-v0", None)
+
+
+def test_entity_scope_of_a_hamt_is_all_its_shards(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "s", fsync=False)
+    blocks: dict[bytes, bytes] = {}
+    root = _dir({f"f{i}": _file(f"{i}".encode(), blocks) for i in range(600)}, blocks)
+    for c, b in blocks.items():
+        store.put_trusted(c, b)
+    from webaccel.content import dag
+
+    shards = {c for c, b in blocks.items()
+              if cidmod.codec_of(c) == cidmod.DAG_PB and dag.decode(c, b).kind == "hamt"}
+    assert len(shards) > 1
+
+    async def walk(scope: str) -> list[bytes]:
+        return [c async for c, _ in store.walk(root.cid, scope)]
+
+    entity = asyncio.run(walk("entity"))
+    assert entity[0] == root.cid and set(entity) == shards
+    assert len(asyncio.run(walk("all"))) == len(shards) + 600

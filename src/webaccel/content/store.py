@@ -206,7 +206,8 @@ class BlockStore:
 
         ``scope`` follows the trustless gateway's ``dag-scope``: ``block`` is the
         root only, ``entity`` stops at the root's own entity (a file's chunks; a
-        directory's own node, not its children), ``all`` is everything.
+        directory's own node, or every shard of a HAMT-sharded one, not the
+        entries), ``all`` is everything.
         """
         raw = cidmod.parse(root)
         seen: set[bytes] = set()
@@ -221,7 +222,13 @@ class BlockStore:
             if scope == "block":
                 return
             node = dag.decode(c, data)
-            if scope == "entity" and node.kind in ("directory", "hamt"):
+            if scope == "entity" and node.kind == "directory":
+                continue
+            if scope == "entity" and node.kind == "hamt":
+                # a sharded folder's entity is all its shards, not the entries
+                from webaccel.content.resolve import hamt_children
+
+                stack.extend(reversed(hamt_children(node)[1]))
                 continue
             stack.extend(reversed(node.links))
 
