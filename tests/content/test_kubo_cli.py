@@ -410,3 +410,24 @@ def test_nested_hamt_folders_match_embedded_kubo(kubo, tmp_path: Path) -> None:
         store.resolve_local(ours.cid, "big/sub/inner.txt").target)) == b"inner\n"
     assert b"".join(store.read_file(
         store.resolve_local(ours.cid, "big/entry-00013.bin").target)) == b"13" * 7
+
+
+def test_add_r_dot_inside_a_symlinked_folder(tmp_path: Path, _home: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """t0040 test_add_pwd_is_symlink: `cd hellolink && ipfs add -r .` adds the content."""
+    (tmp_path / "hellodir").mkdir()
+    (tmp_path / "hellodir" / "world").write_bytes(b"World\n")
+    os.symlink("hellodir", tmp_path / "hellolink")
+    monkeypatch.chdir(tmp_path / "hellolink")
+    out = _lines("add", "-r", ".")
+    assert out[0].startswith("added Qma9CyFdG5ffrZCcYSin2uAETygB25cswVwEYYzwfQuhTe ")  # world
+    assert out[0].endswith("/world") and len(out) == 2
+
+
+def test_progress_flag_keeps_stdout_as_kubo(tmp_path: Path, _home: Path) -> None:
+    f = tmp_path / "hello.txt"
+    f.write_bytes(b"Hello Worlds!\n")
+    expected = ["added QmVr26fY1tKyspEJBniVhqxQeEjhF78XerGiqWAwraVLQH hello.txt"]
+    assert _lines("add", "-p", str(f)) == expected
+    assert _lines("add", "--progress=false", str(f)) == expected
+    assert _lines("add", "--progress", "-Q", str(f)) == [expected[0].split()[1]]
