@@ -304,6 +304,8 @@ def test_get_file_folder_and_symlinks(tmp_path: Path, _home: Path,
     assert "outside the output folder" in _said(r)
     assert sorted(os.listdir(tmp_path)) == before
     _run("get", "../..", code=1)
+    r = _run("get", hd_ok, "-o", ".", code=1)
+    assert "BAD_REQUEST" in _said(r) and (tmp_path / "data").exists()
 
 
 def test_failed_get_and_car_export_leave_nothing(tmp_path: Path, _home: Path,

@@ -32,7 +32,7 @@ from webaccel.content.add import STDIN, Added
 from webaccel.content.errors import AddInputError, NotAFileError
 from webaccel.content.importer import PROFILES, Profile
 from webaccel.content.resolve import parse_ipfs_path, segments
-from webaccel.errors import WebAccelError
+from webaccel.errors import BadRequestError, WebAccelError
 
 err = Console(stderr=True)
 
@@ -278,6 +278,9 @@ def get(path: Annotated[str, typer.Argument(help="CID, CID/path or /ipfs/CID/pat
     except WebAccelError as exc:
         _fail(exc)
     out = output if output is not None else Path(segments(sub)[-1] if sub else cidmod.to_str(root))
+    if out.name in ("", ".", ".."):
+        _fail(BadRequestError(f"-o {out} names no file or folder to write; give a new name, "
+                              "e.g. -o ./copy"))
 
     async def run() -> tuple[bytes, FetchStats]:
         fetcher = Fetcher(peers, window=window, timeout=timeout, local_only=not peers)
