@@ -184,3 +184,15 @@ def test_streaming_memory_is_flat() -> None:
     b.finish()
     assert peak <= 4 * len(b._levels)
     assert b.root is not None and b.root.size == 20_000 * 16
+
+
+@pytest.mark.parametrize("profile", ["kubo-v1", "unixfs-v1-2025"])
+def test_hamt_directory_matches_js(js_cid, tmp_path: Path, profile: str) -> None:
+    """A folder past 256 KiB of links (6000 entries and a sub-folder) is a HAMT in
+    the JS importer too (CIDv1 and IPIP-499's block-bytes estimate)."""
+    d = tmp_path / "big"
+    (d / "sub").mkdir(parents=True)
+    (d / "sub" / "x").write_bytes(b"x")
+    for i in range(6000):
+        (d / f"entry-{i:05d}.bin").write_bytes(str(i).encode() * (i % 7 + 1))
+    assert str(add_path(d, profile, only_hash=True)) == js_cid(profile, d)
