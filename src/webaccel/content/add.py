@@ -219,8 +219,8 @@ def add_paths(paths: Sequence[str | os.PathLike[str]], profile: str | Profile, s
         seen[name] = key
         args.append((name, path))
     roots: list[tuple[str, Entry]] = []
-    for name, path in args:
-        if path is None:
+    for name, arg in args:
+        if arg is None:
             src = stdin if stdin is not None else sys.stdin.buffer
             entry = add_stream(src, p, sink, progress)
             label = name or entry.cid_str
@@ -228,7 +228,7 @@ def add_paths(paths: Sequence[str | os.PathLike[str]], profile: str | Profile, s
                 on_added(Added(label, entry, "file"))
             roots.append((label, entry))
         else:
-            roots.append((name, add_tree(path, p, sink, hidden=hidden, progress=progress,
+            roots.append((name, add_tree(arg, p, sink, hidden=hidden, progress=progress,
                                          on_added=on_added, name=name)))
     if not wrap:
         return [e for _, e in roots]

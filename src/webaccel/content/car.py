@@ -70,6 +70,7 @@ def decode_header(body: bytes) -> list[bytes]:
         raise DecodeError("CAR header roots is not a list of CIDs")
     out = []
     for r in roots:
+        assert isinstance(r, CID)
         try:
             out.append(cidmod.parse(r))
         except InvalidCIDError as exc:
