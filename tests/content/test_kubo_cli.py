@@ -433,3 +433,21 @@ def test_progress_flag_keeps_stdout_as_kubo(tmp_path: Path, _home: Path) -> None
     assert _lines("add", "-p", str(f)) == expected
     assert _lines("add", "--progress=false", str(f)) == expected
     assert _lines("add", "--progress", "-Q", str(f)) == [expected[0].split()[1]]
+
+
+def test_flags_override_the_profile(kubo, tmp_path: Path, _home: Path) -> None:
+    d = tmp_path / "planets"
+    d.mkdir()
+    (d / "mars.txt").write_bytes(b"Hello Mars!\n")
+    (d / "venus.txt").write_bytes(b"Hello Venus!\n")
+    # the 2025 profile with Kubo's v0 flags is Kubo's default add (for files under 174 chunks)
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(3 * 262_144 + 5))
+    assert _lines("add", "-Q", "--profile", "unixfs-v1-2025", "--cid-version", "0",
+                  "--chunker", "size-262144", str(big)) == [kubo.add(big)]
+    # kubo-v1 with --raw-leaves=false is t0040's `--cid-version=1 --raw-leaves=false`
+    assert _lines("add", "-rQ", "--profile", "kubo-v1", "--raw-leaves=false", str(d)) == [
+        "bafybeif5tuep5ap2d7zyhbktucey75aoacxufgt6i3v4gebmixyipnyp7y"]
+    # and kubo-v0 with --cid-version 1 is the same as the kubo-v1 profile
+    assert _lines("add", "-rQ", "--cid-version", "1", str(d)) == \
+        _lines("add", "-rQ", "--profile", "kubo-v1", str(d))
