@@ -35,16 +35,17 @@ def _ok(*args: str) -> str:
 def test_add_only_hash_prints_cid_last_and_stores_nothing(tmp_path: Path, _home: Path) -> None:
     f = write_random(tmp_path / "f", 300_000, 1)
     last = _ok("add", str(f), "--only-hash").strip().splitlines()[-1]
-    assert last == str(add_path(f, "kubo-v0", only_hash=True)) and last.startswith("Qm")
+    assert last == f"added {add_path(f, 'kubo-v0', only_hash=True)} f" and "Qm" in last
+    last = last.split()[1]
     assert not BlockStore(None).has(last)
     for profile, prefix in (("kubo-v1", "bafybei"), ("unixfs-v1-2025", "bafkrei")):
-        cid = _ok("add", str(f), "--only-hash", "--profile", profile).strip().splitlines()[-1]
+        cid = _ok("add", str(f), "-Q", "--only-hash", "--profile", profile).strip()
         assert cid.startswith(prefix)
 
 
 def test_add_cat_pin_gc_car_round_trip(tmp_path: Path, _home: Path) -> None:
     f = write_random(tmp_path / "f", 700_000, 2)
-    cid = _ok("add", str(f), "--profile", "kubo-v1", "--pin").strip().splitlines()[-1]
+    cid = _ok("add", str(f), "--profile", "kubo-v1", "--pin", "-Q").strip()
     assert BlockStore(None).has(cid)
     assert runner.invoke(_app(), ["cat", cid]).stdout_bytes == f.read_bytes()
     assert cid in _ok("pin", "ls")
@@ -66,7 +67,7 @@ def test_add_folder_needs_r(tmp_path: Path) -> None:
     d.mkdir()
     (d / "a").write_bytes(b"a")
     assert runner.invoke(_app(), ["add", str(d)]).exit_code == 2
-    assert _ok("add", "-r", str(d), "-n").strip().startswith("Qm")
+    assert _ok("add", "-r", str(d), "-n", "-Q").strip().startswith("Qm")
 
 
 def test_bad_cid_is_a_clean_error(tmp_path: Path) -> None:
@@ -105,7 +106,7 @@ def test_pin_add_replicates_and_pin_status_reports(tmp_path: Path, _home: Path) 
         save_config(ContentConfig(replicate_to=[{"url": srv.url, "token": "tok"}],
                                   replication_min=1))
         f = write_random(tmp_path / "w.onnx", 600_000, 9)
-        cid = _ok("add", str(f), "--profile", "kubo-v1").strip().splitlines()[-1]
+        cid = _ok("add", str(f), "--profile", "kubo-v1", "--pin=false", "-Q").strip()
         rows = json.loads(_ok("pin", "status", "--json"))
         assert rows == []  # nothing pinned yet
         r = runner.invoke(_app(), ["pin", "add", cid])

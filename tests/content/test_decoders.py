@@ -177,7 +177,22 @@ def test_car_round_trip_any_split() -> None:
 @given(st.binary(max_size=800))
 def test_car_random_bytes(data: bytes) -> None:
     _decode_any(_parse, data)
-    _decode_any(_parse, encode_header([VALID_CAR[3:39]]) + data)
+    _decode_any(_parse, _header_with_raw_root(VALID_CAR[3:39]) + data)
+
+
+def _header_with_raw_root(raw: bytes) -> bytes:
+    """A CAR header whose root is any bytes (encode_header takes real CIDs only)."""
+    link = b"\x00" + raw
+    body = b"\xa2\x65roots\x81\xd8\x2a\x58" + bytes([len(link)]) + link + b"\x67version\x01"
+    return varint(len(body)) + body
+
+
+def test_car_header_bytes() -> None:
+    """dag-cbor writes the header byte for byte as the DAG-CBOR spec asks:
+    map(2) "roots" [tag 42(bytes 0x00 || cid)] "version" 1."""
+    for root in (cidmod.make(b"x", cidmod.RAW, 1), cidmod.make(b"x", cidmod.DAG_PB, 0)):
+        assert encode_header([root]) == _header_with_raw_root(root)
+        assert _parse(encode_header([root])) == [CarHeader([root])]
 
 
 @settings(max_examples=200, deadline=1000)

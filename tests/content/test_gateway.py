@@ -241,3 +241,39 @@ async def test_upload_body_limit_is_enforced_while_reading(tmp_path: Path) -> No
         assert r.status_code == 413
         r = await client.post(UPLOAD_PATH, content=car)
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+
+
+async def test_paths_through_a_hamt_folder(tmp_path: Path) -> None:
+    """/ipfs/CID/path in a HAMT-sharded folder (Kubo's t0260 data: 2000 files,
+    sharded at a 1-byte threshold): the bytes, and a CAR whose path blocks
+    (root shard, sub-shards) let a client verify the path itself."""
+    import dataclasses
+
+    from webaccel.content.add import add_paths
+    from webaccel.content.importer import PROFILES
+    from webaccel.content.resolve import resolve_with
+
+    d = tmp_path / "testdata"
+    d.mkdir()
+    for i in range(1, 2001):
+        (d / f"file{i}").write_bytes(f"{i}\n".encode())
+    store = BlockStore(tmp_path / "store", fsync=False)
+    prof = dataclasses.replace(PROFILES["kubo-v0"], shard_threshold=1)
+    [root] = add_paths([d], prof, store.put_trusted)
+    app = create_gateway_app(store)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://gw") as client:
+        r = await client.get(f"/ipfs/{root.cid_str}/file100")
+        assert r.status_code == 200 and r.content == b"100\n"
+        assert len(r.headers["x-ipfs-roots"].split(",")) == 2  # root, file100
+        r = await client.get(f"/ipfs/{root.cid_str}/file100?format=car")
+        events = list(read_car([r.content]))
+        got = {e.cid: e.data for e in events[1:] if isinstance(e, CarBlock)}
+        for c, data in got.items():
+            cidmod.verify(c, data)
+        # only the CAR's blocks are needed to walk the path: HAMT shards included
+        res = resolve_with(lambda c: got[c], root.cid, "file100")
+        assert b"".join(store.read_file(res.target)) == b"100\n"
+        assert len(res.proof) >= 2 and set(res.proof) <= set(got)
+        r = await client.get(f"/ipfs/{root.cid_str}/file2001")
+        assert r.status_code == 404

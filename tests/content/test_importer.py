@@ -17,6 +17,7 @@ from webaccel.content.importer import (
     FileBuilder,
     Profile,
     build_directory,
+    build_directory_blocks,
     fixed_chunks,
     import_bytes,
     import_file,
@@ -107,11 +108,22 @@ def test_directory_matches_js(js_cid, tmp_path: Path, profile: str) -> None:
     assert str(add_path(d, profile, only_hash=True)) == js_cid(profile, d)
 
 
-def test_directory_past_shard_threshold_is_refused() -> None:
+def test_directory_past_shard_threshold_is_a_hamt() -> None:
+    """build_directory makes plain nodes only; build_directory_blocks shards past
+    the threshold (CIDs against Kubo: tests/content/test_kubo_cli.py)."""
     e = Entry(cidmod.make(b"x", cidmod.RAW, 1), 1, 1)
     entries = [(f"file-with-a-longish-name-{i:06d}.bin", e) for i in range(8000)]
     with pytest.raises(UnsupportedDagError, match="HAMT"):
         build_directory(entries, "kubo-v1")
+    root, blocks = build_directory_blocks(entries, "kubo-v1")
+    assert blocks[-1][0] == root.cid and len(blocks) > 1
+    for c, block in blocks:
+        cidmod.verify(c, block)
+        fs = decode_unixfs(decode_node(block).data or b"")
+        assert (fs.type, fs.fanout, fs.hash_type) == (DataType.HAMT_SHARD, 256, 0x22)
+    names = [ln.name for _c, b in blocks for ln in decode_node(b).links if len(ln.name or "") > 2]
+    assert sorted(n[2:] for n in names) == sorted(n for n, _ in entries)
+    assert root.tsize == sum(len(b) for _c, b in blocks) + 8000
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -172,3 +184,15 @@ def test_streaming_memory_is_flat() -> None:
     b.finish()
     assert peak <= 4 * len(b._levels)
     assert b.root is not None and b.root.size == 20_000 * 16
+
+
+@pytest.mark.parametrize("profile", ["kubo-v1", "unixfs-v1-2025"])
+def test_hamt_directory_matches_js(js_cid, tmp_path: Path, profile: str) -> None:
+    """A folder past 256 KiB of links (6000 entries and a sub-folder) is a HAMT in
+    the JS importer too (CIDv1 and IPIP-499's block-bytes estimate)."""
+    d = tmp_path / "big"
+    (d / "sub").mkdir(parents=True)
+    (d / "sub" / "x").write_bytes(b"x")
+    for i in range(6000):
+        (d / f"entry-{i:05d}.bin").write_bytes(str(i).encode() * (i % 7 + 1))
+    assert str(add_path(d, profile, only_hash=True)) == js_cid(profile, d)

@@ -3,8 +3,9 @@ tiers, CAR, a trustless gateway and a multi-source fetcher.
 
 Modules (pure logic has no I/O):
 
-* ``cid``, ``pb``, ``importer``, ``dag``, ``car`` — pure: CIDs, dag-pb/UnixFS,
-  DAG building and walking, CAR framing.
+* ``cid``, ``pb``, ``importer``, ``dag``, ``resolve``, ``car`` — pure: CIDs,
+  dag-pb/UnixFS, DAG building (HAMT-sharded folders too) and walking, paths
+  under a CID, CAR framing.
 * ``add``, ``blockstore``, ``store`` — files and the memory/disk/network tiers.
 * ``gateway`` — ``GET/HEAD /ipfs/{cid}`` (IPFS trustless gateway spec).
 * ``fetcher`` — parallel, verified block fetching from many peers.

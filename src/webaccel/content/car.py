@@ -5,9 +5,10 @@ Spec: https://ipld.io/specs/transport/car/carv1/ ::
     varint(len(header)) || dag-cbor {"roots": [CID...], "version": 1}
     then per block: varint(len(cid) + len(data)) || cid || data
 
-The header's CIDs are CBOR tag 42 over ``0x00 || binary CID`` (DAG-CBOR spec,
-https://ipld.io/specs/codecs/dag-cbor/spec/#links); map keys are in DAG-CBOR
-order (shorter first), so "roots" precedes "version".
+The header is DAG-CBOR, encoded and decoded by PyPI ``dag-cbor`` (CIDs as
+tag 42 over ``0x00 || binary CID``, map keys in DAG-CBOR order, so "roots"
+precedes "version"); the varints are multiformats unsigned varints
+(``multiformats.varint``).
 
 :class:`CarReader` is an incremental parser (``feed(bytes)`` -> events) with
 hard limits on header and section sizes, so truncated or hostile input ends in
@@ -19,9 +20,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import dag_cbor
+from multiformats import CID, varint
+
 from webaccel.content import cid as cidmod
 from webaccel.content.errors import DecodeError, InvalidCIDError
-from webaccel.content.pb import read_varint, varint
 
 MAX_HEADER = 1 << 20
 MAX_SECTION = (4 << 20) + 256  # blocks over 4 MiB are refused by IPFS transports too
@@ -31,28 +34,13 @@ CONTENT_TYPE = "application/vnd.ipld.car"
 # ------------------------------------------------------------------ writing
 
 
-def _cbor_head(major: int, n: int) -> bytes:
-    if n < 24:
-        return bytes((major << 5 | n,))
-    for extra, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
-        if n < 1 << (8 * size):
-            return bytes((major << 5 | extra,)) + n.to_bytes(size, "big")
-    raise ValueError("CBOR length too large")
-
-
 def encode_header(roots: Iterable[bytes]) -> bytes:
-    roots = list(roots)
-    body = bytearray(_cbor_head(5, 2))
-    body += _cbor_head(3, 5) + b"roots" + _cbor_head(4, len(roots))
-    for r in roots:
-        link = b"\x00" + r
-        body += b"\xd8\x2a" + _cbor_head(2, len(link)) + link
-    body += _cbor_head(3, 7) + b"version" + _cbor_head(0, 1)
-    return varint(len(body)) + bytes(body)
+    header = dag_cbor.encode({"roots": [CID.decode(r) for r in roots], "version": 1})
+    return varint.encode(len(header)) + header
 
 
 def encode_section(c: bytes, data: bytes) -> bytes:
-    return varint(len(c) + len(data)) + c + data
+    return varint.encode(len(c) + len(data)) + c + data
 
 
 def write_car(roots: Iterable[bytes], blocks: Iterable[tuple[bytes, bytes]]) -> Iterator[bytes]:
@@ -65,81 +53,11 @@ def write_car(roots: Iterable[bytes], blocks: Iterable[tuple[bytes, bytes]]) -> 
 # ------------------------------------------------------------------ reading
 
 
-class _Cbor:
-    """Just enough DAG-CBOR to read a CAR header (bounded depth and sizes)."""
-
-    def __init__(self, buf: bytes) -> None:
-        self.buf, self.pos = buf, 0
-
-    def _take(self, n: int) -> bytes:
-        if n > len(self.buf) - self.pos:
-            raise DecodeError("truncated CBOR in CAR header")
-        out = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def _arg(self, info: int) -> int:
-        if info < 24:
-            return info
-        sizes = {24: 1, 25: 2, 26: 4, 27: 8}
-        if info not in sizes:
-            raise DecodeError("indefinite or reserved CBOR length in CAR header")
-        return int.from_bytes(self._take(sizes[info]), "big")
-
-    def item(self, depth: int = 0) -> object:
-        if depth > 16:
-            raise DecodeError("CAR header nests too deeply")
-        ib = self._take(1)[0]
-        major, info = ib >> 5, ib & 31
-        if major == 7:
-            simple = {20: False, 21: True, 22: None}
-            if info in simple:
-                return simple[info]
-            raise DecodeError("unsupported CBOR simple value in CAR header")
-        n = self._arg(info)
-        if major == 0:
-            return n
-        if major == 1:
-            return -1 - n
-        if major == 2:
-            return self._take(n)
-        if major == 3:
-            try:
-                return self._take(n).decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DecodeError("CBOR text is not UTF-8") from exc
-        if major == 4:
-            if n > len(self.buf):
-                raise DecodeError("CBOR array longer than its input")
-            return [self.item(depth + 1) for _ in range(n)]
-        if major == 5:
-            if n > len(self.buf):
-                raise DecodeError("CBOR map longer than its input")
-            out = {}
-            for _ in range(n):
-                k = self.item(depth + 1)
-                if not isinstance(k, str):
-                    raise DecodeError("CBOR map key is not a string")
-                out[k] = self.item(depth + 1)
-            return out
-        if major == 6:
-            inner = self.item(depth + 1)
-            if n != 42 or not isinstance(inner, bytes) or not inner.startswith(b"\x00"):
-                raise DecodeError("unexpected CBOR tag in CAR header")
-            return _Link(inner[1:])
-        raise DecodeError("bad CBOR major type")
-
-
-@dataclass(frozen=True, slots=True)
-class _Link:
-    cid: bytes
-
-
 def decode_header(body: bytes) -> list[bytes]:
-    parser = _Cbor(body)
-    obj = parser.item()
-    if parser.pos != len(body):
-        raise DecodeError("trailing bytes in CAR header")
+    try:
+        obj = dag_cbor.decode(body)
+    except Exception as exc:  # dag-cbor raises its own DAGCBORDecodingError, and ValueError
+        raise DecodeError(f"CAR header is not valid DAG-CBOR ({exc.__class__.__name__})") from exc
     if not isinstance(obj, dict):
         raise DecodeError("CAR header is not a map")
     version = obj.get("version")
@@ -148,15 +66,24 @@ def decode_header(body: bytes) -> list[bytes]:
     if version != 1:
         raise DecodeError("CAR header version is not 1")
     roots = obj.get("roots")
-    if not isinstance(roots, list) or not all(isinstance(r, _Link) for r in roots):
+    if not isinstance(roots, list) or not all(isinstance(r, CID) for r in roots):
         raise DecodeError("CAR header roots is not a list of CIDs")
     out = []
     for r in roots:
+        assert isinstance(r, CID)
         try:
-            out.append(cidmod.parse(r.cid))
+            out.append(cidmod.parse(r))
         except InvalidCIDError as exc:
             raise DecodeError("CAR header root is not a usable CID") from exc
     return out
+
+
+def _uvarint(buf: bytes | bytearray | memoryview, pos: int, end: int) -> tuple[int, int]:
+    try:
+        n, size, _rest = varint.decode_raw(bytes(buf[pos:min(end, pos + 9)]))
+    except ValueError as exc:
+        raise DecodeError(f"bad varint in CAR ({exc})") from exc
+    return n, pos + size
 
 
 def split_cid(buf: bytes | bytearray | memoryview, pos: int, end: int) -> int:
@@ -165,12 +92,12 @@ def split_cid(buf: bytes | bytearray | memoryview, pos: int, end: int) -> int:
         if end - pos < 34:
             raise DecodeError("truncated CIDv0 in CAR section")
         return pos + 34
-    version, p = read_varint(buf, pos, end)
+    version, p = _uvarint(buf, pos, end)
     if version != 1:
         raise DecodeError("CAR section CID is neither v0 nor v1")
-    _codec, p = read_varint(buf, p, end)
-    _hcode, p = read_varint(buf, p, end)
-    dlen, p = read_varint(buf, p, end)
+    _codec, p = _uvarint(buf, p, end)
+    _hcode, p = _uvarint(buf, p, end)
+    dlen, p = _uvarint(buf, p, end)
     if dlen > end - p or dlen > 128:
         raise DecodeError("CAR section CID digest runs past the section")
     return p + dlen
@@ -204,12 +131,9 @@ class CarReader:
         buf = self._buf
         if not buf:
             return None
-        try:
-            n, p = read_varint(buf, 0, min(len(buf), 10))
-        except DecodeError:
-            if len(buf) < 10 and all(b & 0x80 for b in buf):
-                return None  # varint not complete yet
-            raise
+        if len(buf) < 9 and all(b & 0x80 for b in buf):
+            return None  # varint not complete yet
+        n, p = _uvarint(buf, 0, len(buf))
         limit = MAX_HEADER if self._header is None else self._max
         if n > limit:
             raise DecodeError(f"CAR frame of {n} bytes is over the {limit}-byte limit")

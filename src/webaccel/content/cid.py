@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 
-from multiformats import CID
+from multiformats import CID, varint
 
 from webaccel.content.errors import CorruptBlockError, InvalidCIDError
 
@@ -28,26 +28,22 @@ _CODECS = {DAG_PB: "dag-pb", RAW: "raw"}
 CIDLike = CID | str | bytes
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+# The bytes in front of a digest: multicodec varints from ``multiformats``,
+# computed once (building a ``CID`` object per block would cost as much as
+# hashing it).  CIDv1 = 0x01 || varint(codec) || varint(hash) || varint(len).
+_SHA256_PREFIX = varint.encode(SHA2_256) + varint.encode(32)
+_V1_PREFIX = {codec: varint.encode(1) + varint.encode(codec) + _SHA256_PREFIX
+              for codec in _CODECS}
 
 
 def make(data: bytes, codec: int, version: int) -> bytes:
     """Binary CID of ``data`` (sha2-256) for ``codec`` and CID ``version``."""
-    mh = b"\x12\x20" + hashlib.sha256(data).digest()
+    digest = hashlib.sha256(data).digest()
     if version == 0:
         if codec != DAG_PB:
             raise InvalidCIDError("CIDv0 is dag-pb only; use CIDv1 for raw blocks")
-        return mh
-    return b"\x01" + _varint(codec) + mh
+        return _SHA256_PREFIX + digest
+    return _V1_PREFIX[codec] + digest
 
 
 def split(raw: bytes) -> tuple[int, int, int, bytes]:

@@ -8,7 +8,9 @@ its last line, ``--json`` prints one JSON object.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,10 +25,14 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from typer.core import TyperCommand
 
 from webaccel.content import cid as cidmod
-from webaccel.content.importer import PROFILES
-from webaccel.errors import WebAccelError
+from webaccel.content.add import STDIN, Added
+from webaccel.content.errors import AddInputError, NotAFileError
+from webaccel.content.importer import PROFILES, Profile
+from webaccel.content.resolve import parse_ipfs_path, segments
+from webaccel.errors import BadRequestError, WebAccelError
 
 err = Console(stderr=True)
 
@@ -58,46 +64,190 @@ def _store(peers: list[str] | None = None):  # noqa: ANN202
     return store, cfg
 
 
-def add(path: Annotated[Path, typer.Argument(exists=True, help="File or folder")],
-        profile: Annotated[str, typer.Option(help=f"One of: {', '.join(PROFILES)}")] = "kubo-v0",
-        only_hash: Annotated[bool, typer.Option("--only-hash", "-n",
-                                                help="Print the CID, store nothing")] = False,
-        pin: Annotated[bool, typer.Option("--pin", help="Pin the root in the local store")] = False,
-        recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Add a folder")] = False,
-        hidden: Annotated[bool, typer.Option("--hidden", "-H", help="Include dot files")] = False,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False) -> None:
-    """Add a file (or folder with -r); the CID is the last line, as `ipfs add` prints it."""
-    from webaccel.content.add import add_path
+# Kubo's boolean options take ``--pin=false`` / ``--raw-leaves=true``; click's
+# flags do not, so the add command rewrites those spellings to --[no-]NAME first.
+_KUBO_BOOLS = {"pin", "raw-leaves", "recursive", "hidden", "quiet", "quieter", "progress",
+               "wrap-with-directory", "only-hash"}
 
-    if profile not in PROFILES:
-        err.print(f"[red]error[/red] unknown profile {profile!r}; use {', '.join(PROFILES)}")
-        raise typer.Exit(2)
-    if path.is_dir() and not recursive:
-        err.print(f"[red]error[/red] {path} is a folder; use -r")
-        raise typer.Exit(2)
-    total = path.stat().st_size if path.is_file() else None
+
+class KuboBoolCommand(TyperCommand):
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        out = []
+        for a in args:
+            name, eq, value = a.partition("=")
+            if eq and name.startswith("--") and name[2:] in _KUBO_BOOLS \
+                    and value.lower() in ("true", "false"):
+                a = name if value.lower() == "true" else f"--no-{name[2:]}"
+            out.append(a)  # anything else ("--pin=maybe") is click's usage error
+        return super().parse_args(ctx, out)
+
+
+def kubo_profile(base: str, cid_version: int | None, raw_leaves: bool | None,
+                 chunker: str | None) -> Profile:
+    """The import settings of ``ipfs add`` flags on top of a profile.
+
+    As Kubo 0.22: ``--cid-version 1`` implies raw leaves unless
+    ``--raw-leaves=false``; ``--raw-leaves`` alone keeps CIDv0 for the inner
+    nodes (raw leaves are CIDv1); ``--chunker size-N`` (1 <= N <= 1 MiB).
+    """
+    if base not in PROFILES:
+        raise AddInputError(f"unknown profile {base!r}; use one of {', '.join(PROFILES)}")
+    p = PROFILES[base]
+    changes: dict[str, Any] = {}
+    if cid_version is not None:
+        if cid_version not in (0, 1):
+            raise AddInputError(f"unknown CID version {cid_version}; use 0 or 1")
+        changes["cid_version"] = cid_version
+        changes["raw_leaves"] = cid_version == 1
+    if raw_leaves is not None:
+        changes["raw_leaves"] = raw_leaves
+    if chunker is not None and chunker not in ("", "default"):
+        if not chunker.startswith("size-"):
+            raise AddInputError(
+                f"chunker {chunker!r} is not supported here; use size-N "
+                "(rabin and buzhash chunking are not implemented)")
+        try:
+            size = int(chunker.split("-")[1])
+        except ValueError:
+            raise AddInputError(f"chunker {chunker!r}: size-N needs a number of bytes") from None
+        if size <= 0:
+            raise AddInputError("chunker size must be greater than 0")
+        if size > 1_048_576:
+            raise AddInputError(
+                "chunker parameters may not exceed the maximum chunk size of 1048576")
+        changes["chunk_size"] = size
+    elif chunker in ("", "default"):
+        changes["chunk_size"] = 262_144
+    if not changes:
+        return p
+    p = dataclasses.replace(p, **changes)
+    return dataclasses.replace(p, name="custom" if p not in PROFILES.values() else p.name)
+
+
+def add(paths: Annotated[list[str] | None, typer.Argument(
+            help="Files, folders (with -r) or - for stdin; stdin when none is given",
+            show_default=False)] = None,
+        profile: Annotated[str, typer.Option(help=f"One of: {', '.join(PROFILES)}")] = "kubo-v0",
+        cid_version: Annotated[int | None, typer.Option(
+            "--cid-version", help="CID version (0 or 1); 1 implies --raw-leaves")] = None,
+        raw_leaves: Annotated[bool | None, typer.Option(
+            "--raw-leaves/--no-raw-leaves", help="Leaves as raw blocks (--raw-leaves=false)",
+            show_default=False)] = None,
+        chunker: Annotated[str | None, typer.Option(
+            "--chunker", "-s", help="size-N (bytes), default size-262144")] = None,
+        only_hash: Annotated[bool, typer.Option("--only-hash/--no-only-hash", "-n",
+                                                help="Print the CIDs, store nothing")] = False,
+        pin: Annotated[bool, typer.Option("--pin/--no-pin",
+                                          help="Pin the roots (--pin=false: don't)")] = True,
+        recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", "-r",
+                                                help="Add folders")] = False,
+        hidden: Annotated[bool, typer.Option("--hidden/--no-hidden", "-H",
+                                             help="Include dot files")] = False,
+        wrap: Annotated[bool, typer.Option("--wrap-with-directory/--no-wrap-with-directory",
+                                           "-w", help="Wrap the arguments in a folder")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet/--no-quiet", "-q",
+                                            help="Only the CIDs, one per line")] = False,
+        quieter: Annotated[bool, typer.Option("--quieter/--no-quieter", "-Q",
+                                              help="Only the root CID")] = False,
+        progress: Annotated[bool | None, typer.Option(
+            "--progress/--no-progress", "-p", help="Progress bar on stderr",
+            show_default=False)] = None,
+        stdin_name: Annotated[str, typer.Option(help="Name of the stdin entry (with -w)")] = "",
+        ) -> None:
+    """Add files or folders as `ipfs add` does; prints `added <cid> <name>` lines.
+
+    The root's line comes last (-Q prints only the root CID, -q only CIDs).
+    Roots are pinned unless --pin=false.
+    """
+    from webaccel.content.add import add_paths
+
+    try:
+        prof = kubo_profile(profile, cid_version, raw_leaves, chunker)
+    except WebAccelError as exc:
+        err.print(f"[red]error[/red] {exc.code}: {exc.message}")
+        raise typer.Exit(2) from None
+    args = list(paths or [STDIN])
+    for a in args:
+        if a != STDIN and os.path.isdir(a) and not os.path.islink(a) and not recursive:
+            err.print(f"[red]error[/red] {a} is a folder; use -r")
+            raise typer.Exit(2)
+    show = progress if progress is not None else (err.is_terminal and not quiet and not quieter)
+    total = sum(os.path.getsize(a) for a in args
+                if a != STDIN and os.path.isfile(a) and not os.path.islink(a)) or None
+    lines: list[str] = []
+
+    def emit(a: Added) -> None:
+        if quieter:
+            lines.append(a.cid_str)
+            return
+        typer.echo(a.cid_str if quiet else f"added {a.cid_str} {a.name}")
+
     store = None if only_hash else _store()[0]
     try:
-        with _progress(total, "adding") as prog:
+        with Progress(TextColumn("adding"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=err, transient=True, disable=not show) as prog:
             task = prog.add_task("add", total=total)
-            c = add_path(path, profile, store, only_hash, hidden=hidden, pin=pin,
-                         progress=lambda n: prog.advance(task, n))
+
+            def run() -> list[bytes]:
+                roots = add_paths(args, prof, None if store is None else store.put_trusted,
+                                  recursive=recursive, hidden=hidden, wrap=wrap,
+                                  stdin_name=stdin_name, on_added=emit,
+                                  progress=lambda n: prog.advance(task, n))
+                return [r.cid for r in roots]
+
+            if store is None:
+                run()
+            else:
+                with store.gc_paused():
+                    for root in run():
+                        if pin:
+                            store.pin(root)
+                store.enforce_budget()
     except WebAccelError as exc:
         _fail(exc)
-    if not quiet:
-        err.print(f"added {c} {path.name}")
-    typer.echo(str(c))
+    except OSError as exc:
+        _fail(AddInputError(f"cannot read {exc.filename}: {exc.strerror}"))
+    if quieter and lines:
+        typer.echo(lines[-1])
 
 
-def cat(cid: str, peer: PeerOpt = None) -> None:
-    """Write a file's bytes to stdout (local store, then peers)."""
+def cat(paths: Annotated[list[str], typer.Argument(help="CID, CID/path or /ipfs/CID/path")],
+        peer: PeerOpt = None,
+        offset: Annotated[int, typer.Option("--offset", "-o", help="Byte offset to begin at",
+                                            min=0)] = 0,
+        length: Annotated[int | None, typer.Option("--length", "-l",
+                                                   help="Most bytes to write", min=0)] = None,
+        ) -> None:
+    """Write files' bytes to stdout (local store, then peers), one after another;
+    --offset and --length apply to them all together, as in `ipfs cat`."""
     store, _ = _store(peer)
+
+    async def target_of(a: str) -> tuple[bytes, int]:
+        root, path = parse_ipfs_path(a)
+        target = (await store.resolve(root, path)).target if path else root
+        node = await store.node(target)
+        if node.kind != "file":
+            raise NotAFileError(
+                f"{a} is a {node.kind}, not a file: use webaccel get to write it out")
+        return target, node.size
 
     async def run() -> None:
         out = sys.stdout.buffer
+        skip, left = offset, length
         try:
-            async for piece in store.iter_file(cid):
-                out.write(piece)
+            items = [await target_of(a) for a in paths]
+            for target, size in items:
+                if left is not None and left <= 0:
+                    break
+                if skip >= size:
+                    skip -= size
+                    continue
+                end = size if left is None else min(size, skip + left)
+                async for piece in store.iter_file(target, skip, end):
+                    out.write(piece)
+                if left is not None:
+                    left -= end - skip
+                skip = 0
             out.flush()
         finally:
             if store.network is not None:
@@ -109,61 +259,68 @@ def cat(cid: str, peer: PeerOpt = None) -> None:
         _fail(exc)
 
 
-def get(cid: str,
-        output: Annotated[Path, typer.Option("--output", "-o", help="Where to write it")],
+def get(path: Annotated[str, typer.Argument(help="CID, CID/path or /ipfs/CID/path")],
+        output: Annotated[Path | None, typer.Option(
+            "--output", "-o", help="Where to write it (default: the path's last name)")] = None,
         peer: PeerOpt = None,
         window: Annotated[int, typer.Option(help="Requests in flight over all peers")] = 32,
         timeout: Annotated[float, typer.Option(help="Seconds per block request")] = 15.0,
         as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Fetch CID from all peers in parallel, verified block by block, into OUTPUT."""
+    """Write a file, folder or symlink: from the local store, else from all peers in
+    parallel, verified block by block.  Written under a temporary name beside
+    OUTPUT and renamed at the end: a failure leaves nothing behind."""
     from webaccel.content.fetcher import Fetcher, FetchStats
 
     store, cfg = _store()
     peers = list(dict.fromkeys([*(peer or []), *cfg.peers]))
     try:
-        raw = cidmod.parse(cid)
+        root, sub = parse_ipfs_path(path)
     except WebAccelError as exc:
         _fail(exc)
+    out = output if output is not None else Path(segments(sub)[-1] if sub else cidmod.to_str(root))
+    if out.name in ("", ".", ".."):
+        _fail(BadRequestError(f"-o {out} names no file or folder to write; give a new name, "
+                              "e.g. -o ./copy"))
 
-    async def run() -> FetchStats:
-        if not peers:
-            # everything must be local: stream it out of the store
-            from webaccel.content.fetcher import FetchStats
-
-            tmp = output.with_name(output.name + ".partial")
-            with open(tmp, "wb") as f:
-                for piece in store.read_file(raw):
-                    f.write(piece)
-            tmp.replace(output)
-            return FetchStats(bytes=output.stat().st_size)
-        fetcher = Fetcher(peers, window=window, timeout=timeout)
+    async def run() -> tuple[bytes, FetchStats]:
+        fetcher = Fetcher(peers, window=window, timeout=timeout, local_only=not peers)
         try:
+            if sub:
+                saved = store.network
+                store.network = fetcher if peers else None
+                try:
+                    target = (await store.resolve(root, sub)).target
+                finally:
+                    store.network = saved
+            else:
+                target = root
             with _progress(None, "fetching") as prog:
                 task = prog.add_task("get", total=None)
 
                 def progress(done: int, total: int | None) -> None:
                     prog.update(task, completed=done, total=total)
 
-                return await fetcher.fetch(raw, output, store=store, progress=progress)
+                return target, await fetcher.fetch(target, out, store=store, progress=progress)
         finally:
             await fetcher.aclose()
 
     try:
-        stats = asyncio.run(run())
+        target, stats = asyncio.run(run())
     except WebAccelError as exc:
         _fail(exc)
-    summary: dict[str, Any] = {"cid": cidmod.to_str(raw), "output": str(output),
-                               "blocks": stats.blocks, "bytes": stats.bytes,
-                               "seconds": round(stats.seconds, 3),
+    summary: dict[str, Any] = {"cid": cidmod.to_str(target), "output": str(out),
+                               "blocks": stats.blocks, "local_blocks": stats.local_blocks,
+                               "bytes": stats.bytes, "seconds": round(stats.seconds, 3),
                                "corrupt_rejected": stats.corrupt_rejected,
                                "retries": stats.retries, "hedged": stats.hedged,
                                "peers": stats.peers}
     if as_json:
         typer.echo(json.dumps(summary))
     else:
-        err.print(f"fetched {stats.blocks} blocks, {stats.bytes} bytes in {stats.seconds:.2f}s; "
-                  f"rejected {stats.corrupt_rejected} corrupt block(s)")
-        typer.echo(str(output))
+        if stats.blocks:
+            err.print(f"fetched {stats.blocks} blocks, {stats.bytes} bytes in "
+                      f"{stats.seconds:.2f}s; rejected {stats.corrupt_rejected} corrupt block(s)")
+        typer.echo(f"Saving file(s) to {out}")
 
 
 # ------------------------------------------------------------------ pin
@@ -269,21 +426,35 @@ car_app = typer.Typer(help="CAR v1 export and import.", no_args_is_help=True)
 @car_app.command("export")
 def car_export(cid: str, output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
                peer: PeerOpt = None) -> None:
-    """Write the DAG at CID as a CAR v1 (stdout without -o)."""
+    """Write the DAG at CID as a CAR v1 (stdout without -o).
+
+    With -o the CAR is written under a temporary name beside OUTPUT and
+    renamed once complete: a failed export leaves no file."""
     from webaccel.content.car import encode_header, encode_section
 
     store, _ = _store(peer)
-    raw = cidmod.parse(cid)
+    from webaccel.content.fetcher import temp_beside
+
+    try:
+        raw = cidmod.parse(cid)
+    except WebAccelError as exc:
+        _fail(exc)
 
     async def run() -> None:
-        out = open(output, "wb") if output else sys.stdout.buffer  # noqa: SIM115
+        tmp = temp_beside(output) if output else None
+        out = open(tmp, "xb") if tmp else sys.stdout.buffer  # noqa: SIM115
         try:
             out.write(encode_header([raw]))
             async for c, data in store.walk(raw):
                 out.write(encode_section(c, data))
-        finally:
-            if output:
+            if tmp is not None:
                 out.close()
+                os.replace(tmp, output)  # type: ignore[arg-type]
+        finally:
+            if tmp is not None:
+                out.close()
+                if os.path.lexists(tmp):  # failed: nothing half-written is left
+                    os.unlink(tmp)
             if store.network is not None:
                 await store.network.aclose()  # type: ignore[attr-defined]
 
@@ -364,7 +535,7 @@ def resolve(name: str, version: Annotated[int | None, typer.Option()] = None) ->
 
 
 def register(app: typer.Typer) -> None:
-    app.command("add")(add)
+    app.command("add", cls=KuboBoolCommand)(add)
     app.command("cat")(cat)
     app.command("get")(get)
     app.add_typer(pin_app, name="pin")

@@ -118,9 +118,13 @@ def file_pieces(node: Node, start: int = 0, end: int | None = None) -> list[Piec
 
 
 def dir_entries(node: Node) -> list[tuple[str, bytes, int]]:
-    """``(name, cid, tsize)`` of a plain directory."""
+    """``(name, cid, tsize)`` of a plain directory.  A HAMT-sharded one spans
+    several blocks: see ``webaccel.content.resolve`` (``hamt_children``,
+    ``resolve_steps``)."""
     if node.kind == "hamt":
-        raise UnsupportedDagError("HAMT-sharded directories are not supported yet")
+        raise UnsupportedDagError(
+            "this directory is HAMT-sharded: its entries span several blocks "
+            "(list them with webaccel.content.resolve.hamt_children per shard)")
     if node.kind != "directory":
         raise UnsupportedDagError(f"{cidmod.to_str(node.cid)} is not a directory")
     assert node.pb is not None

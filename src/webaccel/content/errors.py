@@ -7,7 +7,9 @@
     │   ├── InvalidCIDError                the text/bytes are not a CID we can use
     │   ├── DecodeError                    bytes are not valid dag-pb / UnixFS / CAR
     │   ├── UnsupportedFormatError         NOT_ACCEPTABLE: a gateway format/Accept we do not serve
-    │   └── InvalidPathError               NOT_FOUND: a path below a CID does not resolve
+    │   ├── InvalidPathError               NOT_FOUND: a path below a CID does not resolve
+    │   ├── AddInputError                  a file, folder or flag ``add`` cannot take
+    │   └── NotAFileError                  ``cat`` of a folder or symlink
     ├── NotFoundError                      NOT_FOUND
     │   └── BlockNotFoundError             no tier and no peer has the block
     ├── TimeoutError_                      TIMEOUT
@@ -15,7 +17,8 @@
     └── ContentError                       INTERNAL
         ├── CorruptBlockError              BAD_UPSTREAM: bytes do not hash to their CID
         │                                  (never stored, never used)
-        ├── UnsupportedDagError            NOT_IMPLEMENTED: valid data we do not handle (HAMT)
+        ├── UnsupportedDagError            NOT_IMPLEMENTED: valid data we do not handle
+        │                                  (or refuse to write)
         └── ReplicationError               a push/pin to a peer or IPFS Cluster failed
 
 Each code's HTTP status comes from the one table, :data:`webaccel.errors.HTTP_ERRORS`
@@ -55,6 +58,15 @@ class InvalidPathError(BadRequestError):
     code = ErrorCode.NOT_FOUND  # the CID is fine; what it names is not there
 
 
+class AddInputError(BadRequestError):
+    """Something ``add`` cannot take: a missing path, a special file inside a
+    folder, a chunker or CID version Kubo would refuse."""
+
+
+class NotAFileError(BadRequestError):
+    """Bytes were asked of a folder or symlink (``cat``); ``get`` writes those."""
+
+
 class BlockNotFoundError(NotFoundError):
     """No tier (memory, disk, peers) has the block."""
 
@@ -70,7 +82,8 @@ class CorruptBlockError(ContentError):
 
 
 class UnsupportedDagError(ContentError):
-    """A valid DAG shape that webaccel does not handle (HAMT-sharded directories)."""
+    """A DAG webaccel does not handle or will not write (unsafe names, symlinks
+    leaving the output folder, a hash other than murmur3 in a HAMT)."""
 
     code = ErrorCode.NOT_IMPLEMENTED
 

@@ -117,8 +117,10 @@ class Fetcher:
     def __init__(self, peers: list[str], *, window: int = 32, per_peer: int = 8,
                  timeout: float = 15.0, max_attempts: int = 8,
                  client: httpx.AsyncClient | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        if not peers:
+                 headers: dict[str, str] | None = None, local_only: bool = False) -> None:
+        # local_only: no peers, every block must be in the store given to fetch()
+        # (``webaccel get`` without peers writes files and folders the same way)
+        if not peers and not local_only:
             raise ValueError("a Fetcher needs at least one peer URL")
         self.peers = [Peer(u.rstrip("/")) for u in dict.fromkeys(peers)]
         self.window = window
@@ -243,9 +245,9 @@ class Fetcher:
         stats = FetchStats()
         t0 = time.perf_counter()
         final = Path(out) if out is not None else None
-        target = final.with_name(final.name + ".partial") if final is not None else None
-        if target is not None and target.exists():
-            _remove(target)
+        # a fresh name beside the output, renamed over it only once complete;
+        # on any failure it is removed, so nothing half-written is left
+        target = temp_beside(final) if final is not None else None
         queue: deque[_Job] = deque([_Job(raw, target, 0, "root")])
         running: dict[asyncio.Task[bytes], tuple[_Job, Peer]] = {}
         hedges: dict[bytes, int] = {}
@@ -256,7 +258,12 @@ class Fetcher:
 
         def complete(job: _Job, data: bytes) -> None:
             nonlocal total, done_bytes
-            content, new_jobs, size = self._handle(job, data)
+            try:
+                content, new_jobs, size = self._handle(job, data, target)
+            except FileExistsError as exc:
+                raise UnsupportedDagError(
+                    f"directory has two entries named {Path(exc.filename).name!r}; "
+                    "refusing to write either") from exc
             if job.kind == "root":
                 total = size
             done_bytes += content
@@ -283,6 +290,11 @@ class Fetcher:
                         continue
                     peer = self._pick(job.tried, self.typical_block)
                     if peer is None:
+                        if not self.peers:
+                            raise BlockNotFoundError(
+                                f"block {cidmod.to_str(job.cid)} is not in the local store "
+                                "and no peers are set; add peers (--peer URL) or add the "
+                                "content first")
                         if not self._alive(job.tried):
                             raise BlockNotFoundError(
                                 f"no peer has a valid block {cidmod.to_str(job.cid)} "
@@ -330,6 +342,10 @@ class Fetcher:
                     if store is not None:
                         store.put_trusted(job.cid, data)
                     complete(job, data)
+        except BaseException:
+            if target is not None and os.path.lexists(target):
+                _remove(target)
+            raise
         finally:
             for task in running:
                 task.cancel()
@@ -337,7 +353,7 @@ class Fetcher:
                 with contextlib.suppress(BaseException):
                     await task
         if target is not None and final is not None:
-            if final.exists():
+            if os.path.lexists(final):
                 _remove(final)
             target.rename(final)
         stats.seconds = time.perf_counter() - t0
@@ -382,15 +398,20 @@ class Fetcher:
             if job.cid == c:
                 task.cancel()
 
-    def _handle(self, job: _Job, data: bytes) -> tuple[int, list[_Job], int]:
+    def _handle(self, job: _Job, data: bytes,
+                target_root: Path | None = None) -> tuple[int, list[_Job], int]:
         """Write what this block holds; return (content bytes, child jobs, node size)."""
         node = dag.decode(job.cid, data)
         kind = node.kind
         path = job.path
         if kind == "file":
             if path is not None and job.kind in ("root", "entry"):
-                with open(path, "wb") as f:
-                    f.truncate(node.size)
+                # a new name in a folder this run made: never follow or reuse a link
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+                try:
+                    os.ftruncate(fd, node.size)
+                finally:
+                    os.close(fd)
             pieces = dag.file_pieces(node)
             written = 0
             jobs = []
@@ -403,32 +424,63 @@ class Fetcher:
                     assert piece.child is not None
                     jobs.append(_Job(piece.child, path, job.offset + piece.offset, "child"))
             return written, jobs, node.size
-        if kind == "directory":
-            if path is not None:
-                path.mkdir(parents=True, exist_ok=True)
-            jobs = []
-            for name, c, _tsize in dag.dir_entries(node):
-                if not name or "/" in name or name in (".", ".."):
-                    raise UnsupportedDagError("directory entry name is not a safe file name")
+        if kind in ("directory", "hamt"):
+            if kind == "hamt":
+                from webaccel.content.resolve import hamt_children
+
+                entries, shards = hamt_children(node)
+            else:
+                entries, shards = dag.dir_entries(node), []
+            if path is not None and job.kind != "shard":
+                path.mkdir()  # not exist_ok: a second entry of the same name is refused
+            jobs = [_Job(c, path, 0, "shard") for c in shards]  # more of this same folder
+            for name, c, _tsize in entries:
+                if not name or "/" in name or "\0" in name or name in (".", ".."):
+                    raise UnsupportedDagError(
+                        f"directory entry name {name!r} is not a safe file name; "
+                        "refusing to write it (the DAG was not made by a UnixFS importer)")
                 jobs.append(_Job(c, path / name if path is not None else None, 0, "entry"))
             return 0, jobs, 0
         if kind == "symlink":
             if path is not None:
                 assert node.fs is not None
                 target = (node.fs.data or b"").decode("utf-8", "replace")
-                if os.path.isabs(target) or ".." in Path(target).parts:
-                    raise UnsupportedDagError("refusing a symlink that points outside the tree")
+                if target_root is not None and path != target_root:
+                    check_symlink(path, target, target_root)
                 os.symlink(target, path)
             return 0, [], 0
         raise UnsupportedDagError(f"cannot fetch a UnixFS {kind} node")
 
 
+def check_symlink(path: Path, target: str, root: Path) -> None:
+    """Refuse a symlink at ``path`` whose target leaves the folder ``root`` being
+    written (absolute, or climbing out with ``..``): what ``get`` writes stays
+    inside the output folder.  Entries are never written through a symlink
+    either: every file and folder is created new (O_EXCL, mkdir without
+    exist_ok), so a link can only be a leaf."""
+    rel = path.parent.relative_to(root)
+    where = os.path.normpath(os.path.join(str(rel), target))
+    if not target or "\0" in target or os.path.isabs(target) or where == ".." or \
+            where.startswith(".." + os.sep):
+        raise UnsupportedDagError(
+            f"refusing symlink {path.name!r} -> {target!r}: it points outside the output folder")
+
+
 def _pwrite(path: Path, offset: int, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY)
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
     try:
         os.pwrite(fd, data, offset)
     finally:
         os.close(fd)
+
+
+def temp_beside(final: Path) -> Path:
+    import secrets
+
+    while True:
+        p = final.with_name(f".{final.name}.{secrets.token_hex(4)}.partial")
+        if not os.path.lexists(p):
+            return p
 
 
 def _remove(p: Path) -> None:

@@ -254,13 +254,17 @@ class Gateway:
         root = cidmod.parse(root_text)
         path = request.path_params.get("path", "").strip("/")
         fmt = _format(request)
-        chain = await self.store.resolve_path(root, path) if path else [root]
+        # paths through plain and HAMT-sharded folders (webaccel.content.resolve);
+        # proof: every block read on the way, HAMT shards included, for CARs
+        resolved = await self.store.resolve(root, path) if path else None
+        chain = resolved.cids if resolved is not None else [root]
+        proof = resolved.proof if resolved is not None else []
         target = chain[-1]
         headers = _base_headers(chain, root_text, path)
         if fmt == "raw":
             return await self._raw(request, target, headers)
         if fmt == "car":
-            response = await self._car(request, chain, headers)
+            response = await self._car(request, chain, headers, proof)
         else:
             response = await self._file(request, target, headers, path)
         if self.on_serve is not None and response.status_code < 300:
@@ -277,7 +281,8 @@ class Gateway:
                    "Content-Disposition": f'attachment; filename="{cidmod.to_str(target)}.bin"'}
         return Response(data, media_type=RAW, headers=headers)
 
-    async def _car(self, request: Request, chain: list[bytes], headers: dict[str, str]) -> Response:
+    async def _car(self, request: Request, chain: list[bytes], headers: dict[str, str],
+                   proof: list[bytes]) -> Response:
         scope = request.query_params.get("dag-scope", "all")
         if scope not in ("block", "entity", "all"):
             raise BadRequestError("dag-scope must be block, entity or all")
@@ -294,7 +299,7 @@ class Gateway:
         async def body() -> AsyncIterator[bytes]:
             yield encode_header([chain[0]])
             sent: set[bytes] = set()
-            for c in chain[:-1]:  # the blocks that prove the path
+            for c in proof:  # the blocks that prove the path
                 data = await self.store.get(c)
                 sent.add(c)
                 yield encode_section(c, data)

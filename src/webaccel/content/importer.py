@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import mmh3
+
 from webaccel.content import cid as cidmod
 from webaccel.content.errors import UnsupportedDagError
 from webaccel.content.pb import (
@@ -53,9 +55,10 @@ class Profile:
     chunk_size: int
     max_links: int
     # Directories: Kubo switches to a HAMT-sharded directory once the plain
-    # directory node would pass 256 KiB ("links-bytes": sum of name + CID
-    # lengths, Kubo/boxo default; "block-bytes": the encoded block size,
-    # IPIP-499 2025 profile).  See build_directory.
+    # directory node would reach 256 KiB ("links-bytes": sum of name + CID
+    # lengths, >= threshold as Kubo 0.22/boxo v0.11 do; "block-bytes": the
+    # encoded block size, > threshold, IPIP-499 2025 profile).  See
+    # build_directory_blocks.
     shard_threshold: int = 262_144
     shard_strategy: str = "links-bytes"
 
@@ -230,6 +233,119 @@ def build_symlink(target: str, profile: str | Profile = DEFAULT_PROFILE) -> tupl
     return Entry(c, len(block), 0), (c, block)
 
 
+def hamt_hash(name: str) -> bytes:
+    """The 8 bytes a HAMT directory indexes ``name`` by.
+
+    go-unixfs/boxo use murmur3-x64-64 (``spaolacci/murmur3``'s ``New64``: the
+    first 64-bit half of MurmurHash3_x64_128, seed 0, written big-endian) of
+    the UTF-8 name.  We take the hash from PyPI ``mmh3`` rather than writing it
+    by hand; ``hash64`` returns that same first half as an unsigned integer.
+    """
+    h1, _h2 = mmh3.hash64(name.encode("utf-8"), seed=0, x64arch=True, signed=False)
+    return h1.to_bytes(8, "big")
+
+
+HAMT_FANOUT = 256  # boxo's DefaultShardWidth; 8 bits of the hash per level
+HAMT_MURMUR3 = 0x22  # multicodec murmur3-x64-64, UnixFS hashType
+
+
+def needs_sharding(items: list[tuple[str, Entry]], profile: str | Profile = DEFAULT_PROFILE,
+                   plain_block_len: int | None = None) -> bool:
+    """Whether Kubo would make this folder a HAMT (see :func:`build_directory`)."""
+    p = get_profile(profile)
+    if p.shard_strategy == "links-bytes":
+        # boxo v0.11 (Kubo 0.22), io/directory.go needsToSwitchToHAMTDir:
+        # estimatedSize = sum(len(name) + len(cid bytes)); switch when >= the
+        # threshold.  (Later boxo, with IPIP-499, switches only when >.)
+        estimate = sum(len(n.encode("utf-8")) + len(e.cid) for n, e in items)
+        return estimate >= p.shard_threshold
+    if plain_block_len is None:
+        plain_block_len = len(_plain_directory_block(items))
+    return plain_block_len > p.shard_threshold
+
+
+def _plain_directory_block(items: list[tuple[str, Entry]]) -> bytes:
+    links = tuple(PBLink(e.cid, n, e.tsize) for n, e in items)
+    return encode_node(PBNode(encode_unixfs(UnixFSData(DataType.DIRECTORY)), links))
+
+
+def _hamt_node(items: list[tuple[bytes, str, Entry]], depth: int, version: int,
+               out: list[Block]) -> tuple[bytes, int]:
+    """One HAMT shard over ``(hash, name, entry)``; appends its blocks (children
+    first) to ``out`` and returns ``(cid, tsize)``.
+
+    The shape is the one boxo's ``hamt.Shard`` converges to whatever the
+    insertion order: a slot (``hash[depth]``) that one name falls in holds that
+    name's link, named ``"%02X" % slot + name``; a slot that several names fall
+    in holds a sub-shard built from the next byte of their hashes, named
+    ``"%02X" % slot``.  Links are in slot order; the shard's UnixFS Data is
+    ``{Type: HAMTShard, Data: bitfield, hashType: murmur3, fanout: 256}``, the
+    bitfield a big-endian integer with bit ``slot`` set per used slot and
+    leading zero bytes dropped (go-bitfield ``Bytes()``).
+    """
+    if depth >= 8:
+        raise UnsupportedDagError(
+            "two names in one folder have the same 64-bit HAMT hash; rename one of them"
+        )
+    slots: dict[int, list[tuple[bytes, str, Entry]]] = {}
+    for item in items:
+        slots.setdefault(item[0][depth], []).append(item)
+    links: list[PBLink] = []
+    bits = 0
+    for slot in sorted(slots):
+        group = slots[slot]
+        bits |= 1 << slot
+        prefix = f"{slot:02X}"
+        if len(group) == 1:
+            _h, name, e = group[0]
+            links.append(PBLink(e.cid, prefix + name, e.tsize))
+        else:
+            c, tsize = _hamt_node(group, depth + 1, version, out)
+            links.append(PBLink(c, prefix, tsize))
+    bitfield = bits.to_bytes(HAMT_FANOUT // 8, "big").lstrip(b"\0")
+    data = encode_unixfs(UnixFSData(DataType.HAMT_SHARD, bitfield, hash_type=HAMT_MURMUR3,
+                                    fanout=HAMT_FANOUT))
+    block = encode_node(PBNode(data, tuple(links)))
+    c = cidmod.make(block, cidmod.DAG_PB, version)
+    out.append((c, block))
+    return c, len(block) + sum(link.tsize or 0 for link in links)
+
+
+def build_hamt_directory(entries: Iterable[tuple[str, Entry]],
+                         profile: str | Profile = DEFAULT_PROFILE) -> tuple[Entry, list[Block]]:
+    """A HAMT-sharded UnixFS directory (fanout 256, murmur3): ``(root, blocks)``,
+    the root block last.  Same CIDs as Kubo's ``ipfs add -r`` of a large folder."""
+    p = get_profile(profile)
+    items = _checked_items(entries)
+    out: list[Block] = []
+    hashed = [(hamt_hash(n), n, e) for n, e in items]
+    c, tsize = _hamt_node(hashed, 0, p.cid_version, out)
+    return Entry(c, tsize, sum(e.size for _, e in items)), out
+
+
+def _checked_items(entries: Iterable[tuple[str, Entry]]) -> list[tuple[str, Entry]]:
+    items = sorted(entries, key=lambda e: e[0].encode("utf-8"))
+    names = [n for n, _ in items]
+    if len(set(names)) != len(names):
+        raise ValueError("duplicate names in a directory")
+    return items
+
+
+def build_directory_blocks(entries: Iterable[tuple[str, Entry]],
+                           profile: str | Profile = DEFAULT_PROFILE
+                           ) -> tuple[Entry, list[Block]]:
+    """A UnixFS directory as Kubo builds it: plain, or HAMT-sharded past the
+    profile's threshold.  Returns ``(root, blocks)`` with the root block last."""
+    p = get_profile(profile)
+    items = _checked_items(entries)
+    block = _plain_directory_block(items)
+    if needs_sharding(items, p, len(block)):
+        return build_hamt_directory(items, p)
+    c = cidmod.make(block, cidmod.DAG_PB, p.cid_version)
+    entry = Entry(c, len(block) + sum(e.tsize for _, e in items), sum(e.size for _, e in items))
+    return entry, [(c, block)]
+
+
 def build_directory(
     entries: Iterable[tuple[str, Entry]], profile: str | Profile = DEFAULT_PROFILE
 ) -> tuple[Entry, Block]:
@@ -237,28 +353,19 @@ def build_directory(
 
     Links are sorted by name bytes, as go and JS do.  Kubo and the JS importer
     switch to a HAMT-sharded directory (UnixFS type HAMTShard, fanout 256) when
-    the plain node would exceed 256 KiB: estimated as the sum of name + CID
+    the plain node would reach 256 KiB: estimated as the sum of name + CID
     lengths (links-bytes), or for unixfs-v1-2025 as the encoded block size
-    (block-bytes).  That is roughly 5,000-7,000 entries in one folder.  We do
-    not build HAMTs: past the threshold this raises UnsupportedDagError rather
-    than produce a CID that Kubo would not, so split such folders up.
+    (block-bytes).  That is roughly 4,000-7,000 entries in one folder.  This
+    function builds only the plain node and raises UnsupportedDagError past the
+    threshold; :func:`build_directory_blocks` builds either kind.
     """
     p = get_profile(profile)
-    items = sorted(entries, key=lambda e: e[0].encode("utf-8"))
-    names = [n for n, _ in items]
-    if len(set(names)) != len(names):
-        raise ValueError("duplicate names in a directory")
-    links = tuple(PBLink(e.cid, n, e.tsize) for n, e in items)
-    block = encode_node(PBNode(encode_unixfs(UnixFSData(DataType.DIRECTORY)), links))
-    if p.shard_strategy == "links-bytes":
-        estimate = sum(len(n.encode()) + len(e.cid) for n, e in items)
-    else:
-        estimate = len(block)
-    if estimate > p.shard_threshold:
+    items = _checked_items(entries)
+    block = _plain_directory_block(items)
+    if needs_sharding(items, p, len(block)):
         raise UnsupportedDagError(
             f"directory with {len(items)} entries would be HAMT-sharded by Kubo "
-            f"(over {p.shard_threshold} bytes); webaccel builds only plain directories: "
-            "split it into sub-folders"
+            f"(over {p.shard_threshold} bytes); use build_directory_blocks"
         )
     c = cidmod.make(block, cidmod.DAG_PB, p.cid_version)
     return Entry(c, len(block) + sum(e.tsize for _, e in items), sum(e.size for _, e in items)), (

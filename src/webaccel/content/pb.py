@@ -34,6 +34,10 @@ from enum import IntEnum
 
 from webaccel.content.errors import DecodeError
 
+# Protobuf varints, not multiformats ones: protobuf's uint64 fields take up to
+# 10 bytes (values to 2**64 - 1), while multiformats.varint stops at 9 bytes
+# (2**63 - 1) by its spec, so dag-pb/UnixFS keep this codec; CIDs and CAR use
+# multiformats.varint.
 MAX_VARINT_BYTES = 10
 
 

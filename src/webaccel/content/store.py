@@ -18,13 +18,16 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from webaccel.content import cid as cidmod
 from webaccel.content import dag
 from webaccel.content.blockstore import DiskBlockstore, MemoryLRU, mh_of
 from webaccel.content.cid import CIDLike
-from webaccel.content.errors import BlockNotFoundError, InvalidPathError
+from webaccel.content.errors import BlockNotFoundError
+
+if TYPE_CHECKING:
+    from webaccel.content.resolve import Resolved
 
 
 class BlockSource(Protocol):
@@ -203,7 +206,8 @@ class BlockStore:
 
         ``scope`` follows the trustless gateway's ``dag-scope``: ``block`` is the
         root only, ``entity`` stops at the root's own entity (a file's chunks; a
-        directory's own node, not its children), ``all`` is everything.
+        directory's own node, or every shard of a HAMT-sharded one, not the
+        entries), ``all`` is everything.
         """
         raw = cidmod.parse(root)
         seen: set[bytes] = set()
@@ -218,22 +222,41 @@ class BlockStore:
             if scope == "block":
                 return
             node = dag.decode(c, data)
-            if scope == "entity" and node.kind in ("directory", "hamt"):
+            if scope == "entity" and node.kind == "directory":
+                continue
+            if scope == "entity" and node.kind == "hamt":
+                # a sharded folder's entity is all its shards, not the entries
+                from webaccel.content.resolve import hamt_children
+
+                stack.extend(reversed(hamt_children(node)[1]))
                 continue
             stack.extend(reversed(node.links))
 
+    async def resolve(self, root: CIDLike, path: str) -> Resolved:
+        """``path`` (``a/b/c``) under ``root``, through plain and HAMT-sharded
+        directories (:mod:`webaccel.content.resolve`); blocks come from any tier."""
+        from webaccel.content.resolve import aresolve_with
+
+        return await aresolve_with(self.get, cidmod.parse(root), path)
+
+    def resolve_local(self, root: CIDLike, path: str) -> Resolved:
+        """:meth:`resolve` from the local tiers only (BlockNotFoundError if a block is missing)."""
+        from webaccel.content.resolve import resolve_with
+
+        def get(c: bytes) -> bytes:
+            data = self.get_local(c)
+            if data is None:
+                raise BlockNotFoundError(
+                    f"block {cidmod.to_str(c)} is not in the local store; "
+                    "fetch it first (webaccel get --peer URL) or add the content"
+                )
+            return data
+
+        return resolve_with(get, cidmod.parse(root), path)
+
     async def resolve_path(self, root: CIDLike, path: str) -> list[bytes]:
-        """CIDs from ``root`` down ``path`` (``a/b/c``); the last is the target."""
-        chain = [cidmod.parse(root)]
-        for name in [p for p in path.split("/") if p]:
-            node = await self.node(chain[-1])
-            if node.kind not in ("directory", "hamt"):
-                raise InvalidPathError("path goes below a file")
-            child = dag.dir_lookup(node, name)
-            if child is None:
-                raise InvalidPathError("no such entry under this CID")
-            chain.append(child)
-        return chain
+        """CIDs from ``root`` down ``path`` (``a/b/c``), one per segment; the last is the target."""
+        return (await self.resolve(root, path)).cids
 
     async def fetch_dag(self, root: CIDLike) -> int:
         """Make the whole DAG local (from peers if needed); returns its block count.
