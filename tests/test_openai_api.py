@@ -32,6 +32,9 @@ SERVE = (
 )
 
 
+HEALTH_SEEN: list[tuple[int, dict]] = []
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -86,6 +89,13 @@ def served(tiny_models, tmp_path_factory):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"webaccel serve did not start: {Path(log).read_text()[-3000:]}")
             time.sleep(0.3)
+        # /health as vLLM's: 503 while the --browsers worker starts, 200 once it serves
+        while True:
+            r = httpx.get(url + "/health", timeout=10)
+            HEALTH_SEEN.append((r.status_code, r.json()))
+            if r.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         yield url
     finally:
         proc.terminate()
@@ -197,6 +207,73 @@ def test_openai_client_errors_are_typed(client, served):
     bad = openai.OpenAI(base_url=served + "/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
+
+
+def test_no_sampling_parameters_use_the_models_generation_config(client):
+    """As vLLM: a request without temperature/top_p/top_k gets the model's own
+    generation_config.json values; the page reports what it sampled with."""
+    from webaccel.generation.testing import TINY_SAMPLING
+
+    out = client.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=8)
+    info = out.model_extra["webaccel"]
+    assert info["sampling"] == {**TINY_SAMPLING, "repetition_penalty": 1.0}
+    assert info["sampling_source"] == {
+        "temperature": "generation_config",
+        "top_p": "generation_config",
+        "top_k": "generation_config",
+        "repetition_penalty": "default",
+    }
+    out = client.chat.completions.create(
+        model="tiny-llama", messages=MESSAGES, max_tokens=8, temperature=0, top_p=0.5
+    )
+    info = out.model_extra["webaccel"]
+    assert info["sampling"] == {"temperature": 0, "top_p": 0.5, "top_k": 20,
+                                "repetition_penalty": 1.0}
+    assert info["sampling_source"]["temperature"] == "request"
+
+
+def test_missing_model_unknown_field_and_long_input_are_400_for_the_client(client, served):
+    import openai
+
+    r = httpx.post(served + "/v1/chat/completions", json={"messages": MESSAGES},
+                   headers=auth(), timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "model"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model="tiny-llama", messages=MESSAGES, extra_body={"temprature": 0.1}
+        )
+    assert info.value.body["param"] == "temprature" and "temprature" in info.value.message
+    long = "word " * 1000
+    with pytest.raises(openai.BadRequestError) as info:
+        client.embeddings.create(model="minilm", input=long)
+    assert info.value.body["param"] == "input" and "256" in info.value.message
+    out = client.embeddings.create(
+        model="minilm", input=["short", long], extra_body={"truncate_prompt_tokens": -1}
+    )
+    assert len(out.data) == 2 and out.model_extra["webaccel"]["truncated"] == [False, True]
+    assert out.usage.prompt_tokens == 3 + 256
+
+
+def test_health_is_503_until_a_worker_serves(served):
+    assert HEALTH_SEEN and HEALTH_SEEN[-1][0] == 200
+    assert HEALTH_SEEN[-1][1]["ready_workers"] >= 1
+    for status, body in HEALTH_SEEN[:-1]:
+        assert status == 503 and body["problem"].startswith("starting")
+    r = httpx.get(served + "/health", timeout=10)
+    assert r.status_code == 200 and r.json()["ready_workers"] >= 1
+
+
+def test_readiness_rules():
+    from webaccel.serve import readiness
+
+    yes, no = (True, "chromium"), (False, "no Chromium or Firefox found")
+    assert "problem" in readiness([], True, yes)
+    assert "problem" in readiness(["launching"], True, yes)
+    assert "problem" not in readiness(["ready"], True, yes)
+    assert "problem" not in readiness([], False, yes)  # the first request launches one
+    assert readiness([], False, no)["problem"].startswith("no worker can serve")
+    assert readiness(["lost"], False, no)["ready_workers"] == 0
+    assert "problem" not in readiness(["busy"], False, no)
 
 
 # ------------------------------------------------------------------ raw HTTP

@@ -33,6 +33,35 @@ def live_snapshot(engine: Engine) -> dict[str, Any]:
             "pending": stats["pending"], "recovery_s": stats["recovery_s"]}
 
 
+def can_launch(launcher: str | None) -> tuple[bool, str]:
+    """Whether the pool could start a worker here, and if not, why."""
+    if launcher in ("grid", "selenium", "playwright"):
+        return True, f"{launcher} launcher"
+    from webaccel.browsers.chromium import find_chromium
+    from webaccel.browsers.firefox import find_firefox
+
+    for find in (find_chromium, find_firefox):
+        try:
+            return True, str(find())
+        except Exception:  # noqa: BLE001 - not installed: try the next
+            continue
+    return False, "no Chromium or Firefox found to launch (install one, or let browsers join)"
+
+
+def readiness(states: list[str], starting: bool, launchable: tuple[bool, str]) -> dict[str, Any]:
+    """The ``/health`` check vLLM users expect (``states``: the workers' lifecycle
+    states): a ``problem`` (503) until a worker can serve -- while the workers asked
+    for with ``--browsers`` start, or when none is ready and none can be launched
+    (a joined browser left and no local one exists)."""
+    ready = sum(s in ("ready", "busy") for s in states)
+    out: dict[str, Any] = {"ready_workers": ready, "can_launch": launchable[0]}
+    if starting and not ready:
+        out["problem"] = "starting: the first browser worker is not ready yet"
+    elif not ready and not launchable[0]:
+        out["problem"] = f"no worker can serve: {launchable[1]}"
+    return out
+
+
 async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int = 0, *,
                         api_key: str | None = None, join: bool | None = None,
                         public_url: str | None = None, ready: asyncio.Future[Engine] | None = None,
@@ -58,6 +87,10 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
     server.add_health_check(lambda: {"pool": {k: v for k, v in live_snapshot(engine).items()
                                               if k != "workers"}})
     server.add_health_check(metrics_health(metrics, lambda: live_snapshot(engine)))
+    launchable = can_launch(launcher)
+    starting = [browsers > 0]
+    server.add_health_check(lambda: readiness(
+        [w["state"] for w in live_snapshot(engine)["workers"]], starting[0], launchable))
     remote_ok = join if join is not None else host not in ("127.0.0.1", "localhost", "::1")
     tokens = joined = None
     if remote_ok:
@@ -96,6 +129,7 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
             adopt_task = asyncio.create_task(adopt_joined())
         for _ in range(browsers):
             await engine.any_worker()
+        starting[0] = False
         if ready is not None and not ready.done():
             ready.set_result(engine)
         await stop.wait()

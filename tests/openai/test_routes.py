@@ -227,3 +227,66 @@ def test_a_300_mib_chunked_post_over_a_socket_gets_413_early() -> None:
         srv.stop()
     assert reply.startswith(b"HTTP/1.1 413 "), reply[:200]
     assert sent < 64 << 20, f"sent {sent >> 20} MiB before the server answered"
+
+
+# ---------------------------------------------------- fields: required, unknown, unsupported
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+FIELD_CASES = [
+    ("/v1/chat/completions", {"messages": MESSAGES}, "model", "missing_required_parameter"),
+    ("/v1/completions", {"prompt": "x"}, "model", "missing_required_parameter"),
+    ("/v1/embeddings", {"input": "x"}, "model", "missing_required_parameter"),
+    ("/v1/chat/completions", {"model": "smollm2", "messages": MESSAGES, "temprature": 0.5},
+     "temprature", "unknown_parameter"),
+    ("/v1/completions", {"model": "smollm2", "prompt": "x", "messages": MESSAGES},
+     "messages", "unknown_parameter"),
+    ("/v1/embeddings", {"model": "minilm", "input": "x", "max_tokens": 3},
+     "max_tokens", "unknown_parameter"),
+    ("/v1/chat/completions",
+     {"model": "smollm2", "messages": MESSAGES, "tools": [{"type": "function"}]},
+     "tools", "unsupported_parameter"),
+    ("/v1/chat/completions",
+     {"model": "smollm2", "messages": MESSAGES, "response_format": {"type": "json_object"}},
+     "response_format", "unsupported_parameter"),
+    ("/v1/completions", {"model": "smollm2", "prompt": "x", "logit_bias": {"1": 5}},
+     "logit_bias", "unsupported_parameter"),
+    ("/v1/embeddings", {"model": "minilm", "input": "x", "truncate_prompt_tokens": 1000},
+     "truncate_prompt_tokens", "invalid_value"),
+]
+
+
+@pytest.mark.parametrize("path,body,param,code", FIELD_CASES)
+async def test_missing_model_and_unknown_or_unsupported_fields_are_400_naming_them(
+    v1, path, body, param, code
+) -> None:
+    client, engine, _ = v1
+    err = openai_error(await client.post(path, json=body, headers=AUTH), 400)
+    assert err["param"] == param and err["code"] == code
+    if code != "missing_required_parameter":
+        assert repr(param) in err["message"] or param in err["message"]
+    assert engine.calls == []
+
+
+async def test_off_values_of_unsupported_fields_are_accepted_by_validation() -> None:
+    from webaccel.openai import validation
+
+    body = {"model": "smollm2", "messages": MESSAGES, "tools": [], "tool_choice": "none",
+            "logit_bias": {}, "response_format": {"type": "text"}, "user": "u1"}
+    validation.check_fields(body, validation.CHAT_FIELDS)  # no error
+
+
+async def test_embedding_input_over_the_context_is_400_unless_truncation_is_asked(v1) -> None:
+    from webaccel.openai.validation import fit_embedding_inputs
+
+    client, engine, _ = v1
+    long = "word " * 1000  # ~1000 tokens; MiniLM's context is 256
+    err = openai_error(
+        await client.post("/v1/embeddings", json={"model": "minilm", "input": ["ok", long]},
+                          headers=AUTH), 400)
+    assert err["param"] == "input" and err["code"] == "context_length_exceeded"
+    assert "input[1]" in err["message"] and "256" in err["message"]
+    assert engine.calls == []
+    texts, cut, tokens = fit_embedding_inputs("minilm", ["ok", long], -1)
+    assert cut == [False, True] and texts[0] == "ok" and tokens == 3 + 256
+    texts, cut, tokens = fit_embedding_inputs("minilm", [long], 10)
+    assert texts == ["word " * 7 + "word"] and cut == [True] and tokens == 10

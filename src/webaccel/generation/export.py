@@ -13,7 +13,9 @@ may be empty)::
 The names follow Optimum / transformers.js, so other tools read the file.  The
 tokenizer and everything the decode loop needs (layers, kv shape, stop ids,
 chat template) are written beside the model as ``tokenizer.json`` and
-``generation.json`` (see :mod:`webaccel.generation.meta`).
+``generation.json`` (see :mod:`webaccel.generation.meta`); the model's own
+sampling defaults as ``generation_config.json``, the file and format of
+Hugging Face exports (transformers.js and vLLM read the same one).
 """
 
 from __future__ import annotations
@@ -27,9 +29,27 @@ from webaccel.errors import LoadFailedError
 
 META_FILE = "generation.json"
 TOKENIZER_FILE = "tokenizer.json"
+GENERATION_CONFIG_FILE = "generation_config.json"
 # The registry revision of exported causal LMs (files of another are rebuilt).
 # 2: softmax NaN guards as Equal(x, x), which WebGPU runs (was a GPU sync per layer).
-EXPORT_REVISION = "2"
+# 3: generation_config.json (the model's sampling defaults) beside the model.
+EXPORT_REVISION = "3"
+# The sampling fields of a Hugging Face GenerationConfig that serve as request
+# defaults (vLLM's ``--generation-config auto`` reads these same ones).
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "repetition_penalty")
+
+
+def sampling_config(
+    generation_config: Any, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The sampling fields a model's ``GenerationConfig`` sets away from transformers'
+    defaults (as ``to_diff_dict`` reports them), then ``overrides``."""
+    out: dict[str, Any] = {}
+    if generation_config is not None:
+        diff = generation_config.to_diff_dict()
+        out = {k: diff[k] for k in SAMPLING_KEYS if diff.get(k) is not None}
+    out.update(overrides or {})
+    return out
 
 
 def _torch() -> Any:
@@ -63,8 +83,11 @@ def export_causal_lm(
     bos_token_id: int | None = None,
     source: str = "",
     opset: int = 17,
+    sampling: dict[str, Any] | None = None,
 ) -> None:
-    """Write ``dest`` (ONNX) and, beside it, ``tokenizer.json`` and ``generation.json``."""
+    """Write ``dest`` (ONNX) and, beside it, ``tokenizer.json``, ``generation.json`` and
+    ``generation_config.json`` (``sampling``: defaults over the model's own
+    ``generation_config``, e.g. where the weights file carries none)."""
     torch = _torch()
     from transformers.cache_utils import DynamicCache
 
@@ -150,6 +173,14 @@ def export_causal_lm(
     out_dir = Path(dest).parent
     (out_dir / TOKENIZER_FILE).write_text(tokenizer_json, encoding="utf-8")
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    gen_cfg = {
+        "bos_token_id": bos_token_id,
+        "eos_token_id": [int(i) for i in eos_token_ids],
+        **sampling_config(getattr(model, "generation_config", None), sampling),
+    }
+    if any(k in gen_cfg for k in SAMPLING_KEYS):
+        gen_cfg["do_sample"] = gen_cfg.get("temperature", 1.0) > 0
+    (out_dir / GENERATION_CONFIG_FILE).write_text(json.dumps(gen_cfg, indent=1), encoding="utf-8")
 
 
 def _nan_guards_on_gpu(path: Path) -> None:

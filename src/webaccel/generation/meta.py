@@ -1,9 +1,10 @@
 """What the decode loop and the Python side need to know about a generation model.
 
 A built text-generation model is a directory with ``model.onnx``,
-``tokenizer.json`` and ``generation.json`` (written by
-:func:`webaccel.generation.export.export_causal_lm`).  :class:`GenerationModel`
-reads them: tokenizer, chat template, stop ids, KV-cache shape.
+``tokenizer.json``, ``generation.json`` and ``generation_config.json`` (written
+by :func:`webaccel.generation.export.export_causal_lm`).  :class:`GenerationModel`
+reads them: tokenizer, chat template, stop ids, KV-cache shape, and the
+model's own sampling defaults (:attr:`GenerationModel.sampling_defaults`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from webaccel.errors import InvalidInputError, LoadFailedError
-from webaccel.generation.export import META_FILE, TOKENIZER_FILE
+from webaccel.generation.export import (
+    GENERATION_CONFIG_FILE,
+    META_FILE,
+    SAMPLING_KEYS,
+    TOKENIZER_FILE,
+)
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 
@@ -57,6 +63,24 @@ class GenerationModel:
     @property
     def max_positions(self) -> int:
         return int(self.meta.get("max_positions", 2048))
+
+    @cached_property
+    def sampling_defaults(self) -> dict[str, Any]:
+        """temperature / top_p / top_k / repetition_penalty from the model's
+        ``generation_config.json``, those it sets ({} when it sets none)."""
+        try:
+            cfg = json.loads((self.directory / GENERATION_CONFIG_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise LoadFailedError(
+                f"{self.name}: {self.directory / GENERATION_CONFIG_FILE} is unreadable; delete "
+                f"{self.directory} and build the model again"
+            ) from exc
+        out = {k: cfg[k] for k in SAMPLING_KEYS if cfg.get(k) is not None}
+        if cfg.get("do_sample") is False:  # transformers: greedy, whatever the temperature
+            out["temperature"] = 0.0
+        return out
 
     @cached_property
     def tokenizer(self) -> Any:

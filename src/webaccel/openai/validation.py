@@ -6,7 +6,11 @@ tokenizer, the engine or an error message:
 * the body is read under :data:`MAX_BODY_BYTES` while it arrives and must
   be one strict JSON object, not too deep, whose every string is valid
   Unicode (:func:`webaccel.http_body.read_json_object`);
-* then each field has its type and range checked.
+* every field must be one the route knows: an unknown field (a typo, or a
+  newer OpenAI parameter) is a 400 naming it, as is a known OpenAI field this
+  server cannot honour (``tools``, ``logit_bias``...), instead of being
+  silently ignored (:func:`check_fields`);
+* then each field has its type and range checked; ``model`` is required.
 
 Failures raise :class:`webaccel.errors.InvalidInputError` (400) whose
 ``details`` carry OpenAI's ``param`` (the field at fault, e.g.
@@ -60,8 +64,65 @@ def get(
     return value
 
 
-def model(body: dict[str, Any], task: str, default: str | None) -> str:
-    name = get(body, "model", str, default, required=default is None)
+# The fields each route reads; everything else is refused by check_fields.
+COMMON_GENERATION_FIELDS = frozenset({
+    "model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stream",
+    "stream_options", "stop", "seed", "user", "logprobs", "presence_penalty",
+    "frequency_penalty",
+    # extensions, as vLLM names them
+    "top_k", "repetition_penalty",
+})
+CHAT_FIELDS = COMMON_GENERATION_FIELDS | {"messages", "metadata", "store"}
+COMPLETION_FIELDS = COMMON_GENERATION_FIELDS | {"prompt"}
+EMBEDDING_FIELDS = frozenset(
+    {"model", "input", "encoding_format", "dimensions", "user", "truncate_prompt_tokens"}
+)
+# OpenAI fields this server knows but cannot honour: refused unless they carry their
+# "off" value (the official client only sends what the caller set).
+UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "parallel_tool_calls": (None,),
+    "logit_bias": (None, {}),
+    "top_logprobs": (None, 0),
+    "response_format": (None, {"type": "text"}),
+    "suffix": (None, ""),
+    "echo": (None, False),
+    "best_of": (None, 1),
+    "audio": (None,),
+    "modalities": (None, ["text"]),
+    "prediction": (None,),
+    "reasoning_effort": (None,),
+    "service_tier": (None, "auto", "default"),
+    "web_search_options": (None,),
+}
+
+
+def check_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:
+    """400 for a field the route does not know, or knows but cannot honour (named)."""
+    unsupported = sorted(k for k in body if k in UNSUPPORTED and body[k] not in UNSUPPORTED[k])
+    if unsupported:
+        raise bad(
+            f"{', '.join(repr(k) for k in unsupported)} "
+            f"{'is' if len(unsupported) == 1 else 'are'} not supported by this server",
+            unsupported[0],
+            "unsupported_parameter",
+        )
+    unknown = sorted(k for k in body if k not in allowed and k not in UNSUPPORTED)
+    if unknown:
+        raise bad(
+            f"unknown field{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(k) for k in unknown)}; accepted: {', '.join(sorted(allowed))}",
+            unknown[0],
+            "unknown_parameter",
+        )
+
+
+def model(body: dict[str, Any], task: str) -> str:
+    """The ``model`` field (required, as OpenAI's API and vLLM's require it)."""
+    name = get(body, "model", str, required=True)
     try:
         spec = registry.get(name)
     except ModelNotFoundError:
@@ -74,7 +135,21 @@ def model(body: dict[str, Any], task: str, default: str | None) -> str:
     return spec.name
 
 
-def generation_params(body: dict[str, Any]) -> dict[str, Any]:
+# Sampling fields a request may leave out; the model's own generation config
+# (``generation_config.json`` beside the export) fills them, as vLLM does.
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty")
+# OpenAI's defaults, for a field neither the request nor the model sets.
+OPENAI_SAMPLING_DEFAULTS: dict[str, Any] = {
+    "temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0,
+}
+
+
+def generation_params(
+    body: dict[str, Any], model_defaults: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The generation parameters: the request's, else ``model_defaults`` (the model's
+    generation config), else OpenAI's defaults.  ``params["sampling_source"]`` is not
+    returned; :func:`sampling_sources` says where each came from."""
     n = get(body, "n", int, 1)
     if n != 1:
         raise bad("only n=1 is supported", "n")
@@ -86,10 +161,11 @@ def generation_params(body: dict[str, Any]) -> dict[str, Any]:
     max_tokens = get(body, "max_completion_tokens", int) or get(body, "max_tokens", int, 256)
     if not 1 <= max_tokens <= 8192:
         raise bad("max_tokens must be between 1 and 8192", "max_tokens")
-    temperature = get(body, "temperature", (int, float), 1.0)
+    defaults = {**OPENAI_SAMPLING_DEFAULTS, **(model_defaults or {})}
+    temperature = get(body, "temperature", (int, float), defaults["temperature"])
     if not 0 <= temperature <= 2:
         raise bad("temperature must be between 0 and 2", "temperature")
-    top_p = get(body, "top_p", (int, float), 1.0)
+    top_p = get(body, "top_p", (int, float), defaults["top_p"])
     if not 0 < top_p <= 1:
         raise bad("top_p must be in (0, 1]", "top_p")
     stop = get(body, "stop", (str, list), None)
@@ -103,14 +179,25 @@ def generation_params(body: dict[str, Any]) -> dict[str, Any]:
         "top_p": float(top_p),
         "seed": get(body, "seed", int),
         "stop": tuple(stop or ()),
-        "top_k": get(body, "top_k", int, 0),
-        "repetition_penalty": get(body, "repetition_penalty", (int, float), 1.0),
+        "top_k": get(body, "top_k", int, defaults["top_k"]),
+        "repetition_penalty": float(
+            get(body, "repetition_penalty", (int, float), defaults["repetition_penalty"])
+        ),
     }
     try:
         GenerationParams.from_kwargs(**params)
     except InvalidInputError as exc:
         raise bad(exc.message) from None
     return params
+
+
+def sampling_sources(body: dict[str, Any], model_defaults: dict[str, Any]) -> dict[str, str]:
+    """Where each sampling parameter came from: request | generation_config | default."""
+    return {
+        k: "request" if body.get(k) is not None
+        else "generation_config" if k in model_defaults else "default"
+        for k in SAMPLING_FIELDS
+    }
 
 
 def prompt(body: dict[str, Any]) -> str:
@@ -173,3 +260,50 @@ def embedding_inputs(body: dict[str, Any]) -> list[str]:
     if any(not t.strip() for t in texts):
         raise bad("input strings must not be empty", "input")
     return list(texts)
+
+
+def fit_embedding_inputs(
+    model: str, texts: list[str], truncate: int | None
+) -> tuple[list[str], list[bool], int]:
+    """``(texts, truncated, prompt_tokens)``: inputs longer than the model's context
+    (MiniLM: 256 tokens, [CLS] and [SEP] included) are a 400 naming the first,
+    unless ``truncate`` (vLLM's ``truncate_prompt_tokens``: k tokens, -1 = the
+    context) asks to cut them; a cut text ends at a token boundary, so the model
+    sees exactly its first k tokens."""
+    from tokenizers import Tokenizer
+
+    from webaccel.models import text as text_models
+
+    if model != "minilm":  # the only text-embedding model; a user's own takes raw tensors
+        return texts, [False] * len(texts), 0
+    limit = text_models.max_seq_length()
+    if truncate is not None and truncate != -1 and not 2 < truncate <= limit:
+        raise bad(
+            f"truncate_prompt_tokens must be -1 (the model's context) or in [3, {limit}]",
+            "truncate_prompt_tokens",
+        )
+    keep = limit if truncate in (None, -1) else truncate
+    tok = Tokenizer.from_str(text_models._tokenizer().to_str())
+    tok.no_truncation()
+    tok.no_padding()
+    out, cut, total = [], [], 0
+    for i, (text, enc) in enumerate(zip(texts, tok.encode_batch(list(texts)), strict=True)):
+        n = len(enc.ids)
+        if n <= keep:
+            out.append(text)
+            cut.append(False)
+            total += n
+            continue
+        if truncate is None:
+            raise bad(
+                f"input[{i}] is {n} tokens, over {model}'s context of {limit}; shorten it, or "
+                "send \"truncate_prompt_tokens\": -1 to have it truncated",
+                "input",
+                "context_length_exceeded",
+            )
+        # enc.offsets[j] spans token j; tokens 1..keep-2 are kept between [CLS] and [SEP]
+        end = enc.offsets[keep - 2][1]
+        out.append(text[:end])
+        cut.append(True)
+        total += keep
+    return out, cut, total

@@ -242,6 +242,12 @@ export async function runGenerate(rt, frame) {
     tokens_per_s: tLast > t0 ? out.length / ((tLast - t0) / 1000) : null,
     backend: entry.backend,
     kv_location: kvLocation,
+    // what this loop sampled with, after defaults: callers check it (the OpenAI
+    // server fills a request's gaps from the model's generation config)
+    sampling: {
+      temperature: opts.temperature, top_k: opts.top_k, top_p: opts.top_p,
+      repetition_penalty: opts.repetition_penalty,
+    },
   }));
 }
 
