@@ -147,6 +147,10 @@ class WebAccelerator:
     def server_url(self) -> str:
         return self._engine.server.url
 
+    def start_worker(self) -> str:
+        """Start a browser worker now (else the first request does); returns its browser."""
+        return str(self._loop.run(self._engine.any_worker()).browser)
+
     def accelerate(
         self,
         model_name: str,
@@ -174,6 +178,11 @@ class WebAccelerator:
         if input_data is not None and input_text is not None:
             raise InvalidInputError("give input_data or input_text, not both")
         data = input_text if input_text is not None else input_data
+        if options and isinstance(options.get("precision"), str):
+            # transformers.js dtype names (q8, uint8, q4, q4f16...) -> our variants
+            from webaccel.dtypes import to_precision
+
+            options = {**options, "precision": to_precision(options["precision"]) or "auto"}
         return self._loop.run(
             self._engine.accelerate(
                 model_name,

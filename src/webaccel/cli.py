@@ -10,14 +10,16 @@ import sys
 import time
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from webaccel.errors import WebAccelError
+from webaccel.progress import quiet_third_party, show_on_stderr, stage
+from webaccel.terminal import LazyConsole
 
 app = typer.Typer(
     help="Run ONNX models in a pool of web browsers.",
@@ -26,8 +28,9 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="The model registry: list, show, prepare.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-console = Console()
-err_console = Console(stderr=True)
+# rich on a terminal; plain, unwrapped lines when piped or logged (webaccel.terminal)
+console = LazyConsole()
+err_console = LazyConsole(stderr=True)
 
 
 def typed_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -59,43 +62,199 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _plain(value: Any, digits: int = 4) -> Any:
+    """Numbers as people read them (``0.9731``, not ``np.float64(0.97314...)``)."""
+    value = _jsonable(value)
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: _plain(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v, digits) for v in value]
+    return value
+
+
+def _show(key: str, value: Any) -> None:
+    value = _plain(value)
+    text = json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value
+    console.print(f"{key}: {text}", highlight=False, markup=False)
+
+
+def _ensure_built(spec: Any, precision: str) -> None:
+    """Build the model files NAME needs (once), showing a stage line if it takes a while."""
+    if spec.build_parts is None and spec.onnx_path(precision).is_file():
+        return
+    with stage(f"{spec.name}: building {precision} (first use)", after_s=1.0), quiet_third_party():
+        spec.ensure_parts(precision)
+
+
+def _where(result: dict[str, Any]) -> dict[str, Any]:
+    keys = ("browser", "backend", "precision", "fallback_reason", "latency_ms", "load_ms")
+    return {k: result[k] for k in keys if k in result}
+
+
 @app.command()
 @typed_errors
 def run(
-    model: str = typer.Argument(..., help="registered model name, e.g. minilm"),
-    input_text: str = typer.Argument(..., metavar="INPUT", help="the input (text for minilm)"),
+    model: str = typer.Argument(..., help="registered model name (webaccel models list)"),
+    input_text: str = typer.Argument(
+        ...,
+        metavar="INPUT",
+        help="text (minilm), a prompt (smollm2), an image file (nsfw-cnn, vit-saliency) "
+        "or an audio file (whisper-tiny-en)",
+    ),
     backend: str = typer.Option("auto", help="auto|webgpu|webnn|wasm"),
     browser: str = typer.Option("auto", help="auto|chromium|firefox|node-webgpu"),
-    precision: str = typer.Option("auto", help="auto|fp32|fp16|int8|int4|mixed"),
+    precision: str = typer.Option(
+        "auto",
+        help="auto|fp32|fp16|int8|int4|mixed, or a transformers.js dtype "
+        "(q8, uint8 -> int8; q4, q4f16 -> int4)",
+    ),
+    max_tokens: int = typer.Option(256, help="generation: the most tokens to make"),
+    temperature: float = typer.Option(
+        None, help="generation: 0 = greedy (default: the model's generation config)"
+    ),
+    top_p: float = typer.Option(None, help="generation (default: the model's generation config)"),
+    seed: int = typer.Option(None, help="generation: sampling seed"),
+    raw: bool = typer.Option(False, "--raw", help="generation: INPUT is the whole prompt (no "
+                             "chat template)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
-    """Run MODEL on INPUT in a headless browser and print the result."""
-    from webaccel.api import WebAccelerator
+    """Run MODEL on INPUT in a headless browser and print the result.
 
+    Text generation streams tokens to stdout as they are made; --json prints one
+    object at the end, with usage.  Stage lines (building, browser start, model
+    load) go to stderr.
+    """
+    from webaccel.api import WebAccelerator
+    from webaccel.dtypes import to_precision
+    from webaccel.models import registry
+
+    show_on_stderr()
+    spec = registry.get(model)
+    variant = to_precision(precision)
+    _ensure_built(spec, variant or "fp32")
     default_browser = "chromium" if browser == "auto" else browser
-    options = {} if precision == "auto" else {"precision": precision}
+    options = {} if variant is None else {"precision": variant}
+    platform = None if backend == "auto" else backend
     with WebAccelerator(
         default_browser=default_browser, default_platform="auto", max_connections=1
     ) as acc:
-        result = acc.accelerate(
-            model,
-            input_text,
-            options,
-            platform=None if backend == "auto" else backend,
-            browser=None if browser == "auto" else browser,
-        )
+        with stage(f"starting a headless {default_browser}", after_s=2.0):
+            acc.start_worker()
+        if spec.task == "text_generation":
+            _run_generation(acc, spec, input_text, variant, platform, max_tokens,
+                            temperature, top_p, seed, raw, as_json)
+            return
+        with stage(f"{spec.name}: loading into the page and running", after_s=2.0):
+            result = acc.accelerate(
+                spec.name,
+                input_text,
+                options,
+                platform=platform,
+                browser=None if browser == "auto" else browser,
+            )
     if "embeddings" in result:
         result["embedding"] = result.pop("embeddings")[0]
         result["truncated"] = result["truncated"][0]
     if as_json:
         print(json.dumps(_jsonable(result)))
         return
-    shown = {k: v for k, v in result.items() if k not in ("embedding", "user_agent")}
     if "embedding" in result:
         vec = result["embedding"]
-        console.print(f"embedding: {len(vec)} floats, first 4: {np.round(vec[:4], 4).tolist()}")
-    for key, value in shown.items():
-        console.print(f"{key}: {value}", highlight=False)
+        _show("embedding", f"{len(vec)} floats, first 4: {_plain(np.asarray(vec[:4]))}")
+    elif "text" in result:
+        _show("text", result["text"])
+    elif "results" in result:
+        res = result["results"]
+        if "label" in res:
+            _show("label", res["label"])
+            _show("score", res["score"])
+            _show("scores", res["scores"])
+        if "regions" in res:
+            _show("regions", res["regions"])
+            _show("size", res["size"])
+            if "heatmap" in res:
+                hm = np.asarray(res["heatmap"])
+                _show("heatmap", f"{hm.shape[0]}x{hm.shape[1]}, max {float(hm.max()):.4f} "
+                      "(--json for the values)")
+    skip = {"embedding", "embeddings", "user_agent", "text", "results", "outputs"}
+    for key, value in result.items():
+        if key not in skip:
+            _show(key, value)
+
+
+def _run_generation(
+    acc: Any,
+    spec: Any,
+    prompt: str,
+    variant: str | None,
+    platform: str | None,
+    max_tokens: int,
+    temperature: float | None,
+    top_p: float | None,
+    seed: int | None,
+    raw: bool,
+    as_json: bool,
+) -> None:
+    from webaccel.generation import load_generation_model
+
+    _, gm, _ = load_generation_model(spec.name, variant or "fp32")
+    # As the OpenAI server: what the command line leaves out, the model's generation config sets.
+    params: dict[str, Any] = {**gm.sampling_defaults, "max_tokens": max_tokens}
+    for key, value in (("temperature", temperature), ("top_p", top_p), ("seed", seed)):
+        if value is not None:
+            params[key] = value
+    chat = not raw and bool(gm.meta.get("chat_template"))
+    prompt_arg: Any = [{"role": "user", "content": prompt}] if chat else prompt
+    stream = acc.stream(spec.name, prompt_arg, platform=platform,
+                        precision=variant or "fp32", **params)
+    first = True
+    with stage(f"{spec.name}: loading into the page", after_s=2.0):
+        pieces = iter(stream)
+        try:
+            head = next(pieces)
+        except StopIteration:
+            head = ""
+    try:
+        for piece in _chain(head, pieces):
+            if not as_json:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            first = False
+    finally:
+        stream.close()
+    result = stream.result
+    if as_json:
+        out = {
+            "text": result.text if result else "",
+            "model": spec.name,
+            "finish_reason": result.finish_reason if result else None,
+            "usage": result.usage if result else None,
+            "sampling": {k: params.get(k) for k in ("temperature", "top_p", "top_k", "seed")},
+            "browser": result.browser if result else None,
+            "backend": result.backend if result else None,
+            "stats": _jsonable(result.stats) if result else None,
+        }
+        print(json.dumps(out, ensure_ascii=False))
+        return
+    if not first or (result and result.text):
+        sys.stdout.write("\n")
+    if result is not None:
+        tps = result.stats.get("decode_tokens_per_s")
+        err_console.print(
+            f"{result.usage['completion_tokens']} tokens ({result.finish_reason}) on "
+            f"{result.browser}/{result.backend}"
+            + (f", {tps:.1f} tokens/s" if tps else ""),
+            highlight=False,
+            markup=False,
+        )
+
+
+def _chain(head: str, rest: Any) -> Any:
+    if head:
+        yield head
+    yield from rest
 
 
 @models_app.command("list")
@@ -125,50 +284,133 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
     console.print(table)
 
 
+def _variant_files(spec: Any, precision: str) -> list[Path]:
+    """The built ONNX files of one variant (one file, or each graph of a multi-graph model)."""
+
+    folder = Path(spec.onnx_path(precision)).parent
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.onnx") if not p.name.startswith("."))
+
+
+def _measured_accuracy(model: str) -> dict[tuple[str, int], dict[str, Any]]:
+    """The latest accuracy measured per (precision, bytes) by `webaccel models quantize`."""
+    from webaccel.metrics.store import default_path, read_query
+
+    path = default_path()
+    if not path.exists():
+        return {}
+    try:
+        rows = read_query(
+            path,
+            "SELECT precision, bytes, metric, accuracy, latency_ms, ts FROM variants "
+            "WHERE model = ? ORDER BY ts",
+            [model],
+        )
+    except Exception:  # noqa: BLE001 - a busy or older metrics file: show no accuracy
+        return {}
+    return {(r["precision"], int(r["bytes"] or 0)): r for r in rows}
+
+
+def variants_info(spec: Any) -> list[dict[str, Any]]:
+    """Each built variant: precision, path(s), bytes, and accuracy against fp32 where
+    `webaccel models quantize` measured this very file (same size)."""
+    from webaccel.dtypes import DTYPE_TO_PRECISION
+    from webaccel.models import registry
+
+    measured = _measured_accuracy(spec.name)
+    out = []
+    for precision in registry.PRECISIONS:
+        files = _variant_files(spec, precision)
+        if not files:
+            continue
+        nbytes = sum(f.stat().st_size for f in files)
+        row = measured.get((precision, nbytes))
+        out.append({
+            "precision": precision,
+            "dtypes": [d for d, p in DTYPE_TO_PRECISION.items() if p == precision],
+            "path": str(files[0]) if len(files) == 1 else str(files[0].parent),
+            "files": {f.stem: str(f) for f in files},
+            "bytes": nbytes,
+            "accuracy": None if row is None else {
+                "metric": row["metric"],
+                "mean": row["accuracy"],
+                "native_ms": row["latency_ms"],
+                "measured_at": str(row["ts"]),
+            },
+        })
+    return out
+
+
 @models_app.command("show")
 @typed_errors
 def models_show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Show one model: task, source, files and sizes."""
+    """Show one model: task, source, and each built variant (precision, path, bytes, accuracy)."""
     from webaccel.models import registry
 
     spec = registry.get(name)
-    files = {p: str(spec.onnx_path(p)) for p in registry.PRECISIONS if spec.onnx_path(p).is_file()}
+    variants = variants_info(spec)
     info = {
         "name": spec.name,
         "task": spec.task,
         "source": spec.source,
         "description": spec.description,
         "aliases": list(spec.aliases),
-        "files": files,
-        "bytes": {p: spec.onnx_path(p).stat().st_size for p in files},
+        "variants": variants,
+        # kept for older readers: precision -> file / bytes
+        "files": {v["precision"]: v["path"] for v in variants},
+        "bytes": {v["precision"]: v["bytes"] for v in variants},
     }
     if as_json:
         print(json.dumps(info))
-    else:
-        for k, v in info.items():
-            console.print(f"{k}: {v}", highlight=False)
+        return
+    for key in ("name", "task", "source", "description", "aliases"):
+        _show(key, info[key])
+    if not variants:
+        console.print(f"variants: none built yet (webaccel models prepare {spec.name})",
+                      highlight=False, markup=False)
+        return
+    table = Table("precision", "MB", "accuracy vs fp32", "path", title="variants")
+    for v in variants:
+        acc = v["accuracy"]
+        table.add_row(
+            v["precision"],
+            f"{v['bytes'] / 1e6:.1f}",
+            "-" if acc is None else f"{acc['metric']} {acc['mean']:.4f}",
+            v["path"],
+        )
+    console.print(table)
 
 
 @models_app.command("prepare")
 @typed_errors
 def models_prepare(
-    name: str, precision: str = typer.Option("fp32"), quiet: bool = typer.Option(False, "--quiet")
+    name: str,
+    precision: str = typer.Option("fp32", help="fp32|fp16|int8|int4|mixed or a transformers.js "
+                                  "dtype (q8, uint8, q4, q4f16...)"),
+    quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
-    """Build (once) and cache the ONNX file of NAME at PRECISION."""
+    """Build (once) and cache the ONNX file(s) of NAME at PRECISION; prints each path."""
+    from webaccel.dtypes import to_precision
     from webaccel.models import registry
 
+    show_on_stderr()
     spec = registry.get(name)
-    if spec.onnx_path(precision).is_file():
-        if not quiet:
-            console.print(str(spec.onnx_path(precision)))
+    variant = to_precision(precision) or "fp32"
+    start = time.perf_counter()
+    with stage(f"{spec.name}: building {variant}", after_s=1.0), quiet_third_party():
+        parts = spec.ensure_parts(variant)
+    if quiet:
         return
-    with console.status(f"exporting {name} ({precision}) to ONNX"):
-        start = time.perf_counter()
-        path = spec.ensure_onnx(precision)
-    console.print(
-        f"{name} {precision}: {path} ({path.stat().st_size / 1e6:.1f} MB, "
-        f"{time.perf_counter() - start:.1f} s)"
-    )
+    took = time.perf_counter() - start
+    for part, path in parts.items():
+        label = f"{spec.name} {variant}" + ("" if part == "model" else f" {part}")
+        console.print(
+            f"{label}: {path} ({path.stat().st_size / 1e6:.1f} MB"
+            + (f", {took:.1f} s)" if took >= 1 else ")"),
+            highlight=False,
+            markup=False,
+        )
 
 
 @models_app.command("quantize")
