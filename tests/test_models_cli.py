@@ -31,3 +31,60 @@ def test_models_list_and_unknown_model():
                                                                  json.loads(listed.output)}
     missing = runner.invoke(app, ["models", "show", "nope"])
     assert missing.exit_code == 2 and "MODEL_NOT_FOUND" in missing.output
+
+
+def _relu_onnx(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_models_show_json_lists_each_variant_with_bytes_and_measured_accuracy(
+    monkeypatch, tmp_path
+):
+    from webaccel.metrics.store import MetricsStore
+    from webaccel.models import registry
+
+    monkeypatch.setenv("WEBACCEL_HOME", str(tmp_path / "home"))
+    db = tmp_path / "metrics.duckdb"
+    monkeypatch.setenv("WEBACCEL_METRICS_DB", str(db))
+    _relu_onnx(tmp_path / "relu.onnx")
+    spec = registry.register_onnx("show-relu", tmp_path / "relu.onnx", task="vision")
+    fp32 = spec.ensure_onnx("fp32")
+    size = fp32.stat().st_size
+    store = MetricsStore(db)
+    store.record_variant("show-relu", "fp32", nbytes=size, metric="cosine", accuracy=1.0,
+                         latency_ms=0.1)
+    store.record_variant("show-relu", "fp32", nbytes=size + 1, metric="cosine", accuracy=0.5)
+    store.close()
+    result = CliRunner().invoke(app, ["models", "show", "show-relu", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    (variant,) = info["variants"]
+    assert variant["precision"] == "fp32" and variant["path"] == str(fp32)
+    assert variant["bytes"] == size
+    # the measurement of this very file (same size), not of another build
+    assert variant["accuracy"]["metric"] == "cosine" and variant["accuracy"]["mean"] == 1.0
+    human = CliRunner().invoke(app, ["models", "show", "show-relu"])
+    assert human.exit_code == 0 and str(fp32) in human.output  # not cut: output is not a tty
+    assert "cosine 1.0000" in human.output
+
+
+def test_models_prepare_builds_a_multi_graph_model_and_prints_each_part():
+    result = CliRunner().invoke(app, ["models", "prepare", "whisper-tiny-en"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert any(" encoder: " in line and line.rstrip().endswith("MB)") or "encoder" in line
+               for line in lines)
+    assert any("decoder" in line for line in lines)
+    assert "internal" not in result.output
+
+
+def test_prepare_accepts_transformers_js_dtypes_and_says_which_variant():
+    bad = CliRunner().invoke(app, ["models", "prepare", "minilm", "--precision", "q2"])
+    assert bad.exit_code == 2
+    assert "q8 -> int8" in bad.output and "q4f16 -> int4" in bad.output

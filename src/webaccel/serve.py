@@ -9,7 +9,7 @@ import contextlib
 import signal
 from typing import Any
 
-from rich.console import Console
+from webaccel.terminal import make_console
 
 from webaccel.engine import Engine
 
@@ -72,7 +72,7 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
     from webaccel.metrics.store import MetricsStore
     from webaccel.openai import openai_routes, resolve_api_key
 
-    console = Console()
+    console = make_console()
     metrics = MetricsStore()
     metrics.record_run_start("server", info={"host": host, "port": port})
     engine = Engine(host=host, port=port, max_connections=max(browsers, 4), metrics=metrics,

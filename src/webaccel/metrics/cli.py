@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from webaccel.terminal import make_console
 from rich.table import Table
 
 from webaccel.bench.core import BENCHMARK_MODULES
@@ -98,8 +98,8 @@ def register(app: typer.Typer) -> None:
                     why = r.get("unavailable") or r.get("error") or ""
                     label = "unavailable" if "unavailable" in r else "[red]error[/red]"
                     table.add_row(r["benchmark"], label, r.get("ratio_is", ""), why)
-            Console().print(table)
-            Console().print(f"stored in {store.path}")
+            make_console().print(table)
+            make_console().print(f"stored in {store.path}")
         if any("error" in r for r in results):
             raise typer.Exit(1)
 
