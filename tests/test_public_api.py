@@ -37,7 +37,6 @@ def test_all_lists_exactly_the_public_names():
 
 def test_pipeline_stays_the_function_after_its_module_is_imported():
     import webaccel.pipelines  # noqa: F401
-
     from webaccel import pipeline
 
     assert callable(pipeline) and pipeline.__name__ == "pipeline"

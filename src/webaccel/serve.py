@@ -9,9 +9,8 @@ import contextlib
 import signal
 from typing import Any
 
-from webaccel.terminal import make_console
-
 from webaccel.engine import Engine
+from webaccel.terminal import make_console
 
 
 def live_snapshot(engine: Engine) -> dict[str, Any]:

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from webaccel.terminal import make_console
 from rich.table import Table
 
 from webaccel.bench.core import BENCHMARK_MODULES
+from webaccel.terminal import make_console
 
 
 def _summary(result: dict[str, Any]) -> str:
@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
                 f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARK_MODULES)}",
                 param_hint="NAME")
         options = _parse_options(option or [])
-        err = Console(stderr=True)
+        err = make_console(stderr=True)
         results = []
         store = MetricsStore(db)
         try:
