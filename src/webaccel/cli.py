@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -18,7 +19,7 @@ import typer
 from rich.table import Table
 
 from webaccel.errors import WebAccelError
-from webaccel.progress import quiet_third_party, show_on_stderr, stage
+from webaccel.progress import quiet_third_party, show_on_stderr, silence_loggers, stage
 from webaccel.terminal import LazyConsole
 
 app = typer.Typer(
@@ -593,6 +594,10 @@ _register_plugins()
 
 
 def main() -> None:
+    # tqdm reads TQDM_* when it is imported (later, by transformers/gguf during a
+    # build): our stage lines replace its bars.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    silence_loggers()
     app()
 
 

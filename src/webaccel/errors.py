@@ -17,7 +17,8 @@ do about it.  The tree::
     ├── ModelNotFoundError                MODEL_NOT_FOUND       404
     ├── LoadFailedError                   LOAD_FAILED           500
     ├── BackendUnavailableError           BACKEND_UNAVAILABLE   503
-    │   └── BrowserNotFoundError          BACKEND_UNAVAILABLE   503 (binary missing)
+    │   ├── BrowserNotFoundError          BACKEND_UNAVAILABLE   503 (binary missing)
+    │   └── MissingExtraError             BACKEND_UNAVAILABLE   503 (an optional package missing)
     ├── OutOfMemoryError                  OUT_OF_MEMORY         503
     ├── TimeoutError_                     TIMEOUT               504
     ├── CancelledError_                   CANCELLED             499 (the client went away)
@@ -164,6 +165,10 @@ class BackendUnavailableError(WebAccelError):
 
 class BrowserNotFoundError(BackendUnavailableError, FileNotFoundError):
     """The browser binary is not installed where we looked."""
+
+
+class MissingExtraError(BackendUnavailableError, ImportError):
+    """An optional dependency (a ``webaccel[extra]``) this feature needs is not installed."""
 
 
 class OutOfMemoryError(WebAccelError, MemoryError):

@@ -224,7 +224,11 @@ async def launch_grid(
     flags += extra_flags or []
     page = server.worker_page_url(worker_id, threads=threads, ort=ort_build)
     page = base + page[len(server.url) :]
-    from selenium.webdriver.remote.client_config import ClientConfig
+    from webaccel.extras import require
+
+    ClientConfig = require(  # noqa: N806 - a class
+        "selenium.webdriver.remote.client_config", "the Selenium Grid launcher", "selenium"
+    ).ClientConfig
 
     config = ClientConfig(remote_server_addr=grid_url, timeout=int(max(10, timeout)))
     start = time.perf_counter()

@@ -326,6 +326,8 @@ def join_banner(url: str, *, qr: bool = True) -> str:
     code = terminal_qr(url) if qr else ""
     if code:
         lines += ["", code]
+    elif qr:
+        lines.append("  (a QR code of it needs the qr extra: pip install 'webaccel[qr]')")
     lines.append("Revoke with: webaccel tokens revoke <id>   (or TokenStore.revoke)")
     return "\n".join(lines)
 

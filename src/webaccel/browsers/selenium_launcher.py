@@ -72,13 +72,9 @@ NO_GECKODRIVER = (
 
 
 def require_selenium() -> Any:
-    try:
-        import selenium.webdriver as webdriver
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            "the Selenium launcher needs the selenium package: pip install 'selenium>=4.20'"
-        ) from exc
-    return webdriver
+    from webaccel.extras import require
+
+    return require("selenium.webdriver", "the Selenium launcher", "selenium")
 
 
 def chrome_options(flags: list[str], *, binary: str | None = None) -> Any:

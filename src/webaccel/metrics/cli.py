@@ -110,7 +110,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write report.md and report.html with PNG plots from the metrics store."""
         from webaccel import paths
-        from webaccel.metrics.report import build_report
+        from webaccel.errors import MissingExtraError
+
+        try:
+            from webaccel.metrics.report import build_report
+        except MissingExtraError as exc:  # matplotlib is the report extra
+            make_console(stderr=True).print(f"error [{exc.code}] {exc.message}", markup=False)
+            raise typer.Exit(2) from None
         from webaccel.metrics.store import default_path
 
         target = out or paths.home() / "report"

@@ -69,7 +69,9 @@ def load_audio(data: AudioLike, sample_rate: int | None = None) -> np.ndarray:
 def _decode(src: Any, what: str) -> tuple[np.ndarray, int]:
     import warnings
 
-    from scipy.io import wavfile
+    from webaccel.extras import require
+
+    wavfile = require("scipy.io.wavfile", "reading audio (whisper-tiny-en)", "audio")
 
     try:
         with warnings.catch_warnings():
@@ -133,7 +135,9 @@ def resample(x: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
         raise InvalidInputError(f"audio is {x.size / rate:.0f} s; the limit is {MAX_SECONDS} s")
     if rate == target:
         return x.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly
+    from webaccel.extras import require
+
+    resample_poly = require("scipy.signal", "resampling audio", "audio").resample_poly
 
     g = gcd(rate, target)
     return resample_poly(x, target // g, rate // g).astype(np.float32)

@@ -302,7 +302,9 @@ def regions_of_interest(
     position, max and mean score) but with 8-connected components instead of
     OpenCV contours, so areas can differ by the contour's boundary pixels.
     """
-    from scipy import ndimage
+    from webaccel.extras import require
+
+    ndimage = require("scipy.ndimage", "saliency regions (vit-saliency)", "vision")
 
     hm = np.nan_to_num(np.asarray(heatmap, dtype=np.float32))
     if hm.ndim != 2 or hm.size == 0:
