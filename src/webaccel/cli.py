@@ -557,6 +557,8 @@ def serve(
     """Serve the bridge, gateway, OpenAI API, metrics and dashboard until interrupted."""
     from webaccel.serve import serve_forever
 
+    show_on_stderr()
+
     asyncio.run(
         serve_forever(
             listen or host,

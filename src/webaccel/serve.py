@@ -10,6 +10,7 @@ import signal
 from typing import Any
 
 from webaccel.engine import Engine
+from webaccel.progress import stage
 from webaccel.terminal import make_console
 
 
@@ -126,8 +127,10 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
                         engine.pool.adopt(await joined.next(timeout=3600))
 
             adopt_task = asyncio.create_task(adopt_joined())
-        for _ in range(browsers):
-            await engine.any_worker()
+        if browsers:
+            with stage(f"starting {browsers} browser worker(s)", after_s=2.0):
+                for _ in range(browsers):
+                    await engine.any_worker()
         starting[0] = False
         if ready is not None and not ready.done():
             ready.set_result(engine)

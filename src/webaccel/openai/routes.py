@@ -35,8 +35,9 @@ from webaccel.generation import GenerationResult, load_generation_model, stream_
 from webaccel.models import registry
 from webaccel.openai import validation
 from webaccel.openai.schema import openapi_document
-from webaccel.openai.sse import DONE, EventStream, sse
+from webaccel.openai.sse import DONE, event_stream, sse
 from webaccel.openai.validation import bad
+from webaccel.progress import stage
 
 if TYPE_CHECKING:
     from webaccel.engine import Engine
@@ -130,7 +131,8 @@ def openai_routes(
         validation.generation_params(body)  # every field checked before the model loads
         # As vLLM: sampling fields the request leaves out come from the model's
         # own generation config (its first use builds the model: not on the loop).
-        _, gm, _ = await asyncio.to_thread(load_generation_model, model)
+        with stage(f"{model}: building and reading it (first use)", after_s=2.0):
+            _, gm, _ = await asyncio.to_thread(load_generation_model, model)
         defaults = gm.sampling_defaults
         params = validation.generation_params(body, defaults)
         sources = validation.sampling_sources(body, defaults)
@@ -240,10 +242,11 @@ def openai_routes(
                 )
             yield DONE
 
-        return EventStream(
+        return event_stream(
             events(),
             on_disconnect=lambda: log.info("client left %s; cancelling its generation", rid),
-        )  # type: ignore[return-value]
+            close=text_stream.aclose,
+        )
 
     async def chat_completions(request: Request) -> Response:
         return await generation(request, chat=True)
