@@ -134,3 +134,31 @@ def test_quiet_third_party_silences_warnings_tqdm_and_quantizer_logs(capsys):
         logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").info("node dump")
     err = capsys.readouterr().err
     assert "TracerWarning" not in err and "node dump" not in err and "it/s" not in err
+
+
+def test_doctor_cells_are_never_cut():
+    from rich.console import Console
+
+    from webaccel.doctor import render
+    from webaccel.terminal import make_console
+
+    caps = {
+        "webgpu": {"available": True, "vendor": "google", "architecture": "swiftshader",
+                   "isFallbackAdapter": False, "software": True, "shaderF16": True},
+        "webnn": {"available": False, "present": True},
+        "wasm": {"simd": True, "threads": False, "crossOriginIsolated": True},
+    }
+    report = {
+        "browsers": [{"browser": "chromium", "installed": True, "capabilities": caps,
+                      "backends": ["webgpu", "wasm"]},
+                     {"browser": "firefox", "installed": False}],
+        "launchers": [{"launcher": "selenium", "browser": "chromium", "ok": False,
+                       "why": "chromedriver not found: apt-get install chromium-driver"}],
+    }
+    narrow = io.StringIO()
+    render(report, Console(file=narrow, width=70, force_terminal=True, color_system=None))
+    piped = io.StringIO()
+    render(report, make_console(file=piped))
+    assert "…" not in narrow.getvalue() and "│ chromium │" in narrow.getvalue()  # folded, not cut
+    assert "…" not in piped.getvalue() and "google/swiftshader" in piped.getvalue()
+    assert "chromedriver not found: apt-get install chromium-driver" in piped.getvalue()

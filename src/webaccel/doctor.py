@@ -116,6 +116,11 @@ def render(report: dict[str, Any], console: Console) -> None:
         "backends",
         title="webaccel doctor",
     )
+    # On a narrow terminal cells wrap inside their column instead of being cut
+    # ("chromi…"); off a terminal the console has no width cap at all.
+    for column in table.columns:
+        column.overflow = "fold"
+    table.columns[0].no_wrap = True
     for b in report["browsers"]:
         caps = b.get("capabilities")
         if not caps:
@@ -140,6 +145,8 @@ def render(report: dict[str, Any], console: Console) -> None:
         )
     console.print(table)
     launchers = Table("launcher", "browser", "ok", "why not", title="launchers")
+    for column in launchers.columns:
+        column.overflow = "fold"
     for row in report.get("launchers", []):
         launchers.add_row(
             row["launcher"], row["browser"], "yes" if row["ok"] else "no", row.get("why") or ""
