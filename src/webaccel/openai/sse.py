@@ -1,70 +1,56 @@
-"""Server-sent events in OpenAI's framing: ``data: <json>\n\n`` per chunk, ending with
-``data: [DONE]``; the response cancels its producer as soon as the client goes away."""
+"""Server-sent events in OpenAI's framing, through sse-starlette.
+
+OpenAI's streams are ``data: <json>\\n\\n`` per chunk, ending with ``data: [DONE]``;
+sse-starlette's :class:`~sse_starlette.EventSourceResponse` does the response
+(headers, framing, watching for ``http.disconnect`` and cancelling the producer
+as soon as the client goes away) and :class:`~sse_starlette.JSONServerSentEvent`
+the event (compact JSON, which escapes every newline, so one ``data:`` field).
+``sep="\\n"`` (sse-starlette defaults to CRLF) and no keep-alive comments keep the
+bytes those of OpenAI's API.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from starlette.types import Receive, Scope, Send
+import anyio
+from sse_starlette import EventSourceResponse, JSONServerSentEvent, ServerSentEvent
 
-DONE = b"data: [DONE]\n\n"
-
-
-class EventStream:
-    """An SSE response that stops its producer as soon as the client goes away.
-
-    Starlette's StreamingResponse only notices a disconnect at its next write
-    and then abandons (does not close) the iterator; here a listener task
-    watches ``http.disconnect`` and cancels the producer at once, and the
-    iterator is always closed, which cancels the generation in the page.
-    """
-
-    def __init__(self, events: AsyncIterator[bytes], on_disconnect: Callable[[], None]) -> None:
-        self.events = events
-        self.on_disconnect = on_disconnect
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"text/event-stream; charset=utf-8"),
-                    (b"cache-control", b"no-cache"),
-                    (b"x-accel-buffering", b"no"),
-                ],
-            }
-        )
-
-        async def pump() -> None:
-            async for chunk in self.events:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-        async def listen() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-
-        producer = asyncio.ensure_future(pump())
-        listener = asyncio.ensure_future(listen())
-        try:
-            await asyncio.wait({producer, listener}, return_when=asyncio.FIRST_COMPLETED)
-            if not producer.done():
-                self.on_disconnect()
-                producer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await producer
-        finally:
-            listener.cancel()
-            producer.cancel()
-            with contextlib.suppress(BaseException):
-                await self.events.aclose()  # type: ignore[attr-defined]
+SEP = "\n"
+DONE = ServerSentEvent(data="[DONE]", sep=SEP).encode()
 
 
 def sse(obj: Any) -> bytes:
-    """One event (a JSON line; JSON escapes every newline, so one ``data:`` field)."""
-    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    """One event: ``data: <compact JSON>\\n\\n``."""
+    return JSONServerSentEvent(obj, sep=SEP).encode()
+
+
+def event_stream(
+    events: AsyncIterator[bytes],
+    on_disconnect: Callable[[], None],
+    close: Callable[[], Any],
+) -> EventSourceResponse:
+    """An SSE response over ``events``; when the client leaves, sse-starlette cancels
+    the producer and ``close()`` (awaited, shielded from that cancellation) stops
+    the generation in the page."""
+
+    async def produce() -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            async for chunk in events:
+                yield chunk
+            finished = True
+        finally:
+            if not finished:
+                on_disconnect()
+            with anyio.CancelScope(shield=True):
+                await close()
+
+    return EventSourceResponse(
+        produce(),
+        sep=SEP,
+        ping=0,  # no ": ping" comments: OpenAI's streams have none
+        media_type="text/event-stream; charset=utf-8",
+        headers={"cache-control": "no-cache"},
+    )
