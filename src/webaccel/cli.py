@@ -119,6 +119,9 @@ def run(
     seed: int = typer.Option(None, help="generation: sampling seed"),
     raw: bool = typer.Option(False, "--raw", help="generation: INPUT is the whole prompt (no "
                              "chat template)"),
+    timeout: float = typer.Option(
+        600.0, help="seconds the request may take, first use (model load) included"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Run MODEL on INPUT in a headless browser and print the result.
@@ -136,7 +139,9 @@ def run(
     variant = to_precision(precision)
     _ensure_built(spec, variant or "fp32")
     default_browser = "chromium" if browser == "auto" else browser
-    options = {} if variant is None else {"precision": variant}
+    options: dict[str, Any] = {"timeout": timeout}
+    if variant is not None:
+        options["precision"] = variant
     platform = None if backend == "auto" else backend
     with WebAccelerator(
         default_browser=default_browser, default_platform="auto", max_connections=1
@@ -145,7 +150,7 @@ def run(
             acc.start_worker()
         if spec.task == "text_generation":
             _run_generation(acc, spec, input_text, variant, platform, max_tokens,
-                            temperature, top_p, seed, raw, as_json)
+                            temperature, top_p, seed, raw, as_json, timeout)
             return
         with stage(f"{spec.name}: loading into the page and running", after_s=2.0):
             result = acc.accelerate(
@@ -197,6 +202,7 @@ def _run_generation(
     seed: int | None,
     raw: bool,
     as_json: bool,
+    timeout: float,
 ) -> None:
     from webaccel.generation import load_generation_model
 
@@ -209,7 +215,7 @@ def _run_generation(
     chat = not raw and bool(gm.meta.get("chat_template"))
     prompt_arg: Any = [{"role": "user", "content": prompt}] if chat else prompt
     stream = acc.stream(spec.name, prompt_arg, platform=platform,
-                        precision=variant or "fp32", **params)
+                        precision=variant or "fp32", timeout=timeout, **params)
     first = True
     with stage(f"{spec.name}: loading into the page", after_s=2.0):
         pieces = iter(stream)
