@@ -8,7 +8,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +125,7 @@ class BrowserWorker:
         kind: str = "generate",
         options: dict[str, Any] | None = None,
         timeout: float = 900.0,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """The page's ``stream`` frames as they arrive, then its closing reply.
 
         Leaving early (``aclose()``, ``break``) cancels the request, and

@@ -37,7 +37,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -519,7 +519,7 @@ class ResourcePool:
         run_timeout: float = 900.0,
         on_session: Callable[[WorkerSession], None] | None = None,
         **route: Any,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Stream a loop that runs in the page (``kind="generate"``), with failover.
 
         Yields the page's steps and then one ``final`` event.  When the
@@ -984,7 +984,7 @@ class ResourcePool:
                 reasons=a.reasons,
                 fallback_reason=_fallback_text(a),
                 queue_ms=(a.started_at - t.submitted_at) * 1000,
-                load=load,
+                load_info=load,
                 attempts=req.attempts,
                 opened_at=now,
             )
