@@ -28,7 +28,6 @@ from webaccel.errors import BackendUnavailableError, BrowserLaunchError, Invalid
 from webaccel.hosting import BrowserHost, content_id
 from webaccel.models import registry
 from webaccel.models.registry import ModelSpec, Prepared
-from webaccel.native import NativeRunner
 from webaccel.pool import ResourcePool
 from webaccel.pool.results import InferenceResult, WorkerSession
 from webaccel.pool.routing import DEFAULT_BACKEND_ORDER
@@ -147,7 +146,7 @@ class Engine:
         )
         self.server = self.host.server
         self.blocks = self.host.blocks
-        self.native = NativeRunner()
+        self.native = self.host.native
         self.pool = ResourcePool(
             max_connections=max(1, max_connections),
             browser_preferences=browser_preferences,
