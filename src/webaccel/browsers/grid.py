@@ -44,12 +44,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from webaccel.browsers import launchers
 from webaccel.browsers.chromium import chromium_flags
 from webaccel.browsers.launching import (
     free_port,
     kill_marked,
     marker_flag,
+    package_version,
     processes_marked,
+    tool_version,
     tree,
     wait_for_hello,
 )
@@ -531,3 +534,33 @@ class LocalGrid:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+async def _launch(server: WebAccelServer, req: launchers.LaunchRequest) -> GridWorker:
+    if not req.grid_url:
+        raise BackendUnavailableError("launcher 'grid' needs grid_url='http://HUB:4444'")
+    return await launch_grid(
+        server, req.grid_url, browser=req.browser, public_url=req.public_url, **req.options
+    )
+
+
+def _status() -> dict[str, Any]:
+    from webaccel.errors import WebAccelError
+
+    sel = package_version("selenium")
+    try:
+        jar, java = str(find_grid_jar()), find_java()
+    except WebAccelError as exc:
+        return {"launcher": "grid", "browser": "chromium", "ok": False, "why": exc.message}
+    return {
+        "launcher": "grid",
+        "browser": "chromium",
+        "ok": bool(sel),
+        "jar": jar,
+        "java": tool_version([java, "-version"]),
+        "why": "" if sel else "pip install selenium",
+    }
+
+
+launchers.register(launchers.Launcher("grid", "chromium", _launch, _status))
+launchers.register(launchers.Launcher("grid", "firefox", _launch))  # whatever the nodes offer
