@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from importlib import util as importlib_util
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from webaccel.errors import InvalidInputError, LoadFailedError
+
+if TYPE_CHECKING:
+    from webaccel.models.precision import Metric
 
 # Varied on purpose: lengths from 1 to ~20 tokens, code, another language.
 # The 2-token "ok" is the worst case for every quantized MiniLM here.
@@ -35,7 +38,7 @@ SENTENCES = [
 ]
 
 # Which metric judges a variant of each task (precision.compare_outputs names).
-METRIC_FOR_TASK = {
+METRIC_FOR_TASK: dict[str, Metric] = {
     "text_embedding": "cosine",
     "image_classification": "top1",
     "vision": "cosine",
@@ -89,7 +92,7 @@ def feeds_for(spec: Any) -> list[dict[str, np.ndarray]]:
     return [dict(proc.preprocess(x, {}).tensors) for x in samples_for(spec.task)]
 
 
-def metric_for(task: str) -> str:
+def metric_for(task: str) -> Metric:
     try:
         return METRIC_FOR_TASK[task]
     except KeyError:

@@ -59,7 +59,7 @@ class ModelSpec:
     task: str
     source: str
     description: str
-    build_fp32: Callable[[Path], None]  # writes the fp32 ONNX file at the given path
+    build_fp32: Callable[[Path], object]  # writes the fp32 ONNX file at the given path
     processor: Callable[[], Processor]
     output_names: tuple[str, ...] | None = None  # the outputs to fetch (None = all)
     aliases: tuple[str, ...] = ()
@@ -123,7 +123,7 @@ class ModelSpec:
         return self.build_parts(precision)
 
 
-def _atomic_build(target: Path, build: Callable[[Path], None]) -> None:
+def _atomic_build(target: Path, build: Callable[[Path], object]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".building-", suffix=".onnx")
     os.close(fd)
