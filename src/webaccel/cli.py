@@ -6,7 +6,6 @@ import asyncio
 import importlib
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -355,4 +354,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -10,9 +10,10 @@ import pytest
 
 from webaccel.browsers import launch_worker
 from webaccel.browsers.firefox import find_firefox, user_prefs, write_profile
-from webaccel.browsers.launching import smoke_test
 from webaccel.errors import BrowserNotFoundError
 from webaccel.server import WebAccelServer
+
+from .helpers import smoke_test
 
 pytestmark = pytest.mark.browser
 

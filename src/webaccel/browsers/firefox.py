@@ -23,7 +23,8 @@ import time
 import uuid
 from pathlib import Path
 
-from webaccel.browsers.launching import wait_for_hello
+from webaccel.browsers import launchers
+from webaccel.browsers.launching import tool_version, wait_for_hello
 from webaccel.browsers.process import BrowserProcess, find_executable
 from webaccel.browsers.worker import BrowserWorker
 from webaccel.server import WebAccelServer
@@ -169,3 +170,28 @@ async def launch_firefox(
     worker.capabilities = conn.capabilities
     worker.launch_ms = (time.perf_counter() - start) * 1000
     return worker
+
+
+async def _launch(server: WebAccelServer, req: launchers.LaunchRequest) -> FirefoxWorker:
+    return await launch_firefox(server, **req.options)
+
+
+def _status() -> dict[str, object]:
+    from webaccel.errors import WebAccelError
+
+    try:
+        firefox: str | None = str(find_firefox())
+        why = ""
+    except WebAccelError as exc:
+        firefox, why = None, exc.message
+    return {
+        "launcher": "subprocess",
+        "browser": "firefox",
+        "ok": firefox is not None,
+        "binary": firefox,
+        "version": tool_version([firefox, "--version"]) if firefox else None,
+        "why": why,
+    }
+
+
+launchers.register(launchers.Launcher("subprocess", "firefox", _launch, _status))

@@ -17,8 +17,9 @@ import numpy as np
 from webaccel import paths
 from webaccel.bridge import frames
 from webaccel.bridge.endpoint import PageConnection
+from webaccel.browsers import launchers
 from webaccel.browsers.chromium import chromium_flags, find_chromium
-from webaccel.browsers.launching import wait_for_hello
+from webaccel.browsers.launching import tool_version, wait_for_hello
 from webaccel.browsers.process import BrowserProcess, ProfileLease
 from webaccel.errors import BrowserLaunchError, ProtocolError, WorkerLostError
 from webaccel.pool.routing import WorkerCaps
@@ -251,3 +252,30 @@ async def launch_chromium(
     worker.capabilities = conn.capabilities
     worker.launch_ms = (time.perf_counter() - start) * 1000
     return worker
+
+
+async def _launch(server: WebAccelServer, req: launchers.LaunchRequest) -> BrowserWorker:
+    return await launch_chromium(server, **req.options)
+
+
+def _status() -> dict[str, Any]:
+    from webaccel.errors import WebAccelError
+
+    try:
+        chromium: str | None = str(find_chromium())
+    except WebAccelError as exc:
+        chromium, why = None, exc.message
+    else:
+        why = ""
+    return {
+        "launcher": "subprocess",
+        "browser": "chromium",
+        "ok": chromium is not None,
+        "binary": chromium,
+        "version": tool_version([chromium, "--version"]) if chromium else None,
+        "why": why,
+        "switches": chromium_flags(Path("<profile>")),
+    }
+
+
+launchers.register(launchers.Launcher("subprocess", "chromium", _launch, _status))
