@@ -27,10 +27,12 @@ def live_snapshot(engine: Engine) -> dict[str, Any]:
             "backends": worker.available_backends() if worker is not None else [],
             "models": info["loaded"],
             "inflight": info["running"],
+            "sessions": info["sessions"],  # streams and multi-step jobs holding the worker
             "served": info["served"],
         })
     return {"workers": workers, "queues": stats["queued"], "running": stats["running"],
-            "pending": stats["pending"], "recovery_s": stats["recovery_s"]}
+            "pending": stats["pending"], "recovery_s": stats["recovery_s"],
+            "quarantined": stats["quarantined"]}
 
 
 async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int = 0, *,
