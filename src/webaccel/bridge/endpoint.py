@@ -24,13 +24,13 @@ from webaccel.bridge.session import (
     Failure,
     Heartbeat,
     Hello,
+    Malformed,
     Reply,
     Stale,
     StreamStep,
 )
 from webaccel.errors import (
     CancelledError_,
-    ProtocolError,
     TimeoutError_,
     WebAccelError,
     WorkerLostError,
@@ -135,10 +135,18 @@ class PageConnection:
         await self._send(self.session.heartbeat(seq))
 
     # ------------------------------------------------------------ receiving
-    def feed(self, message: str | bytes) -> Hello | None:
-        """Handle one message from the page; returns a Hello event when one arrives."""
+    def feed(self, message: str | bytes) -> Hello | Malformed | None:
+        """Handle one message from the page; returns a Hello event when one arrives, and
+        a Malformed one (whose answer the caller sends) for a frame that does not parse."""
         self.last_seen = time.monotonic()
         event = self.session.receive(message)
+        if isinstance(event, Malformed):
+            self.protocol_errors += 1
+            if event.request_id is not None:
+                fut = self._futures.get(event.request_id)
+                if fut is not None and not fut.done():
+                    fut.set_exception(event.error)
+            return event
         if isinstance(event, Reply):
             fut = self._futures.get(event.request_id)
             if fut is not None and not fut.done():
@@ -216,19 +224,14 @@ class WorkerHub:
                 payload = msg.get("text") if msg.get("text") is not None else msg.get("bytes")
                 if payload is None:
                     continue
-                try:
-                    hello = conn.feed(payload)
-                except ProtocolError as exc:
-                    conn.protocol_errors += 1
-                    log.warning("worker %s sent a malformed frame: %s", worker_id, exc)
-                    with contextlib.suppress(Exception):
-                        await conn._send(
-                            frames.encode_control(
-                                frames.error_frame("invalid", str(exc.code), exc.message)
-                            )
-                        )
-                    continue
-                if hello is not None:
+                event = conn.feed(payload)
+                if isinstance(event, Malformed):
+                    # Answer and keep the socket: one bad frame must not cost the
+                    # page its loaded models and in-flight requests.
+                    log.warning("worker %s sent a malformed frame: %s", worker_id, event.error)
+                    with contextlib.suppress(WebAccelError):
+                        await conn._send(event.answer())
+                elif event is not None:
                     self._register(conn)
         except WebSocketDisconnect as exc:
             reason = f"socket closed ({exc.code})"

@@ -5,6 +5,13 @@ message to :meth:`BridgeSession.receive`, gets back one event, and sends
 what the ``request_*`` methods return.  Request ids are minted here and a
 reply is matched to its request, so a late or unknown reply is reported as
 :class:`Stale` instead of being delivered to the wrong caller.
+
+:meth:`BridgeSession.receive` never raises for what a peer sends: whatever
+the bytes, a malformed frame becomes a :class:`Malformed` event carrying a
+``BAD_REQUEST`` error and the text frame to answer with
+(:meth:`Malformed.answer`); the driver sends it and keeps the socket.  If the
+bad frame names a pending request (a reply whose tensors do not parse), that
+request fails with the same error instead of waiting for its timeout.
 """
 
 from __future__ import annotations
@@ -51,13 +58,32 @@ class Heartbeat:
 
 
 @dataclass(frozen=True)
+class Malformed:
+    """A frame that does not parse or is not allowed from a page (``BAD_REQUEST``).
+
+    ``request_id`` is the pending request it claimed to answer (now failed
+    with ``error``), else None.
+    """
+
+    error: ProtocolError
+    request_id: str | None = None
+
+    def answer(self) -> str:
+        """The error frame to send back to the page."""
+        rid = self.request_id or "invalid"
+        return frames.encode_control(
+            frames.error_frame(rid, str(self.error.code), self.error.message)
+        )
+
+
+@dataclass(frozen=True)
 class Stale:
     """A reply for a request that is no longer pending (timed out or cancelled)."""
 
     request_id: str
 
 
-Event = Hello | Reply | Failure | StreamStep | Heartbeat | Stale
+Event = Hello | Reply | Failure | StreamStep | Heartbeat | Stale | Malformed
 
 _FINAL_TYPES = frozenset({"loaded", "result", "unloaded", "done", "capabilities"})
 
@@ -121,11 +147,21 @@ class BridgeSession:
         return frames.encode_control(Control(id=f"hb{seq}", type="heartbeat"))
 
     # ------------------------------------------------------------- receiving
-    def receive(self, message: str | bytes) -> Event:
-        """Decode one message from the page.  Raises ProtocolError on a malformed one."""
+    def receive(self, message: str | bytes | bytearray | memoryview) -> Event:
+        """Decode one message from the page; a malformed one becomes :class:`Malformed`."""
+        try:
+            return self._receive(message)
+        except ProtocolError as exc:
+            request_id = frames.peek_id(message, self.limits)
+            if request_id is not None and self.pending.pop(request_id, None) is not None:
+                return Malformed(exc, request_id)
+            return Malformed(exc)
+
+    def _receive(self, message: str | bytes | bytearray | memoryview) -> Event:
         frame = frames.decode(message, self.limits)
         if frame.type == "hello":
-            assert isinstance(frame, Control)
+            if not isinstance(frame, Control):
+                raise ProtocolError("hello must be a JSON text frame, not a binary frame")
             worker_id = frame.data.get("worker_id")
             caps = frame.data.get("capabilities", {})
             loaded = frame.data.get("loaded", [])
@@ -148,8 +184,12 @@ class BridgeSession:
             self.pending.pop(frame.id)
             code = frame.data.get("code", "INTERNAL")
             message_text = frame.data.get("message", "the page reported an error without a message")
+            details = frame.data.get("details")
             return Failure(
-                frame.id, error_from_code(str(code), str(message_text), frame.data.get("details"))
+                frame.id,
+                error_from_code(
+                    str(code), str(message_text), details if isinstance(details, dict) else None
+                ),
             )
         if frame.type in _FINAL_TYPES:
             self.pending.pop(frame.id)
