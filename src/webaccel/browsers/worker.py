@@ -131,6 +131,8 @@ class BrowserWorker:
         if self._closed:
             return
         self._closed = True
+        # Its session secret dies with it: nothing can reconnect as this worker.
+        self.server.credentials.forget(self.id)
         conn = self.connection
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -205,9 +207,11 @@ async def launch_chromium(
             else (f". Its output ends with:\n{process.log_tail()}")
         )
         await process.terminate_async()
+        server.credentials.forget(worker_id)
         raise BrowserLaunchError(exc.message + tail, details={"binary": str(exe)}) from None
     except BaseException:
         await process.terminate_async()
+        server.credentials.forget(worker_id)
         raise
     worker.capabilities = conn.capabilities
     worker.launch_ms = (time.perf_counter() - start) * 1000
