@@ -191,3 +191,14 @@ def test_malformed_reply_to_a_pending_request_fails_it_and_answers_with_its_id()
     ev = s.receive(bad)
     assert isinstance(ev, Malformed) and ev.request_id == rid and rid not in s.pending
     assert json.loads(ev.answer())["id"] == rid
+
+
+def test_error_fields_must_be_strings_and_loaded_keys_too():
+    s = BridgeSession()
+    rid, _ = s.request("load_model")
+    ev = s.receive(json.dumps({"id": rid, "type": "error", "data": {"code": [1], "message": {}}}))
+    assert isinstance(ev, Failure) and ev.error.code == ErrorCode.INTERNAL
+    assert ev.error.message == "the page reported an error without a message"
+    hello = {"id": "h", "type": "hello", "data": {"worker_id": "w", "capabilities": {}}}
+    hello["data"]["loaded"] = [["m"]]
+    assert isinstance(s.receive(json.dumps(hello)), Malformed)

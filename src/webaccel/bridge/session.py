@@ -150,7 +150,12 @@ class BridgeSession:
     def receive(self, message: str | bytes | bytearray | memoryview) -> Event:
         """Decode one message from the page; a malformed one becomes :class:`Malformed`."""
         try:
-            return self._receive(message)
+            try:
+                return self._receive(message)
+            except RecursionError:
+                # JSON nested just under the parser's limit can still overflow the
+                # stack of a caller that is itself deep (the asyncio driver).
+                raise ProtocolError("frame nests too deeply") from None
         except ProtocolError as exc:
             request_id = frames.peek_id(message, self.limits)
             if request_id is not None and self.pending.pop(request_id, None) is not None:
@@ -169,11 +174,13 @@ class BridgeSession:
                 not isinstance(worker_id, str)
                 or not isinstance(caps, dict)
                 or not isinstance(loaded, list)
+                or not all(isinstance(k, str) for k in loaded)
             ):
                 raise ProtocolError(
-                    "hello needs data.worker_id (string) and data.capabilities (object)"
+                    "hello needs data.worker_id (string), data.capabilities (object) "
+                    "and data.loaded (list of strings)"
                 )
-            return Hello(worker_id, caps, tuple(str(k) for k in loaded))
+            return Hello(worker_id, caps, tuple(loaded))
         if frame.type == "heartbeat":
             return Heartbeat(frame.data)
         if frame.id not in self.pending:
@@ -182,13 +189,19 @@ class BridgeSession:
             return StreamStep(frame.id, frame.data)
         if frame.type == "error":
             self.pending.pop(frame.id)
-            code = frame.data.get("code", "INTERNAL")
-            message_text = frame.data.get("message", "the page reported an error without a message")
+            # Only strings are taken: str() of a deeply nested value could
+            # overflow the stack (and tell the caller nothing).
+            code = frame.data.get("code")
+            message_text = frame.data.get("message")
             details = frame.data.get("details")
             return Failure(
                 frame.id,
                 error_from_code(
-                    str(code), str(message_text), details if isinstance(details, dict) else None
+                    code if isinstance(code, str) else "INTERNAL",
+                    message_text
+                    if isinstance(message_text, str)
+                    else "the page reported an error without a message",
+                    details if isinstance(details, dict) else None,
                 ),
             )
         if frame.type in _FINAL_TYPES:
