@@ -1,7 +1,9 @@
 """A small coverage-guided mutational fuzzer (the libFuzzer/atheris loop, in Python).
 
-atheris does not install here (no wheel for this Python, no clang to build
-one), so this does what it would: run the target on an input while
+atheris has a wheel for this Python, but it is not among the project's
+dependencies and ``atheris.Fuzz()`` hands the process to libFuzzer, which
+exits the interpreter when its run ends, so it cannot run inside pytest
+without a subprocess per target.  This does its loop in-process: run the target on an input while
 ``sys.settrace`` records the line-to-line arcs it takes in the modules under
 test; keep any input that reaches a new arc; mutate kept inputs (bit flips,
 interesting bytes and varints, inserts, deletes, duplications, splices);
