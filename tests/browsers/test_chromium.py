@@ -227,3 +227,28 @@ def test_doctor_says_whether_the_sandbox_is_on_and_why(monkeypatch):
         }
     finally:
         sandbox_plan.cache_clear()
+
+
+def test_without_namespaces_or_setuid_helper_the_sandbox_is_off_with_the_reason(monkeypatch):
+    from webaccel.browsers import chromium
+
+    real_which = chromium.shutil.which
+    monkeypatch.setattr(
+        chromium.shutil,
+        "which",
+        lambda name, *a, **k: None if name == "unshare" else real_which(name, *a, **k),
+    )
+    monkeypatch.setattr(chromium, "_setuid_helper", lambda exe: None)
+    sandbox_plan.cache_clear()
+    try:
+        plan = sandbox_plan()
+        assert not plan.sandbox
+        assert plan.reason.startswith("off") and "unshare" in plan.reason
+        assert "chrome-sandbox" in plan.reason  # and what to install
+        assert "--no-sandbox" in chromium.chromium_flags(Path("/p"), sandbox=plan.sandbox)
+        sandbox_plan.cache_clear()
+        monkeypatch.setenv("WEBACCEL_SANDBOX", "on")
+        with pytest.raises(BrowserLaunchError, match="WEBACCEL_SANDBOX=on"):
+            sandbox_plan()
+    finally:
+        sandbox_plan.cache_clear()

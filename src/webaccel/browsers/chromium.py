@@ -72,9 +72,6 @@ def _namespaces_work(user: BrowserUser | None) -> tuple[bool, str]:
     unshare = shutil.which("unshare") or shutil.which("unshare", path="/usr/bin:/bin")
     if unshare is None:
         return False, "cannot probe user namespaces: util-linux `unshare` is not installed"
-    kwargs: dict[str, object] = {}
-    if user is not None:
-        kwargs = {"user": user.uid, "group": user.gid, "extra_groups": [], "cwd": "/"}
     try:
         proc = subprocess.run(
             [unshare, "--user", "--pid", "--net", "--fork", "true"],
@@ -83,7 +80,10 @@ def _namespaces_work(user: BrowserUser | None) -> tuple[bool, str]:
             timeout=20,
             check=False,
             env={"PATH": "/usr/bin:/bin"},
-            **kwargs,  # type: ignore[arg-type]
+            cwd="/",
+            user=user.uid if user else None,
+            group=user.gid if user else None,
+            extra_groups=[] if user else None,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         return False, f"could not probe user namespaces: {exc}"
