@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from webaccel.browsers import launch_worker
-from webaccel.browsers.chromium import find_chromium
+from webaccel.browsers.chromium import find_chromium, sandbox_plan
 from webaccel.errors import WebAccelError
 from webaccel.server import WebAccelServer
 
@@ -77,6 +77,15 @@ async def _probe(server: WebAccelServer, family: str, binary: str) -> dict[str, 
         await worker.close()
 
 
+def sandbox_status() -> dict[str, Any]:
+    """Whether Chromium runs sandboxed, as which user, and why (webaccel.browsers.chromium)."""
+    try:
+        plan = sandbox_plan()
+    except WebAccelError as exc:
+        return {"sandbox": False, "user": None, "reason": exc.message, "error": True}
+    return plan.describe()
+
+
 async def diagnose() -> dict[str, Any]:
     from webaccel.browsers.launching import launcher_status
 
@@ -101,7 +110,7 @@ async def diagnose() -> dict[str, Any]:
                 browsers.append(await _probe(server, family, installed[family] or ""))
             else:
                 browsers.append({"browser": family, "installed": False, **missing[family]})
-    return {"browsers": browsers, "launchers": launcher_status()}
+    return {"browsers": browsers, "launchers": launcher_status(), "sandbox": sandbox_status()}
 
 
 def render(report: dict[str, Any], console: Console) -> None:
@@ -149,6 +158,12 @@ def render(report: dict[str, Any], console: Console) -> None:
         switches = next((r.get("switches") for r in report["launchers"] if r.get("switches")), None)
         if switches:
             console.print("Chromium switches: " + " ".join(switches), highlight=False)
+    sandbox = report.get("sandbox")
+    if sandbox:
+        color = "green" if sandbox.get("sandbox") else "yellow"
+        console.print(
+            f"[{color}]Chromium sandbox[/]: {sandbox.get('reason')}", highlight=False
+        )
     for b in report["browsers"]:
         for line in b.get("advice", []):
             console.print(f"[yellow]{b['browser']}[/]: {line}", highlight=False)
