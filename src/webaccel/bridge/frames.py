@@ -173,7 +173,8 @@ def decode_control(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Contro
     if unknown:
         raise ProtocolError(f"unknown control frame fields {sorted(unknown)}")
     return Control(
-        id=obj.get("id"),  # type: ignore[arg-type]  (validated in __post_init__)
+        # Validated in __post_init__ (a non-string id or type is a ProtocolError there).
+        id=obj.get("id"),  # type: ignore[arg-type]
         type=obj.get("type"),  # type: ignore[arg-type]
         model_name=obj.get("model_name"),
         platform=obj.get("platform"),

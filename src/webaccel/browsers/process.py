@@ -65,9 +65,14 @@ class _Spawner:
                 continue
             try:
                 pid = os.getpid()
-                fut.set_result(
-                    subprocess.Popen(preexec_fn=lambda p=pid: _die_with_parent(p), **kwargs)
+
+                def die_with_parent(p: int = pid) -> None:
+                    _die_with_parent(p)
+
+                proc: subprocess.Popen[bytes] = subprocess.Popen(
+                    preexec_fn=die_with_parent, **kwargs
                 )
+                fut.set_result(proc)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 fut.set_exception(exc)
 
