@@ -67,6 +67,7 @@ demo: setup
 	@$(VENV)/bin/webaccel demo
 
 test: setup
+	@$(PY) -m mypy src
 	@$(PY) -m pytest -q
 
 lint: setup

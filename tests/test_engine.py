@@ -51,7 +51,9 @@ async def started(
         launcher=launcher,
         metrics=metrics,
         content_addressed=False,
-        **({"max_connections": 2} | (pool or {})),
+        # The fake computes no model, so the native reference would (rightly) call it a
+        # liar: answer checks are tested with a fake reference in tests/pool/test_verify.py.
+        **({"max_connections": 2, "verify": "off"} | (pool or {})),
     )
     await engine.start()
     return engine, launcher, metrics
@@ -114,7 +116,7 @@ async def test_options_and_precision_policy() -> None:
 
 async def test_native_fallback_when_no_browser_starts() -> None:
     launcher = FakeLauncher({"chromium": {}}, broken=["chromium"])
-    engine = Engine(launcher=launcher, content_addressed=False, launch_timeout=2)
+    engine = Engine(launcher=launcher, content_addressed=False, launch_timeout=2, verify="off")
     await engine.start()
     try:
         with pytest.raises((BackendUnavailableError, BrowserLaunchError), match="launch"):

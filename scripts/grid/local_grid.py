@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import time
+from pathlib import Path
 
-from webaccel.browsers.grid import LocalGrid
+# LocalGrid is a test harness: it lives with the tests, not in webaccel.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "browsers"))
+from local_grid import LocalGrid  # noqa: E402
 
 
 def main() -> None:

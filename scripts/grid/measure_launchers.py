@@ -16,13 +16,17 @@ import json
 import os
 import statistics
 import sys
+from pathlib import Path
 
 import psutil
 
 from webaccel.browsers import launch_worker
-from webaccel.browsers.grid import LocalGrid
 from webaccel.browsers.launching import descendants, processes_marked, pss_bytes, tree
 from webaccel.server import WebAccelServer
+
+# LocalGrid is a test harness: it lives with the tests, not in webaccel.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "browsers"))
+from local_grid import LocalGrid  # noqa: E402
 
 
 def split_pids(worker) -> tuple[list[int], list[int]]:

@@ -19,6 +19,7 @@ import threading
 import weakref
 from collections.abc import Coroutine
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
 
 from webaccel.browsers.process import install_cleanup
@@ -48,7 +49,7 @@ def _open_metrics(setting: bool | str | os.PathLike[str]) -> Any:
         return None
     from webaccel.metrics.store import MetricsStore
 
-    return MetricsStore(None if setting is True else setting)
+    return MetricsStore(None if setting is True else Path(setting))
 
 
 class _LoopThread:
@@ -379,7 +380,7 @@ class ModelHandle:
         self.hardware = hardware
 
     async def run_async(self, inputs: Any) -> dict[str, Any]:
-        engine = self.integration._engine
+        engine = self.integration.engine
         hw = self.hardware
         if hw["native_only"]:
             spec = registry.get(self.model_name)
@@ -409,7 +410,7 @@ class ModelHandle:
         )
 
     def __call__(self, inputs: Any) -> dict[str, Any]:
-        return self.integration._loop.run(self.run_async(inputs))
+        return self.integration.loop.run(self.run_async(inputs))
 
     def __repr__(self) -> str:
         return f"ModelHandle({self.model_name!r}, type={self.model_type!r})"
@@ -434,7 +435,19 @@ class ResourcePoolBridgeIntegration:
         self._metrics_setting = metrics
         self.metrics: Any = None
         self._loop: _LoopThread | None = None
-        self._engine: Engine | None = None  # type: ignore[assignment]
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        self.initialize()
+        assert self._engine is not None
+        return self._engine
+
+    @property
+    def loop(self) -> _LoopThread:
+        self.initialize()
+        assert self._loop is not None
+        return self._loop
 
     def initialize(self) -> bool:
         if self._engine is not None:
@@ -466,7 +479,7 @@ class ResourcePoolBridgeIntegration:
         )
         if handle.hardware["precompile"] and not handle.hardware["native_only"]:
             # Load (and compile shaders) now rather than on the first request.
-            self._loop.run(self._engine.pool.resolve(model_name, handle.model_type))
+            self.loop.run(self.engine.pool.resolve(model_name, handle.model_type))
         return handle
 
     def execute_concurrent(self, models_and_inputs: list[tuple[Any, Any]]) -> list[Any]:
@@ -480,7 +493,7 @@ class ResourcePoolBridgeIntegration:
                 jobs.append(handle.run_async(inputs))
             return list(await asyncio.gather(*jobs, return_exceptions=True))
 
-        return self._loop.run(all_of())
+        return self.loop.run(all_of())
 
     def get_stats(self) -> dict[str, Any]:
         return self._engine.pool.stats() if self._engine else {}

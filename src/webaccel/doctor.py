@@ -9,41 +9,44 @@ from rich.console import Console
 from rich.table import Table
 
 from webaccel.browsers import launch_worker
-from webaccel.browsers.chromium import find_chromium
+from webaccel.browsers.chromium import find_chromium, sandbox_plan
 from webaccel.errors import WebAccelError
+from webaccel.pool.routing import WorkerCaps
 from webaccel.server import WebAccelServer
 
 
 def advice(caps: dict[str, Any], family: str = "chromium") -> list[str]:
     """Plain-language fixes for what a page reported missing."""
     out: list[str] = []
-    gpu = caps.get("webgpu") or {}
-    if not gpu.get("available") and family == "firefox":
+    parsed = WorkerCaps.parse(caps)  # the routing's own reading of the report
+    gpu_ok = "webgpu" in parsed.backends
+    if not gpu_ok and family == "firefox":
         out.append(
-            f"WebGPU: {gpu.get('reason')}. Headless Firefox ESR gives no WebGPU adapter "
+            f"WebGPU: {parsed.webgpu_reason}. Headless Firefox ESR gives no WebGPU adapter "
             "here; route WebGPU work to Chromium (or the Node WebGPU worker)."
         )
-    elif not gpu.get("available"):
+    elif not gpu_ok:
         out.append(
-            f"WebGPU: {gpu.get('reason')}. Launch Chromium with --enable-unsafe-webgpu "
+            f"WebGPU: {parsed.webgpu_reason}. Launch Chromium with --enable-unsafe-webgpu "
             "(webaccel does) on a machine with a GPU and Vulkan drivers."
         )
-    elif gpu.get("software"):
+    elif parsed.software_webgpu:
+        arch = (parsed.adapter or {}).get("architecture") or "software"
         out.append(
-            f"WebGPU: the adapter is {gpu.get('architecture') or 'software'} "
-            "(isFallbackAdapter), a CPU rasterizer; auto routing uses wasm instead. For GPU "
+            f"WebGPU: the adapter is {arch} "
+            "(isFallbackAdapter), a CPU rasterizer; routing uses wasm instead (pass "
+            "allow_software=True to use it). For GPU "
             "speed run the worker on a host with a GPU and Vulkan (libvulkan1 + the vendor "
             "driver)."
         )
-    elif not gpu.get("shaderF16"):
+    elif not parsed.shader_f16:
         out.append(
             "WebGPU: no shader-f16, so fp16 variants run as fp32 or on wasm. On NVIDIA with "
             "Dawn enable the vulkan_enable_f16_on_nvidia toggle."
         )
-    nn = caps.get("webnn") or {}
-    if not nn.get("available"):
+    if "webnn" not in parsed.backends:
         out.append(
-            f"WebNN: {nn.get('reason')}. WebNN needs a browser build with a WebNN backend "
+            f"WebNN: {parsed.webnn_reason}. WebNN needs a browser build with a WebNN backend "
             "(Edge/Chrome on Windows or macOS, or ChromeOS); Debian's Chromium and Firefox "
             "have none."
         )
@@ -77,6 +80,15 @@ async def _probe(server: WebAccelServer, family: str, binary: str) -> dict[str, 
         await worker.close()
 
 
+def sandbox_status() -> dict[str, Any]:
+    """Whether Chromium runs sandboxed, as which user, and why (webaccel.browsers.chromium)."""
+    try:
+        plan = sandbox_plan()
+    except WebAccelError as exc:
+        return {"sandbox": False, "user": None, "reason": exc.message, "error": True}
+    return plan.describe()
+
+
 async def diagnose() -> dict[str, Any]:
     from webaccel.browsers.launching import launcher_status
 
@@ -101,7 +113,7 @@ async def diagnose() -> dict[str, Any]:
                 browsers.append(await _probe(server, family, installed[family] or ""))
             else:
                 browsers.append({"browser": family, "installed": False, **missing[family]})
-    return {"browsers": browsers, "launchers": launcher_status()}
+    return {"browsers": browsers, "launchers": launcher_status(), "sandbox": sandbox_status()}
 
 
 def render(report: dict[str, Any], console: Console) -> None:
@@ -156,6 +168,12 @@ def render(report: dict[str, Any], console: Console) -> None:
         switches = next((r.get("switches") for r in report["launchers"] if r.get("switches")), None)
         if switches:
             console.print("Chromium switches: " + " ".join(switches), highlight=False)
+    sandbox = report.get("sandbox")
+    if sandbox:
+        color = "green" if sandbox.get("sandbox") else "yellow"
+        console.print(
+            f"[{color}]Chromium sandbox[/]: {sandbox.get('reason')}", highlight=False
+        )
     for b in report["browsers"]:
         for line in b.get("advice", []):
             console.print(f"[yellow]{b['browser']}[/]: {line}", highlight=False)

@@ -28,10 +28,9 @@ from webaccel.errors import BackendUnavailableError, BrowserLaunchError, Invalid
 from webaccel.hosting import BrowserHost, content_id
 from webaccel.models import registry
 from webaccel.models.registry import ModelSpec, Prepared
-from webaccel.native import NativeRunner
 from webaccel.pool import ResourcePool
 from webaccel.pool.results import InferenceResult, WorkerSession
-from webaccel.pool.routing import DEFAULT_BACKEND_ORDER
+from webaccel.pool.routing import DEFAULT_BACKEND_ORDER, WorkerCaps
 from webaccel.pool.transport import ModelRef, WorkerLauncher, WorkerTransport
 from webaccel.server import WebAccelServer
 
@@ -147,7 +146,7 @@ class Engine:
         )
         self.server = self.host.server
         self.blocks = self.host.blocks
-        self.native = NativeRunner()
+        self.native = self.host.native
         self.pool = ResourcePool(
             max_connections=max(1, max_connections),
             browser_preferences=browser_preferences,
@@ -370,7 +369,6 @@ class Engine:
     ) -> dict[str, Any]:
         worker = self.pool.workers.get(result.worker_id)
         caps = worker.capabilities if worker is not None else {}
-        gpu = caps.get("webgpu") or {}
         wanted = route["platform"] or (route["priority_list"] or ["auto"])[0]
         return {
             "model": spec.name,
@@ -383,9 +381,7 @@ class Engine:
             "requested_backend": wanted,
             "fallback_reason": result.fallback_reason,
             "reasons": list(result.reasons),
-            "adapter": {k: gpu.get(k) for k in ("vendor", "architecture", "software")}
-            if gpu.get("available")
-            else None,
+            "adapter": WorkerCaps.parse(caps).adapter,
             "precision": result.precision,
             "page_ms": result.page_ms,
             "round_trip_ms": result.run_ms,

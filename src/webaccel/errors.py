@@ -23,7 +23,8 @@ do about it.  The tree::
     ├── TimeoutError_                     TIMEOUT               504
     ├── CancelledError_                   CANCELLED             499 (the client went away)
     ├── WorkerLostError                   WORKER_LOST           503
-    │   └── BrowserLaunchError            WORKER_LOST           503 (died or never said hello)
+    │   ├── BrowserLaunchError            WORKER_LOST           503 (died or never said hello)
+    │   └── WrongAnswerError              WORKER_LOST           503 (failed a check: quarantined)
     ├── OverloadedError                   OVERLOADED            429 + Retry-After (retry later)
     ├── NotImplementedError_              NOT_IMPLEMENTED       501 (valid, but not handled here)
     ├── UpstreamError                     BAD_UPSTREAM          502 (a peer sent bad data)
@@ -189,6 +190,11 @@ class WorkerLostError(WebAccelError):
 
 class BrowserLaunchError(WorkerLostError):
     """The browser died at start or its page never said hello."""
+
+
+class WrongAnswerError(WorkerLostError):
+    """A worker's answer disagreed with a trusted one: it is quarantined (as good as
+    lost) and the request runs again elsewhere."""
 
 
 class OverloadedError(WebAccelError):

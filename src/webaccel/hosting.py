@@ -19,6 +19,7 @@ from typing import Any
 
 from webaccel.errors import InvalidInputError
 from webaccel.models import registry
+from webaccel.native import NativeRunner
 from webaccel.pool.resolver import ResolvedModel
 from webaccel.pool.transport import BACKENDS, ModelRef, WorkerTransport
 from webaccel.server import WebAccelServer
@@ -76,6 +77,7 @@ class BrowserHost:
         self.threads = threads
         # A Grid session on a cold JVM takes longer than a local browser.
         self.launch_timeout = max(connection_timeout, 60.0) if grid_url else connection_timeout
+        self.native = NativeRunner()  # the trusted reference that checks workers' answers
         self.blocks: Any = None
         if content_addressed:
             from webaccel.content.gateway import gateway_routes
@@ -159,7 +161,14 @@ class BrowserHost:
             auto_precisions=("fp32",),
             shape_buckets=spec.shape_buckets,
             load_on_session=spec.build_parts is None,
+            reference=None if spec.build_parts is not None else self._reference(spec),
         )
+
+    def _reference(self, spec: Any) -> Any:
+        def reference(tensors: dict[str, Any], precision: str) -> dict[str, Any]:
+            return self.native.run(spec, tensors, precision)[0]
+
+        return reference
 
 
 def _session_options(spec: Any, backend: str) -> dict[str, Any]:

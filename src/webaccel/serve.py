@@ -27,10 +27,12 @@ def live_snapshot(engine: Engine) -> dict[str, Any]:
             "backends": worker.available_backends() if worker is not None else [],
             "models": info["loaded"],
             "inflight": info["running"],
+            "sessions": info["sessions"],  # streams and multi-step jobs holding the worker
             "served": info["served"],
         })
     return {"workers": workers, "queues": stats["queued"], "running": stats["running"],
-            "pending": stats["pending"], "recovery_s": stats["recovery_s"]}
+            "pending": stats["pending"], "recovery_s": stats["recovery_s"],
+            "quarantined": stats["quarantined"]}
 
 
 def can_launch(launcher: str | None) -> tuple[bool, str]:
@@ -66,17 +68,21 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
                         api_key: str | None = None, join: bool | None = None,
                         public_url: str | None = None, ready: asyncio.Future[Engine] | None = None,
                         launcher: str | None = None, grid_url: str | None = None,
-                        stop: asyncio.Event | None = None) -> None:
+                        stop: asyncio.Event | None = None, verify: str = "sample",
+                        quiet: bool = False) -> None:
+    """``verify``: how workers' answers are checked (webaccel.pool.verify: sample | all |
+    off); ``quiet``: print nothing (an embedding caller such as ``bench soak``)."""
     from webaccel.browsers import remote
     from webaccel.metrics.http import metrics_health, metrics_routes
     from webaccel.metrics.store import MetricsStore
     from webaccel.openai import openai_routes, resolve_api_key
 
     console = make_console()
+    console.quiet = quiet
     metrics = MetricsStore()
     metrics.record_run_start("server", info={"host": host, "port": port})
     engine = Engine(host=host, port=port, max_connections=max(browsers, 4), metrics=metrics,
-                    launcher=launcher, grid_url=grid_url, public_url=public_url)
+                    launcher=launcher, grid_url=grid_url, public_url=public_url, verify=verify)
     key, generated = resolve_api_key(api_key)
     server = engine.server
     server.add_routes([

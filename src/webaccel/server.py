@@ -21,6 +21,7 @@ import logging
 import mimetypes
 import secrets
 import socket
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,19 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from webaccel.bridge.credentials import (
+    SUBPROTOCOL,
+    CredentialError,
+    CredentialStore,
+    secret_from_subprotocols,
+)
 from webaccel.bridge.endpoint import WorkerHub
 from webaccel.errors import (
     INTERNAL_MESSAGE,
     BackendUnavailableError,
+    ForbiddenError,
     InternalError,
+    InvalidInputError,
     ModelNotFoundError,
     NotFoundError,
     UnauthorizedError,
@@ -191,13 +200,19 @@ def create_app(
     health: HealthCheck | None = None,
     token_check: Callable[[str, str | None], bool] | None = None,
     health_checks: Callable[[], Sequence[HealthCheck]] | None = None,
+    credentials: CredentialStore | None = None,
 ) -> ASGIApp:
     """``health``: extra fields for ``/healthz`` (one check); ``health_checks``: a
-    function giving every check (the server's list, read per request)."""
+    function giving every check (the server's list, read per request);
+    ``credentials``: launch credentials and session secrets of launched pages."""
+    creds = credentials if credentials is not None else CredentialStore()
 
     def authorized(request: Request | WebSocket, worker_id: str | None = None) -> bool:
         presented = _presented_token(request)
         if secrets.compare_digest(presented.encode(), token.encode()):
+            return True
+        # A launched page's session secret (Bearer) opens model bytes.
+        if worker_id is None and creds.worker_of(presented) is not None:
             return True
         # Other tokens (join tokens, webaccel.browsers.remote) admit pages to the
         # bridge (only under the worker ids issued for them) and to model bytes.
@@ -215,11 +230,54 @@ def create_app(
         if not worker_id or len(worker_id) > 128:
             await ws.close(code=1008, reason="missing worker id")
             return
-        if not authorized(ws, worker_id):
+        # A launched page proves itself with its session secret (webaccel.bridge.
+        # credentials); such a worker id opens to nothing else, not even the master token.
+        offered = list(ws.scope.get("subprotocols") or [])
+        secret = secret_from_subprotocols(offered)
+        if secret is not None:
+            if creds.worker_of(secret) != worker_id:
+                await ws.close(code=1008, reason="wrong session secret for this worker id")
+                return
+        elif creds.bound(worker_id):
+            await ws.close(code=1008, reason="this worker id belongs to a launched page")
+            return
+        elif not authorized(ws, worker_id):
             await ws.close(code=1008, reason="missing or wrong token")
             return
-        await ws.accept()
-        await hub.serve(ws, worker_id)
+        conn = hub.claim(worker_id, ws, same_page=secret is not None)
+        if conn is None:
+            log.warning("refused a second bridge socket for a live worker id")
+            await ws.close(code=1008, reason="worker id already has a live connection")
+            return
+        try:
+            await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        except BaseException:
+            conn._close("handshake failed")
+            raise
+        await hub.serve(ws, worker_id, conn=conn)
+
+    async def redeem(request: Request) -> Response:
+        """``POST /bridge/session {worker, launch}``: a launch credential, once, for
+        the page's session secret (in the body: never a URL)."""
+        origin = request.headers.get("origin")
+        if origin is not None and origin not in allowed_origins():
+            return json_error_response(ForbiddenError("origin not allowed"))
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not all(
+            isinstance(body.get(k), str) for k in ("worker", "launch")
+        ):
+            return json_error_response(InvalidInputError('send JSON {"worker", "launch"}'))
+        try:
+            secret = creds.redeem(body["worker"], body["launch"], time.monotonic())
+        except CredentialError as exc:
+            log.warning("refused a launch credential: %s", exc.message)
+            return json_error_response(ForbiddenError(exc.message))
+        return JSONResponse(
+            {"worker": body["worker"], "secret": secret}, headers={"cache-control": "no-store"}
+        )
 
     async def model(request: Request) -> Response:
         try:
@@ -250,6 +308,7 @@ def create_app(
 
     routes: list[BaseRoute] = [
         WebSocketRoute("/ws", bridge),
+        Route("/bridge/session", redeem, methods=["POST"]),
         Route("/models/{key:path}", model),
         *health_routes(checks),
         *extra_routes,
@@ -284,6 +343,8 @@ class WebAccelServer:
         self.preferred_port = preferred_port
         self.token = token or secrets.token_urlsafe(24)
         self.hub = WorkerHub()
+        # Launch credentials and session secrets of the pages we launch.
+        self.credentials = CredentialStore()
         self.model_files = ModelFiles()
         self._extra_routes = list(extra_routes)
         self.health = health  # extra fields for /healthz; may be set until start()
@@ -306,9 +367,12 @@ class WebAccelServer:
         return out | self.extra_origins
 
     def worker_page_url(self, worker_id: str, **params: Any) -> str:
+        """The page URL for a browser we launch: it carries a single-use launch
+        credential bound to ``worker_id`` (never the master token: argv is public)."""
         from urllib.parse import urlencode
 
-        query = urlencode({"token": self.token, "worker": worker_id, **params})
+        launch = self.credentials.issue(worker_id, time.monotonic())
+        query = urlencode({"launch": launch, "worker": worker_id, **params})
         return f"{self.url}/worker/worker.html?{query}"
 
     def add_health_check(self, check: HealthCheck) -> None:
@@ -348,6 +412,7 @@ class WebAccelServer:
             health=self.health,
             token_check=lambda t, w: self.token_check is not None and self.token_check(t, w),
             health_checks=lambda: list(self.health_checks),
+            credentials=self.credentials,
         )
         config = uvicorn.Config(
             app,

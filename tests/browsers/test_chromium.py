@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
 from webaccel.browsers import launch_worker
+from webaccel.browsers.chromium import sandbox_plan
+from webaccel.browsers.launching import descendants
 from webaccel.errors import BrowserLaunchError, BrowserNotFoundError
 from webaccel.server import WebAccelServer
 
@@ -57,6 +63,12 @@ async def test_missing_binary_is_a_clear_error(monkeypatch):
 
 
 async def test_browser_dying_at_start_is_a_clear_error(tmp_path, monkeypatch):
+    # Somewhere the unprivileged browser user (when we are root) may execute it.
+    tmp_path.chmod(0o755)
+    for parent in tmp_path.parents:
+        if parent == Path(tempfile.gettempdir()):
+            break
+        parent.chmod(parent.stat().st_mode | 0o055)
     fake = tmp_path / "chromium"
     fake.write_text("#!/bin/sh\necho 'cannot open display' >&2\nexit 3\n")
     fake.chmod(0o755)
@@ -121,3 +133,122 @@ def test_no_browser_outlives_the_python_process(sig):
             lease.release()
     elif sig != signal.SIGKILL:  # a killed parent cannot delete a temp profile; the others do
         assert not os.path.exists(profile)
+
+
+def cmdlines(pids: list[int]) -> dict[int, str]:
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            out[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return out
+
+
+async def test_no_secret_in_any_browser_process_command_line():
+    """/proc/<pid>/cmdline is readable by every local user: neither the master
+    token nor the page's session secret may be there; the launch credential that
+    is there is spent."""
+    async with WebAccelServer() as server:
+        worker = await launch_worker(server, "chromium")
+        try:
+            pids = descendants(worker.process.pid)
+            lines = cmdlines(pids)
+            assert len(lines) >= 3  # browser, zygotes, renderer, utility processes
+            assert all(server.token not in line for line in lines.values())
+            # Every secret-looking word is checked against the live session secrets.
+            words = {w for line in lines.values() for w in re.findall(r"[A-Za-z0-9_-]{32,}", line)}
+            assert not [w for w in words if server.credentials.worker_of(w) is not None]
+            assert server.credentials.bound(worker.id)  # the page did redeem one
+            # The launch credential in argv is spent: it cannot be redeemed again.
+            launch = re.search(r"[?&]launch=([A-Za-z0-9_-]+)", lines[worker.process.pid])
+            assert launch is not None
+            import httpx
+
+            async with httpx.AsyncClient() as client:
+                again = await client.post(
+                    f"{server.url}/bridge/session",
+                    json={"worker": worker.id, "launch": launch.group(1)},
+                )
+            assert again.status_code == 403 and "already redeemed" in again.text
+            # And the page still serves: its socket is authenticated by the secret.
+            assert worker.alive and worker.capabilities["wasm"]["simd"]
+        finally:
+            await worker.close()
+
+
+async def test_sandbox_and_user_as_planned():
+    plan = sandbox_plan()
+    async with WebAccelServer() as server:
+        worker = await launch_worker(server, "chromium")
+        try:
+            browser = psutil.Process(worker.process.pid)
+            argv = browser.cmdline()
+            assert ("--no-sandbox" in argv) == (not plan.sandbox), plan.reason
+            if os.geteuid() == 0 and plan.user is not None:
+                # As root, every browser process runs as the unprivileged user.
+                for pid in descendants(browser.pid):
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        assert psutil.Process(pid).uids().real == plan.user.uid
+                assert os.stat(worker.process.profile_dir).st_uid == plan.user.uid
+            if plan.sandbox:
+                # Sandboxed renderers live in their own user namespace.
+                renderers = [
+                    pid
+                    for pid, line in cmdlines(descendants(browser.pid)).items()
+                    if "--type=renderer" in line
+                ]
+                assert renderers
+                own = os.readlink(f"/proc/{browser.pid}/ns/user")
+                assert all(os.readlink(f"/proc/{pid}/ns/user") != own for pid in renderers)
+        finally:
+            await worker.close()
+
+
+def test_doctor_says_whether_the_sandbox_is_on_and_why(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from webaccel.doctor import render, sandbox_status
+
+    status = sandbox_status()
+    assert status == sandbox_plan().describe()
+    assert status["reason"].startswith("on" if status["sandbox"] else "off")
+    out = io.StringIO()
+    render({"browsers": [], "sandbox": status}, Console(file=out, width=300))
+    assert f"Chromium sandbox: {status['reason']}" in out.getvalue()
+    # Turned off on purpose, doctor says so (a fresh decision: the plan is cached).
+    sandbox_plan.cache_clear()
+    monkeypatch.setenv("WEBACCEL_SANDBOX", "off")
+    try:
+        assert sandbox_status() == {
+            "sandbox": False,
+            "user": None,
+            "reason": "turned off by WEBACCEL_SANDBOX",
+        }
+    finally:
+        sandbox_plan.cache_clear()
+
+
+def test_without_namespaces_or_setuid_helper_the_sandbox_is_off_with_the_reason(monkeypatch):
+    from webaccel.browsers import chromium
+
+    real_which = chromium.shutil.which
+    monkeypatch.setattr(
+        chromium.shutil,
+        "which",
+        lambda name, *a, **k: None if name == "unshare" else real_which(name, *a, **k),
+    )
+    monkeypatch.setattr(chromium, "_setuid_helper", lambda exe: None)
+    sandbox_plan.cache_clear()
+    try:
+        plan = sandbox_plan()
+        assert not plan.sandbox
+        assert plan.reason.startswith("off") and "unshare" in plan.reason
+        assert "chrome-sandbox" in plan.reason  # and what to install
+        assert "--no-sandbox" in chromium.chromium_flags(Path("/p"), sandbox=plan.sandbox)
+        sandbox_plan.cache_clear()
+        monkeypatch.setenv("WEBACCEL_SANDBOX", "on")
+        with pytest.raises(BrowserLaunchError, match="WEBACCEL_SANDBOX=on"):
+            sandbox_plan()
+    finally:
+        sandbox_plan.cache_clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 
@@ -10,9 +11,10 @@ import pytest
 
 from webaccel.browsers import launch_worker
 from webaccel.browsers.firefox import find_firefox, user_prefs, write_profile
-from webaccel.browsers.launching import smoke_test
 from webaccel.errors import BrowserNotFoundError
 from webaccel.server import WebAccelServer
+
+from .helpers import smoke_test
 
 pytestmark = pytest.mark.browser
 
@@ -58,6 +60,17 @@ async def test_firefox_serves_requests_reports_capabilities_and_cleans_up() -> N
                     if c.raddr and not ipaddress.ip_address(c.raddr.ip).is_loopback
                 ]
             assert remote == [], f"Firefox talks to {remote}"
+            # No master token in any Firefox process's argv (world-readable in /proc);
+            # as root, Firefox runs as the unprivileged browser user.
+            procs = []
+            for pid in pids:
+                with contextlib.suppress(psutil.Error):
+                    procs.append((psutil.Process(pid).cmdline(), psutil.Process(pid).uids().real))
+            assert procs and all(server.token not in " ".join(argv) for argv, _ in procs)
+            if os.geteuid() == 0 and os.environ.get("WEBACCEL_SANDBOX", "") != "off":
+                from webaccel.browsers.process import browser_user
+
+                assert {uid for _, uid in procs} == {browser_user().uid}
             profile = str(worker.process.profile_dir)
         finally:
             await worker.close()

@@ -45,7 +45,7 @@ def _mlp(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def grid() -> Iterator[Any]:
-    from webaccel.browsers.grid import LocalGrid
+    from .local_grid import LocalGrid
 
     try:
         g = LocalGrid(nodes=2, max_sessions=2, healthcheck_interval=60, session_request_timeout=20)
@@ -93,7 +93,9 @@ def node_of(grid: Any) -> dict[str, str]:
 
 async def test_grid_worker_reports_capabilities_and_closes(grid: Any, served: Any) -> None:
     from webaccel.browsers import launch_worker
-    from webaccel.browsers.launching import processes_marked, smoke_test
+    from webaccel.browsers.launching import processes_marked
+
+    from .helpers import smoke_test
 
     server, _, _ = served
     worker = await launch_worker(server, "chromium", grid_url=grid.url)

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from webaccel.browsers import launch_worker
-from webaccel.browsers.launching import processes_marked, smoke_test
+from webaccel.browsers.launching import processes_marked
 from webaccel.errors import BackendUnavailableError
 from webaccel.server import WebAccelServer
+
+from . import test_selenium as _sel
+from .helpers import smoke_test
 
 pytestmark = pytest.mark.browser
 pytest.importorskip("playwright")
 
-_spec = importlib.util.spec_from_file_location("_sel", Path(__file__).with_name("test_selenium.py"))
-assert _spec is not None and _spec.loader is not None
-_sel = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_sel)
 
 
 async def test_playwright_serves_requests_and_cleans_up() -> None:

@@ -122,7 +122,8 @@ async def test_tokens_issue_check_and_revoke() -> None:
 @pytest.mark.browser
 async def test_a_joined_page_cannot_take_over_or_see_another_worker() -> None:
     from webaccel.browsers import launch_worker
-    from webaccel.browsers.launching import smoke_test
+
+    from .helpers import smoke_test
 
     server, store = await started()
     try:
@@ -318,8 +319,9 @@ async def test_grid_node_in_another_namespace_serves(netns: Netns) -> None:
     the worker page at the server's veth address and serves from there."""
     pytest.importorskip("selenium")
     from webaccel.browsers import launch_worker
-    from webaccel.browsers.grid import LocalGrid
-    from webaccel.browsers.launching import smoke_test
+
+    from .helpers import smoke_test
+    from .local_grid import LocalGrid
 
     grid = LocalGrid(host=netns.host_ip, nodes=0, session_request_timeout=30)
     await asyncio.to_thread(grid.start)
@@ -526,9 +528,11 @@ async def test_remote_browser_through_a_tls_reverse_proxy(netns: Netns, tmp_path
     if shutil.which("nginx") is None or shutil.which("openssl") is None:
         pytest.skip("needs nginx and openssl (apt-get install nginx-light)")
     from webaccel.browsers.chromium import chromium_flags, find_chromium
-    from webaccel.browsers.launching import free_port, smoke_test, wait_port
+    from webaccel.browsers.launching import free_port, wait_port
     from webaccel.browsers.process import BrowserProcess
     from webaccel.browsers.remote import RemoteJoin
+
+    from .helpers import smoke_test
 
     spki = _self_signed(tmp_path, netns.host_ip)
     tls_port = free_port(netns.host_ip)

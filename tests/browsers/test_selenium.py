@@ -11,9 +11,11 @@ import time
 import pytest
 
 from webaccel.browsers import launch_worker
-from webaccel.browsers.launching import processes_marked, smoke_test
+from webaccel.browsers.launching import processes_marked
 from webaccel.errors import BackendUnavailableError
 from webaccel.server import WebAccelServer
+
+from .helpers import smoke_test
 
 pytestmark = pytest.mark.browser
 pytest.importorskip("selenium")

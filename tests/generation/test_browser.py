@@ -221,6 +221,43 @@ def test_sync_stream_close_cancels_in_the_page(acc, tiny, record_frames):
     assert len(res.token_ids) == 5
 
 
+def test_a_greedy_stream_survives_its_browser_being_killed(acc, tiny):
+    """The browser serving a stream is SIGKILLed after its 10th token: the pool replays
+    prompt + tokens so far on a new browser and the client sees one stream whose
+    text equals an unkilled run's."""
+    import os
+    import signal
+
+    prompt = "Alpha alpha alpha"
+    whole = acc.generate("tiny-llama", prompt, max_tokens=80, return_result=True)
+    assert len(whole.token_ids) > 20 and whole.stats["failovers"] == 0
+    worker = run(acc, acc._engine.any_worker())
+    conn = worker.connection
+    original = conn.session.receive
+    steps = 0
+
+    def receive(message):
+        nonlocal steps
+        event = original(message)
+        if type(event).__name__ == "StreamStep":
+            steps += 1
+            if steps == 10:
+                os.killpg(worker.process.pid, signal.SIGKILL)
+        return event
+
+    conn.session.receive = receive
+    try:
+        pieces = list(acc.stream("tiny-llama", prompt, max_tokens=80))
+    finally:
+        conn.session.receive = original
+    assert steps >= 10
+    assert "".join(pieces) == whole.text
+    again = acc.generate("tiny-llama", prompt, max_tokens=80, return_result=True)
+    assert again.token_ids == whole.token_ids and again.worker_id != worker.id
+    stats = acc.get_metrics()["pool"]
+    assert stats["counters"]["stream_failovers"] >= 1
+
+
 @pytest.mark.slow
 def test_webgpu_keeps_the_kv_cache_on_the_gpu(acc, tiny, native):
     worker = run(acc, acc._engine.any_worker())

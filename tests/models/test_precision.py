@@ -215,7 +215,9 @@ def test_fp16_keeps_resized_constants_and_shape_math_in_fp32() -> None:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
         inits,
     )
-    blocked = P._resize_scale_nodes(helper.make_model(graph))
+    from webaccel.models.precision.fp16 import _resize_scale_nodes
+
+    blocked = _resize_scale_nodes(helper.make_model(graph))
     assert blocked == {"resize", "slice", "shape"}  # "add" (the data path) goes fp16
 
 

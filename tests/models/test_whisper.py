@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,44 @@ def test_onnx_transcribes_beckett_like_pytorch(hf_model, runner) -> None:
     assert _is_greedy_under_pytorch(hf_model, feats[0], tr.tokens)
     # One encoder run, then one decoder run per token (+ the one that said EOT).
     assert calls.count("encoder") == 1 and calls.count("decoder") == len(tr.tokens) + 1 == tr.steps
+
+
+@pytest.mark.slow
+async def test_async_run_loop_gives_the_tokens_of_transcribe(runner) -> None:
+    """The family's run_loop awaits each graph run on the event loop (no thread per
+    step) and gives what the synchronous transcribe gives, with native onnxruntime."""
+    on_loop = threading.get_ident()
+    calls: list[str] = []
+    cross_ids: set[int] = set()
+
+    async def step(part: str, feeds):  # type: ignore[no-untyped-def]
+        assert threading.get_ident() == on_loop
+        calls.append(part)
+        if part == "decoder":
+            cross_ids.add(id(feeds["cross_key_0"]))  # the same array every step (page reuse)
+        return runner(part, feeds)
+
+    sync = W.transcribe(runner, W.beckett_wav())
+    out = await W.run_loop(step, str(W.beckett_wav()), {"timeout": 30})
+    assert out == {"text": sync.text, "tokens": sync.tokens, "windows": sync.windows}
+    assert word_error_rate(BECKETT, out["text"]) == 0.0
+    assert calls.count("encoder") == 1 and calls.count("decoder") == sync.steps
+    assert len(cross_ids) == 1
+
+
+async def test_run_loop_is_the_specs_and_errors_pass_through() -> None:
+    from webaccel.models import registry
+
+    assert registry.get("whisper-tiny-en").run_loop is W.run_loop
+    assert all(s.run_loop is None for s in registry.all_models() if s.task != "audio")
+
+    async def failing(part: str, feeds):  # type: ignore[no-untyped-def]
+        raise TimeoutError(part)
+
+    with pytest.raises(TimeoutError, match="encoder"):
+        await W.run_loop(failing, str(W.beckett_wav()), {})
+    with pytest.raises(InvalidInputError, match="silent"):
+        await W.run_loop(failing, np.zeros(16000, np.float32), {})
 
 
 @pytest.mark.slow

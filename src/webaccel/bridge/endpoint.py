@@ -3,7 +3,8 @@
 It only moves bytes: every message goes through the pure
 :class:`~webaccel.bridge.session.BridgeSession`, and its events resolve
 futures keyed by request id.  :class:`WorkerHub` maps worker ids to their
-current connection, so a page that reconnects (same worker id) keeps serving.
+current connection, so a page that reconnects (same worker id) keeps serving,
+and holds one live socket per worker id (:meth:`WorkerHub.claim`).
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ from webaccel.bridge.session import (
     Failure,
     Heartbeat,
     Hello,
+    Malformed,
     Reply,
     Stale,
     StreamStep,
 )
 from webaccel.errors import (
     CancelledError_,
-    ProtocolError,
     TimeoutError_,
     WebAccelError,
     WorkerLostError,
@@ -135,10 +136,18 @@ class PageConnection:
         await self._send(self.session.heartbeat(seq))
 
     # ------------------------------------------------------------ receiving
-    def feed(self, message: str | bytes) -> Hello | None:
-        """Handle one message from the page; returns a Hello event when one arrives."""
+    def feed(self, message: str | bytes) -> Hello | Malformed | None:
+        """Handle one message from the page; returns a Hello event when one arrives, and
+        a Malformed one (whose answer the caller sends) for a frame that does not parse."""
         self.last_seen = time.monotonic()
         event = self.session.receive(message)
+        if isinstance(event, Malformed):
+            self.protocol_errors += 1
+            if event.request_id is not None:
+                fut = self._futures.get(event.request_id)
+                if fut is not None and not fut.done():
+                    fut.set_exception(event.error)
+            return event
         if isinstance(event, Reply):
             fut = self._futures.get(event.request_id)
             if fut is not None and not fut.done():
@@ -186,9 +195,44 @@ class WorkerHub:
     """Worker id -> live page connection; launchers wait here for a page's hello."""
 
     def __init__(self) -> None:
-        self.connections: dict[str, PageConnection] = {}
+        self.connections: dict[str, PageConnection] = {}  # said hello
+        self._sockets: dict[str, PageConnection] = {}  # claimed, from handshake to close
         self._waiters: dict[str, list[asyncio.Future[PageConnection]]] = {}
         self.on_connect: list[Callable[[PageConnection], None]] = []
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def claim(self, worker_id: str, ws: WebSocket, *, same_page: bool) -> PageConnection | None:
+        """Reserve ``worker_id`` for a new socket (before the handshake is accepted).
+
+        One live socket per worker id: while one is open, another is refused
+        (None), since it would receive that worker's requests and inputs.  The
+        exception is ``same_page``: the socket proved with the page's session
+        secret that it comes from the page that holds the id, i.e. the page
+        reconnected after its old socket dropped without the server noticing
+        yet; the old socket is closed (its pending requests fail over) and the
+        new one takes its place.  Synchronous, so two handshakes cannot both win.
+        """
+        old = self._sockets.get(worker_id)
+        if old is not None and old.open:
+            if not same_page:
+                return None
+            old._close("replaced by a reconnect of the same page")
+            task = asyncio.get_running_loop().create_task(self._close_socket(old))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        conn = PageConnection(ws, worker_id)
+        self._sockets[worker_id] = conn
+        return conn
+
+    @staticmethod
+    async def _close_socket(conn: PageConnection) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.ws.close(code=4001, reason="replaced by a reconnect"), 2)
+
+    def live(self, worker_id: str) -> bool:
+        """Whether a socket (said hello or not) holds ``worker_id``."""
+        conn = self._sockets.get(worker_id)
+        return conn is not None and conn.open
 
     async def wait_for(self, worker_id: str, timeout: float) -> PageConnection:
         conn = self.connections.get(worker_id)
@@ -203,9 +247,20 @@ class WorkerHub:
             if fut in waiters:
                 waiters.remove(fut)
 
-    async def serve(self, ws: WebSocket, worker_id: str) -> None:
-        """Pump one accepted socket until it closes.  Never raises for bad input."""
-        conn = PageConnection(ws, worker_id)
+    async def serve(
+        self, ws: WebSocket, worker_id: str, *, conn: PageConnection | None = None
+    ) -> None:
+        """Pump one accepted socket until it closes.  Never raises for bad input.
+
+        ``conn``: what :meth:`claim` returned before the handshake; without it
+        the id is claimed here, and the socket closed (1008) if it is taken.
+        """
+        if conn is None:
+            conn = self.claim(worker_id, ws, same_page=False)
+            if conn is None:
+                with contextlib.suppress(Exception):
+                    await ws.close(code=1008, reason="worker id already has a live connection")
+                return
         reason = "closed"
         try:
             while True:
@@ -216,19 +271,14 @@ class WorkerHub:
                 payload = msg.get("text") if msg.get("text") is not None else msg.get("bytes")
                 if payload is None:
                     continue
-                try:
-                    hello = conn.feed(payload)
-                except ProtocolError as exc:
-                    conn.protocol_errors += 1
-                    log.warning("worker %s sent a malformed frame: %s", worker_id, exc)
-                    with contextlib.suppress(Exception):
-                        await conn._send(
-                            frames.encode_control(
-                                frames.error_frame("invalid", str(exc.code), exc.message)
-                            )
-                        )
-                    continue
-                if hello is not None:
+                event = conn.feed(payload)
+                if isinstance(event, Malformed):
+                    # Answer and keep the socket: one bad frame must not cost the
+                    # page its loaded models and in-flight requests.
+                    log.warning("worker %s sent a malformed frame: %s", worker_id, event.error)
+                    with contextlib.suppress(WebAccelError):
+                        await conn._send(event.answer())
+                elif event is not None:
                     self._register(conn)
         except WebSocketDisconnect as exc:
             reason = f"socket closed ({exc.code})"
@@ -239,6 +289,8 @@ class WorkerHub:
             conn._close(reason)
             if self.connections.get(worker_id) is conn:
                 del self.connections[worker_id]
+            if self._sockets.get(worker_id) is conn:
+                del self._sockets[worker_id]
 
     def _register(self, conn: PageConnection) -> None:
         old = self.connections.get(conn.worker_id)

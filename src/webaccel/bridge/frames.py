@@ -82,6 +82,10 @@ class Limits:
     max_tensors: int = 256
     max_rank: int = 8
     max_control_bytes: int = 4 * 1024 * 1024
+    # No dimension may exceed this, even in an empty tensor: numpy refuses
+    # shapes whose element count overflows ``intp`` ([0, 2**100] has 0
+    # elements, yet numpy cannot build it).
+    max_dim: int = 2**31 - 1
 
 
 DEFAULT_LIMITS = Limits()
@@ -135,7 +139,8 @@ def _check_fields(
 ) -> None:
     if not isinstance(id_, str) or not id_ or len(id_) > 128:
         raise ProtocolError("frame 'id' must be a non-empty string of at most 128 characters")
-    if type_ not in MESSAGE_TYPES:
+    # isinstance first: an unhashable JSON value ([] or {}) must not reach the set lookup.
+    if not isinstance(type_, str) or type_ not in MESSAGE_TYPES:
         raise ProtocolError(
             f"unknown frame type {type_!r}; expected one of {sorted(MESSAGE_TYPES)}"
         )
@@ -168,7 +173,8 @@ def decode_control(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Contro
     if unknown:
         raise ProtocolError(f"unknown control frame fields {sorted(unknown)}")
     return Control(
-        id=obj.get("id"),  # type: ignore[arg-type]  (validated in __post_init__)
+        # Validated in __post_init__ (a non-string id or type is a ProtocolError there).
+        id=obj.get("id"),  # type: ignore[arg-type]
         type=obj.get("type"),  # type: ignore[arg-type]
         model_name=obj.get("model_name"),
         platform=obj.get("platform"),
@@ -291,18 +297,28 @@ def _decode_entry(entry: Any, body: memoryview, limits: Limits) -> tuple[str, np
     offset, length = entry.get("offset"), entry.get("length")
     if not isinstance(name, str) or not name:
         raise ProtocolError("tensor 'name' must be a non-empty string")
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise ProtocolError(
             f"tensor {name!r}: unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}"
         )
     if (
         not isinstance(shape, list)
         or len(shape) > limits.max_rank
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= limits.max_dim
+            for d in shape
+        )
     ):
         raise ProtocolError(
             f"tensor {name!r}: shape must be a list of at most {limits.max_rank} "
-            "non-negative integers"
+            f"integers in [0, {limits.max_dim}]"
+        )
+    # The element count ignoring zero dimensions must also be one numpy can
+    # index, or reshape() fails even for an empty tensor ([0, 2**31-1, ...]).
+    if math.prod(d for d in shape if d) > limits.max_frame_bytes:
+        raise ProtocolError(
+            f"tensor {name!r}: shape {shape} is larger than any frame "
+            f"({limits.max_frame_bytes} bytes) can carry"
         )
     for label, value in (("offset", offset), ("length", length)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -329,6 +345,33 @@ def decode(message: str | bytes | bytearray | memoryview, limits: Limits = DEFAU
     if isinstance(message, str):
         return decode_control(message, limits)
     return decode_tensors(message, limits)
+
+
+def peek_id(
+    message: str | bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS
+) -> str | None:
+    """The ``id`` a (possibly malformed) frame claims, or None.  Never raises.
+
+    Lets the session fail the request a broken reply was meant for at once,
+    instead of leaving it to its timeout.
+    """
+    try:
+        if isinstance(message, str):
+            if len(message) > limits.max_control_bytes:
+                return None
+            obj = _loads(message, "control frame")
+        else:
+            buf = memoryview(message).cast("B")
+            if len(buf) < _HEADER_LEN.size:
+                return None
+            (head_len,) = _HEADER_LEN.unpack_from(buf, 0)
+            if head_len > limits.max_header_bytes or _HEADER_LEN.size + head_len > len(buf):
+                return None
+            obj = _loads(bytes(buf[_HEADER_LEN.size : _HEADER_LEN.size + head_len]), "header")
+    except (ProtocolError, TypeError, ValueError):
+        return None
+    rid = obj.get("id") if isinstance(obj, dict) else None
+    return rid if isinstance(rid, str) and 0 < len(rid) <= 128 else None
 
 
 def encode(frame: Frame) -> str | bytes:

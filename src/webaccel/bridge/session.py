@@ -5,6 +5,13 @@ message to :meth:`BridgeSession.receive`, gets back one event, and sends
 what the ``request_*`` methods return.  Request ids are minted here and a
 reply is matched to its request, so a late or unknown reply is reported as
 :class:`Stale` instead of being delivered to the wrong caller.
+
+:meth:`BridgeSession.receive` never raises for what a peer sends: whatever
+the bytes, a malformed frame becomes a :class:`Malformed` event carrying a
+``BAD_REQUEST`` error and the text frame to answer with
+(:meth:`Malformed.answer`); the driver sends it and keeps the socket.  If the
+bad frame names a pending request (a reply whose tensors do not parse), that
+request fails with the same error instead of waiting for its timeout.
 """
 
 from __future__ import annotations
@@ -51,13 +58,32 @@ class Heartbeat:
 
 
 @dataclass(frozen=True)
+class Malformed:
+    """A frame that does not parse or is not allowed from a page (``BAD_REQUEST``).
+
+    ``request_id`` is the pending request it claimed to answer (now failed
+    with ``error``), else None.
+    """
+
+    error: ProtocolError
+    request_id: str | None = None
+
+    def answer(self) -> str:
+        """The error frame to send back to the page."""
+        rid = self.request_id or "invalid"
+        return frames.encode_control(
+            frames.error_frame(rid, str(self.error.code), self.error.message)
+        )
+
+
+@dataclass(frozen=True)
 class Stale:
     """A reply for a request that is no longer pending (timed out or cancelled)."""
 
     request_id: str
 
 
-Event = Hello | Reply | Failure | StreamStep | Heartbeat | Stale
+Event = Hello | Reply | Failure | StreamStep | Heartbeat | Stale | Malformed
 
 _FINAL_TYPES = frozenset({"loaded", "result", "unloaded", "done", "capabilities"})
 
@@ -121,11 +147,26 @@ class BridgeSession:
         return frames.encode_control(Control(id=f"hb{seq}", type="heartbeat"))
 
     # ------------------------------------------------------------- receiving
-    def receive(self, message: str | bytes) -> Event:
-        """Decode one message from the page.  Raises ProtocolError on a malformed one."""
+    def receive(self, message: str | bytes | bytearray | memoryview) -> Event:
+        """Decode one message from the page; a malformed one becomes :class:`Malformed`."""
+        try:
+            try:
+                return self._receive(message)
+            except RecursionError:
+                # JSON nested just under the parser's limit can still overflow the
+                # stack of a caller that is itself deep (the asyncio driver).
+                raise ProtocolError("frame nests too deeply") from None
+        except ProtocolError as exc:
+            request_id = frames.peek_id(message, self.limits)
+            if request_id is not None and self.pending.pop(request_id, None) is not None:
+                return Malformed(exc, request_id)
+            return Malformed(exc)
+
+    def _receive(self, message: str | bytes | bytearray | memoryview) -> Event:
         frame = frames.decode(message, self.limits)
         if frame.type == "hello":
-            assert isinstance(frame, Control)
+            if not isinstance(frame, Control):
+                raise ProtocolError("hello must be a JSON text frame, not a binary frame")
             worker_id = frame.data.get("worker_id")
             caps = frame.data.get("capabilities", {})
             loaded = frame.data.get("loaded", [])
@@ -133,11 +174,13 @@ class BridgeSession:
                 not isinstance(worker_id, str)
                 or not isinstance(caps, dict)
                 or not isinstance(loaded, list)
+                or not all(isinstance(k, str) for k in loaded)
             ):
                 raise ProtocolError(
-                    "hello needs data.worker_id (string) and data.capabilities (object)"
+                    "hello needs data.worker_id (string), data.capabilities (object) "
+                    "and data.loaded (list of strings)"
                 )
-            return Hello(worker_id, caps, tuple(str(k) for k in loaded))
+            return Hello(worker_id, caps, tuple(loaded))
         if frame.type == "heartbeat":
             return Heartbeat(frame.data)
         if frame.id not in self.pending:
@@ -146,10 +189,20 @@ class BridgeSession:
             return StreamStep(frame.id, frame.data)
         if frame.type == "error":
             self.pending.pop(frame.id)
-            code = frame.data.get("code", "INTERNAL")
-            message_text = frame.data.get("message", "the page reported an error without a message")
+            # Only strings are taken: str() of a deeply nested value could
+            # overflow the stack (and tell the caller nothing).
+            code = frame.data.get("code")
+            message_text = frame.data.get("message")
+            details = frame.data.get("details")
             return Failure(
-                frame.id, error_from_code(str(code), str(message_text), frame.data.get("details"))
+                frame.id,
+                error_from_code(
+                    code if isinstance(code, str) else "INTERNAL",
+                    message_text
+                    if isinstance(message_text, str)
+                    else "the page reported an error without a message",
+                    details if isinstance(details, dict) else None,
+                ),
             )
         if frame.type in _FINAL_TYPES:
             self.pending.pop(frame.id)

@@ -18,6 +18,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+# The built-in launchers register themselves (webaccel.browsers.launchers) when imported.
+from webaccel.browsers import firefox, grid, playwright_launcher, selenium_launcher  # noqa: F401
+from webaccel.browsers import launchers as _launchers
+from webaccel.browsers.node import launch_node_worker
 from webaccel.browsers.worker import BrowserWorker, backends_from_capabilities, launch_chromium
 from webaccel.errors import BackendUnavailableError
 from webaccel.server import WebAccelServer
@@ -38,7 +42,7 @@ BROWSER_ALIASES = {
     "firefox": "firefox",
     "firefox-esr": "firefox",
 }
-LAUNCHERS = ("subprocess", "selenium", "playwright", "grid")
+LAUNCHERS = _launchers.NAMES
 
 
 async def launch_worker(
@@ -53,10 +57,8 @@ async def launch_worker(
     """Start one worker page in ``browser`` via ``launcher`` (default: ``$WEBACCEL_LAUNCHER``
     or "subprocess"; "grid" when ``grid_url`` is given).  ``public_url`` is the server
     address Grid nodes can reach (needed when the server listens on 0.0.0.0); local
-    launchers ignore it."""
+    launchers ignore it.  Launchers are looked up in :mod:`webaccel.browsers.launchers`."""
     if browser == "node-webgpu":  # the headless WebGPU worker (Node + Dawn), no browser
-        from webaccel.browsers.node import launch_node_worker
-
         return await launch_node_worker(server, **options)
     family = BROWSER_ALIASES.get(browser)
     if family is None:
@@ -65,24 +67,10 @@ async def launch_worker(
             "'firefox'"
         )
     how = launcher or ("grid" if grid_url else os.environ.get("WEBACCEL_LAUNCHER", "subprocess"))
-    if how == "subprocess":
-        if family == "firefox":
-            from webaccel.browsers.firefox import launch_firefox
-
-            return await launch_firefox(server, **options)
-        return await launch_chromium(server, **options)
-    if how == "selenium":
-        from webaccel.browsers.selenium_launcher import launch_selenium
-
-        return await launch_selenium(server, browser=family, **options)
-    if how == "playwright":
-        from webaccel.browsers.playwright_launcher import launch_playwright
-
-        return await launch_playwright(server, browser=family, **options)
-    if how == "grid":
-        if not grid_url:
-            raise BackendUnavailableError("launcher 'grid' needs grid_url='http://HUB:4444'")
-        from webaccel.browsers.grid import launch_grid
-
-        return await launch_grid(server, grid_url, browser=family, public_url=public_url, **options)
-    raise BackendUnavailableError(f"unknown launcher {how!r}; use one of {', '.join(LAUNCHERS)}")
+    found = _launchers.find(how, family)
+    if found is None:
+        raise BackendUnavailableError(
+            f"unknown launcher {how!r}; use one of {', '.join(LAUNCHERS)}"
+        )
+    request = _launchers.LaunchRequest(family, grid_url, public_url, dict(options))
+    return await found.launch(server, request)

@@ -23,8 +23,9 @@ import time
 import uuid
 from pathlib import Path
 
-from webaccel.browsers.launching import wait_for_hello
-from webaccel.browsers.process import BrowserProcess, find_executable
+from webaccel.browsers import launchers
+from webaccel.browsers.launching import tool_version, wait_for_hello
+from webaccel.browsers.process import BrowserProcess, browser_user, find_executable, hand_over
 from webaccel.browsers.worker import BrowserWorker
 from webaccel.server import WebAccelServer
 
@@ -130,8 +131,14 @@ async def launch_firefox(
     """Start headless Firefox on the worker page; ready once the page says hello."""
     exe = find_firefox(binary)
     worker_id = worker_id or f"firefox-{uuid.uuid4().hex[:8]}"
+    # As root, Firefox runs as the unprivileged browser user too (its content
+    # sandbox then works as designed, and a compromised page is not root).
+    off = os.environ.get("WEBACCEL_SANDBOX", "").strip().lower() in ("0", "off", "no", "false")
+    user = browser_user() if os.geteuid() == 0 and not off else None
     profile = Path(tempfile.mkdtemp(prefix="webaccel-firefox-"))
     write_profile(profile, server.host)
+    if user is not None:
+        hand_over(profile, user)
     log_path = Path(tempfile.mkstemp(prefix="webaccel-firefox-", suffix=".log")[1])
     url = server.worker_page_url(worker_id, threads=threads, ort=ort_build)
     argv = [
@@ -147,7 +154,8 @@ async def launch_firefox(
     start = time.perf_counter()
     loop = asyncio.get_running_loop()
     process = await loop.run_in_executor(
-        None, lambda: BrowserProcess(argv, profile_dir=profile, log_path=log_path, env=env)
+        None,
+        lambda: BrowserProcess(argv, profile_dir=profile, log_path=log_path, env=env, user=user),
     )
     try:
         conn = await wait_for_hello(
@@ -164,8 +172,34 @@ async def launch_firefox(
         )
     except BaseException:
         await process.terminate_async()
+        server.credentials.forget(worker_id)
         raise
     worker = FirefoxWorker(server, worker_id, "firefox", process)
     worker.capabilities = conn.capabilities
     worker.launch_ms = (time.perf_counter() - start) * 1000
     return worker
+
+
+async def _launch(server: WebAccelServer, req: launchers.LaunchRequest) -> FirefoxWorker:
+    return await launch_firefox(server, **req.options)
+
+
+def _status() -> dict[str, object]:
+    from webaccel.errors import WebAccelError
+
+    try:
+        firefox: str | None = str(find_firefox())
+        why = ""
+    except WebAccelError as exc:
+        firefox, why = None, exc.message
+    return {
+        "launcher": "subprocess",
+        "browser": "firefox",
+        "ok": firefox is not None,
+        "binary": firefox,
+        "version": tool_version([firefox, "--version"]) if firefox else None,
+        "why": why,
+    }
+
+
+launchers.register(launchers.Launcher("subprocess", "firefox", _launch, _status))

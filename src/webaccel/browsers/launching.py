@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import psutil
 
 from webaccel.bridge.endpoint import PageConnection
+from webaccel.browsers import launchers
 from webaccel.errors import BrowserLaunchError
 from webaccel.server import WebAccelServer
 
@@ -153,56 +153,8 @@ def wait_port(host: str, port: int, timeout: float) -> bool:
     return False
 
 
-async def smoke_test(
-    worker: Any, server: WebAccelServer, *, width: int = 16, runs: int = 3, timeout: float = 120.0
-) -> dict[str, Any]:
-    """Load a tiny generated MLP on ``worker`` (wasm) and check its answers against numpy.
-
-    Proves that a launcher gives a page that really serves: model bytes over
-    HTTP with the page's token, tensors over the bridge.  Returns timings.
-    """
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from webaccel.pool.transport import ModelRef
-
-    rng = np.random.default_rng(width)
-    w1 = (rng.standard_normal((width, width)) / 4).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
-        f"smoke{width}",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", width])],
-        [numpy_helper.from_array(w1, "w1")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    directory = Path(tempfile.mkdtemp(prefix="webaccel-smoke-"))
-    try:
-        path = directory / "smoke.onnx"
-        onnx.save(model, str(path))
-        rel = server.model_files.add(f"smoke/{width}", path)
-        ref = ModelRef(key=f"smoke{width}:wasm", name="smoke", url=rel, backend="wasm")
-        info = await worker.load_model(ref, timeout=timeout)
-        page_ms = []
-        for _ in range(runs):
-            x = rng.standard_normal((2, width)).astype(np.float32)
-            result = await worker.run(ref.key, {"x": x}, timeout=timeout)
-            want = np.maximum(x @ w1, 0)
-            got = result.outputs["y"]
-            if not np.allclose(got, want, atol=1e-4):
-                raise AssertionError(
-                    f"worker {worker.id} answered wrongly: "
-                    f"max error {float(np.abs(got - want).max())}"
-                )
-            page_ms.append(result.page_ms)
-        return {"load_ms": info.load_ms, "page_ms": page_ms, "backend": info.backend}
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _version(argv: list[str]) -> str:
+def tool_version(argv: list[str]) -> str:
+    """The first line ``argv`` (e.g. ``[binary, "--version"]``) prints, for doctor rows."""
     import subprocess
 
     try:
@@ -212,118 +164,21 @@ def _version(argv: list[str]) -> str:
     return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else ""
 
 
+def package_version(name: str) -> str | None:
+    """The installed version of the Python distribution ``name``, or None."""
+    import importlib.metadata as md
+
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return None
+
+
 def launcher_status() -> list[dict[str, Any]]:
     """What each launcher would use here, and why one cannot work (for ``webaccel doctor``).
 
-    Cheap: finds binaries and packages and asks for versions; starts no browser.
+    One row per registered launcher that reports one (see
+    :mod:`webaccel.browsers.launchers`).  Cheap: finds binaries and packages
+    and asks for versions; starts no browser.
     """
-    import importlib.metadata as md
-
-    from webaccel.browsers.chromium import chromium_flags, find_chromium
-    from webaccel.errors import WebAccelError
-
-    def pkg(name: str) -> str | None:
-        try:
-            return md.version(name)
-        except md.PackageNotFoundError:
-            return None
-
-    rows: list[dict[str, Any]] = []
-    try:
-        chromium: str | None = str(find_chromium())
-    except WebAccelError as exc:
-        chromium, why = None, exc.message
-    else:
-        why = ""
-    flags = chromium_flags(Path("<profile>"))
-    rows.append(
-        {
-            "launcher": "subprocess",
-            "browser": "chromium",
-            "ok": chromium is not None,
-            "binary": chromium,
-            "version": _version([chromium, "--version"]) if chromium else None,
-            "why": why,
-            "switches": flags,
-        }
-    )
-    from webaccel.browsers.selenium_launcher import NO_GECKODRIVER, find_chromedriver
-
-    try:
-        driver: str | None = str(find_chromedriver())
-        dwhy = ""
-    except WebAccelError as exc:
-        driver, dwhy = None, exc.message
-    sel = pkg("selenium")
-    rows.append(
-        {
-            "launcher": "selenium",
-            "browser": "chromium",
-            "ok": bool(sel and driver and chromium),
-            "selenium": sel,
-            "chromedriver": driver,
-            "version": _version([driver, "--version"]) if driver else None,
-            "why": dwhy or ("" if sel else "pip install selenium"),
-        }
-    )
-    pw = pkg("playwright")
-    rows.append(
-        {
-            "launcher": "playwright",
-            "browser": "chromium",
-            "ok": bool(pw and chromium),
-            "playwright": pw,
-            "why": ""
-            if pw
-            else "pip install playwright (never `playwright install`: the system Chromium is used)",
-        }
-    )
-    try:
-        from webaccel.browsers.firefox import find_firefox
-
-        firefox: str | None = str(find_firefox())
-        fwhy = ""
-    except WebAccelError as exc:
-        firefox, fwhy = None, exc.message
-    rows.append(
-        {
-            "launcher": "subprocess",
-            "browser": "firefox",
-            "ok": firefox is not None,
-            "binary": firefox,
-            "version": _version([firefox, "--version"]) if firefox else None,
-            "why": fwhy,
-        }
-    )
-    from webaccel.browsers.selenium_launcher import find_geckodriver
-
-    rows.append(
-        {
-            "launcher": "selenium",
-            "browser": "firefox",
-            "ok": find_geckodriver() is not None,
-            "why": "" if find_geckodriver() else NO_GECKODRIVER,
-        }
-    )
-    from webaccel.browsers.playwright_launcher import NO_PLAYWRIGHT_FIREFOX
-
-    rows.append(
-        {"launcher": "playwright", "browser": "firefox", "ok": False, "why": NO_PLAYWRIGHT_FIREFOX}
-    )
-    from webaccel.browsers.grid import find_grid_jar, find_java
-
-    try:
-        jar, java = str(find_grid_jar()), find_java()
-        rows.append(
-            {
-                "launcher": "grid",
-                "browser": "chromium",
-                "ok": bool(sel),
-                "jar": jar,
-                "java": _version([java, "-version"]),
-                "why": "" if sel else "pip install selenium",
-            }
-        )
-    except WebAccelError as exc:
-        rows.append({"launcher": "grid", "browser": "chromium", "ok": False, "why": exc.message})
-    return rows
+    return [x.status() for x in launchers.registered() if x.status is not None]

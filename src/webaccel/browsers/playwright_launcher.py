@@ -21,9 +21,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from webaccel.browsers import launchers
 from webaccel.browsers.chromium import chromium_flags, find_chromium
 from webaccel.browsers.launching import (
     marker_flag,
+    package_version,
     pdeathsig_wrapper,
     processes_marked,
     tree,
@@ -185,3 +187,37 @@ async def launch_playwright(
     worker.capabilities = conn.capabilities
     worker.launch_ms = (time.perf_counter() - start) * 1000
     return worker
+
+
+async def _launch(server: WebAccelServer, req: launchers.LaunchRequest) -> PlaywrightWorker:
+    return await launch_playwright(server, browser=req.browser, **req.options)
+
+
+def _chromium_status() -> dict[str, Any]:
+    from webaccel.errors import WebAccelError
+
+    try:
+        find_chromium()
+        chromium = True
+    except WebAccelError:
+        chromium = False
+    pw = package_version("playwright")
+    return {
+        "launcher": "playwright",
+        "browser": "chromium",
+        "ok": bool(pw and chromium),
+        "playwright": pw,
+        "why": ""
+        if pw
+        else "pip install playwright (never `playwright install`: the system Chromium is used)",
+    }
+
+
+def _firefox_status() -> dict[str, Any]:
+    return {
+        "launcher": "playwright", "browser": "firefox", "ok": False, "why": NO_PLAYWRIGHT_FIREFOX
+    }
+
+
+launchers.register(launchers.Launcher("playwright", "chromium", _launch, _chromium_status))
+launchers.register(launchers.Launcher("playwright", "firefox", _launch, _firefox_status))

@@ -7,6 +7,10 @@ running).  PDEATHSIG fires when the *thread* that forked exits, so every
 browser is forked from one long-lived spawner thread.  On a normal exit,
 an exception, SIGINT or SIGTERM, :func:`terminate_all` ends each process
 group and deletes its profile directory.
+
+When we run as root, browsers run as an unprivileged account instead
+(:func:`browser_user`, created with ``useradd --system`` on first use), so
+Chromium's sandbox can be on and a compromised renderer is not root.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -60,9 +65,14 @@ class _Spawner:
                 continue
             try:
                 pid = os.getpid()
-                fut.set_result(
-                    subprocess.Popen(preexec_fn=lambda p=pid: _die_with_parent(p), **kwargs)
+
+                def die_with_parent(p: int = pid) -> None:
+                    _die_with_parent(p)
+
+                proc: subprocess.Popen[bytes] = subprocess.Popen(
+                    preexec_fn=die_with_parent, **kwargs
                 )
+                fut.set_result(proc)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 fut.set_exception(exc)
 
@@ -127,10 +137,23 @@ class BrowserProcess:
         env: dict[str, str] | None = None,
         keep_profile: bool = False,
         on_exit: Callable[[], None] | None = None,
+        user: BrowserUser | None = None,
     ) -> None:
         """``keep_profile``: a persistent profile (see :class:`ProfileLease`) is left in
-        place; ``on_exit`` runs once the process group is gone (releases the lease)."""
+        place; ``on_exit`` runs once the process group is gone (releases the lease).
+        ``user``: run as that account (its home as HOME and cwd; the profile must
+        be its own: :func:`hand_over`)."""
         self.argv = list(argv)
+        self.user = user
+        as_user: dict[str, object] = {}
+        if user is not None:
+            env = {**(env if env is not None else os.environ), **user.environ()}
+            as_user = {
+                "user": user.uid,
+                "group": user.gid,
+                "extra_groups": [],
+                "cwd": str(user.home),
+            }
         self.profile_dir = profile_dir
         self.keep_profile = keep_profile
         self._on_exit = on_exit
@@ -143,6 +166,7 @@ class BrowserProcess:
             stderr=subprocess.STDOUT,
             env=env,
             close_fds=True,
+            **as_user,
         )
         self.pid = self.popen.pid
         with _live_lock:
@@ -249,6 +273,97 @@ class ProfileLease:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
+
+
+DEFAULT_BROWSER_USER = "webaccel-browser"
+_user_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class BrowserUser:
+    """The unprivileged account browsers run as when we are root."""
+
+    name: str
+    uid: int
+    gid: int
+    home: Path
+
+    def environ(self) -> dict[str, str]:
+        # Chromium writes crash reports and its config under HOME even with
+        # --user-data-dir (FACTS.md): it must be a directory this user owns.
+        return {
+            "HOME": str(self.home),
+            "USER": self.name,
+            "LOGNAME": self.name,
+            "XDG_CONFIG_HOME": str(self.home / ".config"),
+            "XDG_CACHE_HOME": str(self.home / ".cache"),
+        }
+
+
+def browser_user(name: str | None = None) -> BrowserUser:
+    """The account named ``name`` ($WEBACCEL_BROWSER_USER, else ``webaccel-browser``),
+    created as a system user with its own home under /var/lib if it does not exist.
+
+    Raises :class:`~webaccel.errors.BrowserLaunchError` saying what to do when
+    it cannot be created or is not unprivileged.
+    """
+    import pwd
+
+    from webaccel.errors import BrowserLaunchError
+
+    name = name or os.environ.get("WEBACCEL_BROWSER_USER") or DEFAULT_BROWSER_USER
+    escape = (
+        "create an unprivileged user yourself and name it in WEBACCEL_BROWSER_USER, "
+        "or set WEBACCEL_SANDBOX=off to run browsers as root without a sandbox"
+    )
+    with _user_lock:
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            useradd = shutil.which("useradd") or shutil.which("useradd", path="/usr/sbin:/sbin")
+            if useradd is None:
+                raise BrowserLaunchError(
+                    f"browsers run as the unprivileged user {name!r} when webaccel runs as "
+                    f"root, and it does not exist; `useradd` is not installed to create it: "
+                    f"{escape}"
+                ) from None
+            home = f"/var/lib/{name}"
+            proc = subprocess.run(
+                [useradd, "--system", "--user-group", "--create-home", "--home-dir", home,
+                 "--shell", "/usr/sbin/nologin", "--comment", "webaccel browsers", name],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            try:
+                pw = pwd.getpwnam(name)
+            except KeyError:
+                raise BrowserLaunchError(
+                    f"could not create the unprivileged browser user {name!r} "
+                    f"(`useradd --system {name}` said: {proc.stderr.strip() or proc.returncode}): "
+                    f"{escape}"
+                ) from None
+            with contextlib.suppress(OSError):
+                os.chmod(home, 0o700)  # useradd's HOME_MODE may leave it world-readable
+            log.info("created system user %s (home %s) to run browsers", name, home)
+        if pw.pw_uid == 0:
+            raise BrowserLaunchError(f"browser user {name!r} has uid 0; {escape}")
+        home_dir = Path(pw.pw_dir)
+        if not home_dir.is_dir() or home_dir.stat().st_uid != pw.pw_uid:
+            # An existing account without a home of its own (/nonexistent): give it one.
+            home_dir = Path(f"/var/lib/{name}")
+            home_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chown(home_dir, pw.pw_uid, pw.pw_gid)
+        return BrowserUser(name, pw.pw_uid, pw.pw_gid, home_dir)
+
+
+def hand_over(path: Path, user: BrowserUser) -> None:
+    """Give ``path`` (a profile directory, recursively) to ``user``."""
+    os.chown(path, user.uid, user.gid)
+    for root, dirs, files in os.walk(path):
+        for entry in (*dirs, *files):
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(os.path.join(root, entry), user.uid, user.gid, follow_symlinks=False)
 
 
 def find_executable(

@@ -24,12 +24,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from webaccel.browsers import launchers
 from webaccel.browsers.chromium import chromium_flags, find_chromium
 from webaccel.browsers.launching import (
     descendants,
     free_port,
     marker_flag,
+    package_version,
     pdeathsig_wrapper,
+    tool_version,
     wait_for_hello,
     wait_port,
 )
@@ -219,3 +222,42 @@ async def launch_selenium(
     worker.capabilities = conn.capabilities
     worker.launch_ms = (time.perf_counter() - start) * 1000
     return worker
+
+
+async def _launch(server: WebAccelServer, req: launchers.LaunchRequest) -> SeleniumWorker:
+    return await launch_selenium(server, browser=req.browser, **req.options)
+
+
+def _chromium_status() -> dict[str, Any]:
+    from webaccel.errors import WebAccelError
+
+    try:
+        driver: str | None = str(find_chromedriver())
+        why = ""
+    except WebAccelError as exc:
+        driver, why = None, exc.message
+    try:
+        chromium: str | None = str(find_chromium())
+    except WebAccelError:
+        chromium = None
+    sel = package_version("selenium")
+    return {
+        "launcher": "selenium",
+        "browser": "chromium",
+        "ok": bool(sel and driver and chromium),
+        "selenium": sel,
+        "chromedriver": driver,
+        "version": tool_version([driver, "--version"]) if driver else None,
+        "why": why or ("" if sel else "pip install selenium"),
+    }
+
+
+def _firefox_status() -> dict[str, Any]:
+    ok = find_geckodriver() is not None
+    return {
+        "launcher": "selenium", "browser": "firefox", "ok": ok, "why": "" if ok else NO_GECKODRIVER
+    }
+
+
+launchers.register(launchers.Launcher("selenium", "chromium", _launch, _chromium_status))
+launchers.register(launchers.Launcher("selenium", "firefox", _launch, _firefox_status))

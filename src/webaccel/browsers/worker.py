@@ -8,7 +8,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,10 @@ import numpy as np
 from webaccel import paths
 from webaccel.bridge import frames
 from webaccel.bridge.endpoint import PageConnection
-from webaccel.browsers.chromium import chromium_flags, find_chromium
-from webaccel.browsers.launching import wait_for_hello
-from webaccel.browsers.process import BrowserProcess, ProfileLease
+from webaccel.browsers import launchers
+from webaccel.browsers.chromium import chromium_flags, find_chromium, sandbox_plan
+from webaccel.browsers.launching import tool_version, wait_for_hello
+from webaccel.browsers.process import BrowserProcess, ProfileLease, hand_over
 from webaccel.errors import BrowserLaunchError, ProtocolError, WorkerLostError
 from webaccel.pool.routing import WorkerCaps
 from webaccel.pool.transport import LoadInfo, ModelRef, RunResult, StreamEvent
@@ -125,7 +126,7 @@ class BrowserWorker:
         kind: str = "generate",
         options: dict[str, Any] | None = None,
         timeout: float = 900.0,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """The page's ``stream`` frames as they arrive, then its closing reply.
 
         Leaving early (``aclose()``, ``break``) cancels the request, and
@@ -170,6 +171,8 @@ class BrowserWorker:
         if self._closed:
             return
         self._closed = True
+        # Its session secret dies with it: nothing can reconnect as this worker.
+        self.server.credentials.forget(self.id)
         conn = self.connection
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -178,10 +181,16 @@ class BrowserWorker:
             await self.process.terminate_async()
 
 
-def profiles_root() -> Path:
-    """Where persistent browser profiles live (``$WEBACCEL_PROFILES`` overrides)."""
+def profiles_root(home: Path | None = None) -> Path:
+    """Where persistent browser profiles live (``$WEBACCEL_PROFILES`` overrides).
+
+    ``home``: the browser user's home when browsers run as another account
+    (``$WEBACCEL_HOME`` is usually under root's home, which that user cannot enter).
+    """
     env = os.environ.get("WEBACCEL_PROFILES")
-    return Path(env) if env else paths.home() / "profiles"
+    if env:
+        return Path(env)
+    return home / "profiles" if home is not None else paths.home() / "profiles"
 
 
 async def launch_chromium(
@@ -203,14 +212,19 @@ async def launch_chromium(
     a temporary profile otherwise (or when all persistent ones are in use).
     """
     exe = find_chromium(binary)
+    plan = sandbox_plan(exe)  # as root: an unprivileged user, sandbox on where it can work
+    user = plan.user
     worker_id = worker_id or f"chromium-{uuid.uuid4().hex[:8]}"
-    lease = ProfileLease.acquire("chromium", profiles_root()) if persistent_profile else None
+    root = profiles_root(user.home if user else None)
+    lease = ProfileLease.acquire("chromium", root) if persistent_profile else None
     profile = lease.path if lease else Path(tempfile.mkdtemp(prefix="webaccel-chromium-"))
+    if user is not None:
+        hand_over(profile, user)
     log_path = Path(tempfile.mkstemp(prefix="webaccel-chromium-", suffix=".log")[1])
     url = server.worker_page_url(worker_id, threads=threads, ort=ort_build)
     argv = [
         str(exe),
-        *chromium_flags(profile, server_host=server.host, headless=headless),
+        *chromium_flags(profile, server_host=server.host, headless=headless, sandbox=plan.sandbox),
         *(extra_flags or []),
         url,
     ]
@@ -224,6 +238,7 @@ async def launch_chromium(
             log_path=log_path,
             keep_profile=lease is not None,
             on_exit=lease.release if lease else None,
+            user=user,
         ),
     )
     worker = BrowserWorker(server, worker_id, "chromium", process)
@@ -244,10 +259,39 @@ async def launch_chromium(
             else (f". Its output ends with:\n{process.log_tail()}")
         )
         await process.terminate_async()
+        server.credentials.forget(worker_id)
         raise BrowserLaunchError(exc.message + tail, details={"binary": str(exe)}) from None
     except BaseException:
         await process.terminate_async()
+        server.credentials.forget(worker_id)
         raise
     worker.capabilities = conn.capabilities
     worker.launch_ms = (time.perf_counter() - start) * 1000
     return worker
+
+
+async def _launch(server: WebAccelServer, req: launchers.LaunchRequest) -> BrowserWorker:
+    return await launch_chromium(server, **req.options)
+
+
+def _status() -> dict[str, Any]:
+    from webaccel.errors import WebAccelError
+
+    try:
+        chromium: str | None = str(find_chromium())
+    except WebAccelError as exc:
+        chromium, why = None, exc.message
+    else:
+        why = ""
+    return {
+        "launcher": "subprocess",
+        "browser": "chromium",
+        "ok": chromium is not None,
+        "binary": chromium,
+        "version": tool_version([chromium, "--version"]) if chromium else None,
+        "why": why,
+        "switches": chromium_flags(Path("<profile>")),
+    }
+
+
+launchers.register(launchers.Launcher("subprocess", "chromium", _launch, _status))

@@ -15,9 +15,12 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from webaccel.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from webaccel.content.store import BlockSource
 
 
 @dataclass
@@ -31,6 +34,14 @@ class ContentConfig:
     hot_fetches: int = 5  # fetches of one CID after which it is replicated on demand
     # peers that accept CAR uploads: [{"url": "http://host:8700", "token": "..."}]
     replicate_to: list[dict[str, Any]] = field(default_factory=list)
+
+    def peer_network(self) -> BlockSource | None:
+        """The block store's network tier for ``peers`` (None without peers)."""
+        if not self.peers:
+            return None
+        from webaccel.content.fetcher import Fetcher
+
+        return Fetcher(self.peers)
 
 
 def config_path() -> Path:

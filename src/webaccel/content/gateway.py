@@ -200,6 +200,8 @@ def _parse_range(value: str | None, size: int) -> tuple[int, int] | None:
     a, b = m.groups()
     if a == "" and b == "":
         return None
+    if size == 0:  # no byte of an empty body can be selected (RFC 9110 14.1.2)
+        raise RangeNotSatisfiableError("the body is empty: no range can be satisfied")
     if a == "":  # a suffix: the last n bytes
         n = _position(b, size)
         if n == 0:

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from webaccel.content import cid as cidmod
 from webaccel.content import dag
@@ -34,6 +34,21 @@ class BlockSource(Protocol):
     """The network tier: anything that can fetch a verified block by CID."""
 
     async def get_block(self, c: bytes) -> bytes: ...
+
+
+class FetchCounts(Protocol):
+    blocks: int  # fetched from the network
+    local_blocks: int  # already in the store
+
+
+@runtime_checkable
+class DagSource(BlockSource, Protocol):
+    """A network tier that fetches a whole DAG into a store at once (the
+    multi-source :class:`~webaccel.content.fetcher.Fetcher`: all peers in parallel)."""
+
+    async def fetch(
+        self, root: CIDLike, out: None = None, *, store: BlockStore | None = None
+    ) -> FetchCounts: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +91,8 @@ class BlockStore:
 
         cfg = load_config()
         store = cls(None, disk_budget=cfg.disk_budget, **kw)  # type: ignore[arg-type]
-        if cfg.peers and store.network is None:
-            from webaccel.content.fetcher import Fetcher
-
-            store.network = Fetcher(cfg.peers)
+        if store.network is None:
+            store.network = cfg.peer_network()
         return store
 
     # ----------------------------------------------------------- local, sync
@@ -261,12 +274,10 @@ class BlockStore:
     async def fetch_dag(self, root: CIDLike) -> int:
         """Make the whole DAG local (from peers if needed); returns its block count.
 
-        With a multi-source :class:`~webaccel.content.fetcher.Fetcher` as the
-        network tier, missing blocks come from all peers in parallel.
+        With a :class:`DagSource` as the network tier (the multi-source
+        fetcher), missing blocks come from all peers in parallel.
         """
-        from webaccel.content.fetcher import Fetcher
-
-        if isinstance(self.network, Fetcher):
+        if isinstance(self.network, DagSource):
             stats = await self.network.fetch(root, None, store=self)
             return stats.blocks + stats.local_blocks
         n = 0

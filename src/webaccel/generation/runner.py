@@ -257,7 +257,8 @@ async def _stream(
             if len(tokens) > 1 and decode_s > 0
             else None,
             "tokens_per_s": len(tokens) / (t_last - t_start) if tokens else None,
-            "load_ms": sum(s.load.load_ms for s in sessions if s.load is not None) or None,
+            "load_ms": sum(s.load_info.load_ms for s in sessions if s.load_info is not None)
+            or None,
             "seed": seed,
             "page": page_stats,
             "failovers": max(0, len(sessions) - 1),

@@ -60,6 +60,8 @@ def register(app: typer.Typer) -> None:
             "--option", "-o", help="KEY=VALUE passed to the benchmarks (value parsed as JSON "
             "when it parses), e.g. -o workers=4")] = None,
         db: Annotated[Path | None, typer.Option("--db", help="metrics file")] = None,
+        minutes: Annotated[float | None, typer.Option(
+            "--minutes", min=0.05, help="how long time-bound benchmarks run (soak)")] = None,
     ) -> None:
         """Run benchmarks; print and store one result each."""
         from webaccel.bench.runner import run_benchmarks
@@ -71,6 +73,8 @@ def register(app: typer.Typer) -> None:
                 f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARK_MODULES)}",
                 param_hint="NAME")
         options = _parse_options(option or [])
+        if minutes is not None:
+            options["minutes"] = minutes
         err = make_console(stderr=True)
         results = []
         store = MetricsStore(db)

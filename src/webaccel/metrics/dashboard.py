@@ -64,13 +64,18 @@ function kpis(m, store) {
     `<div class="kpi"><b data-kpi="${esc(k)}">${esc(v)}</b><span>${esc(k)} ${esc(u)}</span></div>`).join("");
 }
 
-function workers(ws) {
+function workers(ws, quarantined) {
   const el = document.getElementById("workers");
-  if (!ws.length) { el.innerHTML = '<p class="empty">no workers</p>'; return; }
-  el.innerHTML = "<table><tr><th>id</th><th>browser</th><th>state</th><th>backends</th><th>models</th><th>in flight</th></tr>" +
+  const q = Object.entries(quarantined || {});
+  const out = q.length ? "<table><tr><th>quarantined</th><th>why</th></tr>" +
+    q.map(([id, v]) => `<tr data-quarantined="${esc(id)}"><td>${esc(id)}</td><td>${esc(v.reason)}</td></tr>`).join("") +
+    "</table>" : "";
+  if (!ws.length) { el.innerHTML = '<p class="empty">no workers</p>' + out; return; }
+  el.innerHTML = "<table><tr><th>id</th><th>browser</th><th>state</th><th>backends</th><th>models</th><th>in flight</th><th>sessions</th></tr>" +
     ws.map(w => `<tr data-worker="${esc(w.id)}"><td>${esc(w.id)}</td><td>${esc(w.browser)}</td>` +
       `<td><span class="state ${esc(w.state)}">${esc(w.state)}</span></td><td>${esc(list(w.backends))}</td>` +
-      `<td>${esc(list(w.models))}</td><td>${esc(w.inflight ?? 0)}</td></tr>`).join("") + "</table>";
+      `<td>${esc(list(w.models))}</td><td>${esc(w.inflight ?? 0)}</td><td>${esc(w.sessions ?? 0)}</td></tr>`).join("") +
+    "</table>" + out;
 }
 
 function queues(q) {
@@ -138,7 +143,7 @@ async function tick() {
     const r = await fetch(SNAPSHOT, {cache: "no-store"});
     if (!r.ok) throw new Error("HTTP " + r.status);
     const s = await r.json();
-    kpis(s.metrics, s.store); workers(s.workers || []); queues(s.queues); models(s.metrics); generations(s.metrics); chart(s.recent || []);
+    kpis(s.metrics, s.store); workers(s.workers || [], s.quarantined); queues(s.queues); models(s.metrics); generations(s.metrics); chart(s.recent || []);
     status.textContent = "live · updated " + new Date().toLocaleTimeString() + (s.error ? " · snapshot error: " + s.error : "");
     status.className = s.error ? "bad" : "";
     document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);

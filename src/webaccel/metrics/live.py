@@ -200,7 +200,8 @@ class LiveStats:
                    completion_tokens: int, ttft_ms: float | None, total_ms: float,
                    tokens_per_s: float | None, failovers: int, finish_reason: str | None,
                    error_code: str | None) -> None:
-        figures = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+        figures: dict[str, Any] = {"prompt_tokens": prompt_tokens,
+                   "completion_tokens": completion_tokens,
                    "ttft_ms": ttft_ms, "total_ms": total_ms, "tokens_per_s": tokens_per_s,
                    "failovers": failovers, "finish_reason": finish_reason,
                    "ok": error_code is None}

@@ -150,6 +150,10 @@ class PromMetrics:
         self.gen_failovers = Counter("webaccel_generation_failovers",
                                      "Generation streams replayed on another worker", mb,
                                      registry=r)
+        self.quarantined = Counter(
+            "webaccel_workers_quarantined",
+            "Workers taken out of service because an answer failed its check", ["browser"],
+            registry=r)
         # labels() costs ~10 us a call; the hot path looks children up here instead.
         self._children: dict[tuple[Any, ...], Any] = {}
         self.snapshot: Callable[[], dict[str, Any]] | None = None
@@ -197,6 +201,9 @@ class PromMetrics:
             self._child(self.gen_duration, model, b).observe(total_ms / 1000.0)
         if queue_wait_ms is not None:
             self._child(self.queue_wait, model).observe(queue_wait_ms / 1000.0)
+
+    def quarantine(self, *, browser: str) -> None:
+        self._child(self.quarantined, _label(browser)).inc()
 
     def model_load(self, *, model: str, tier: str | None, ms: float, nbytes: int | None,
                    error_code: str | None) -> None:

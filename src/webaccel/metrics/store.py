@@ -136,6 +136,11 @@ class MetricsStore:
         self._submit("workers", worker_id, browser, version, _json(list(backends)),
                      _json(adapter), is_fallback, _json(info))
 
+    def record_quarantine(self, worker_id: str, browser: str, *, reason: str) -> None:
+        """A worker failed an answer check and left service (a workers row says why)."""
+        self.record_worker(worker_id, browser, info={"quarantined": reason})
+        self.prom.quarantine(browser=browser)
+
     def record_model_load(
         self,
         model: str,

@@ -9,11 +9,16 @@ own processor, so calibration sees exactly what serving sees.
 
 from __future__ import annotations
 
-from typing import Any
+from importlib import util as importlib_util
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from webaccel.errors import InvalidInputError
+from webaccel.errors import InvalidInputError, LoadFailedError
+
+if TYPE_CHECKING:
+    from webaccel.models.precision import Metric
 
 # Varied on purpose: lengths from 1 to ~20 tokens, code, another language.
 # The 2-token "ok" is the worst case for every quantized MiniLM here.
@@ -33,7 +38,7 @@ SENTENCES = [
 ]
 
 # Which metric judges a variant of each task (precision.compare_outputs names).
-METRIC_FOR_TASK = {
+METRIC_FOR_TASK: dict[str, Metric] = {
     "text_embedding": "cosine",
     "image_classification": "top1",
     "vision": "cosine",
@@ -62,6 +67,14 @@ def pictures(n: int = 8) -> list[Any]:
     return out
 
 
+def beckett_wav() -> Path:
+    """``beckett.wav`` from the ``useful-moonshine-onnx`` wheel (a test clip)."""
+    spec = importlib_util.find_spec("moonshine_onnx")
+    if spec is None or spec.origin is None:
+        raise LoadFailedError("useful-moonshine-onnx is not installed (it carries beckett.wav)")
+    return Path(spec.origin).parent / "assets" / "beckett.wav"
+
+
 def samples_for(task: str) -> list[Any]:
     """Raw calibration inputs (what a user would pass) for ``task``."""
     if task == "text_embedding":
@@ -69,8 +82,6 @@ def samples_for(task: str) -> list[Any]:
     if task in ("vision", "image_classification"):
         return pictures()
     if task == "audio":
-        from webaccel.models.whisper import beckett_wav
-
         return [beckett_wav()]
     raise InvalidInputError(f"no calibration inputs for task {task!r}")
 
@@ -81,11 +92,19 @@ def feeds_for(spec: Any) -> list[dict[str, np.ndarray]]:
     return [dict(proc.preprocess(x, {}).tensors) for x in samples_for(spec.task)]
 
 
-def metric_for(task: str) -> str:
+def metric_for(task: str) -> Metric:
     try:
         return METRIC_FOR_TASK[task]
     except KeyError:
         raise InvalidInputError(f"no single-graph accuracy metric for task {task!r}") from None
 
 
-__all__ = ["METRIC_FOR_TASK", "SENTENCES", "feeds_for", "metric_for", "pictures", "samples_for"]
+__all__ = [
+    "METRIC_FOR_TASK",
+    "SENTENCES",
+    "beckett_wav",
+    "feeds_for",
+    "metric_for",
+    "pictures",
+    "samples_for",
+]

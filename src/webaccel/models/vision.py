@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from webaccel.errors import InvalidInputError, LoadFailedError
-from webaccel.models.registry import ModelSpec, Prepared
+from webaccel.models.spec import ModelSpec, Prepared
 
 MAX_PIXELS = 64_000_000  # decompression-bomb guard: refuse before decoding
 MAX_BATCH = 64

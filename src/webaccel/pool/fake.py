@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,7 +212,7 @@ class FakeWorker:
         kind: str = "generate",
         options: dict[str, Any] | None = None,
         timeout: float = 900.0,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """A deterministic "greedy decoder": each token is a hash of the whole sequence
         so far, so a replay of prompt + tokens continues exactly where it stopped
         (what greedy decoding gives a real model).  Honors ``max_tokens`` and

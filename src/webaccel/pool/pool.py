@@ -35,9 +35,10 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -55,6 +56,7 @@ from webaccel.errors import (
     TimeoutError_,
     WebAccelError,
     WorkerLostError,
+    WrongAnswerError,
 )
 from webaccel.pool import commands as cmd
 from webaccel.pool.batching import batch_signature, merge, split
@@ -85,6 +87,7 @@ from webaccel.pool.transport import (
     WorkerLauncher,
     WorkerTransport,
 )
+from webaccel.pool.verify import VerifyPolicy, disagreement
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +188,7 @@ class ResourcePool:
         seed: int = 0,
         graph_capture: bool = True,
         bucket_sessions: int = 4,
+        verify: str | VerifyPolicy = "sample",
     ) -> None:
         """``launcher``: ``async launcher(family) -> WorkerTransport``; by default
         local headless browsers behind a loopback server this pool owns (and,
@@ -194,7 +198,11 @@ class ResourcePool:
         :mod:`webaccel.pool.buckets`), at most ``bucket_sessions`` per model
         and worker (least recently used unloaded first).  ``session_slots``:
         sessions (streams) one worker serves at once; the page interleaves
-        their steps."""
+        their steps.  ``verify``: how answers are checked against a model's
+        trusted reference (:mod:`webaccel.pool.verify`): "sample" (default: the
+        first answer of every loaded variant, then 5% of a remote worker's),
+        "all" (every answer, before it is delivered), "off", or a
+        :class:`VerifyPolicy`."""
         self._host: Any = None
         if launcher is None:
             from webaccel.hosting import BrowserHost  # the browser stack, only when asked for
@@ -253,6 +261,9 @@ class ResourcePool:
         # One load of a key per page at a time (I/O coordination; what the page
         # holds is residency, kept in the state's WorkerRecord).
         self._load_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.verify = verify if isinstance(verify, VerifyPolicy) else VerifyPolicy(mode=verify)
+        self.quarantined: dict[str, dict[str, Any]] = {}  # worker id -> why, when
+        self._verify_rng = random.Random(seed)
         self.graph_capture = graph_capture
         self.bucket_sessions = max(1, bucket_sessions)
         self._inbox: deque[cmd.Command] = deque()
@@ -519,7 +530,7 @@ class ResourcePool:
         run_timeout: float = 900.0,
         on_session: Callable[[WorkerSession], None] | None = None,
         **route: Any,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Stream a loop that runs in the page (``kind="generate"``), with failover.
 
         Yields the page's steps and then one ``final`` event.  When the
@@ -688,7 +699,9 @@ class ResourcePool:
         out["policy"] = {
             "browser_preferences": dict(self.policy.browser_preferences),
             "default_browser": self.policy.default_browser,
+            "verify": dataclasses.asdict(self.verify),
         }
+        out["quarantined"] = {wid: q["reason"] for wid, q in self.quarantined.items()}
         return out
 
     def stats(self) -> dict[str, Any]:
@@ -696,6 +709,8 @@ class ResourcePool:
         snap["admitted"] = self._admitted
         snap["launch_errors"] = list(self._launch_errors)
         snap["recovery_s"] = list(self.recoveries)
+        snap["quarantined"] = dict(self.quarantined)
+        snap["verify"] = dataclasses.asdict(self.verify)
         return snap
 
     @property
@@ -984,7 +999,7 @@ class ResourcePool:
                 reasons=a.reasons,
                 fallback_reason=_fallback_text(a),
                 queue_ms=(a.started_at - t.submitted_at) * 1000,
-                load=load,
+                load_info=load,
                 attempts=req.attempts,
                 opened_at=now,
             )
@@ -1060,6 +1075,8 @@ class ResourcePool:
         if a is None:
             return
         wid = a.worker_id
+        if isinstance(err, WrongAnswerError):
+            self._quarantine(wid, err.message, now)
         if isinstance(err, WorkerLostError) or (
             isinstance(err, TimeoutError_) and err.details.get("worker_suspect")
         ):
@@ -1083,6 +1100,23 @@ class ResourcePool:
                 error_code=err.code,
             )
         self._settle_worker_after(wid, self._state.fail(aid, now, err))
+
+    def _quarantine(self, wid: str, reason: str, now: float) -> None:
+        """Take a worker whose answer failed its check out of service for good: it is
+        treated as lost (its requests run again elsewhere), its token is revoked
+        when it has one, and the reason stays visible in stats() and explain()."""
+        w = self._workers.get(wid)
+        browser = self._browser_of(wid)
+        self.quarantined[wid] = {"reason": reason, "at": now, "browser": browser}
+        self._state.counters["quarantined"] += 1
+        self._event("quarantine", f"{wid}: {reason}")
+        self._metric("record_quarantine", wid, browser, reason=reason)
+        revoke = getattr(w, "revoke", None)
+        if callable(revoke):
+            with contextlib.suppress(Exception):
+                out = revoke(reason)
+                if asyncio.iscoroutine(out):
+                    self._spawn(out)
 
     def _on_lost(self, wid: str, reason: str, now: float) -> None:
         if wid not in self._state.workers:
@@ -1162,6 +1196,7 @@ class ResourcePool:
             slots=self.slots_per_worker,
             session_slots=self.session_slots,
         )
+        self._state.workers[w.id].remote = bool(getattr(w, "remote", False))
         self._workers[w.id] = w
         self._event("ready", f"{w.id} ({w.browser}; {', '.join(caps.backends)})")
         if self._lost_at:
@@ -1293,6 +1328,7 @@ class ResourcePool:
         merged = merge(inputs, axis) if len(inputs) > 1 else inputs[0]
         buckets = model.shape_buckets if model is not None else None
         bucket = buckets.fit(merged) if buckets is not None and self._captures(w, v) else None
+        asked = merged  # as the callers gave it (a bucket pads it below)
         run_ref = v
         if bucket is not None:
             run_ref = dataclasses.replace(
@@ -1338,8 +1374,43 @@ class ResourcePool:
             res = dataclasses.replace(
                 res, outputs=buckets.unpad(res.outputs, bucket), shape_bucket=bucket.label
             )
+        if model is not None and model.reference is not None:
+            await self._check_answer(w, run_ref.key, model, v.precision, asked, res.outputs)
         parts = split(res.outputs, [r.rows for r in a.requests], axis)
         return res, parts, load
+
+    async def _check_answer(
+        self,
+        w: WorkerTransport,
+        key: str,
+        model: ResolvedModel,
+        precision: str,
+        inputs: dict[str, np.ndarray],
+        outputs: dict[str, np.ndarray],
+    ) -> None:
+        """Hold an answer until it matches the trusted reference, when the policy says
+        so: always the first of each loaded variant (admission), then a sample."""
+        rec = self._state.workers.get(w.id)
+        first = self.verify.admits() and not self._state.is_checked(w.id, key)
+        remote = rec.remote if rec is not None else False
+        if not (first or self.verify.check_this(remote, self._verify_rng)):
+            return
+        assert model.reference is not None
+        try:
+            want = await asyncio.to_thread(model.reference, inputs, precision)
+        except Exception as exc:  # noqa: BLE001 - no reference is no verdict on the worker
+            self._state.counters["checks_without_reference"] += 1
+            self._event("check_skipped", f"{model.name} ({precision}): reference failed: {exc!r}")
+            return
+        why = disagreement(outputs, {k: v for k, v in want.items() if k in outputs}, precision)
+        self._state.counters["answers_checked"] += 1
+        if why is not None:
+            raise WrongAnswerError(
+                f"worker {w.id} answered {model.name} ({key}) wrongly: {why}; quarantined, "
+                "the request runs again elsewhere",
+                details={"worker": w.id, "admission": first},
+            )
+        self._state.passed_check(w.id, key)
 
     def _captures(self, w: WorkerTransport, v: ModelRef) -> bool:
         """Whether ``v`` runs as captured bucket sessions on ``w`` (JSEP WebGPU only:

@@ -58,6 +58,9 @@ class ResolvedModel:
     # A session loads the chosen variant before it starts; a model of several
     # graphs (Whisper) loads its parts itself through the session instead.
     load_on_session: bool = True
+    # The trusted answer for checked workers (webaccel.pool.verify): ``reference(
+    # tensors, precision) -> outputs`` runs in a thread (native onnxruntime).
+    reference: Callable[[Tensors, str], Tensors] | None = None
 
     def info(self) -> ModelInfo:
         return ModelInfo(

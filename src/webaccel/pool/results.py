@@ -10,7 +10,7 @@ with a figure the pool records.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +80,7 @@ class WorkerSession:
     reasons: tuple[str, ...]
     fallback_reason: str | None
     queue_ms: float
-    load: LoadInfo | None
+    load_info: LoadInfo | None  # the load this session's model needed, if any
     attempts: int = 1
     opened_at: float = 0.0  # on the pool's clock
     figures: dict[str, Any] = field(default_factory=dict)  # what the job reports at its end
@@ -133,7 +133,7 @@ class WorkerSession:
         kind: str = "generate",
         options: dict[str, Any] | None = None,
         timeout: float = 900.0,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         return self.worker.stream(
             key or self.variant.key, dict(inputs), kind=kind, options=options, timeout=timeout
         )

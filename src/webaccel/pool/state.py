@@ -173,6 +173,8 @@ class WorkerRecord:
     # variant key -> its graph-captured bucket sessions' keys, least recently used first
     buckets: dict[str, OrderedDict[str, None]] = field(default_factory=dict)
     running_keys: Counter[str] = field(default_factory=Counter)  # keys with a run in flight
+    checked: set[str] = field(default_factory=set)  # session keys whose answers passed a check
+    remote: bool = False  # joined from elsewhere (checked more often)
 
     @property
     def free(self) -> bool:
@@ -311,6 +313,15 @@ class PoolState:
     # --------------------------------------------------------------- residency
     def session_opened(self, assignment_id: int) -> None:
         self.opened.add(assignment_id)
+
+    def is_checked(self, worker_id: str, key: str) -> bool:
+        rec = self.workers.get(worker_id)
+        return rec is not None and key in rec.checked
+
+    def passed_check(self, worker_id: str, key: str) -> None:
+        rec = self.workers.get(worker_id)
+        if rec is not None:
+            rec.checked.add(key)
 
     def is_resident(self, worker_id: str, key: str) -> bool:
         rec = self.workers.get(worker_id)

@@ -12,7 +12,7 @@ raises :mod:`webaccel.errors` types (``WorkerLostError`` when the page is gone,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -107,7 +107,7 @@ class WorkerTransport(Protocol):
         kind: str = "generate",
         options: dict[str, Any] | None = None,
         timeout: float = 900.0,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Start a loop in the page (``kind``: "generate") and yield its steps as they
         come; closing the iterator early cancels the loop in the page."""
         ...

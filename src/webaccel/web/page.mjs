@@ -6,7 +6,10 @@ import { WorkerRuntime } from './runtime.mjs';
 import { control } from './protocol.mjs';
 
 const params = new URLSearchParams(location.search);
+// Pages that join with a token (webaccel.browsers.remote) carry it in the URL;
+// pages we launch carry only a single-use launch credential instead.
 const token = params.get('token') || '';
+const launch = params.get('launch') || '';
 const workerId = params.get('worker') || `page-${Math.random().toString(36).slice(2)}`;
 const build = params.get('ort') || 'all';
 const threads = Number(params.get('threads') || 1);
@@ -15,6 +18,29 @@ const setStatus = (text) => {
   if (statusEl) statusEl.textContent = text;
   document.title = `webaccel worker: ${text}`;
 };
+
+// First thing (the credential expires ~60 s after launch): trade the launch
+// credential for the session secret.  The secret lives only in this module's
+// memory: never in a URL, storage or the console (webaccel.bridge.credentials).
+let sessionSecret = '';
+if (launch) {
+  params.delete('launch');
+  history.replaceState(null, '', `${location.pathname}?${params}`); // spent: keep it out of history
+  const resp = await fetch(new URL('../bridge/session', location.href), {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ worker: workerId, launch }),
+    cache: 'no-store',
+  });
+  if (!resp.ok) {
+    let why = `HTTP ${resp.status}`;
+    try { why = (await resp.json()).error.message; } catch (e) { /* keep the status */ }
+    setStatus(`refused by server: ${why}`);
+    throw new Error(`webaccel: launch credential refused: ${why}`);
+  }
+  sessionSecret = (await resp.json()).secret;
+}
+const bearer = sessionSecret || token;
 
 const ORT_BUILDS = { all: 'ort.all.min.mjs', webgpu: 'ort.webgpu.min.mjs', wasm: 'ort.wasm.min.mjs' };
 const vendor = new URL('./vendor/ort/', import.meta.url).href;
@@ -28,7 +54,7 @@ const capabilities = await detectCapabilities(navigator);
 capabilities.ort = { version: ort.env.versions?.web || null, build, threads };
 
 async function fetchOverHttp(url) {
-  const resp = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
+  const resp = await fetch(url, { headers: { authorization: `Bearer ${bearer}` } });
   if (!resp.ok) {
     const err = new Error(`HTTP ${resp.status} for ${url}`);
     err.code = resp.status === 404 ? 'MODEL_NOT_FOUND' : 'LOAD_FAILED';
@@ -63,9 +89,15 @@ const runtime = new WorkerRuntime({
 
 function connect() {
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-  const url = `${scheme}://${location.host}/ws?token=${encodeURIComponent(token)}&worker=${encodeURIComponent(workerId)}`;
+  const query = sessionSecret ? '' : `token=${encodeURIComponent(token)}&`;
+  const url = `${scheme}://${location.host}/ws?${query}worker=${encodeURIComponent(workerId)}`;
   setStatus(`connecting (attempt ${attempt + 1})`);
-  ws = new WebSocket(url);
+  // Browsers cannot set headers on a WebSocket; the session secret rides in
+  // Sec-WebSocket-Protocol (the server selects 'webaccel.v1').
+  const sock = sessionSecret
+    ? new WebSocket(url, ['webaccel.v1', `webaccel.secret.${sessionSecret}`])
+    : new WebSocket(url);
+  ws = sock;
   ws.binaryType = 'arraybuffer';
   ws.onopen = () => {
     attempt = 0;
@@ -74,6 +106,7 @@ function connect() {
   };
   ws.onmessage = (ev) => runtime.handle(ev.data);
   ws.onclose = (ev) => {
+    if (sock !== ws) return; // an older socket of this page, already replaced
     if (ev.code === 1008 || ev.code === 4401) {
       setStatus(`refused by server: ${ev.reason || 'bad token'}`);
       return; // a wrong token will not become right by retrying
