@@ -20,7 +20,7 @@ from rich.table import Table
 
 from webaccel.errors import WebAccelError
 from webaccel.progress import quiet_third_party, show_on_stderr, silence_loggers, stage
-from webaccel.terminal import LazyConsole
+from webaccel.terminal import LazyConsole, make_console
 
 app = typer.Typer(
     help="Run ONNX models in a pool of web browsers.",
@@ -497,7 +497,7 @@ def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         print(json.dumps(report))
     else:
-        render(report, console)
+        render(report, make_console())
 
 
 SENTENCES = [
