@@ -487,6 +487,7 @@ class ResourcePool:
         priority: int = 0,
         timeout: float | None = None,
         record: bool = True,
+        avoid_workers: Sequence[str] = (),
     ) -> _SessionContext:
         """``async with pool.session("smollm2") as s``: one worker with the model
         loaded, held for a multi-step job (a stream, a decoder loop).
@@ -496,7 +497,8 @@ class ResourcePool:
         ``session_slots`` until the block ends, and its end is recorded in
         metrics (figures from :meth:`WorkerSession.report`) unless ``record``
         is False.  Runs inside go through the pool, so a lost worker raises
-        WorkerLostError there.
+        WorkerLostError there.  ``avoid_workers``: worker ids this session must
+        not be placed on (a pipeline puts each stage on its own worker).
         """
         req = Request(
             id=next(self._ids),
@@ -512,6 +514,7 @@ class ResourcePool:
             ),
             model_type=model_type,
             kind=SESSION,
+            avoid=frozenset(avoid_workers),
         )
         wait = timeout if timeout is not None else self.connection_timeout
         return _SessionContext(self, req, wait, record)
