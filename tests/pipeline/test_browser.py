@@ -1,0 +1,87 @@
+"""A split MiniLM in headless Chromium: stages on separate workers equal the unsplit model,
+also when a stage's browser is SIGKILLed mid-stream (marked ``browser``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.browser
+
+TEXTS = [
+    f"Sentence number {i}: " + " ".join(["music", "guitar", "a crowd", "the stage"][: 1 + i % 4])
+    for i in range(24)
+]
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[Any]:
+    try:
+        from webaccel.browsers.chromium import find_chromium
+
+        find_chromium(None)
+    except Exception as exc:  # noqa: BLE001 - no browser stack here
+        pytest.skip(f"needs Chromium: {exc}")
+    from webaccel.engine import Engine
+
+    eng = Engine(max_connections=3, default_platform="wasm")
+    await eng.start()
+    try:
+        yield eng
+    finally:
+        await eng.close()
+
+
+async def _unsplit(engine: Any, chunks: list[list[str]]) -> list[np.ndarray]:
+    out = []
+    for c in chunks:
+        r = await engine.accelerate("minilm", c, platform="wasm")
+        assert r["backend"] == "wasm"
+        out.append(r["embeddings"])
+    return out
+
+
+async def test_split_minilm_equals_the_unsplit_model_and_survives_a_killed_stage(engine):
+    from webaccel.models.text import TextEmbeddingProcessor
+    from webaccel.pipeline.run import Pipeline, chunks
+    from webaccel.pipeline.stages import split_model
+
+    split = await asyncio.to_thread(split_model, "minilm", 2)
+    parts = [list(c) for c in chunks(TEXTS, 4)]
+    proc = TextEmbeddingProcessor()
+    prepared = [proc.preprocess(c, {}) for c in parts]
+    want = await _unsplit(engine, parts)
+
+    async with Pipeline(engine.pool, split, platform="wasm") as pipe:
+        workers = [r.session.worker_id for r in pipe.runners]
+        assert len(set(workers)) == 2, workers  # each stage on its own worker
+        outs = await pipe.run([p.tensors for p in prepared])
+        got = [proc.postprocess(o, p)["embeddings"] for o, p in zip(outs, prepared, strict=True)]
+        diff = max(float(np.abs(g - w).max()) for g, w in zip(got, want, strict=True))
+        print("split vs unsplit max abs diff:", diff)
+        assert diff <= 1e-6
+
+        # Kill stage 1's browser after it has answered 3 micro-batches of a second run.
+        victim = pipe.runners[1]
+        before = victim.runs
+        task = asyncio.ensure_future(pipe.run([p.tensors for p in prepared]))
+        while victim.runs < before + 3:
+            assert not task.done(), "the run ended before the kill"
+            await asyncio.sleep(0.005)
+        worker = engine.pool.workers[victim.session.worker_id]
+        os.killpg(worker.process.pid, signal.SIGKILL)
+        outs2 = await asyncio.wait_for(task, 240)
+        report = pipe.report()
+    print("stages:", report)
+    assert victim.replayed >= 1 and len(report[1]["workers"]) == 2
+    assert report[1]["workers"][1] not in (report[1]["workers"][0], report[0]["worker_id"])
+    assert report[0]["replayed"] == 0 and len(report[0]["workers"]) == 1
+    got2 = [proc.postprocess(o, p)["embeddings"] for o, p in zip(outs2, prepared, strict=True)]
+    for a, b in zip(got2, got, strict=True):
+        assert np.array_equal(a, b)  # exactly the undisturbed run's results, in order
