@@ -67,6 +67,9 @@ def run(
     browser: str = typer.Option("auto", help="auto|chromium|firefox|node-webgpu"),
     precision: str = typer.Option("auto", help="auto|fp32|fp16|int8|int4|mixed"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    stages: int = typer.Option(
+        0, "--stages", help="split into N pipeline stages, each on its own browser (0: whole)"
+    ),
 ) -> None:
     """Run MODEL on INPUT in a headless browser and print the result."""
     from webaccel.api import WebAccelerator
@@ -74,15 +77,17 @@ def run(
     default_browser = "chromium" if browser == "auto" else browser
     options = {} if precision == "auto" else {"precision": precision}
     with WebAccelerator(
-        default_browser=default_browser, default_platform="auto", max_connections=1
+        default_browser=default_browser, default_platform="auto", max_connections=max(1, stages)
     ) as acc:
-        result = acc.accelerate(
-            model,
-            input_text,
-            options,
-            platform=None if backend == "auto" else backend,
-            browser=None if browser == "auto" else browser,
-        )
+        platform = None if backend == "auto" else backend
+        pinned = None if browser == "auto" else browser
+        if stages:  # webaccel.pipeline: one browser per stage
+            from webaccel.pipeline.cli import run_split
+
+            result = run_split(acc, model, input_text, stages=stages, precision=precision,
+                               platform=platform, browser=pinned)
+        else:
+            result = acc.accelerate(model, input_text, options, platform=platform, browser=pinned)
     if "embeddings" in result:
         result["embedding"] = result.pop("embeddings")[0]
         result["truncated"] = result["truncated"][0]
@@ -334,6 +339,7 @@ def _register_plugins() -> None:
         ("webaccel.content.cli", "register", app),
         ("webaccel.content.cli", "register_models", models_app),
         ("webaccel.metrics.cli", "register", app),
+        ("webaccel.pipeline.cli", "register_models", models_app),
     ):
         try:
             mod = importlib.import_module(module)
