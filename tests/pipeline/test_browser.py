@@ -85,3 +85,67 @@ async def test_split_minilm_equals_the_unsplit_model_and_survives_a_killed_stage
     got2 = [proc.postprocess(o, p)["embeddings"] for o, p in zip(outs2, prepared, strict=True)]
     for a, b in zip(got2, got, strict=True):
         assert np.array_equal(a, b)  # exactly the undisturbed run's results, in order
+
+
+async def test_a_memory_budget_below_the_model_size_runs_it_sharded():
+    """Per-worker budget 70 MB < MiniLM's 90 MB: accelerate() runs it as 2 stages on two
+    workers (the 69 MB first stage fits), equal to native onnxruntime; explain() says so."""
+    try:
+        from webaccel.browsers.chromium import find_chromium
+
+        find_chromium(None)
+    except Exception as exc:  # noqa: BLE001 - no browser stack here
+        pytest.skip(f"needs Chromium: {exc}")
+    from webaccel.engine import Engine
+    from webaccel.models import registry
+
+    budget = 70_000_000
+    eng = Engine(max_connections=2, default_platform="wasm", memory_budget_bytes=budget)
+    await eng.start()
+    try:
+        before = await eng.pool.explain("minilm")
+        assert before["memory"]["fits_one_worker"] is False
+        assert before["memory"]["model_bytes"] > budget
+        r = await eng.accelerate("minilm", TEXTS[:6])
+        assert [s["stage"] for s in r["stages"]] == [0, 1]
+        assert r["stages"][0]["worker_id"] != r["stages"][1]["worker_id"]
+        assert all(s["bytes"] <= budget for s in r["stages"])
+        assert "over the per-worker memory budget" in r["sharded"]
+        spec = registry.get("minilm")
+        tensors = spec.processor().preprocess(TEXTS[:6], {}).tensors
+        native, _, _ = await asyncio.to_thread(eng.native.run, spec, tensors, "fp32")
+        assert np.abs(r["embeddings"] - native["sentence_embedding"]).max() < 1e-4
+        after = await eng.pool.explain("minilm")
+        print("explain memory:", after["memory"])
+        sharded = after["memory"]["sharded"]
+        assert sharded["stages"] == 2 and sharded["workers"] == [
+            s["worker_id"] for s in r["stages"]
+        ]
+        assert "budget" in sharded["why"]
+    finally:
+        await eng.close()
+
+
+def test_cli_run_with_stages_says_which_worker_ran_each_stage():
+    import json
+
+    from typer.testing import CliRunner
+
+    from webaccel.cli import app
+
+    res = CliRunner().invoke(app, ["run", "minilm", "A man plays guitar.", "--stages", "2",
+                                   "--backend", "wasm", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert len(out["embedding"]) == 384
+    stages = out["stages"]
+    assert [s["model"] for s in stages] == ["minilm.stage0of2", "minilm.stage1of2"]
+    assert stages[0]["worker_id"] != stages[1]["worker_id"]
+    assert all(s["backend"] == "wasm" and s["runs"] == 1 for s in stages)
+    from webaccel.models import registry
+    from webaccel.native import NativeRunner
+
+    spec = registry.get("minilm")
+    tensors = spec.processor().preprocess(["A man plays guitar."], {}).tensors
+    native = NativeRunner().run(spec, tensors, "fp32")[0]["sentence_embedding"][0]
+    assert np.abs(np.array(out["embedding"]) - native).max() < 1e-4

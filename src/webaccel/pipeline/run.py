@@ -252,7 +252,7 @@ async def accelerate_split(
     out: dict[str, Any] = {"model": spec.name, "task": spec.task}
     if "embeddings" in results[0]:
         emb = np.concatenate([r["embeddings"] for r in results])
-        out["embeddings"] = emb[0] if isinstance(data, str) else emb
+        out["embeddings"] = emb
         out["truncated"] = [t for r in results for t in r.get("truncated", [])]
     else:
         out["outputs"] = results
@@ -272,7 +272,7 @@ async def accelerate_split(
             "backend": report[0]["backend"],
             "browser": report[0]["browser"],
             "precision": "fp32",
-            "preprocess_ms": (t_pre - t0) * 1000,
+            "split_and_preprocess_ms": (t_pre - t0) * 1000,
             "pipeline_ms": (t_run - t_pre) * 1000,
             "latency_ms": (time.perf_counter() - t0) * 1000,
         }
