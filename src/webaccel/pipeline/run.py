@@ -225,6 +225,10 @@ async def accelerate_split(
 
     t0 = time.perf_counter()
     spec = registry.get(model_name)
+    if spec.build_parts is not None:  # Whisper: one graph per worker
+        from webaccel.pipeline.parts import accelerate_parts
+
+        return await accelerate_parts(engine, spec.name, data, platform=platform, browser=browser)
     budget = engine.pool.memory_budget_bytes
     if stages is None:
         split = await asyncio.to_thread(plan.stages_for_budget, spec.name, budget)
