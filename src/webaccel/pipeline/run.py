@@ -175,9 +175,12 @@ class Pipeline:
     async def run(
         self, batches: Sequence[Mapping[str, np.ndarray]], *, in_flight: int | None = None
     ) -> list[Tensors]:
-        """Each micro-batch through every stage; the last stage's outputs, in order."""
+        """Each micro-batch through every stage; the model's outputs, in order."""
         sem = asyncio.Semaphore(in_flight or self.in_flight)
-        last = self.split.stages[-1].outputs
+        # The model's outputs: the last stage's, and any an earlier stage gives that no
+        # later stage takes (a KV cache's present.N leaves from its layer's stage).
+        taken = {i for s in self.split.stages for i in s.inputs}
+        last = [o for s in self.split.stages for o in s.outputs if o not in taken]
 
         async def one(feeds: Mapping[str, np.ndarray]) -> Tensors:
             async with sem:

@@ -26,7 +26,9 @@ from webaccel.errors import InvalidInputError
 
 # The hidden state leaving transformer layer N, as BERT exports name it (kept by fusion).
 _BERT_LAYER_OUT = re.compile(r"/layer\.(\d+)/output/LayerNorm/LayerNormalization_output_0$")
-_ANY_LAYER = re.compile(r"/layer\.(\d+)/")
+# ... and the residual stream leaving decoder layer N of a Llama-style export.
+_LLAMA_LAYER_OUT = re.compile(r"/layers\.(\d+)/Add_1_output_0$")
+_ANY_LAYER = re.compile(r"/layers?\.(\d+)/")
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def layer_boundaries(model: Any) -> list[str]:
         for hit in _ANY_LAYER.finditer(n.name + " " + " ".join(n.output)):
             seen_layers.add(int(hit.group(1)))
     for name in produced:
-        m = _BERT_LAYER_OUT.search(name)
+        m = _BERT_LAYER_OUT.search(name) or _LLAMA_LAYER_OUT.search(name)
         if m:
             found[int(m.group(1))] = name
     if not seen_layers:
@@ -125,16 +127,30 @@ def stage_graphs(model: Any, sizes: Sequence[int]) -> list[StageGraph]:
         raise InvalidInputError(f"layers per stage {list(sizes)} do not cover {len(bounds)} layers")
     originals = [i.name for i in model.graph.input]
     finals = [o.name for o in model.graph.output]
+    # A model output made inside a layer (a KV cache's present.N) leaves from that
+    # layer's stage; the others (logits, embeddings) from the last stage.
+    home = {o: _layer_of(model, o) for o in finals}
     out: list[StageGraph] = []
     first = 0
     for k, size in enumerate(sizes):
         layers = tuple(range(first, first + size))
+        last = k == len(sizes) - 1
         ins = originals if k == 0 else [bounds[first - 1], *originals]
-        outs = finals if k == len(sizes) - 1 else [bounds[first + size - 1]]
+        mine = [o for o in finals if home[o] in layers or (last and home[o] is None)]
+        outs = mine if last else [bounds[first + size - 1], *mine]
         needed = _needed_inputs(model, ins, outs)
         out.append(StageGraph(k, tuple(needed), tuple(outs), layers))
         first += size
     return out
+
+
+def _layer_of(model: Any, tensor: str) -> int | None:
+    """The layer whose node makes ``tensor`` (by the node's name), or None."""
+    for n in model.graph.node:
+        if tensor in n.output:
+            hit = _ANY_LAYER.search(n.name + " " + " ".join(n.output))
+            return int(hit.group(1)) if hit else None
+    return None
 
 
 def _needed_inputs(model: Any, inputs: Sequence[str], outputs: Sequence[str]) -> list[str]:
@@ -166,6 +182,7 @@ def extract_stage(shaped: Any, stage: StageGraph, dest: Path) -> None:
 
     sub = onnx.utils.Extractor(shaped).extract_model(list(stage.inputs), list(stage.outputs))
     sub.graph.name = f"{shaped.graph.name or 'model'}_stage{stage.index}"
+    _own_cache_only(sub, stage)
     # Keep only the value_info of tensors this stage holds (the rest is noise).
     held = {o for n in sub.graph.node for o in n.output}
     keep = [v for v in sub.graph.value_info if v.name in held]
@@ -173,6 +190,52 @@ def extract_stage(shaped: Any, stage: StageGraph, dest: Path) -> None:
     sub.graph.value_info.extend(keep)
     onnx.checker.check_model(sub)
     onnx.save(sub, str(dest))
+
+
+_PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
+
+
+def _own_cache_only(sub: Any, stage: StageGraph) -> None:
+    """Make a stage read no other layer's KV cache.
+
+    Llama exports take the past length from ``Shape(past_key_values.0.key)``
+    (through a one-input Concat) for every layer's mask and positions; a later
+    stage would then need layer 0's cache only for its shape.  Every layer's
+    cache has that shape, so such nodes read this stage's first layer's instead."""
+    if not stage.layers:
+        return
+    own = stage.layers[0]
+    for inp in list(sub.graph.input):
+        m = _PAST.match(inp.name)
+        if not m or int(m.group(1)) in stage.layers:
+            continue
+        users = [n for n in sub.graph.node if inp.name in n.input]
+        if not users or not _shape_only(sub, inp.name):
+            continue  # a real dependency: keep it
+        mine = f"past_key_values.{own}.{m.group(2)}"
+        if mine not in {i.name for i in sub.graph.input}:
+            continue
+        for n in users:
+            for k, name in enumerate(n.input):
+                if name == inp.name:
+                    n.input[k] = mine
+        sub.graph.input.remove(inp)
+
+
+def _shape_only(sub: Any, name: str) -> bool:
+    """Only the shape of ``name`` is read: its users are Shape nodes, or one-input
+    Concat/Identity nodes (copies) whose outputs are read only for their shape."""
+    users = [n for n in sub.graph.node if name in n.input]
+    if any(o.name == name for o in sub.graph.output):
+        return False
+    for n in users:
+        if n.op_type == "Shape":
+            continue
+        copy = n.op_type in ("Concat", "Identity") and len([i for i in n.input if i]) == 1
+        if copy and all(_shape_only(sub, o) for o in n.output if o):
+            continue
+        return False
+    return True
 
 
 def split_file(src: Path, sizes: Sequence[int], dests: Sequence[Path]) -> list[StageGraph]:
