@@ -251,7 +251,12 @@ class Engine:
                 spec, input_data, options, precision or "fp32", route, browser, t_start
             )
         raw = isinstance(input_data, dict)
-        if not raw and (precision or "fp32") == "fp32" and self._over_budget(spec):
+        if (
+            not raw
+            and (precision or "fp32") == "fp32"
+            and self.pool.memory_budget_bytes
+            and await asyncio.to_thread(self._over_budget, spec)
+        ):
             # Too large for one worker: run it split into stages over several.
             from webaccel.pipeline.run import accelerate_split
 
