@@ -82,7 +82,7 @@ def run(
         platform = None if backend == "auto" else backend
         pinned = None if browser == "auto" else browser
         if stages:  # webaccel.pipeline: one browser per stage
-            from webaccel.pipeline.cli import run_split
+            from webaccel.pipeline.run import run_split
 
             result = run_split(acc, model, input_text, stages=stages, precision=precision,
                                platform=platform, browser=pinned)

@@ -64,18 +64,3 @@ def register_models(models_app: typer.Typer) -> None:
                 f"  {st['path']}\n  cid {st['cid']}",
                 highlight=False,
             )
-
-
-def run_split(acc: Any, model: str, data: Any, *, stages: int, precision: str,
-              platform: str | None, browser: str | None) -> dict[str, Any]:
-    """``webaccel run ... --stages N``: the split model through a WebAccelerator."""
-    from webaccel.errors import InvalidInputError
-    from webaccel.pipeline.run import accelerate_split
-
-    if precision not in ("auto", "fp32"):
-        raise InvalidInputError("split models run in fp32 only; drop --precision or use fp32")
-
-    return acc._loop.run(  # type: ignore[no-any-return]
-        accelerate_split(acc._engine, model, data, stages=stages, platform=platform,
-                         browser=browser)
-    )

@@ -23,9 +23,45 @@ from typing import Any
 
 import numpy as np
 
-from webaccel.pipeline.run import _lost
+from webaccel.errors import TimeoutError_, WorkerLostError
 from webaccel.pool.results import WorkerSession
 from webaccel.pool.transport import ModelRef
+
+
+def worker_lost(exc: BaseException) -> bool:
+    """The worker is gone or hung (the pool re-places what it held): replay on another."""
+    if isinstance(exc, WorkerLostError):
+        return True
+    return isinstance(exc, TimeoutError_) and bool(exc.details.get("worker_suspect"))
+
+
+# Inputs this large that a step sends again unchanged stay in the page (as in one session).
+KEEP_INPUT_BYTES = 1 << 20
+
+
+def _kept_inputs_step(session: WorkerSession, key: str, timeout: float) -> Any:
+    """``step(part, feeds)`` over one session: an input that is the very array sent
+    before (Whisper's encoder states) is reused from the page, not resent.  A new
+    session (after a loss) starts with nothing kept, so it gets every input in full."""
+    sent: dict[str, np.ndarray] = {}
+
+    async def step(part: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        send: dict[str, np.ndarray] = {}
+        reuse: list[str] = []
+        keep: list[str] = []
+        for name, arr in feeds.items():
+            if sent.get(name) is arr:
+                reuse.append(name)
+                continue
+            send[name] = arr
+            if arr.nbytes >= KEEP_INPUT_BYTES:
+                keep.append(name)
+                sent[name] = arr  # holding it keeps its id() unique
+        opts = {"reuse": reuse, "keep": keep} if reuse or keep else None
+        res = await session.run(key, send, timeout=timeout, options=opts)
+        return dict(res.outputs)
+
+    return step
 
 
 class _PartRunner:
@@ -40,8 +76,6 @@ class _PartRunner:
         self.load_ms = 0.0
 
     async def open(self) -> None:
-        from webaccel.engine import _kept_inputs_step
-
         job = self.job
         others = [r.session.worker_id for r in job.runners.values()
                   if r is not self and r.session is not None]
@@ -62,7 +96,7 @@ class _PartRunner:
             raise
         self.load_ms += info.load_ms if info is not None else 0.0
         self.workers.append(s.worker_id)
-        self.step = _kept_inputs_step(s, {self.part: ref.key}, job.timeout)
+        self.step = _kept_inputs_step(s, ref.key, job.timeout)
 
     async def close(self, exc: BaseException | None = None) -> None:
         ctx, self.ctx, self.session, self.step = self.ctx, None, None, None
@@ -77,7 +111,7 @@ class _PartRunner:
             try:
                 out: dict[str, np.ndarray] = await self.step(self.part, feeds)
             except Exception as exc:
-                if not _lost(exc) or attempt >= self.job.max_replays:
+                if not worker_lost(exc) or attempt >= self.job.max_replays:
                     raise
                 attempt += 1
                 self.replayed += 1

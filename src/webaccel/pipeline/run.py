@@ -27,17 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from webaccel.errors import TimeoutError_, WorkerLostError
+from webaccel.pipeline.parts import worker_lost as _lost
 from webaccel.pipeline.stages import SplitModel, Stage
 from webaccel.pool.results import WorkerSession
 
 Tensors = dict[str, np.ndarray]
-
-
-def _lost(exc: BaseException) -> bool:
-    if isinstance(exc, WorkerLostError):
-        return True
-    return isinstance(exc, TimeoutError_) and bool(exc.details.get("worker_suspect"))
 
 
 class _StageRunner:
@@ -287,4 +281,17 @@ async def accelerate_split(
     return out
 
 
-__all__ = ["Pipeline", "accelerate_split", "chunks"]
+def run_split(acc: Any, model: str, data: Any, *, stages: int, precision: str,
+              platform: str | None, browser: str | None) -> dict[str, Any]:
+    """``webaccel run ... --stages N``: the split model through a WebAccelerator."""
+    from webaccel.errors import InvalidInputError
+
+    if precision not in ("auto", "fp32"):
+        raise InvalidInputError("split models run in fp32 only; drop --precision or use fp32")
+    return acc._loop.run(  # type: ignore[no-any-return]
+        accelerate_split(acc._engine, model, data, stages=stages, platform=platform,
+                         browser=browser)
+    )
+
+
+__all__ = ["Pipeline", "accelerate_split", "chunks", "run_split"]
