@@ -81,8 +81,8 @@ def run(
     ) as acc:
         platform = None if backend == "auto" else backend
         pinned = None if browser == "auto" else browser
-        if stages:  # webaccel.pipeline: one browser per stage
-            from webaccel.pipeline.run import run_split
+        if stages:  # webaccel.sharding: one browser per stage
+            from webaccel.sharding.run import run_split
 
             result = run_split(acc, model, input_text, stages=stages, precision=precision,
                                platform=platform, browser=pinned)
@@ -339,7 +339,7 @@ def _register_plugins() -> None:
         ("webaccel.content.cli", "register", app),
         ("webaccel.content.cli", "register_models", models_app),
         ("webaccel.metrics.cli", "register", app),
-        ("webaccel.pipeline.cli", "register_models", models_app),
+        ("webaccel.sharding.cli", "register_models", models_app),
     ):
         try:
             mod = importlib.import_module(module)

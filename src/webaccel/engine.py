@@ -258,7 +258,7 @@ class Engine:
             and await asyncio.to_thread(self._over_budget, spec)
         ):
             # Too large for one worker: run it split into stages over several.
-            from webaccel.pipeline.run import accelerate_split
+            from webaccel.sharding.run import accelerate_split
 
             return await accelerate_split(
                 self, spec.name, input_data, platform=platform, browser=browser

@@ -65,8 +65,8 @@ def pipeline(ctx: BenchContext) -> Measurement:
 async def _measure(ctx: BenchContext) -> Measurement:
     from webaccel.engine import Engine
     from webaccel.models import registry
-    from webaccel.pipeline.run import Pipeline
-    from webaccel.pipeline.stages import split_model
+    from webaccel.sharding.run import Pipeline
+    from webaccel.sharding.stages import split_model
 
     stages = int(ctx.options.get("stages", 2))
     n_mb = int(ctx.options.get("micro_batches", 16))

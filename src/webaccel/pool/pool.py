@@ -233,7 +233,7 @@ class ResourcePool:
         self.session_slots = max(1, session_slots)
         # Model bytes a worker may hold before LRU eviction, unless it reports its own.
         self.memory_budget_bytes = memory_budget_bytes
-        # Models running split into pipeline stages (webaccel.pipeline): what and why.
+        # Models running split into pipeline stages (webaccel.sharding): what and why.
         self.sharded: dict[str, dict[str, Any]] = {}
         self._metrics = metrics
         self.max_pending = max_pending
@@ -721,7 +721,7 @@ class ResourcePool:
             out["sharded"] = self.sharded[model.name]
         elif not fits:
             out["sharded"] = {"why": f"{size} bytes > budget {budget}: runs split into stages "
-                              "on several workers (webaccel.pipeline)"}
+                              "on several workers (webaccel.sharding)"}
         return out
 
     def stats(self) -> dict[str, Any]:

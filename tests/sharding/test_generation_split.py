@@ -44,8 +44,8 @@ def _native_chain(split: Any) -> Any:
 
 def test_split_stages_keep_their_own_kv_cache_and_decode_the_same_tokens(tiny):
     from webaccel.generation.native import NativeGenerator
-    from webaccel.pipeline.generate import generate_split
-    from webaccel.pipeline.stages import split_model
+    from webaccel.sharding.generate import generate_split
+    from webaccel.sharding.stages import split_model
 
     _, gm, path = tiny
     native = NativeGenerator(path, kv_heads=gm.kv_heads, head_dim=gm.head_dim)
@@ -79,9 +79,9 @@ async def test_split_generator_in_browsers_survives_a_killed_stage(tiny):
         pytest.skip(f"needs Chromium: {exc}")
     from webaccel.engine import Engine
     from webaccel.generation.native import NativeGenerator
-    from webaccel.pipeline.generate import generate_split
-    from webaccel.pipeline.run import Pipeline
-    from webaccel.pipeline.stages import split_model
+    from webaccel.sharding.generate import generate_split
+    from webaccel.sharding.run import Pipeline
+    from webaccel.sharding.stages import split_model
 
     _, gm, path = tiny
     native = NativeGenerator(path, kv_heads=gm.kv_heads, head_dim=gm.head_dim)

@@ -16,9 +16,9 @@ async def test_a_stage_runs_on_a_browser_of_another_namespace(netns):  # noqa: F
     from webaccel.browsers.remote import JoinedWorkers, TokenStore, advertise, join_routes, join_url
     from webaccel.engine import Engine
     from webaccel.models.text import TextEmbeddingProcessor
-    from webaccel.pipeline.run import Pipeline
-    from webaccel.pipeline.stages import split_model
     from webaccel.server import WebAccelServer
+    from webaccel.sharding.run import Pipeline
+    from webaccel.sharding.stages import split_model
 
     server = WebAccelServer(netns.host_ip)
     store = TokenStore().attach(server)

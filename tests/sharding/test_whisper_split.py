@@ -35,7 +35,7 @@ async def engine() -> AsyncIterator[Any]:
 
 async def test_encoder_and_decoder_on_two_workers_equal_one_worker(engine):
     from webaccel.models import registry, whisper
-    from webaccel.pipeline.parts import PartsJob, accelerate_parts
+    from webaccel.sharding.parts import PartsJob, accelerate_parts
 
     wav = str(whisper.beckett_wav())
     whole = await engine.accelerate("whisper-tiny-en", wav, {"timeout": 600}, platform="wasm")

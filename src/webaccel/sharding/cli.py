@@ -27,14 +27,14 @@ def register_models(models_app: typer.Typer) -> None:
         from webaccel.content.store import BlockStore
         from webaccel.errors import InvalidInputError
         from webaccel.hosting import content_id
-        from webaccel.pipeline.stages import split_model
+        from webaccel.sharding.stages import split_model
 
         t0 = time.perf_counter()
         if by == "layers":
             split = split_model(name, stages)
         elif by == "cost":
             from webaccel.models import registry
-            from webaccel.pipeline.plan import measured_sizes
+            from webaccel.sharding.plan import measured_sizes
 
             spec = registry.get(name)
             feeds = spec.processor().preprocess(

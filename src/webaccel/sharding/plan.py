@@ -4,7 +4,7 @@
   files each fit a per-worker memory budget; the pool's own budget check
   (``PoolState._evictions``) then keeps each stage on a worker it fits.
 * :func:`measured_sizes` -- layers per stage from each layer's measured time
-  in native onnxruntime (:func:`webaccel.pipeline.split.balance`), so stages
+  in native onnxruntime (:func:`webaccel.sharding.split.balance`), so stages
   take similar time.
 """
 
@@ -14,8 +14,8 @@ import time
 from typing import Any
 
 from webaccel.errors import OutOfMemoryError
-from webaccel.pipeline import split as cut
-from webaccel.pipeline.stages import SplitModel, split_model
+from webaccel.sharding import split as cut
+from webaccel.sharding.stages import SplitModel, split_model
 
 
 def fits(split: SplitModel, budget: int | None) -> bool:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webaccel.errors import InvalidInputError
-from webaccel.pipeline import split as cut
+from webaccel.sharding import split as cut
 
 TEXTS = [
     "A man plays guitar.",
@@ -38,7 +38,7 @@ def feeds():
 
 @pytest.mark.parametrize("stages", [2, 3])
 def test_chained_stages_equal_the_unsplit_model(feeds, stages):
-    from webaccel.pipeline.stages import split_model
+    from webaccel.sharding.stages import split_model
 
     sm = split_model("minilm", stages)
     assert len(sm.stages) == stages and sum(sm.sizes) == 6
@@ -61,7 +61,7 @@ def test_chained_stages_equal_the_unsplit_model(feeds, stages):
 def test_each_stage_has_its_own_cid(tmp_path):
     from webaccel.content.store import BlockStore
     from webaccel.hosting import content_id
-    from webaccel.pipeline.stages import split_model
+    from webaccel.sharding.stages import split_model
 
     sm = split_model("minilm", 2)
     store = BlockStore(tmp_path / "blocks")

@@ -1,6 +1,6 @@
 """The pipeline driver: one pool session per stage, micro-batches in flight.
 
-Each stage of a :class:`~webaccel.pipeline.stages.SplitModel` gets its own
+Each stage of a :class:`~webaccel.sharding.stages.SplitModel` gets its own
 pool session (``pool.session(stage_model, avoid_workers=<the other stages'
 workers>)``), so the pool places, loads and records it like any session and
 no two stages share a worker while the pool may launch enough of them.
@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from webaccel.pipeline.parts import worker_lost as _lost
-from webaccel.pipeline.stages import SplitModel, Stage
 from webaccel.pool.results import WorkerSession
+from webaccel.sharding.parts import worker_lost as _lost
+from webaccel.sharding.stages import SplitModel, Stage
 
 Tensors = dict[str, np.ndarray]
 
@@ -212,18 +212,18 @@ async def accelerate_split(
     """What ``engine.accelerate`` returns, computed by the split model.
 
     ``stages``: None picks the fewest stages whose files each fit the pool's
-    per-worker memory budget (:func:`webaccel.pipeline.plan.stages_for_budget`).
+    per-worker memory budget (:func:`webaccel.sharding.plan.stages_for_budget`).
     Inputs (a list of texts for MiniLM) are cut into micro-batches of
     ``micro_batch`` items, each preprocessed on its own.
     """
     from webaccel.models import registry
-    from webaccel.pipeline import plan
-    from webaccel.pipeline.stages import split_model
+    from webaccel.sharding import plan
+    from webaccel.sharding.stages import split_model
 
     t0 = time.perf_counter()
     spec = registry.get(model_name)
     if spec.build_parts is not None:  # Whisper: one graph per worker
-        from webaccel.pipeline.parts import accelerate_parts
+        from webaccel.sharding.parts import accelerate_parts
 
         return await accelerate_parts(engine, spec.name, data, platform=platform, browser=browser)
     budget = engine.pool.memory_budget_bytes

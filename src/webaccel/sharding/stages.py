@@ -3,7 +3,7 @@
 Each stage is registered as a model of its own (raw tensors in and out), so
 the pool resolves, places, loads and serves it like any other: its file lives
 under ``$WEBACCEL_HOME/models/<stage name>@<revision>/fp32/model.onnx`` and
-travels by its own CID.  The split itself is :mod:`webaccel.pipeline.split`.
+travels by its own CID.  The split itself is :mod:`webaccel.sharding.split`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from webaccel.errors import InvalidInputError
 from webaccel.models import registry
 from webaccel.models.spec import ModelSpec
-from webaccel.pipeline import split as cut
+from webaccel.sharding import split as cut
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def split_model(name: str, stages: int | None = None, *, sizes: tuple[int, ...] 
     """Split registry model ``name`` (fp32) into stages, building and registering them once.
 
     ``stages``: that many stages of (nearly) equal layer count; or ``sizes``:
-    layers per stage (e.g. from :func:`webaccel.pipeline.plan.measured_sizes`).
+    layers per stage (e.g. from :func:`webaccel.sharding.plan.measured_sizes`).
     """
     import onnx
 

@@ -49,8 +49,8 @@ async def _unsplit(engine: Any, chunks: list[list[str]]) -> list[np.ndarray]:
 
 async def test_split_minilm_equals_the_unsplit_model_and_survives_a_killed_stage(engine):
     from webaccel.models.text import TextEmbeddingProcessor
-    from webaccel.pipeline.run import Pipeline, chunks
-    from webaccel.pipeline.stages import split_model
+    from webaccel.sharding.run import Pipeline, chunks
+    from webaccel.sharding.stages import split_model
 
     split = await asyncio.to_thread(split_model, "minilm", 2)
     parts = [list(c) for c in chunks(TEXTS, 4)]

@@ -1,9 +1,0 @@
-"""Pipeline parallelism: one model split into stages on several workers (issue 19).
-
-* :mod:`~webaccel.pipeline.split` -- cutting an ONNX graph at layer boundaries
-  with onnx's Extractor (pure, no I/O beyond files).
-* :mod:`~webaccel.pipeline.stages` -- a registry model as registered stage models.
-* :mod:`~webaccel.pipeline.plan` -- how many stages (memory budget) and sizes (cost).
-* :mod:`~webaccel.pipeline.run` -- the driver: one pool session per stage,
-  micro-batches in flight, a lost stage re-placed and its micro-batches replayed.
-"""
