@@ -123,6 +123,9 @@ def run(
         600.0, help="seconds the request may take, first use (model load) included"
     ),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    stages: int = typer.Option(
+        0, "--stages", help="split into N pipeline stages, each on its own browser (0: whole)"
+    ),
 ) -> None:
     """Run MODEL on INPUT in a headless browser and print the result.
 
@@ -144,22 +147,25 @@ def run(
         options["precision"] = variant
     platform = None if backend == "auto" else backend
     with WebAccelerator(
-        default_browser=default_browser, default_platform="auto", max_connections=1
+        default_browser=default_browser, default_platform="auto", max_connections=max(1, stages)
     ) as acc:
         with stage(f"starting a headless {default_browser}", after_s=2.0):
             acc.start_worker()
-        if spec.task == "text_generation":
+        if spec.task == "text_generation" and not stages:
             _run_generation(acc, spec, input_text, variant, platform, max_tokens,
                             temperature, top_p, seed, raw, as_json, timeout)
             return
+        pinned = None if browser == "auto" else browser
         with stage(f"{spec.name}: loading into the page and running", after_s=2.0):
-            result = acc.accelerate(
-                spec.name,
-                input_text,
-                options,
-                platform=platform,
-                browser=None if browser == "auto" else browser,
-            )
+            if stages:  # webaccel.sharding: one browser per stage
+                from webaccel.sharding.run import run_split
+
+                result = run_split(acc, spec.name, input_text, stages=stages,
+                                   precision=variant or "fp32", platform=platform, browser=pinned)
+            else:
+                result = acc.accelerate(
+                    spec.name, input_text, options, platform=platform, browser=pinned
+                )
     if "embeddings" in result:
         result["embedding"] = result.pop("embeddings")[0]
         result["truncated"] = result["truncated"][0]
@@ -586,6 +592,7 @@ def _register_plugins() -> None:
         ("webaccel.content.cli", "register", app),
         ("webaccel.content.cli", "register_models", models_app),
         ("webaccel.metrics.cli", "register", app),
+        ("webaccel.sharding.cli", "register_models", models_app),
     ):
         try:
             mod = importlib.import_module(module)

@@ -251,6 +251,18 @@ class Engine:
                 spec, input_data, options, precision or "fp32", route, browser, t_start
             )
         raw = isinstance(input_data, dict)
+        if (
+            not raw
+            and (precision or "fp32") == "fp32"
+            and self.pool.memory_budget_bytes
+            and await asyncio.to_thread(self._over_budget, spec)
+        ):
+            # Too large for one worker: run it split into stages over several.
+            from webaccel.sharding.run import accelerate_split
+
+            return await accelerate_split(
+                self, spec.name, input_data, platform=platform, browser=browser
+            )
         if raw:
             prepared = Prepared(raw_tensors(input_data))
         else:
@@ -297,6 +309,13 @@ class Engine:
                 "latency_ms": (t_end - t_start) * 1000,
             },
         )
+
+    def _over_budget(self, spec: ModelSpec) -> bool:
+        """The model's fp32 file exceeds the pool's per-worker memory budget."""
+        budget = self.pool.memory_budget_bytes
+        if not budget or spec.build_parts is not None:
+            return False
+        return spec.ensure_onnx("fp32").stat().st_size > budget
 
     async def _run_loop(
         self,

@@ -172,8 +172,8 @@ class BrowserHost:
 
 
 def _session_options(spec: Any, backend: str) -> dict[str, Any]:
-    if spec.task != "text_generation":
-        return {}
+    if spec.task != "text_generation" or spec.source.startswith("split:"):
+        return {}  # a pipeline stage (webaccel.sharding) hands its KV cache back to Python
     from webaccel.generation.runner import generation_session_options
 
     return generation_session_options(spec, backend)

@@ -64,6 +64,7 @@ BENCHMARK_MODULES: dict[str, str] = {
     "webgpu-vs-wasm": "webaccel.bench.webgpu_vs_wasm",
     "pool-saturation": "webaccel.bench.pool_saturation",
     "soak": "webaccel.bench.soak",
+    "pipeline": "webaccel.bench.pipeline",
 }
 
 

@@ -233,6 +233,8 @@ class ResourcePool:
         self.session_slots = max(1, session_slots)
         # Model bytes a worker may hold before LRU eviction, unless it reports its own.
         self.memory_budget_bytes = memory_budget_bytes
+        # Models running split into pipeline stages (webaccel.sharding): what and why.
+        self.sharded: dict[str, dict[str, Any]] = {}
         self._metrics = metrics
         self.max_pending = max_pending
         # "edge" is a preference for WebNN, not something we can start by that name.
@@ -487,6 +489,7 @@ class ResourcePool:
         priority: int = 0,
         timeout: float | None = None,
         record: bool = True,
+        avoid_workers: Sequence[str] = (),
     ) -> _SessionContext:
         """``async with pool.session("smollm2") as s``: one worker with the model
         loaded, held for a multi-step job (a stream, a decoder loop).
@@ -496,7 +499,8 @@ class ResourcePool:
         ``session_slots`` until the block ends, and its end is recorded in
         metrics (figures from :meth:`WorkerSession.report`) unless ``record``
         is False.  Runs inside go through the pool, so a lost worker raises
-        WorkerLostError there.
+        WorkerLostError there.  ``avoid_workers``: worker ids this session must
+        not be placed on (a pipeline puts each stage on its own worker).
         """
         req = Request(
             id=next(self._ids),
@@ -512,6 +516,7 @@ class ResourcePool:
             ),
             model_type=model_type,
             kind=SESSION,
+            avoid=frozenset(avoid_workers),
         )
         wait = timeout if timeout is not None else self.connection_timeout
         return _SessionContext(self, req, wait, record)
@@ -702,6 +707,21 @@ class ResourcePool:
             "verify": dataclasses.asdict(self.verify),
         }
         out["quarantined"] = {wid: q["reason"] for wid, q in self.quarantined.items()}
+        out["memory"] = self._memory_verdict(model)
+        return out
+
+    def _memory_verdict(self, model: ResolvedModel) -> dict[str, Any]:
+        """Whether the model fits one worker's memory budget; if not, how it runs sharded."""
+        budget = self.memory_budget_bytes
+        sizes = [v.size_bytes for v in model.variants if v.size_bytes and v.precision == "fp32"]
+        size = max(sizes) if sizes else None
+        fits = budget is None or size is None or size <= budget
+        out: dict[str, Any] = {"budget_bytes": budget, "model_bytes": size, "fits_one_worker": fits}
+        if model.name in self.sharded:
+            out["sharded"] = self.sharded[model.name]
+        elif not fits:
+            out["sharded"] = {"why": f"{size} bytes > budget {budget}: runs split into stages "
+                              "on several workers (webaccel.sharding)"}
         return out
 
     def stats(self) -> dict[str, Any]:

@@ -120,6 +120,7 @@ class Reason(StrEnum):
     CIRCUIT_OPEN = "circuit_open"  # the (model, backend) failed repeatedly
     NO_ROOM = "no_room"  # the memory budget is held by running models
     BUSY = "busy"
+    AVOIDED = "avoided"  # the caller asked for another worker (a pipeline's other stage)
     SLOWER = "slower"  # servable, but another choice was estimated faster
     NOT_READY = "not_ready"
     NO_VARIANT = "no_variant"

@@ -106,6 +106,8 @@ class Request:
     rows: int = 1
     model_type: str | None = None  # for leases (models take it from ModelInfo)
     kind: str = RUN  # RUN | SESSION
+    # Workers this request must not go to (a pipeline's other stages hold them).
+    avoid: frozenset[str] = frozenset()
     retries: int = 0
     enqueued_at: float = 0.0
     seq: int = 0
@@ -546,6 +548,9 @@ class PoolState:
             if not busy_ok and not rec.free_for(req.kind):
                 rejected[rec.id] = Rejection(Reason.BUSY, "worker is busy")
                 continue
+            if rec.id in req.avoid:
+                rejected[rec.id] = Rejection(Reason.AVOIDED, "the caller's job holds it already")
+                continue
             best: Candidate | None = None
             why_not: list[tuple[str, Rejection]] = []
             for v in self._variants_for(req):
@@ -631,7 +636,7 @@ class PoolState:
         for req in scan:
             if req.deadline is not None and req.deadline <= now:
                 continue  # expire() will answer it
-            sig = (req.model, req.constraints, req.model_type, req.batch_key, req.kind)
+            sig = (req.model, req.constraints, req.model_type, req.batch_key, req.kind, req.avoid)
             if sig in no_route:
                 continue
             cands, rejected, notes = self._route(req, free, now)
