@@ -565,6 +565,11 @@ def serve(
     public_url: str = typer.Option(None, help="the URL remote browsers reach (e.g. behind TLS)"),
     launcher: str = typer.Option(None, help="subprocess|selenium|playwright|grid"),
     grid_url: str = typer.Option(None, help="a Selenium Grid 4 hub, e.g. http://hub:4444"),
+    verify: str = typer.Option(
+        "sample",
+        help="check workers' answers against the native reference: sample (the first of "
+        "each model on each worker, then 5%% of remote workers'), all (every answer), off",
+    ),
 ) -> None:
     """Serve the bridge, gateway, OpenAI API, metrics and dashboard until interrupted."""
     from webaccel.serve import serve_forever
@@ -581,6 +586,7 @@ def serve(
             public_url=public_url,
             launcher=launcher,
             grid_url=grid_url,
+            verify=verify,
         )
     )
 
