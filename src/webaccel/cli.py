@@ -568,7 +568,7 @@ def serve(
     verify: str = typer.Option(
         "sample",
         help="check workers' answers against the native reference: sample (the first of "
-        "each model on each worker, then 5%% of remote workers'), all (every answer), off",
+        "each model on each worker, then 5 percent of remote workers'), all (every answer), off",
     ),
 ) -> None:
     """Serve the bridge, gateway, OpenAI API, metrics and dashboard until interrupted."""
