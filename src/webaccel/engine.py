@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from webaccel.dtypes import describe_dtypes, to_precision
 from webaccel.errors import BackendUnavailableError, BrowserLaunchError, InvalidInputError
 from webaccel.hosting import BrowserHost, content_id
 from webaccel.models import registry
@@ -47,20 +48,20 @@ KEEP_INPUT_BYTES = 1 << 20
 
 
 def parse_precision(options: dict[str, Any]) -> str | None:
-    """The precision asked for, or None for "let the router choose"."""
+    """The precision asked for (bits, a variant name or a transformers.js dtype), or None
+    for "let the router choose"."""
     if options.get("mixed_precision"):
         return "mixed"
     value = options.get("precision")
-    if value in (None, "auto"):
-        return None
     if isinstance(value, int) and not isinstance(value, bool):
         if value not in PRECISION_BITS:
             raise InvalidInputError(f"precision {value} bits is not offered; use 4, 8, 16 or 32")
         return PRECISION_BITS[value]
-    if isinstance(value, str) and value.lower() in registry.PRECISIONS:
-        return value.lower()
+    if value is None or isinstance(value, str):
+        return to_precision(value)
     raise InvalidInputError(
-        f"unknown precision {value!r}; use bits (4, 8, 16, 32) or one of {registry.PRECISIONS}"
+        f"unknown precision {value!r}; use bits (4, 8, 16, 32), one of {registry.PRECISIONS} "
+        f"or a transformers.js dtype ({describe_dtypes()})"
     )
 
 

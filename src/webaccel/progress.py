@@ -18,6 +18,7 @@ what is happening instead.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -109,6 +110,12 @@ def quiet_third_party() -> Iterator[None]:
         os.environ["TQDM_DISABLE"] = "1"
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     silence_loggers()
+    # TQDM_DISABLE is read when tqdm is imported; if something imported it already,
+    # its bars are turned off by default for the duration instead.
+    std = sys.modules.get("tqdm.std")
+    init = std.tqdm.__init__ if std is not None else None
+    if std is not None:
+        std.tqdm.__init__ = functools.partialmethod(init, disable=True)  # type: ignore[assignment,arg-type]
     try:
         with warnings.catch_warnings():
             # torch.jit.TracerWarning, torch.onnx's and transformers' UserWarnings
@@ -116,6 +123,8 @@ def quiet_third_party() -> Iterator[None]:
             warnings.simplefilter("ignore")
             yield
     finally:
+        if std is not None:
+            std.tqdm.__init__ = init  # type: ignore[method-assign]
         silence_loggers()  # the quantizer's import reconfigures logging at INFO
         with _quiet_lock:
             for k, v in saved.items():

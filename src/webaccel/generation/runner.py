@@ -146,11 +146,12 @@ def stream_generate(
     ``params`` are :class:`GenerationParams` fields: max_tokens, temperature,
     top_k, top_p, seed, repetition_penalty, stop_token_ids, stop.
     """
-    gp = GenerationParams.from_kwargs(**params)  # validate before anything starts
+    GenerationParams.from_kwargs(**params)  # validate before anything starts
     holder: dict[str, Any] = {}
     route = engine.route(platform, allow_software=allow_software)
     return TextStream(
-        _stream(engine, model, prompt, messages, route, precision, timeout, gp, holder), holder
+        _stream(engine, model, prompt, messages, route, precision, timeout, params, holder),
+        holder,
     )
 
 
@@ -168,11 +169,14 @@ async def _stream(
     route: dict[str, Any],
     precision: str,
     timeout: float,
-    gp: GenerationParams,
+    params: dict[str, Any],
     holder: dict[str, Any],
 ) -> AsyncIterator[Piece]:
     t_start = time.perf_counter()
     spec, gm, _ = await asyncio.to_thread(load_generation_model, model, precision)
+    # As the server does (and vLLM): what the caller leaves out comes from the
+    # model's own generation config.
+    gp = GenerationParams.from_kwargs(**{**gm.sampling_defaults, **params})
     prompt_ids = await asyncio.to_thread(build_prompt, gm, prompt, messages)
     if len(prompt_ids) + gp.max_tokens > gm.max_positions:
         raise InvalidInputError(

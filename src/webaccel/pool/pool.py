@@ -174,7 +174,7 @@ class ResourcePool:
         min_connections: int = 1,
         max_pending: int = 1024,
         request_timeout: float = 60.0,
-        load_timeout: float = 120.0,
+        load_timeout: float = 300.0,  # a 540 MB generator took 100 s to load on a busy 2-core box
         idle_timeout: float = 30.0,
         heartbeat_interval: float = 1.0,
         slots_per_worker: int = 1,
