@@ -24,6 +24,8 @@ system:
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	command -v firefox-esr >/dev/null || missing="$$missing firefox-esr"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v node >/dev/null || missing="$$missing nodejs npm"; \
 	[ -e /usr/lib/x86_64-linux-gnu/libvulkan.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libvulkan.so.1 ] || missing="$$missing libvulkan1"; \
 	if [ -n "$$missing" ]; then \

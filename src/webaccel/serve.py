@@ -81,7 +81,9 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
     console.quiet = quiet
     metrics = MetricsStore()
     metrics.record_run_start("server", info={"host": host, "port": port})
-    engine = Engine(host=host, port=port, max_connections=max(browsers, 4), metrics=metrics,
+    # --browsers N is a cap as well as a floor: a user who asks for one browser
+    # does not get four under load (each idle Chromium is ~280 MB, docs/FACTS.md).
+    engine = Engine(host=host, port=port, max_connections=browsers or 4, metrics=metrics,
                     launcher=launcher, grid_url=grid_url, public_url=public_url, verify=verify)
     key, generated = resolve_api_key(api_key)
     server = engine.server
