@@ -43,9 +43,18 @@ async def test_one_port_serves_api_gateway_metrics_and_dashboard(served, tmp_pat
 
         metrics = (await client.get("/metrics")).text
         assert 'webaccel_requests_total{backend="wasm",model="minilm",outcome="ok"}' in metrics
-        snapshot = (await client.get("/dashboard/snapshot.json")).json()
+        # The dashboard's data (worker ids, recent requests) needs the key; /metrics
+        # answers Prometheus without one because this server is on loopback.
+        refused = await client.get("/dashboard/snapshot.json")
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "UNAUTHORIZED"
+        snapshot = (await client.get("/dashboard/snapshot.json", headers=auth)).json()
         assert snapshot["workers"] and snapshot["workers"][0]["browser"] == "chromium"
-        assert (await client.get("/dashboard")).status_code == 200
+        assert (await client.get("/dashboard")).status_code == 200  # the page: no data in it
+        # DNS rebinding: a request for another site's name is refused, on every route.
+        for path in ("/healthz", "/metrics", "/v1/models", "/dashboard"):
+            evil = {**auth, "host": f"evil.example:{engine.server.port}"}
+            r = await client.get(path, headers=evil)
+            assert r.status_code == 400 and "Host" in r.json()["error"]["message"], path
 
         data = b"model weights " * 100_000
         path = tmp_path / "weights.bin"
@@ -63,3 +72,11 @@ def _add(path) -> str:
     from webaccel.content.store import BlockStore
 
     return str(add_path(path, store=BlockStore.default()))
+
+
+async def test_listening_off_loopback_needs_an_explicit_key(monkeypatch) -> None:
+    from webaccel.errors import InvalidInputError
+
+    monkeypatch.delenv("WEBACCEL_API_KEY", raising=False)
+    with pytest.raises(InvalidInputError, match="explicit key"):
+        await serve_forever("0.0.0.0", 0, 0, api_key=None)

@@ -10,8 +10,11 @@ import signal
 from typing import Any
 
 from webaccel.engine import Engine
+from webaccel.errors import InvalidInputError
 from webaccel.progress import stage
 from webaccel.terminal import make_console
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def live_snapshot(engine: Engine) -> dict[str, Any]:
@@ -79,6 +82,12 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
 
     console = make_console()
     console.quiet = quiet
+    loopback = host in LOOPBACK
+    if not loopback and not api_key:
+        raise InvalidInputError(
+            f"serving on {host} (not loopback) needs an explicit key: pass --api-key K or set "
+            "WEBACCEL_API_KEY (a generated key printed to a log is how keys leak)"
+        )
     metrics = MetricsStore()
     metrics.record_run_start("server", info={"host": host, "port": port})
     # --browsers N is a cap as well as a floor: a user who asks for one browser
@@ -89,7 +98,8 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
     server = engine.server
     server.add_routes([
         *openai_routes(engine, key),
-        *metrics_routes(metrics, lambda: live_snapshot(engine)),
+        *metrics_routes(metrics, lambda: live_snapshot(engine), api_key=key,
+                        open_metrics=loopback),
     ])
     # The server's one /healthz (and /health) reports the pool and the metrics writer.
     server.add_health_check(lambda: {"pool": {k: v for k, v in live_snapshot(engine).items()
@@ -99,7 +109,7 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
     starting = [browsers > 0]
     server.add_health_check(lambda: readiness(
         [w["state"] for w in live_snapshot(engine)["workers"]], starting[0], launchable))
-    remote_ok = join if join is not None else host not in ("127.0.0.1", "localhost", "::1")
+    remote_ok = join if join is not None else not loopback
     tokens = joined = None
     if remote_ok:
         tokens = remote.TokenStore().attach(server)
@@ -117,8 +127,13 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
         console.print(f"webaccel serving on [bold]{server.url}[/]")
         console.print(f"  OpenAI API: {server.url}/v1  (API key: "
                       f"{key if generated else 'from --api-key / WEBACCEL_API_KEY'})")
-        console.print(f"  gateway: {server.url}/ipfs/<cid>   dashboard: {server.url}/dashboard   "
-                      f"metrics: {server.url}/metrics")
+        console.print(f"  gateway: {server.url}/ipfs/<cid>   dashboard: {server.url}/dashboard"
+                      "#key=<key>   metrics: " + f"{server.url}/metrics")
+        # Say which routes answer without the key, so nobody is surprised.
+        open_routes = ["/health", "/healthz", "/ipfs (public content)", "/worker (the page)"]
+        if loopback:
+            open_routes.append("/metrics (loopback only)")
+        console.print("  open without the key: " + ", ".join(open_routes))
         if tokens is not None and joined is not None:
             bound_any = host in ("0.0.0.0", "::")
             urls = [public_url] if public_url else (

@@ -201,10 +201,12 @@ def create_app(
     token_check: Callable[[str, str | None], bool] | None = None,
     health_checks: Callable[[], Sequence[HealthCheck]] | None = None,
     credentials: CredentialStore | None = None,
+    allowed_hosts: Callable[[], set[str]] | None = None,
 ) -> ASGIApp:
     """``health``: extra fields for ``/healthz`` (one check); ``health_checks``: a
     function giving every check (the server's list, read per request);
-    ``credentials``: launch credentials and session secrets of launched pages."""
+    ``credentials``: launch credentials and session secrets of launched pages;
+    ``allowed_hosts``: the ``Host`` names to answer (None: any)."""
     creds = credentials if credentials is not None else CredentialStore()
 
     def authorized(request: Request | WebSocket, worker_id: str | None = None) -> bool:
@@ -318,7 +320,52 @@ def create_app(
         routes=routes,
         exception_handlers={HTTPException: _http_exception, Exception: _unhandled},
     )
-    return IsolationHeaders(app)
+    if allowed_hosts is None:
+        return IsolationHeaders(app)
+    return KnownHosts(IsolationHeaders(app), allowed_hosts)
+
+
+def host_allowed(host_header: str | None, allowed: set[str]) -> bool:
+    """Whether a ``Host`` header names this server (its name without the port)."""
+    if not host_header:
+        return False
+    name = host_header.strip().lower()
+    if name.startswith("["):  # [v6]:port
+        name = name[1:].split("]", 1)[0]
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    return name in allowed
+
+
+class KnownHosts:
+    """Answers only requests whose ``Host`` is one of this server's names.
+
+    A page on another site can make a victim's browser resolve its own host
+    name to 127.0.0.1 (DNS rebinding) and read loopback servers; such requests
+    carry the attacker's host name, so they are refused (400) here.  Starlette's
+    TrustedHostMiddleware takes a fixed list; the names here grow at run time
+    (an advertised public URL), so the check is a callable.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: Callable[[], set[str]]) -> None:
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+            if not host_allowed(host, self.allowed()):
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                response = json_error_response(
+                    InvalidInputError(
+                        "unknown Host header: this server answers to its own address only "
+                        "(a name you use for it must be advertised, e.g. --public-url)"
+                    )
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class WebAccelServer:
@@ -365,6 +412,13 @@ class WebAccelServer:
     def origins(self) -> set[str]:
         out = {self.url, f"http://localhost:{self.port}", f"http://127.0.0.1:{self.port}"}
         return out | self.extra_origins
+
+    def host_names(self) -> set[str]:
+        """The names this server answers to: loopback, its address, advertised URLs."""
+        from urllib.parse import urlsplit
+
+        names = {"localhost", "127.0.0.1", "::1", self.host.lower()}
+        return names | {(urlsplit(o).hostname or "").lower() for o in self.extra_origins}
 
     def worker_page_url(self, worker_id: str, **params: Any) -> str:
         """The page URL for a browser we launch: it carries a single-use launch
@@ -413,6 +467,7 @@ class WebAccelServer:
             token_check=lambda t, w: self.token_check is not None and self.token_check(t, w),
             health_checks=lambda: list(self.health_checks),
             credentials=self.credentials,
+            allowed_hosts=self.host_names,
         )
         config = uvicorn.Config(
             app,

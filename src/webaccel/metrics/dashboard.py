@@ -140,7 +140,10 @@ function chart(recent) {
 async function tick() {
   const status = document.getElementById("status");
   try {
-    const r = await fetch(SNAPSHOT, {cache: "no-store"});
+    // The key comes in the URL fragment (/dashboard#key=...): never sent to a server or logged.
+    const key = new URLSearchParams(location.hash.slice(1)).get("key");
+    const r = await fetch(SNAPSHOT, {cache: "no-store",
+                                     headers: key ? {authorization: "Bearer " + key} : {}});
     if (!r.ok) throw new Error("HTTP " + r.status);
     const s = await r.json();
     kpis(s.metrics, s.store); workers(s.workers || [], s.quarantined); queues(s.queues); models(s.metrics); generations(s.metrics); chart(s.recent || []);

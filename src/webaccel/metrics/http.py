@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from webaccel.errors import INTERNAL_MESSAGE, InternalError, WebAccelError, json_error_response
+from webaccel.errors import (
+    INTERNAL_MESSAGE,
+    InternalError,
+    UnauthorizedError,
+    WebAccelError,
+    json_error_response,
+)
 from webaccel.metrics.dashboard import DASHBOARD_HTML
 from webaccel.metrics.prom import CONTENT_TYPE
 
@@ -85,13 +92,35 @@ def _answering_errors(
     return endpoint
 
 
+def _require_key(request: Request, api_key: str | None) -> None:
+    """The Bearer key, when the server has one (compared in constant time)."""
+    if api_key is None:
+        return
+    header = request.headers.get("authorization", "")
+    presented = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    if not presented or not secrets.compare_digest(presented.encode(), api_key.encode()):
+        raise UnauthorizedError(
+            "this route shows request data: send 'Authorization: Bearer <key>' with the "
+            "key webaccel serve printed (the dashboard takes it as /dashboard#key=<key>)"
+        )
+
+
 def metrics_routes(
-    store: MetricsStore, live_snapshot: Callable[[], dict[str, Any]] | None = None
+    store: MetricsStore,
+    live_snapshot: Callable[[], dict[str, Any]] | None = None,
+    *,
+    api_key: str | None = None,
+    open_metrics: bool = True,
 ) -> list[Route]:
+    """``api_key``: what the dashboard's data needs (and ``/metrics`` unless
+    ``open_metrics``: on loopback Prometheus scrapes it without one, as vLLM and
+    Triton allow).  The dashboard page itself holds no data."""
     snapshot_fn = live_snapshot or (lambda: {})
     store.prom.set_snapshot(snapshot_fn)
 
     async def metrics(request: Request) -> Response:
+        if not open_metrics:
+            _require_key(request, api_key)
         body = await asyncio.to_thread(store.prom.exposition)
         return Response(body, media_type=CONTENT_TYPE)
 
@@ -99,6 +128,7 @@ def metrics_routes(
         return HTMLResponse(DASHBOARD_HTML, headers={"cache-control": "no-store"})
 
     async def snapshot(request: Request) -> Response:
+        _require_key(request, api_key)
         try:
             snap = dict(snapshot_fn() or {})
         except Exception as exc:
