@@ -142,6 +142,7 @@ def _nbits_pass(
     bits: int,
     block_size: int,
     accuracy_level: int | None,
+    symmetric: bool = False,
 ) -> onnx.ModelProto:
     """Quantize exactly ``nodes`` (MatMul and/or Gather) to ``bits`` with MatMulNBitsQuantizer."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
@@ -162,7 +163,7 @@ def _nbits_pass(
         bits=bits,
         block_size=block_size,
         # Asymmetric (zero points) was more accurate than symmetric on MiniLM.
-        is_symmetric=False,
+        is_symmetric=symmetric,
         accuracy_level=accuracy_level,
         nodes_to_exclude=exclude,
         op_types_to_quantize=tuple(sorted(ops & {"MatMul", "Gather"})),
@@ -182,12 +183,14 @@ def to_int4(
     bits: int = 4,
     quantize_embeddings: bool | Literal["auto"] = "auto",
     accuracy_level: int | None = DEFAULT_ACCURACY_LEVEL,
+    symmetric: bool = False,
 ) -> Path:
     """Weight-only ``MatMulNBits`` (and ``GatherBlockQuantized`` for big embedding tables).
 
     ``block_size`` (a power of two >= 16) trades size for accuracy; ``bits=8``
     gives the 8-bit flavour of the same ops.  With ``quantize_embeddings="auto"``
     a Gather table is quantized only when it holds >= 15% of the weight bytes.
+    ``symmetric=True`` stores no zero points (less accurate on MiniLM).
     """
     if block_size < 16 or block_size & (block_size - 1):
         raise InvalidInputError(f"block_size must be a power of two >= 16, got {block_size}")
@@ -216,7 +219,12 @@ def to_int4(
             bits,
         )
     model = _nbits_pass(
-        model, chosen, bits=bits, block_size=block_size, accuracy_level=accuracy_level
+        model,
+        chosen,
+        bits=bits,
+        block_size=block_size,
+        accuracy_level=accuracy_level,
+        symmetric=symmetric,
     )
     return save_model(model, Path(dest))
 
