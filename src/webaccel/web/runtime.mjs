@@ -112,7 +112,8 @@ export class WorkerRuntime {
         && (hasAscii(bytes, 'GatherBlockQuantized') || hasAscii(bytes, 'MatMulNBits'))) {
       // JSEP computes GatherBlockQuantized wrongly (cosine 0.03-0.25 against the
       // CPU on MiniLM's int4 embedding tables, any block size) and its MatMulNBits
-      // fails on common shapes (packed zero points of 6 bytes a column): refuse
+      // fails on common shapes (packed zero points of 6 bytes a column); still so
+      // in onnxruntime-web 1.31.1 (results/gpu/2026-12-07-run11): refuse
       // 4-bit weights here rather than fail mid-run or return wrong numbers.
       throw new RuntimeError('BACKEND_UNAVAILABLE', `${key} has 4-bit weights (MatMulNBits / `
         + 'GatherBlockQuantized), which this WebGPU build (JSEP) does not run correctly; use the '
