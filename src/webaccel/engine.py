@@ -283,6 +283,8 @@ class Engine:
                 options=pool_options,
                 priority=int(options.get("priority", 0)),
                 timeout=float(options["timeout"]) if "timeout" in options else None,
+                # A caller's own timeout also bounds each attempt (not the pool's default).
+                run_timeout=float(options["timeout"]) if "timeout" in options else None,
                 **route,
             )
         except (BackendUnavailableError, BrowserLaunchError) as exc:

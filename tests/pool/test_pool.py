@@ -410,3 +410,20 @@ async def test_metrics_sink_sees_workers_loads_inferences_and_errors() -> None:
     assert {c[2].get("error_code") for c in inf} == {None, "OVERLOADED"}
     ok = next(c for c in inf if c[2].get("error_code") is None)
     assert ok[1] == ("emb",) and ok[2]["backend"] == "wasm" and ok[2]["retries"] == 0
+
+
+async def test_a_callers_run_timeout_outlasts_the_pools_hang_detection() -> None:
+    # The pool counts a worker silent past request_timeout as hung; a caller that
+    # knows its run is long (run_timeout) keeps the worker and gets its answer.
+    launcher = FakeLauncher({"chromium": {"manual": True}})
+    async with make_pool(
+        launcher, max_connections=1, adaptive_scaling=False, request_timeout=0.05
+    ) as pool:
+        t = asyncio.create_task(pool.run_inference("emb", x(3), timeout=5.0, run_timeout=2.0))
+        await until(lambda: any(w.pending for w in launcher.workers))
+        await asyncio.sleep(0.3)  # six times the pool's own run timeout
+        (w,) = launcher.workers
+        w.release()
+        r = await t
+        assert r.attempts == 1 and r.worker_id == w.id and r.outputs["y"][0, 0] == 6
+        assert pool.stats()["counters"].get("worker_lost", 0) == 0

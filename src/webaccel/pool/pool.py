@@ -400,6 +400,7 @@ class ResourcePool:
         timeout: float | None = None,
         priority_list: Sequence[str] | None = None,
         allow_software: bool = False,
+        run_timeout: float | None = None,
     ) -> InferenceResult:
         """Run one request; raises OverloadedError at once when the pool is full.
 
@@ -408,7 +409,10 @@ class ResourcePool:
         instead; a software WebGPU adapter counts only with ``allow_software``
         (see :class:`~webaccel.pool.routing.Constraints`).  ``browser``: a
         family or None; ``priority``: higher first; ``timeout``: seconds until
-        its deadline (default ``request_timeout``), queue wait included.
+        its deadline (default ``request_timeout``), queue wait included;
+        ``run_timeout``: how long one attempt may run before its worker counts
+        as hung (default ``request_timeout``; a caller that knows its run is
+        long, e.g. a big batch on a software adapter, says so here).
         """
         await self._ensure_started()
         opts = dict(options or {})
@@ -440,6 +444,7 @@ class ResourcePool:
             ),
             batch_key=key,
             rows=rows,
+            run_timeout=run_timeout,
         )
         names = opts.get("output_names") or (
             list(model.output_names) if model.output_names else None
@@ -1370,7 +1375,10 @@ class ResourcePool:
         names = next((t.output_names for t in tickets if t is not None and t.output_names), None)
         now = self._clock()
         deadlines = [r.deadline for r in a.requests if r.deadline is not None]
-        budget = self.request_timeout
+        budget = max(
+            [r.run_timeout for r in a.requests if r.run_timeout is not None],
+            default=self.request_timeout,
+        )
         by_deadline = False
         if deadlines:
             left = max(deadlines) - now  # the batch runs for its most patient member

@@ -108,6 +108,7 @@ class Request:
     kind: str = RUN  # RUN | SESSION
     # Workers this request must not go to (a pipeline's other stages hold them).
     avoid: frozenset[str] = frozenset()
+    run_timeout: float | None = None  # seconds one attempt may run (None: the pool's)
     retries: int = 0
     enqueued_at: float = 0.0
     seq: int = 0
