@@ -63,6 +63,7 @@ BENCHMARK_MODULES: dict[str, str] = {
     "generation": "webaccel.bench.generation",
     "webgpu-vs-wasm": "webaccel.bench.webgpu_vs_wasm",
     "pool-saturation": "webaccel.bench.pool_saturation",
+    "corpus": "webaccel.bench.corpus",
 }
 
 
