@@ -96,6 +96,11 @@ def raw_tensors(data: dict[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
+# Micro-batches of one split request in the pool at a time, per worker run slot:
+# enough to keep every slot fed, few enough to queue briefly.
+SPLIT_WINDOW_PER_SLOT = 2
+
+
 class Engine:
     """Owns the browser host and the worker pool; one per accelerator or server process."""
 
@@ -252,6 +257,13 @@ class Engine:
                 spec, input_data, options, precision or "fp32", route, browser, t_start
             )
         raw = isinstance(input_data, dict)
+        splitter = None if raw else getattr(spec.processor(), "split", None)
+        if splitter is not None:
+            parts = await asyncio.to_thread(splitter, input_data, options)
+            if parts:
+                return await self._accelerate_parts(
+                    spec, parts, options, precision, model_type, browser, route, t_start
+                )
         if raw:
             prepared = Prepared(raw_tensors(input_data))
         else:
@@ -298,6 +310,111 @@ class Engine:
                 "latency_ms": (t_end - t_start) * 1000,
             },
         )
+
+    async def _accelerate_parts(
+        self,
+        spec: ModelSpec,
+        parts: list[tuple[list[int], Prepared]],
+        options: dict[str, Any],
+        precision: str | None,
+        model_type: str | None,
+        browser: str | None,
+        route: dict[str, Any],
+        t_start: float,
+    ) -> dict[str, Any]:
+        """A big input as micro-batches (the processor's ``split``: sorted by length,
+        padded per batch), all submitted at once so every worker gets work; the
+        outputs go back in the caller's order."""
+        t_pre = time.perf_counter()
+        pool_options: dict[str, Any] = {} if precision is None else {"precision": precision}
+        processor = spec.processor()
+        # Paced, not all at once: at most SPLIT_WINDOW_PER_SLOT micro-batches per
+        # run slot of the ready workers are in the pool, so each one's deadline
+        # (``timeout``) counts from when it can soon run, a huge list stays within
+        # the pool's admission limit, and other callers' requests get turns.
+        pool = self.pool
+
+        def submit(prepared: Prepared) -> asyncio.Task[InferenceResult]:
+            return asyncio.ensure_future(
+                pool.run_inference(
+                    spec.name,
+                    prepared.tensors,
+                    model_type=model_type,
+                    browser=browser,
+                    options=pool_options,
+                    priority=int(options.get("priority", 0)),
+                    timeout=float(options["timeout"]) if "timeout" in options else None,
+                    **route,
+                )
+            )
+
+        tasks: list[asyncio.Task[InferenceResult]] = []
+        try:
+            todo = iter(parts)
+            pending: set[asyncio.Task[InferenceResult]] = set()
+            exhausted = False
+            while not exhausted or pending:
+                while not exhausted and len(pending) < SPLIT_WINDOW_PER_SLOT * pool.run_slots():
+                    nxt = next(todo, None)
+                    if nxt is None:
+                        exhausted = True
+                        break
+                    task = submit(nxt[1])
+                    tasks.append(task)
+                    pending.add(task)
+                if pending:
+                    done, pending = await asyncio.wait(
+                        pending, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    for task in done:
+                        task.result()  # the first failure fails the whole request
+            results = [t.result() for t in tasks]
+        except BaseException:
+            for t in tasks:  # one failed (or the caller gave up): the rest are not run
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        t_run = time.perf_counter()
+        n = sum(len(idx) for idx, _ in parts)
+        merged: dict[str, Any] = {}
+        for (idx, prepared), result in zip(parts, results, strict=True):
+            out = processor.postprocess(result.outputs, prepared)
+            for key, value in out.items():
+                if isinstance(value, np.ndarray) and value.shape[:1] == (len(idx),):
+                    if key not in merged:
+                        merged[key] = np.empty((n, *value.shape[1:]), dtype=value.dtype)
+                    merged[key][idx] = value
+                elif isinstance(value, list) and len(value) == len(idx):
+                    slot = merged.setdefault(key, [None] * n)
+                    for i, v in zip(idx, value, strict=True):
+                        slot[i] = v
+                else:
+                    merged.setdefault(key, value)
+        t_end = time.perf_counter()
+        first = results[0]
+        described = self._describe(
+            spec,
+            first,
+            route,
+            merged,
+            {
+                "preprocess_ms": (t_pre - t_start) * 1000,
+                "postprocess_ms": (t_end - t_run) * 1000,
+                "latency_ms": (t_end - t_start) * 1000,
+            },
+        )
+        described.update(
+            micro_batches=len(parts),
+            micro_batch_rows=[len(idx) for idx, _ in parts],
+            padded_tokens=int(sum(len(idx) * p.tensors["input_ids"].shape[1] for idx, p in parts)),
+            workers=sorted({r.worker_id for r in results}),
+            page_ms=sum(r.page_ms or 0.0 for r in results),
+            round_trip_ms=sum(r.run_ms or 0.0 for r in results),
+            queue_ms=max(r.queue_ms for r in results),
+            attempts=max(r.attempts for r in results),
+            batch_size=n,
+        )
+        return described
 
     async def _run_loop(
         self,

@@ -58,6 +58,10 @@ class ResolvedModel:
     # A session loads the chosen variant before it starts; a model of several
     # graphs (Whisper) loads its parts itself through the session instead.
     load_on_session: bool = True
+    # Dummy inputs of typical shapes: a worker that loads this model runs them
+    # (the pool's ``warmup_runs`` times in all, cycling) before it takes traffic,
+    # so V8's WASM tier-up and the first runs' allocations are not a caller's.
+    warmup_inputs: tuple[Mapping[str, np.ndarray], ...] = ()
 
     def info(self) -> ModelInfo:
         return ModelInfo(
