@@ -410,3 +410,44 @@ async def test_metrics_sink_sees_workers_loads_inferences_and_errors() -> None:
     assert {c[2].get("error_code") for c in inf} == {None, "OVERLOADED"}
     ok = next(c for c in inf if c[2].get("error_code") is None)
     assert ok[1] == ("emb",) and ok[2]["backend"] == "wasm" and ok[2]["retries"] == 0
+
+
+@pytest.mark.parametrize("slots", [1, 2, 3])
+async def test_pipelined_dispatch_respects_the_in_flight_bound(slots: int) -> None:
+    """Each worker holds up to ``slots_per_worker`` runs (the next one already in
+    the page while the current one runs) and never more; a request cancelled while
+    queued never reaches a worker."""
+    launcher = FakeLauncher({"chromium": {"manual": True}})
+    async with make_pool(
+        launcher, max_connections=2, adaptive_scaling=False, slots_per_worker=slots
+    ) as pool:
+        await until(lambda: len(launcher.live()) == 2)
+        tasks = [asyncio.create_task(pool.run_inference("emb", x(i))) for i in range(20)]
+        # Both workers fill up to the bound, and stop there while the rest queue.
+        await until(lambda: all(len(w.pending) == slots for w in launcher.live()))
+        await asyncio.sleep(0.02)
+        assert [len(w.pending) for w in launcher.live()] == [slots, slots]
+        assert pool.stats()["admitted"] == 20
+        # Cancel queued requests (not the ones in the pages).
+        doomed = [tasks[i] for i in range(2 * slots + 1, 20, 3)]
+        doomed_ids = {float(i) for i in range(2 * slots + 1, 20, 3)}
+        for t in doomed:
+            t.cancel()
+        await until(lambda: pool.stats()["admitted"] == 20 - len(doomed))
+        # Finish runs one at a time: each completion lets exactly one more in.
+        live = [t for t in tasks if t not in doomed]
+        while not all(t.done() for t in live):
+            for w in launcher.live():
+                w.release(1)
+            await asyncio.sleep(0.002)
+            for w in launcher.live():
+                assert len(w.pending) <= slots
+    ran = [float(c.inputs["x"][0, 0]) for w in launcher.workers for c in w.calls]
+    assert sorted(ran) == sorted(float(i) for i in range(20) if float(i) not in doomed_ids)
+    assert not doomed_ids & set(ran)
+    assert [w.peak_in_flight for w in launcher.workers] == [slots, slots]
+    assert all(t.cancelled() for t in doomed)
+    for i, t in enumerate(tasks):
+        if t not in doomed:
+            assert float(t.result().outputs["y"][0, 0]) == 2 * i
+
