@@ -451,3 +451,37 @@ async def test_pipelined_dispatch_respects_the_in_flight_bound(slots: int) -> No
         if t not in doomed:
             assert float(t.result().outputs["y"][0, 0]) == 2 * i
 
+
+
+async def test_a_model_is_warmed_up_on_load_before_it_takes_traffic() -> None:
+    dummy = {"x": np.full((1, 3), -1.0, np.float32)}
+    warm = StaticResolver(
+        {"emb": ResolvedModel("emb", "text_embedding", (ref("emb"),), warmup_inputs=(dummy,))}
+    )
+    launcher = FakeLauncher({"chromium": {}})
+    async with ResourcePool(
+        launcher=launcher,
+        resolver=warm,
+        max_connections=1,
+        warmup_runs=5,
+        heartbeat_interval=0.01,
+        launchable=["chromium"],
+    ) as pool:
+        out = await pool.run_inference("emb", x(7))
+        await pool.run_inference("emb", x(8))
+        why = await pool.explain("emb")
+    calls = [float(c.inputs["x"][0, 0]) for c in launcher.workers[0].calls]
+    assert calls == [-1.0] * 5 + [7.0, 8.0]  # five dummy runs, then the traffic
+    assert float(out.outputs["y"][0, 0]) == 14.0
+    assert why["warmup"]["runs_on_load"] == 5
+    (record,) = why["warmup"]["workers"][launcher.workers[0].id].values()
+    assert record["runs"] == 5 and record["shapes"] == [{"x": [1, 3]}]
+
+
+async def test_no_warm_up_when_turned_off_or_not_declared() -> None:
+    launcher = FakeLauncher({"chromium": {}})
+    async with make_pool(launcher, max_connections=1, warmup_runs=5) as pool:
+        await pool.run_inference("emb", x(7))  # RESOLVER's emb declares no warm-up
+        why = await pool.explain("emb")
+    assert [float(c.inputs["x"][0, 0]) for c in launcher.workers[0].calls] == [7.0]
+    assert why["warmup"]["runs_on_load"] == 0 and why["warmup"]["workers"] == {}
