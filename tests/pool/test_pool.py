@@ -485,3 +485,25 @@ async def test_no_warm_up_when_turned_off_or_not_declared() -> None:
         why = await pool.explain("emb")
     assert [float(c.inputs["x"][0, 0]) for c in launcher.workers[0].calls] == [7.0]
     assert why["warmup"]["runs_on_load"] == 0 and why["warmup"]["workers"] == {}
+
+
+async def test_warm_up_stops_at_its_time_budget() -> None:
+    dummy = {"x": np.full((1, 3), -1.0, np.float32)}
+    warm = StaticResolver(
+        {"emb": ResolvedModel("emb", "text_embedding", (ref("emb"),), warmup_inputs=(dummy,))}
+    )
+    launcher = FakeLauncher({"chromium": {"run_latency": 0.05}})
+    async with ResourcePool(
+        launcher=launcher,
+        resolver=warm,
+        max_connections=1,
+        warmup_runs=100,
+        warmup_budget_s=0.12,
+        heartbeat_interval=0.01,
+        launchable=["chromium"],
+    ) as pool:
+        await pool.run_inference("emb", x(7))
+        why = await pool.explain("emb")
+    (record,) = why["warmup"]["workers"][launcher.workers[0].id].values()
+    assert 2 <= record["runs"] <= 5  # ~0.12 s of 0.05 s runs, not 100 of them
+    assert len(launcher.workers[0].calls) == record["runs"] + 1

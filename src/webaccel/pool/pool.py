@@ -186,6 +186,7 @@ class ResourcePool:
         graph_capture: bool = True,
         bucket_sessions: int = 4,
         warmup_runs: int = 12,
+        warmup_budget_s: float = 3.0,
     ) -> None:
         """``launcher``: ``async launcher(family) -> WorkerTransport``; by default
         local headless browsers behind a loopback server this pool owns (and,
@@ -197,7 +198,9 @@ class ResourcePool:
         sessions (streams) one worker serves at once; the page interleaves
         their steps.  ``warmup_runs``: dummy runs (a model's ``warmup_inputs``,
         cycled) a worker makes right after loading it, before its first
-        request, so V8's WASM tier-up is not paid by callers (0: none)."""
+        request, so V8's WASM tier-up is not paid by callers (0: none); it
+        stops early after ``warmup_budget_s`` (the request that caused the
+        load is waiting for it)."""
         self._host: Any = None
         if launcher is None:
             from webaccel.hosting import BrowserHost  # the browser stack, only when asked for
@@ -258,6 +261,7 @@ class ResourcePool:
         self._load_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.graph_capture = graph_capture
         self.warmup_runs = max(0, warmup_runs)
+        self.warmup_budget_s = warmup_budget_s
         # worker id -> model key -> what its warm-up took (shown by explain()).
         self.warmups: dict[str, dict[str, dict[str, Any]]] = {}
         self.bucket_sessions = max(1, bucket_sessions)
@@ -697,6 +701,7 @@ class ResourcePool:
         }
         out["warmup"] = {
             "runs_on_load": self.warmup_runs if model.warmup_inputs else 0,
+            "budget_s": self.warmup_budget_s,
             "why": "each worker runs the model on dummy inputs right after loading it, "
             "before its first request (V8 tiers WASM up over the first runs)"
             if self.warmup_runs and model.warmup_inputs
@@ -1405,6 +1410,8 @@ class ResourcePool:
         t0 = self._clock()
         try:
             for i in range(self.warmup_runs):
+                if i and self._clock() - t0 > self.warmup_budget_s:
+                    break
                 dummy = model.warmup_inputs[i % len(model.warmup_inputs)]
                 feeds = {k: np.asarray(v) for k, v in dummy.items()}
                 res = await w.run(ref.key, feeds, output_names=names, timeout=self.load_timeout)
