@@ -505,5 +505,5 @@ async def test_warm_up_stops_at_its_time_budget() -> None:
         await pool.run_inference("emb", x(7))
         why = await pool.explain("emb")
     (record,) = why["warmup"]["workers"][launcher.workers[0].id].values()
-    assert 2 <= record["runs"] <= 5  # ~0.12 s of 0.05 s runs, not 100 of them
+    assert 1 <= record["runs"] <= 5  # ~0.12 s of 0.05 s runs (fewer on a busy box), not 100
     assert len(launcher.workers[0].calls) == record["runs"] + 1
