@@ -334,7 +334,7 @@ class Engine:
         # the pool's admission limit, and other callers' requests get turns.
         pool = self.pool
 
-        def submit(prepared: Prepared) -> asyncio.Task[InferenceResult]:
+        def submit(prepared: Prepared, backlog: int) -> asyncio.Task[InferenceResult]:
             return asyncio.ensure_future(
                 pool.run_inference(
                     spec.name,
@@ -344,6 +344,7 @@ class Engine:
                     options=pool_options,
                     priority=int(options.get("priority", 0)),
                     timeout=float(options["timeout"]) if "timeout" in options else None,
+                    backlog=backlog,
                     **route,
                 )
             )
@@ -359,7 +360,7 @@ class Engine:
                     if nxt is None:
                         exhausted = True
                         break
-                    task = submit(nxt[1])
+                    task = submit(nxt[1], len(parts) - len(tasks) - 1)
                     tasks.append(task)
                     pending.add(task)
                 if pending:

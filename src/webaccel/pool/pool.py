@@ -397,6 +397,7 @@ class ResourcePool:
         timeout: float | None = None,
         priority_list: Sequence[str] | None = None,
         allow_software: bool = False,
+        backlog: int = 0,
     ) -> InferenceResult:
         """Run one request; raises OverloadedError at once when the pool is full.
 
@@ -406,6 +407,9 @@ class ResourcePool:
         (see :class:`~webaccel.pool.routing.Constraints`).  ``browser``: a
         family or None; ``priority``: higher first; ``timeout``: seconds until
         its deadline (default ``request_timeout``), queue wait included.
+        ``backlog``: how many more requests of the same job the caller holds
+        back to submit later (paced); counted as demand when scaling and when
+        deciding whether to load the model on another worker.
         """
         await self._ensure_started()
         opts = dict(options or {})
@@ -437,6 +441,7 @@ class ResourcePool:
             ),
             batch_key=key,
             rows=rows,
+            backlog=max(0, int(backlog)),
         )
         names = opts.get("output_names") or (
             list(model.output_names) if model.output_names else None
