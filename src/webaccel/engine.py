@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -96,6 +97,24 @@ def raw_tensors(data: dict[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
+# Runs in flight per browser worker: the next one is already in the page (its
+# queue) when the current one finishes, so a worker never waits for a round trip.
+PIPELINE_SLOTS = 2
+
+
+def default_workers() -> int:
+    """Browser workers when the caller does not say: one per core, at most 4.
+
+    wasm pages run one thread each by default; on this project's 2-core
+    machine one single-thread browser per core beat both fewer browsers with
+    more threads and more browsers than cores (FACTS.md, README "Measured here")."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
 # Micro-batches of one split request in the pool at a time, per worker run slot:
 # enough to keep every slot fed, few enough to queue briefly.
 SPLIT_WINDOW_PER_SLOT = 2
@@ -107,7 +126,7 @@ class Engine:
     def __init__(
         self,
         *,
-        max_connections: int = 4,
+        max_connections: int | None = None,
         default_browser: str = "chromium",
         browser_preferences: dict[str, str] | None = None,
         adaptive_scaling: bool = True,
@@ -153,8 +172,19 @@ class Engine:
         self.server = self.host.server
         self.blocks = self.host.blocks
         self.native = NativeRunner()
+        workers = max_connections if max_connections is not None else default_workers()
+        pool_options.setdefault("slots_per_worker", PIPELINE_SLOTS)
+        # What this engine chose and why (shown by get_metrics()["pool"]["settings"]).
+        self.settings = {
+            "max_workers": max(1, workers),
+            "threads_per_worker": threads,
+            "slots_per_worker": pool_options["slots_per_worker"],
+            "why": "max_workers given by the caller"
+            if max_connections is not None
+            else "one single-thread browser per core (at most 4), as measured on wasm",
+        }
         self.pool = ResourcePool(
-            max_connections=max(1, max_connections),
+            max_connections=max(1, workers),
             browser_preferences=browser_preferences,
             default_browser=default_browser,
             adaptive_scaling=adaptive_scaling,

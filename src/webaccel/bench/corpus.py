@@ -347,15 +347,20 @@ def _webaccel(sentences: list[str], rounds: int, warm: list[str]) -> dict[str, A
         rates, emb = _timed_passes(one, rounds, len(sentences))
         stats = acc.get_metrics()["pool"]
         workers = stats.get("workers", {})
+        chosen = stats["settings"]  # what its defaults chose on this machine
+        slots, threads = chosen["slots_per_worker"], chosen["threads_per_worker"]
+        max_workers = chosen["max_workers"]
     return {
         "rates": rates,
         "emb": emb,
         "backend": last.get("backend"),
         "browser": last.get("user_agent") or last.get("browser"),
         "workers": len(workers),
+        "workers_used": len(last.get("workers") or ()),
+        "max_workers": max_workers,
         "micro_batches": last.get("micro_batches"),
-        "slots_per_worker": last.get("slots_per_worker"),
-        "threads_per_worker": last.get("threads_per_worker"),
+        "slots_per_worker": slots,
+        "threads_per_worker": threads,
     }
 
 
@@ -392,6 +397,8 @@ def corpus(ctx: BenchContext) -> Measurement:
             "api": 'WebAccelerator().accelerate("minilm", sentences)',
             "backend": wa["backend"],
             "workers": wa["workers"],
+            "workers_used": wa["workers_used"],
+            "max_workers": wa["max_workers"],
             "threads_per_worker": wa["threads_per_worker"],
             "slots_per_worker": wa["slots_per_worker"],
             "micro_batches": wa["micro_batches"],
