@@ -247,7 +247,7 @@ def corpus_systems(rows: list[dict[str, Any]], path: Path) -> Path | None:
     rows = [r for r in rows if r.get("median") is not None]
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 0.7 * len(rows) + 1.8))
+    fig, ax = plt.subplots(figsize=(9.0, 0.7 * len(rows) + 1.8))
     ys = list(range(len(rows)))
     meds = [float(r["median"]) for r in rows]
     lo = [max(0.0, m - float(r.get("p10", m))) for m, r in zip(meds, rows, strict=True)]
@@ -259,7 +259,7 @@ def corpus_systems(rows: list[dict[str, Any]], path: Path) -> Path | None:
                  fontsize=8, padding=4)
     ax.set_yticks(ys, [r["system"] for r in rows])
     ax.invert_yaxis()
-    ax.set_xlim(0, max(m + h for m, h in zip(meds, hi, strict=True)) * 1.9)
+    ax.set_xlim(0, max(m + h for m, h in zip(meds, hi, strict=True)) * 2.3)
     _plain_axis(ax.xaxis)
     ax.set_xlabel("embeddings/s (median over passes; whiskers p10–p90)")
     ax.set_title("Embedding a corpus: MiniLM fp32, same sentences, same machine")

@@ -122,8 +122,7 @@ def _corpus_rows(bench: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         if system == "webaccel":
             setting = (f"{f.get('workers')} workers x {f.get('threads_per_worker')} thread, "
-                       f"{f.get('slots_per_worker')} in flight, {f.get('backend')}, "
-                       f"webaccel {versions.get('webaccel', '?')}")
+                       f"{f.get('slots_per_worker')} in flight, {f.get('backend')}")
         elif system == "transformers.js":
             setting = (f"{f.get('threads')} threads, {f.get('device')}, "
                        f"{versions.get('transformers.js', '?')}")
