@@ -11,6 +11,11 @@ VENDOR := src/webaccel/web/vendor/ort
 ORT_FILES := ort.all.min.mjs ort-wasm-simd-threaded.jsep.mjs ort-wasm-simd-threaded.jsep.wasm \
              ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm \
              ort.webgpu.min.mjs ort-wasm-simd-threaded.asyncify.mjs ort-wasm-simd-threaded.asyncify.wasm
+# transformers.js (the `corpus` benchmark's baseline): its bundle and the wasm
+# build of its own onnxruntime-web, served from our server like ours.
+TJS := node_modules/@huggingface/transformers
+TJS_VENDOR := src/webaccel/web/vendor/transformers
+TJS_FILES := ort-wasm-simd-threaded.asyncify.mjs ort-wasm-simd-threaded.asyncify.wasm
 export WEBACCEL_HOME ?= $(HOME)/.cache/webaccel
 
 .PHONY: setup demo test lint bench clean system
@@ -38,12 +43,15 @@ $(STAMP):
 
 $(STAMP)/npm: package.json package-lock.json | $(STAMP)
 	@echo "fetching JS assets from npm (pinned by package-lock.json)"
-	@npm ci --no-audit --no-fund --loglevel=error >/dev/null
+	@ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error >/dev/null
 	@touch $@
 
 $(STAMP)/vendor: $(STAMP)/npm | $(STAMP)
 	@mkdir -p $(VENDOR)
 	@for f in $(ORT_FILES); do cp $(ORT_DIST)/$$f $(VENDOR)/; done
+	@mkdir -p $(TJS_VENDOR)
+	@cp $(TJS)/dist/transformers.min.js $(TJS)/package.json $(TJS_VENDOR)/
+	@for f in $(TJS_FILES); do cp $(TJS)/node_modules/onnxruntime-web/dist/$$f $(TJS_VENDOR)/; done
 	@touch $@
 
 # The page's verified CID loader: cidfetch.mjs and its npm dependencies in one

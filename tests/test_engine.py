@@ -211,3 +211,54 @@ async def test_a_stream_without_workers_left_fails_typed(tiny_llama) -> None:
             await _generate(engine, 3, launcher)
     finally:
         await engine.close()
+
+
+def _pooled_probe(key: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A stand-in for MiniLM's pooled output that says what each row was: the sum of
+    its real token ids, how many real tokens it had, and the width it was padded to."""
+    from webaccel.models.fusion import POOLED_OUTPUT
+
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    width = np.full(ids.shape[0], ids.shape[1])
+    return {
+        POOLED_OUTPUT: np.stack([(ids * mask).sum(1), mask.sum(1), width], 1).astype(np.float32)
+    }
+
+
+async def test_a_list_beyond_one_batch_is_split_sorted_and_answered_in_order() -> None:
+    from webaccel.models.text import MAX_BATCH, _unpadded_tokenizer
+
+    rng = np.random.default_rng(7)
+    words = ["the", "a", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "river"]
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 120)))) for _ in range(1000)]
+    assert len(texts) > MAX_BATCH
+    engine, launcher, _ = await started(
+        {"max_connections": 2, "adaptive_scaling": False},
+        chromium={"compute": _pooled_probe, "run_latency": 0.002},
+    )
+    try:
+        out = await engine.accelerate("minilm", texts)
+    finally:
+        await engine.close()
+    encs = _unpadded_tokenizer().encode_batch(texts)
+    emb = out["embeddings"]
+    assert emb.shape == (1000, 3)
+    np.testing.assert_array_equal(emb[:, 0], [sum(e.ids) for e in encs])  # caller's order
+    lengths = np.array([len(e.ids) for e in encs])
+    np.testing.assert_array_equal(emb[:, 1], lengths)
+    buckets = np.maximum(8, -(-lengths // 8) * 8)
+    assert (emb[:, 2] <= 2 * buckets).all()  # never padded past twice its own bucket
+    short = lengths <= 8
+    assert short.any() and (emb[short, 2] <= 16).all()  # a short text is never padded to 128
+    assert out["micro_batches"] == len(out["micro_batch_rows"]) > 1000 // 32
+    assert max(out["micro_batch_rows"]) <= 32 and out["batch_size"] == 1000
+    assert len(out["workers"]) == 2  # both workers took a share
+    from webaccel.hosting import WARMUP_TOKEN_SHAPES
+
+    def warm_up(ids: np.ndarray) -> bool:
+        return ids.shape in WARMUP_TOKEN_SHAPES and bool((ids[:, 1:-1] == 1996).all())
+
+    calls = [c.inputs["input_ids"] for w in launcher.workers for c in w.calls]
+    assert len([c for c in calls if not warm_up(c)]) == out["micro_batches"]
+    assert len([c for c in calls if warm_up(c)]) == 2 * engine.pool.warmup_runs
+    assert out["truncated"] == [False] * 1000

@@ -109,7 +109,7 @@ class WebAccelerator:
     def __init__(
         self,
         enable_resource_pool: bool = True,
-        max_connections: int = 4,
+        max_connections: int | None = None,
         browser_preferences: dict[str, str] | None = None,
         default_browser: str = "chrome",
         default_platform: str = "webgpu",
@@ -124,7 +124,9 @@ class WebAccelerator:
         file under $WEBACCEL_HOME; a path: that file; False: off).  ``port``: the
         loopback port to serve pages on (default: 8701 if free, else any).
         ``allow_software``: let a software WebGPU adapter (SwiftShader) count as
-        webgpu; by default it never does, as it is far slower than wasm."""
+        webgpu; by default it never does, as it is far slower than wasm.
+        ``max_connections``: browser workers at most (default: one per core, at
+        most 4; ``get_metrics()["pool"]["settings"]`` says what was chosen)."""
         self.enable_resource_pool = enable_resource_pool
         self.browser_preferences = dict(browser_preferences or {})
         self._running = _RunningEngine(
@@ -227,7 +229,7 @@ class WebAccelerator:
     def get_metrics(self) -> dict[str, Any]:
         """Live figures (per model, per worker, aggregate) and the pool's state."""
         live = self.metrics.get_metrics() if self.metrics is not None else {}
-        return {**live, "pool": self._engine.pool.stats()}
+        return {**live, "pool": {**self._engine.pool.stats(), "settings": self._engine.settings}}
 
     def __enter__(self) -> WebAccelerator:
         return self

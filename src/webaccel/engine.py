@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -96,13 +97,36 @@ def raw_tensors(data: dict[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
+# Runs in flight per browser worker: the next one is already in the page (its
+# queue) when the current one finishes, so a worker never waits for a round trip.
+PIPELINE_SLOTS = 2
+
+
+def default_workers() -> int:
+    """Browser workers when the caller does not say: one per core, at most 4.
+
+    wasm pages run one thread each by default; on this project's 2-core
+    machine one single-thread browser per core beat both fewer browsers with
+    more threads and more browsers than cores (FACTS.md, README "Measured here")."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+# Micro-batches of one split request in the pool at a time, per worker run slot:
+# enough to keep every slot fed, few enough to queue briefly.
+SPLIT_WINDOW_PER_SLOT = 2
+
+
 class Engine:
     """Owns the browser host and the worker pool; one per accelerator or server process."""
 
     def __init__(
         self,
         *,
-        max_connections: int = 4,
+        max_connections: int | None = None,
         default_browser: str = "chromium",
         browser_preferences: dict[str, str] | None = None,
         adaptive_scaling: bool = True,
@@ -148,8 +172,19 @@ class Engine:
         self.server = self.host.server
         self.blocks = self.host.blocks
         self.native = self.host.native
+        workers = max_connections if max_connections is not None else default_workers()
+        pool_options.setdefault("slots_per_worker", PIPELINE_SLOTS)
+        # What this engine chose and why (shown by get_metrics()["pool"]["settings"]).
+        self.settings = {
+            "max_workers": max(1, workers),
+            "threads_per_worker": threads,
+            "slots_per_worker": pool_options["slots_per_worker"],
+            "why": "max_workers given by the caller"
+            if max_connections is not None
+            else "one single-thread browser per core (at most 4), as measured on wasm",
+        }
         self.pool = ResourcePool(
-            max_connections=max(1, max_connections),
+            max_connections=max(1, workers),
             browser_preferences=browser_preferences,
             default_browser=default_browser,
             adaptive_scaling=adaptive_scaling,
@@ -264,6 +299,13 @@ class Engine:
             return await accelerate_split(
                 self, spec.name, input_data, platform=platform, browser=browser
             )
+        splitter = None if raw else getattr(spec.processor(), "split", None)
+        if splitter is not None:
+            parts = await asyncio.to_thread(splitter, input_data, options)
+            if parts:
+                return await self._accelerate_parts(
+                    spec, parts, options, precision, model_type, browser, route, t_start
+                )
         if raw:
             prepared = Prepared(raw_tensors(input_data))
         else:
@@ -319,6 +361,113 @@ class Engine:
         if not budget or spec.build_parts is not None:
             return False
         return spec.ensure_onnx("fp32").stat().st_size > budget
+
+    async def _accelerate_parts(
+        self,
+        spec: ModelSpec,
+        parts: list[tuple[list[int], Prepared]],
+        options: dict[str, Any],
+        precision: str | None,
+        model_type: str | None,
+        browser: str | None,
+        route: dict[str, Any],
+        t_start: float,
+    ) -> dict[str, Any]:
+        """A big input as micro-batches (the processor's ``split``: sorted by length,
+        padded per batch), all submitted at once so every worker gets work; the
+        outputs go back in the caller's order."""
+        t_pre = time.perf_counter()
+        pool_options: dict[str, Any] = {} if precision is None else {"precision": precision}
+        processor = spec.processor()
+        # Paced, not all at once: at most SPLIT_WINDOW_PER_SLOT micro-batches per
+        # run slot of the ready workers are in the pool, so each one's deadline
+        # (``timeout``) counts from when it can soon run, a huge list stays within
+        # the pool's admission limit, and other callers' requests get turns.
+        pool = self.pool
+
+        def submit(prepared: Prepared, backlog: int) -> asyncio.Task[InferenceResult]:
+            return asyncio.ensure_future(
+                pool.run_inference(
+                    spec.name,
+                    prepared.tensors,
+                    model_type=model_type,
+                    browser=browser,
+                    options=pool_options,
+                    priority=int(options.get("priority", 0)),
+                    timeout=float(options["timeout"]) if "timeout" in options else None,
+                    run_timeout=float(options["timeout"]) if "timeout" in options else None,
+                    backlog=backlog,
+                    **route,
+                )
+            )
+
+        tasks: list[asyncio.Task[InferenceResult]] = []
+        try:
+            todo = iter(parts)
+            pending: set[asyncio.Task[InferenceResult]] = set()
+            exhausted = False
+            while not exhausted or pending:
+                while not exhausted and len(pending) < SPLIT_WINDOW_PER_SLOT * pool.run_slots():
+                    nxt = next(todo, None)
+                    if nxt is None:
+                        exhausted = True
+                        break
+                    task = submit(nxt[1], len(parts) - len(tasks) - 1)
+                    tasks.append(task)
+                    pending.add(task)
+                if pending:
+                    done, pending = await asyncio.wait(
+                        pending, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    for task in done:
+                        task.result()  # the first failure fails the whole request
+            results = [t.result() for t in tasks]
+        except BaseException:
+            for t in tasks:  # one failed (or the caller gave up): the rest are not run
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        t_run = time.perf_counter()
+        n = sum(len(idx) for idx, _ in parts)
+        merged: dict[str, Any] = {}
+        for (idx, prepared), result in zip(parts, results, strict=True):
+            out = processor.postprocess(result.outputs, prepared)
+            for key, value in out.items():
+                if isinstance(value, np.ndarray) and value.shape[:1] == (len(idx),):
+                    if key not in merged:
+                        merged[key] = np.empty((n, *value.shape[1:]), dtype=value.dtype)
+                    merged[key][idx] = value
+                elif isinstance(value, list) and len(value) == len(idx):
+                    slot = merged.setdefault(key, [None] * n)
+                    for i, v in zip(idx, value, strict=True):
+                        slot[i] = v
+                else:
+                    merged.setdefault(key, value)
+        t_end = time.perf_counter()
+        first = results[0]
+        described = self._describe(
+            spec,
+            first,
+            route,
+            merged,
+            {
+                "preprocess_ms": (t_pre - t_start) * 1000,
+                "postprocess_ms": (t_end - t_run) * 1000,
+                "latency_ms": (t_end - t_start) * 1000,
+            },
+        )
+        described.update(
+            micro_batches=len(parts),
+            micro_batch_rows=[len(idx) for idx, _ in parts],
+            padded_tokens=int(sum(len(idx) * p.tensors["input_ids"].shape[1] for idx, p in parts)),
+            workers=sorted({r.worker_id for r in results}),
+            page_ms=sum(r.page_ms or 0.0 for r in results),
+            round_trip_ms=sum(r.run_ms or 0.0 for r in results),
+            queue_ms=max(r.queue_ms for r in results),
+            attempts=max(r.attempts for r in results),
+            batch_size=n,
+        )
+        return described
 
     async def _run_loop(
         self,

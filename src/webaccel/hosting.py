@@ -162,6 +162,7 @@ class BrowserHost:
             shape_buckets=spec.shape_buckets,
             load_on_session=spec.build_parts is None,
             reference=None if spec.build_parts is not None else self._reference(spec),
+            warmup_inputs=_warmup_inputs(spec),
         )
 
     def _reference(self, spec: Any) -> Any:
@@ -169,6 +170,28 @@ class BrowserHost:
             return self.native.run(spec, tensors, precision)[0]
 
         return reference
+
+
+# Token models are warmed on load with these [batch, sequence] shapes: one short
+# text (the latency case) and a micro-batch of a long list (the throughput case).
+WARMUP_TOKEN_SHAPES = ((1, 16), (32, 32))
+
+
+def _warmup_inputs(spec: Any) -> tuple[dict[str, Any], ...]:
+    import numpy as np
+
+    buckets = spec.shape_buckets
+    if buckets is None or "input_ids" not in buckets.inputs:
+        return ()
+    out = []
+    for rows, seq in WARMUP_TOKEN_SHAPES:
+        ids = np.full((rows, seq), 1996, dtype=np.int64)  # "the"
+        ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        if "token_type_ids" in buckets.inputs:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        out.append(feeds)
+    return tuple(out)
 
 
 def _session_options(spec: Any, backend: str) -> dict[str, Any]:

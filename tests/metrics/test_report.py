@@ -151,3 +151,35 @@ def test_every_plot_writes_plain_numbers(tmp_path: Path, plot_texts: list[list[s
     assert "0.999950" in acc_t and "400,000" in tput_t
     for texts in plot_texts:
         assert scientific(texts) == [], texts
+
+
+def test_report_shows_the_corpus_systems_side_by_side(db_path: Path, tmp_path: Path,
+                                                      plot_texts: list[list[str]]) -> None:
+    rate = {"median": 61.5, "p10": 60.0, "p90": 63.0, "min": 60.0, "max": 63.0, "n": 2}
+    figures = {
+        "webaccel": {"embeddings_per_s": rate, "workers": 2, "threads_per_worker": 1,
+                     "slots_per_worker": 2, "backend": "wasm",
+                     "worst_cosine_vs_sentence_transformers": 0.99999},
+        "transformers.js": {"embeddings_per_s": dict(rate, median=30.5, p10=29.0, p90=31.0),
+                            "threads": 2, "device": "wasm",
+                            "worst_cosine_vs_sentence_transformers": 0.9912},
+        "sentence-transformers": {"embeddings_per_s": dict(rate, median=1234.5, p10=1200.0,
+                                                           p90=1300.0),
+                                  "threads": 2},
+    }
+    with MetricsStore(db_path) as store:
+        store.record_benchmark({"benchmark": "corpus", "ratio": 61.5 / 30.5,
+                                "ratio_is": "webaccel / transformers.js", "figures": figures,
+                                "versions": {"transformers.js": "4.3.2", "torch": "2.13.0",
+                                             "sentence-transformers": "6.3.0"}},
+                               better="higher")
+    rep = build_report(db_path, tmp_path / "r")
+    assert "corpus" in rep.plots
+    md = rep.markdown.read_text()
+    assert "| webaccel | 61.5 | 60.0 | 63.0 | 2 workers x 1 thread, 2 in flight, wasm" in md
+    assert "| transformers.js | 30.5 | 29.0 | 31.0 | 2 threads, wasm, 4.3.2 | 0.9912 |" in md
+    st_row = ("| sentence-transformers | 1,234.5 | 1,200.0 | 1,300.0 "
+              "| 2 threads, torch 2.13.0, 6.3.0 |")
+    assert st_row in md
+    corpus_texts = next(t for t in plot_texts if any("Embedding a corpus" in x for x in t))
+    assert any("1,234" in x for x in corpus_texts) and not scientific(corpus_texts)

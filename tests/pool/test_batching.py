@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from webaccel.errors import InvalidInputError
-from webaccel.pool.batching import batch_signature, merge, split
+from webaccel.pool.batching import batch_signature, merge, plan_microbatches, split
 
 
 def test_signature_ignores_batch_axis_only() -> None:
@@ -43,3 +43,35 @@ def test_merge_then_split_round_trips(rows: list[int], width: int) -> None:
 def test_split_refuses_outputs_without_batch_rows() -> None:
     with pytest.raises(InvalidInputError):
         split({"loss": np.zeros((1,))}, [2, 3])
+
+
+@given(
+    st.lists(st.integers(1, 300), min_size=1, max_size=400),
+    st.integers(1, 64),
+    st.integers(8, 4096),
+)
+def test_microbatch_plan_covers_each_index_once_within_its_limits(
+    lengths: list[int], max_rows: int, max_tokens: int
+) -> None:
+    plan = plan_microbatches(lengths, max_rows=max_rows, max_tokens=max_tokens)
+    seen = [i for idx, _ in plan for i in idx]
+    assert sorted(seen) == list(range(len(lengths)))
+    assert [lengths[i] for i in seen] == sorted(lengths)  # sorted by length
+    for idx, width in plan:
+        assert 1 <= len(idx) <= max_rows
+        assert width % 8 == 0 and width >= max(lengths[i] for i in idx)
+        assert len(idx) == 1 or len(idx) * width <= max_tokens
+        for i in idx:  # nobody is padded past twice its own bucket
+            assert width <= 2 * max(8, -(-lengths[i] // 8) * 8)
+
+
+def test_microbatch_plan_keeps_short_texts_short() -> None:
+    lengths = [6] * 40 + [128] * 40 + [7, 9]
+    plan = plan_microbatches(lengths, max_rows=32, max_tokens=32 * 64)
+    widths = {i: w for idx, w in plan for i in idx}
+    assert all(widths[i] <= 16 for i in [*range(40), 80, 81])  # never 128
+    assert sum(widths[i] == 8 for i in range(40)) >= 32
+    assert all(widths[i] == 128 for i in range(40, 80))
+    assert max(len(idx) for idx, w in plan if w == 128) == 16  # 16 x 128 = the token budget
+    with pytest.raises(InvalidInputError):
+        plan_microbatches([1], max_rows=0)

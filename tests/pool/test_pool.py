@@ -427,3 +427,100 @@ async def test_a_callers_run_timeout_outlasts_the_pools_hang_detection() -> None
         r = await t
         assert r.attempts == 1 and r.worker_id == w.id and r.outputs["y"][0, 0] == 6
         assert pool.stats()["counters"].get("worker_lost", 0) == 0
+
+
+@pytest.mark.parametrize("slots", [1, 2, 3])
+async def test_pipelined_dispatch_respects_the_in_flight_bound(slots: int) -> None:
+    """Each worker holds up to ``slots_per_worker`` runs (the next one already in
+    the page while the current one runs) and never more; a request cancelled while
+    queued never reaches a worker."""
+    launcher = FakeLauncher({"chromium": {"manual": True}})
+    async with make_pool(
+        launcher, max_connections=2, adaptive_scaling=False, slots_per_worker=slots
+    ) as pool:
+        await until(lambda: len(launcher.live()) == 2)
+        tasks = [asyncio.create_task(pool.run_inference("emb", x(i))) for i in range(20)]
+        # Both workers fill up to the bound, and stop there while the rest queue.
+        await until(lambda: all(len(w.pending) == slots for w in launcher.live()))
+        await asyncio.sleep(0.02)
+        assert [len(w.pending) for w in launcher.live()] == [slots, slots]
+        assert pool.stats()["admitted"] == 20
+        # Cancel queued requests (not the ones in the pages).
+        doomed = [tasks[i] for i in range(2 * slots + 1, 20, 3)]
+        doomed_ids = {float(i) for i in range(2 * slots + 1, 20, 3)}
+        for t in doomed:
+            t.cancel()
+        await until(lambda: pool.stats()["admitted"] == 20 - len(doomed))
+        # Finish runs one at a time: each completion lets exactly one more in.
+        live = [t for t in tasks if t not in doomed]
+        while not all(t.done() for t in live):
+            for w in launcher.live():
+                w.release(1)
+            await asyncio.sleep(0.002)
+            for w in launcher.live():
+                assert len(w.pending) <= slots
+    ran = [float(c.inputs["x"][0, 0]) for w in launcher.workers for c in w.calls]
+    assert sorted(ran) == sorted(float(i) for i in range(20) if float(i) not in doomed_ids)
+    assert not doomed_ids & set(ran)
+    assert [w.peak_in_flight for w in launcher.workers] == [slots, slots]
+    assert all(t.cancelled() for t in doomed)
+    for i, t in enumerate(tasks):
+        if t not in doomed:
+            assert float(t.result().outputs["y"][0, 0]) == 2 * i
+
+
+
+async def test_a_model_is_warmed_up_on_load_before_it_takes_traffic() -> None:
+    dummy = {"x": np.full((1, 3), -1.0, np.float32)}
+    warm = StaticResolver(
+        {"emb": ResolvedModel("emb", "text_embedding", (ref("emb"),), warmup_inputs=(dummy,))}
+    )
+    launcher = FakeLauncher({"chromium": {}})
+    async with ResourcePool(
+        launcher=launcher,
+        resolver=warm,
+        max_connections=1,
+        warmup_runs=5,
+        heartbeat_interval=0.01,
+        launchable=["chromium"],
+    ) as pool:
+        out = await pool.run_inference("emb", x(7))
+        await pool.run_inference("emb", x(8))
+        why = await pool.explain("emb")
+    calls = [float(c.inputs["x"][0, 0]) for c in launcher.workers[0].calls]
+    assert calls == [-1.0] * 5 + [7.0, 8.0]  # five dummy runs, then the traffic
+    assert float(out.outputs["y"][0, 0]) == 14.0
+    assert why["warmup"]["runs_on_load"] == 5
+    (record,) = why["warmup"]["workers"][launcher.workers[0].id].values()
+    assert record["runs"] == 5 and record["shapes"] == [{"x": [1, 3]}]
+
+
+async def test_no_warm_up_when_turned_off_or_not_declared() -> None:
+    launcher = FakeLauncher({"chromium": {}})
+    async with make_pool(launcher, max_connections=1, warmup_runs=5) as pool:
+        await pool.run_inference("emb", x(7))  # RESOLVER's emb declares no warm-up
+        why = await pool.explain("emb")
+    assert [float(c.inputs["x"][0, 0]) for c in launcher.workers[0].calls] == [7.0]
+    assert why["warmup"]["runs_on_load"] == 0 and why["warmup"]["workers"] == {}
+
+
+async def test_warm_up_stops_at_its_time_budget() -> None:
+    dummy = {"x": np.full((1, 3), -1.0, np.float32)}
+    warm = StaticResolver(
+        {"emb": ResolvedModel("emb", "text_embedding", (ref("emb"),), warmup_inputs=(dummy,))}
+    )
+    launcher = FakeLauncher({"chromium": {"run_latency": 0.05}})
+    async with ResourcePool(
+        launcher=launcher,
+        resolver=warm,
+        max_connections=1,
+        warmup_runs=100,
+        warmup_budget_s=0.12,
+        heartbeat_interval=0.01,
+        launchable=["chromium"],
+    ) as pool:
+        await pool.run_inference("emb", x(7))
+        why = await pool.explain("emb")
+    (record,) = why["warmup"]["workers"][launcher.workers[0].id].values()
+    assert 1 <= record["runs"] <= 5  # ~0.12 s of 0.05 s runs (fewer on a busy box), not 100
+    assert len(launcher.workers[0].calls) == record["runs"] + 1

@@ -399,3 +399,41 @@ def test_a_long_queue_spreads_the_model_to_idle_workers() -> None:
         s.submit(req("m"), 0)
     spread = s.next_assignment(0)
     assert spread is not None and spread.worker_id == "w2" and spread.load
+
+
+def test_a_callers_backlog_spreads_the_model_like_a_long_queue() -> None:
+    """One queued micro-batch of a long paced list: its backlog (what the caller holds
+    back) is demand too, so an idle worker loads the model instead of idling."""
+    s = PoolState()
+    s.register_model(model("m"))
+    add_worker(s, "w1")
+    s.submit(req("m"), 0)
+    a = s.next_assignment(0)
+    s.finish(a.id, 0, ms=50.0, load_ms=1000.0)
+    s.submit(req("m"), 0)
+    busy = s.next_assignment(0)
+    assert busy is not None and busy.worker_id == "w1"
+    add_worker(s, "w2")
+    s.submit(req("m"), 0)
+    assert s.next_assignment(0) is None  # one 50 ms request ahead: wait for w1
+    s.submit(_with_backlog(req("m"), 40), 0)
+    spread = s.next_assignment(0)
+    assert spread is not None and spread.worker_id == "w2" and spread.load
+
+
+def _with_backlog(r: Request, n: int) -> Request:
+    r.backlog = n
+    return r
+
+
+def test_scaling_counts_a_callers_backlog_as_demand() -> None:
+    s = PoolState(scaling=ScalingPolicy(min_workers=1, max_workers=4))
+    s.register_model(model("m"))
+    add_worker(s, "w1")
+    s.submit(req("m"), 0)
+    s.next_assignment(0)
+    s.submit(req("m"), 0)
+    quiet = s.scaling_plan(0.0, ["chromium"])
+    s.submit(_with_backlog(req("m"), 60), 0)
+    busy = s.scaling_plan(0.0, ["chromium"])
+    assert len(busy.launch) > len(quiet.launch)

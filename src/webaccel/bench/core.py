@@ -65,6 +65,7 @@ BENCHMARK_MODULES: dict[str, str] = {
     "pool-saturation": "webaccel.bench.pool_saturation",
     "soak": "webaccel.bench.soak",
     "pipeline": "webaccel.bench.pipeline",
+    "corpus": "webaccel.bench.corpus",
 }
 
 

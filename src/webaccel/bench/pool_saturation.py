@@ -1,6 +1,7 @@
 """``pool-saturation``: how busy a real pool keeps its workers under sustained overload.
 
-Ratio: busy-worker fraction = (sum of run round trips) / (workers x window)
+Ratio: busy-worker fraction = (time each worker had a run in flight: the union
+of its runs' round trips, so pipelined runs are not counted twice) / (workers x window)
 while more clients than the pool can serve send back to back; higher is
 better (1.0 = no worker ever idles while requests wait).  Figures: p50/p99
 queue wait, throughput and the spread over windows; then a burst of 10x
@@ -17,7 +18,8 @@ Options (``ctx.options``): ``workers`` (default 2: FACTS.md found one
 single-thread browser per core best), ``window_s`` (2.0), ``windows``
 (``min(ctx.repeat, 5)``), ``overload`` (clients per worker, 8),
 ``max_pending`` (= clients: the windows measure a full queue, not refusals;
-clients spinning on refusals would steal the browsers' CPU on a small machine).
+clients spinning on refusals would steal the browsers' CPU on a small machine),
+``slots`` (runs in flight per worker; default: the pool's).
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ async def _measure(ctx: BenchContext, launch_worker: Any) -> Measurement:
             max_pending=max_pending,
             request_timeout=30.0,
             connection_timeout=60.0,
+            slots_per_worker=int(ctx.options.get("slots", 1)),
         )
         try:
             async with pool:
@@ -159,18 +162,22 @@ async def _drive(
         await pool.execute_concurrent([("bench-mlp", {"x": v}) for v in extra])
 
     fractions: list[float] = []
+    page_fractions: list[float] = []
     waits: list[float] = []
     done_total = 0
     refused_total = 0
     for _ in range(windows):
-        busy_ms = 0.0
+        busy: dict[str, list[tuple[float, float]]] = {}  # worker -> round-trip intervals
+        page_ms = 0.0
         done = 0
         refused = 0
         start = time.perf_counter()
         end = start + window
 
-        async def client(end: float = end) -> None:
-            nonlocal busy_ms, done, refused
+        async def client(
+            end: float = end, busy: dict[str, list[tuple[float, float]]] = busy
+        ) -> None:
+            nonlocal page_ms, done, refused
             x = rng.standard_normal((1, HIDDEN)).astype(np.float32)
             while time.perf_counter() < end:
                 try:
@@ -179,13 +186,20 @@ async def _drive(
                     refused += 1
                     await asyncio.sleep(0.001)  # a real client backs off
                     continue
-                busy_ms += r.run_ms
+                t = time.perf_counter()
+                busy.setdefault(r.worker_id, []).append((t - r.run_ms / 1000, t))
+                page_ms += r.page_ms or 0.0
                 done += 1
                 waits.append(r.queue_ms)
 
         await asyncio.gather(*(client() for _ in range(clients)))
         elapsed = time.perf_counter() - start
-        fractions.append(min(1.0, busy_ms / (n_workers * elapsed * 1000)))
+        # A worker is busy while it has at least one run in flight: the union of
+        # its runs' round trips (runs pipelined into one page overlap; counting
+        # them twice would flatter the pool).
+        busy_s = sum(_union(iv, start, start + elapsed) for iv in busy.values())
+        fractions.append(min(1.0, busy_s / (n_workers * elapsed)))
+        page_fractions.append(min(1.0, page_ms / (n_workers * elapsed * 1000)))
         done_total += done
         refused_total += refused
     burst = await _burst(pool, rng, 10 * max_pending)
@@ -197,6 +211,8 @@ async def _drive(
         ratio=spread["median"],
         figures={
             "busy_fraction": spread,
+            "page_compute_fraction": summarize(page_fractions),
+            "slots_per_worker": pool.slots_per_worker,
             "queue_wait_ms_p50": wait.get("median"),
             "queue_wait_ms_p99": p99,
             "throughput_per_s": done_total / (window * windows),
@@ -212,6 +228,24 @@ async def _drive(
             "stats": pool.stats()["counters"],
         },
     )
+
+
+def _union(intervals: list[tuple[float, float]], lo: float, hi: float) -> float:
+    """Seconds of [lo, hi] covered by at least one of ``intervals``."""
+    total = 0.0
+    current: tuple[float, float] | None = None  # the run of overlapping intervals so far
+    for a, b in sorted((max(a, lo), min(b, hi)) for a, b in intervals):
+        if b <= a:
+            continue
+        if current is None or a > current[1]:
+            if current is not None:
+                total += current[1] - current[0]
+            current = (a, b)
+        else:
+            current = (current[0], max(current[1], b))
+    if current is not None:
+        total += current[1] - current[0]
+    return total
 
 
 async def _burst(pool: Any, rng: np.random.Generator, n: int) -> dict[str, Any]:

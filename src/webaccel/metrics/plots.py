@@ -241,3 +241,28 @@ def generation_speed(rows: list[dict[str, Any]], path: Path) -> Path | None:
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle("Generation by model and backend")
     return _save(fig, path)
+
+
+def corpus_systems(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """rows: system, median, p10, p90 (embeddings/s), setting (threads, version): one bar each."""
+    rows = [r for r in rows if r.get("median") is not None]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(9.0, 0.7 * len(rows) + 1.8))
+    ys = list(range(len(rows)))
+    meds = [float(r["median"]) for r in rows]
+    lo = [max(0.0, m - float(r.get("p10", m))) for m, r in zip(meds, rows, strict=True)]
+    hi = [max(0.0, float(r.get("p90", m)) - m) for m, r in zip(meds, rows, strict=True)]
+    bars = ax.barh(ys, meds, 0.6, color=[COLORS[i % len(COLORS)] for i in ys],
+                   xerr=[lo, hi], capsize=3)
+    ax.bar_label(bars, labels=[f"{plain(m)}/s  ({r.get('setting', '')})"
+                               for m, r in zip(meds, rows, strict=True)],
+                 fontsize=8, padding=4)
+    ax.set_yticks(ys, [r["system"] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(m + h for m, h in zip(meds, hi, strict=True)) * 2.3)
+    _plain_axis(ax.xaxis)
+    ax.set_xlabel("embeddings/s (median over passes; whiskers p10–p90)")
+    ax.set_title("Embedding a corpus: MiniLM fp32, same sentences, same machine")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)

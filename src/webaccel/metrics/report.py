@@ -107,6 +107,35 @@ def _figure_summary(figures: dict[str, Any], limit: int = 6) -> str:
     return "; ".join(parts)
 
 
+def _corpus_rows(bench: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The systems of the latest ``corpus`` result, with their settings and versions."""
+    row = next((b for b in bench if b["benchmark"] == "corpus" and b["ratio"] is not None), None)
+    if row is None:
+        return []
+    figs = json.loads(row["figures"] or "{}")
+    versions = json.loads(row["versions"] or "{}")
+    out = []
+    for system in ("webaccel", "transformers.js", "sentence-transformers"):
+        f = figs.get(system) or {}
+        rate = f.get("embeddings_per_s") or {}
+        if "median" not in rate:
+            continue
+        if system == "webaccel":
+            setting = (f"{f.get('workers')} workers x {f.get('threads_per_worker')} thread, "
+                       f"{f.get('slots_per_worker')} in flight, {f.get('backend')}")
+        elif system == "transformers.js":
+            setting = (f"{f.get('threads')} threads, {f.get('device')}, "
+                       f"{versions.get('transformers.js', '?')}")
+        else:
+            setting = (f"{f.get('threads')} threads, torch {versions.get('torch', '?')}, "
+                       f"{versions.get('sentence-transformers', '?')}")
+        out.append({"system": system, "median": rate["median"], "p10": rate.get("p10"),
+                    "p90": rate.get("p90"), "setting": setting,
+                    "cosine": f.get("worst_cosine_vs_sentence_transformers", 1.0
+                                    if system == "sentence-transformers" else None)})
+    return out
+
+
 def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) -> Report:
     from webaccel.metrics.store import default_path
 
@@ -141,6 +170,18 @@ def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) 
             why = f"unavailable: {b['unavailable']}" if b["unavailable"] else f"error: {b['error']}"
             s.rows.append([b["benchmark"], None, b["ratio_is"], b["better"], why, b["ts"]])
     sections.append(s)
+    corpus = _corpus_rows(bench)
+    if corpus:  # the systems side by side (only once `webaccel bench corpus` has run)
+        data["corpus"] = corpus
+        s = Section("Embedding a corpus", "`webaccel bench corpus`: the same 2,000 real "
+                    "sentences embedded by each system in one run (MiniLM fp32, this "
+                    "machine's cores).", key="corpus")
+        s.plot = plot("corpus", plots.corpus_systems(corpus, plot_dir / "corpus.png"))
+        s.headers = ["system", "embeddings/s (median)", "p10", "p90", "setting",
+                     "worst cosine vs sentence-transformers"]
+        s.rows = [[c["system"], c["median"], c["p10"], c["p90"], c["setting"], c["cosine"]]
+                  for c in corpus]
+        sections.append(s)
 
     # -- latency by backend and precision ---------------------------------------------------
     lat = r.q("""SELECT coalesce(model, '?') AS model, coalesce(backend, '?') AS backend,

@@ -136,18 +136,80 @@ def _tokenizer() -> Any:
     return tok
 
 
+@cache
+def _unpadded_tokenizer() -> Any:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(_tokenizer().to_str())
+    tok.no_padding()
+    return tok
+
+
+def _texts(data: Any) -> list[str]:
+    texts = [data] if isinstance(data, str) else data
+    if not isinstance(texts, list | tuple) or not all(isinstance(t, str) for t in texts):
+        raise InvalidInputError("minilm takes a string or a list of strings")
+    if not texts:
+        raise InvalidInputError("no input: give at least one non-empty string")
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise InvalidInputError(f"input text {empty[0]} is empty; give non-empty strings")
+    return list(texts)
+
+
+# Micro-batches of a long list (``split``): rows and padded tokens per run.
+MICRO_ROWS = 32
+MICRO_TOKENS = 32 * 64
+
+
 class TextEmbeddingProcessor:
     """Strings in, normalized sentence embeddings out."""
 
+    def split(
+        self,
+        data: Any,
+        options: dict[str, Any],
+        *,
+        max_rows: int = MICRO_ROWS,
+        max_tokens: int = MICRO_TOKENS,
+    ) -> list[tuple[list[int], Prepared]] | None:
+        """A list of texts as padded micro-batches sorted by length, each with the
+        caller's indices of its rows; None when one batch is as good (a short list
+        of similar lengths: :meth:`preprocess` pads it to its longest text)."""
+        if isinstance(data, str):
+            return None
+        texts = _texts(data)
+        if len(texts) <= 1:
+            return None
+        from webaccel.pool.batching import plan_microbatches
+
+        encs = _unpadded_tokenizer().encode_batch(texts)
+        plan = plan_microbatches(
+            [len(e.ids) for e in encs], max_rows=max_rows, max_tokens=max_tokens
+        )
+        if len(plan) == 1:
+            return None
+        limit = max_seq_length()
+        out: list[tuple[list[int], Prepared]] = []
+        for idx, width in plan:
+            ids = np.zeros((len(idx), width), dtype=np.int64)
+            mask = np.zeros_like(ids)
+            types = np.zeros_like(ids)
+            for row, i in enumerate(idx):
+                e = encs[i]
+                n = len(e.ids)
+                ids[row, :n], mask[row, :n], types[row, :n] = e.ids, e.attention_mask, e.type_ids
+            tensors = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            state = {
+                "truncated": [bool(encs[i].overflowing) for i in idx],
+                "max_tokens": limit,
+                "single": False,
+            }
+            out.append((idx, Prepared(tensors, state)))
+        return out
+
     def preprocess(self, data: Any, options: dict[str, Any]) -> Prepared:
-        texts = [data] if isinstance(data, str) else data
-        if not isinstance(texts, list | tuple) or not all(isinstance(t, str) for t in texts):
-            raise InvalidInputError("minilm takes a string or a list of strings")
-        if not texts:
-            raise InvalidInputError("no input: give at least one non-empty string")
-        empty = [i for i, t in enumerate(texts) if not t.strip()]
-        if empty:
-            raise InvalidInputError(f"input text {empty[0]} is empty; give non-empty strings")
+        texts = _texts(data)
         if len(texts) > MAX_BATCH:
             raise InvalidInputError(
                 f"{len(texts)} texts exceed the batch limit of {MAX_BATCH}; split them"

@@ -74,3 +74,48 @@ def split(
             sl[axis] = slice(int(bounds[i]), int(bounds[i + 1]))
             out[i][name] = arr[tuple(sl)]
     return out
+
+
+def plan_microbatches(
+    lengths: Sequence[int],
+    *,
+    max_rows: int = 32,
+    max_tokens: int = 2048,
+    granule: int = 8,
+    max_stretch: float = 2.0,
+) -> list[tuple[list[int], int]]:
+    """Cut a list of sequences into padded micro-batches: ``[(indices, padded_length), ...]``.
+
+    Sequences are sorted by length (stable, so equal lengths keep the caller's
+    order) and taken in runs of at most ``max_rows`` whose padded size
+    (rows x padded length) stays within ``max_tokens``.  A run is padded to its
+    longest member rounded up to ``granule`` (so concurrent callers' runs share
+    shapes and can be batched together), and a run closes before a member
+    would be padded to more than ``max_stretch`` times its own bucket: a
+    6-token sentence is never padded to 128.  Every index appears exactly once.
+    """
+    if max_rows < 1 or max_tokens < 1 or granule < 1 or max_stretch < 1:
+        raise InvalidInputError("max_rows, max_tokens and granule must be >= 1, max_stretch >= 1")
+
+    def bucket(n: int) -> int:
+        return max(granule, -(-int(n) // granule) * granule)
+
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    plan: list[tuple[list[int], int]] = []
+    group: list[int] = []
+    first = 0
+    for i in order:
+        b = bucket(lengths[i])
+        if group and (
+            len(group) + 1 > max_rows
+            or (len(group) + 1) * b > max_tokens
+            or b > max_stretch * first
+        ):
+            plan.append((group, bucket(lengths[group[-1]])))
+            group = []
+        if not group:
+            first = b
+        group.append(i)
+    if group:
+        plan.append((group, bucket(lengths[group[-1]])))
+    return plan

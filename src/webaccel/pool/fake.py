@@ -129,6 +129,7 @@ class FakeWorker:
         self.tokens_streamed = 0
         self.loaded: dict[str, ModelRef] = {}
         self.pending: list[FakeCall] = []
+        self.peak_in_flight = 0  # the most runs this worker ever held at once
         self.calls: list[FakeCall] = []
         self.loads: list[str] = []
         self.unloads: list[str] = []
@@ -183,6 +184,7 @@ class FakeWorker:
         call = FakeCall(self, key, inputs, loop.create_future())
         self.calls.append(call)
         self.pending.append(call)
+        self.peak_in_flight = max(self.peak_in_flight, len(self.pending))
         self._arrived.set()
         start = loop.time()
         try:

@@ -189,6 +189,8 @@ class ResourcePool:
         graph_capture: bool = True,
         bucket_sessions: int = 4,
         verify: str | VerifyPolicy = "sample",
+        warmup_runs: int = 12,
+        warmup_budget_s: float = 3.0,
     ) -> None:
         """``launcher``: ``async launcher(family) -> WorkerTransport``; by default
         local headless browsers behind a loopback server this pool owns (and,
@@ -202,7 +204,12 @@ class ResourcePool:
         trusted reference (:mod:`webaccel.pool.verify`): "sample" (default: the
         first answer of every loaded variant, then 5% of a remote worker's),
         "all" (every answer, before it is delivered), "off", or a
-        :class:`VerifyPolicy`."""
+        :class:`VerifyPolicy`.
+        ``warmup_runs``: dummy runs (a model's ``warmup_inputs``,
+        cycled) a worker makes right after loading it, before its first
+        request, so V8's WASM tier-up is not paid by callers (0: none); it
+        stops early after ``warmup_budget_s`` (the request that caused the
+        load is waiting for it)."""
         self._host: Any = None
         if launcher is None:
             from webaccel.hosting import BrowserHost  # the browser stack, only when asked for
@@ -267,6 +274,10 @@ class ResourcePool:
         self.quarantined: dict[str, dict[str, Any]] = {}  # worker id -> why, when
         self._verify_rng = random.Random(seed)
         self.graph_capture = graph_capture
+        self.warmup_runs = max(0, warmup_runs)
+        self.warmup_budget_s = warmup_budget_s
+        # worker id -> model key -> what its warm-up took (shown by explain()).
+        self.warmups: dict[str, dict[str, dict[str, Any]]] = {}
         self.bucket_sessions = max(1, bucket_sessions)
         self._inbox: deque[cmd.Command] = deque()
         self._wake: asyncio.Event | None = None
@@ -401,6 +412,7 @@ class ResourcePool:
         priority_list: Sequence[str] | None = None,
         allow_software: bool = False,
         run_timeout: float | None = None,
+        backlog: int = 0,
     ) -> InferenceResult:
         """Run one request; raises OverloadedError at once when the pool is full.
 
@@ -413,6 +425,9 @@ class ResourcePool:
         ``run_timeout``: how long one attempt may run before its worker counts
         as hung (default ``request_timeout``; a caller that knows its run is
         long, e.g. a big batch on a software adapter, says so here).
+        ``backlog``: how many more requests of the same job the caller holds
+        back to submit later (paced); counted as demand when scaling and when
+        deciding whether to load the model on another worker.
         """
         await self._ensure_started()
         opts = dict(options or {})
@@ -445,6 +460,7 @@ class ResourcePool:
             batch_key=key,
             rows=rows,
             run_timeout=run_timeout,
+            backlog=max(0, int(backlog)),
         )
         names = opts.get("output_names") or (
             list(model.output_names) if model.output_names else None
@@ -713,6 +729,21 @@ class ResourcePool:
         }
         out["quarantined"] = {wid: q["reason"] for wid, q in self.quarantined.items()}
         out["memory"] = self._memory_verdict(model)
+        out["warmup"] = {
+            "runs_on_load": self.warmup_runs if model.warmup_inputs else 0,
+            "budget_s": self.warmup_budget_s,
+            "why": "each worker runs the model on dummy inputs right after loading it, "
+            "before its first request (V8 tiers WASM up over the first runs)"
+            if self.warmup_runs and model.warmup_inputs
+            else "off (warmup_runs=0)"
+            if model.warmup_inputs
+            else "this model declares no warm-up inputs",
+            "workers": {
+                wid: {k: v for k, v in keys.items() if v["model"] == model.name}
+                for wid, keys in self.warmups.items()
+                if any(v["model"] == model.name for v in keys.values())
+            },
+        }
         return out
 
     def _memory_verdict(self, model: ResolvedModel) -> dict[str, Any]:
@@ -737,6 +768,16 @@ class ResourcePool:
         snap["quarantined"] = dict(self.quarantined)
         snap["verify"] = dataclasses.asdict(self.verify)
         return snap
+
+    def run_slots(self) -> int:
+        """Runs the pool can have in its pages right now: ready workers x ``slots_per_worker``
+        (at least one slot, so a caller pacing itself by it never stalls)."""
+        ready = sum(
+            1
+            for w in self._state.workers.values()
+            if w.state in (WorkerState.READY, WorkerState.BUSY)
+        )
+        return max(1, ready) * self.slots_per_worker
 
     @property
     def workers(self) -> dict[str, WorkerTransport]:
@@ -1255,6 +1296,7 @@ class ResourcePool:
 
     def _close_worker(self, wid: str) -> None:
         w = self._workers.pop(wid, None)
+        self.warmups.pop(wid, None)
         for k in [k for k in self._load_locks if k[0] == wid]:
             del self._load_locks[k]
         if w is not None:
@@ -1453,8 +1495,45 @@ class ResourcePool:
             if self._state.is_resident(w.id, ref.key):
                 return None
             info = await w.load_model(ref, timeout=self.load_timeout)
+            await self._warm_up(w, ref)
             self._state.page_loaded(w.id, ref.key)
             return info
+
+    async def _warm_up(self, w: WorkerTransport, ref: ModelRef) -> None:
+        """Dummy runs of a just-loaded model before it takes traffic (not for captured
+        bucket sessions: they take one fixed shape, and replay is already fast)."""
+        model = self._models.get(ref.name)
+        if (
+            not self.warmup_runs
+            or model is None
+            or not model.warmup_inputs
+            or (ref.session_options.get("ort") or {}).get("enableGraphCapture")
+        ):
+            return
+        names = list(model.output_names) if model.output_names else None
+        times: list[float] = []
+        t0 = self._clock()
+        try:
+            for i in range(self.warmup_runs):
+                if i and self._clock() - t0 > self.warmup_budget_s:
+                    break
+                dummy = model.warmup_inputs[i % len(model.warmup_inputs)]
+                feeds = {k: np.asarray(v) for k, v in dummy.items()}
+                res = await w.run(ref.key, feeds, output_names=names, timeout=self.load_timeout)
+                times.append(res.page_ms)
+        except WebAccelError as exc:  # a warm-up that fails is no reason not to serve
+            self._event("warmup_failed", f"{w.id} {ref.key}: {exc.code} {exc.message}")
+        self.warmups.setdefault(w.id, {})[ref.key] = {
+            "model": ref.name,
+            "runs": len(times),
+            "ms": (self._clock() - t0) * 1000,
+            "shapes": [
+                {k: list(np.shape(v)) for k, v in feeds.items()} for feeds in model.warmup_inputs
+            ],
+            "page_ms_first": times[0] if times else None,
+            "page_ms_last": times[-1] if times else None,
+        }
+        self._event("warmup", f"{w.id} {ref.key}: {len(times)} runs")
 
     async def _touch_bucket(self, w: WorkerTransport, variant_key: str, key: str) -> None:
         """Mark ``key`` most recently used; unload the oldest idle bucket sessions over the cap."""

@@ -61,6 +61,10 @@ class ResolvedModel:
     # The trusted answer for checked workers (webaccel.pool.verify): ``reference(
     # tensors, precision) -> outputs`` runs in a thread (native onnxruntime).
     reference: Callable[[Tensors, str], Tensors] | None = None
+    # Dummy inputs of typical shapes: a worker that loads this model runs them
+    # (the pool's ``warmup_runs`` times in all, cycling) before it takes traffic,
+    # so V8's WASM tier-up and the first runs' allocations are not a caller's.
+    warmup_inputs: tuple[Mapping[str, np.ndarray], ...] = ()
 
     def info(self) -> ModelInfo:
         return ModelInfo(

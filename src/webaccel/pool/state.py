@@ -113,6 +113,10 @@ class Request:
     enqueued_at: float = 0.0
     seq: int = 0
     errors: list[str] = field(default_factory=list)
+    # More requests of the same job its caller will submit once this one is
+    # taken (a long list paced micro-batch by micro-batch): demand the queue
+    # alone does not show, for scaling and for spreading a model over workers.
+    backlog: int = 0
 
     def sort_key(self) -> tuple[int, int, int]:
         # A retried request goes to the front of its priority class: it has
@@ -680,7 +684,8 @@ class PoolState:
         ]
         if not holders:
             return False
-        ahead = len(self.queues.get(req.model, ()))
+        queue = self.queues.get(req.model, ())
+        ahead = len(queue) + max((r.backlog for r in queue), default=req.backlog)
         expected_wait = (ahead / len(holders) + 1) * run
         return load > expected_wait
 
@@ -995,6 +1000,8 @@ class PoolState:
             room -= 1
             why.append(f"below the floor of {sp.min_workers}")
         queued = self.queued
+        if queued:  # and what callers said is behind their queued requests
+            queued += max(r.backlog for q in self.queues.values() for r in q)
         if adaptive and queued and room > 0:
             oldest = min((r.enqueued_at for q in self.queues.values() for r in q), default=now)
             capacity = len(serving) + len(launch)
