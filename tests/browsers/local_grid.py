@@ -35,7 +35,7 @@ def node_config(
     chromedriver: str = "/usr/bin/chromedriver",
     chromium: str = "/usr/lib/chromium/chromium",
 ) -> str:
-    """A node config that uses Debian's chromedriver and Chromium (FACTS.md).
+    """A node config that uses Debian's chromedriver and Chromium (docs/FACTS.md).
 
     The stereotype carries only what every session needs; webaccel sends the
     rest (resolver rules naming the server's address, the worker marker).

@@ -1,5 +1,5 @@
 """Selenium Grid 4 for real: a hub and two nodes on loopback, the pool serving
-through them, and a node SIGKILLed mid-run (FACTS.md: Grid section).
+through them, and a node SIGKILLed mid-run (docs/FACTS.md: Grid section).
 
 The hub's health check is set long (60 s) on purpose: the pool must notice
 the dead node itself, at once, and kill the node's orphaned browsers.

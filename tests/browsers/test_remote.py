@@ -1,6 +1,6 @@
 """Remote browsers that join: tokens (issue, check, revoke), isolation between
 workers, and a Chromium in another network namespace joining a server bound to
-a veth address (FACTS.md: network namespaces)."""
+a veth address (docs/FACTS.md: network namespaces)."""
 
 from __future__ import annotations
 

@@ -141,7 +141,7 @@ def test_minilm_fp16(minilm_variants) -> None:
 
 def test_minilm_int8(minilm_variants) -> None:
     r = minilm_variants["int8"]
-    # FACTS.md saw >= 0.988; the 2-token "ok" sentence here gives ~0.983.
+    # docs/FACTS.md saw >= 0.988; the 2-token "ok" sentence here gives ~0.983.
     assert r.accuracy_worst > 0.975 and r.accuracy_mean > 0.985 and r.ratio_to_fp32 < 0.3
 
 

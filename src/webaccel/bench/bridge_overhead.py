@@ -1,7 +1,7 @@
 """``bridge-overhead``: what the SDK adds on top of the page's own inference time.
 
 MiniLM, batch 1, wasm.  After a warm-up long enough for V8 to tier the WASM up
-(FACTS.md: latency falls ~9x over the first ~15 runs), each repeat times one
+(docs/FACTS.md: latency falls ~9x over the first ~15 runs), each repeat times one
 ``WebAccelerator.accelerate`` call from the caller's thread (tokenize, encode
 the frame, WebSocket both ways, decode, pool) and reads the page's own
 ``session.run`` time from the same result.

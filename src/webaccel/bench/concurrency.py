@@ -1,6 +1,6 @@
 """``concurrency``: N different models served at once vs one after another.
 
-The same pool (one browser worker per model, WASM, one thread each: FACTS.md
+The same pool (one browser worker per model, WASM, one thread each: docs/FACTS.md
 found one single-threaded browser per core best here) serves R requests of
 each model twice: first model by model (each stream waits for the previous
 one), then all models' streams at once.  The ratio is total time one after

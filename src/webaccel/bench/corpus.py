@@ -17,7 +17,7 @@ fp32, this machine's cores, measured back to back in one run:
 * **sentence-transformers** on PyTorch CPU, ``torch.set_num_threads(cores)``,
   ``encode(sentences, batch_size=32)`` (its defaults: sorts by length).
 
-Each system is warmed up (V8 tiers wasm up over the first runs: FACTS.md)
+Each system is warmed up (V8 tiers wasm up over the first runs: docs/FACTS.md)
 before ``rounds`` timed passes over the whole corpus; the figures are the
 median embeddings/s with the spread.  Outputs are compared with
 sentence-transformers' (worst cosine over the 2,000 sentences).

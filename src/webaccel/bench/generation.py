@@ -2,7 +2,7 @@
 
 Same model (default ``smollm2``, fp32), same prompt, same greedy decoding,
 same number of new tokens, one thread on both sides (the page's WASM runs one
-thread by default, FACTS.md).  Both loops are webaccel's own: the page's
+thread by default, docs/FACTS.md).  Both loops are webaccel's own: the page's
 ``generate.mjs`` and :class:`webaccel.generation.native.NativeGenerator` (the
 same graph and the same sampler), and the run checks that both produced the
 same token ids.  Ratio = median in-page decode tokens/s (first token to last,

@@ -14,7 +14,7 @@ answers against numpy.  Without a real launcher, browser or onnxruntime-web
 assets it raises :class:`BenchmarkUnavailable` -- the fake worker in
 :mod:`webaccel.pool.fake` is never measured.
 
-Options (``ctx.options``): ``workers`` (default 2: FACTS.md found one
+Options (``ctx.options``): ``workers`` (default 2: docs/FACTS.md found one
 single-thread browser per core best), ``window_s`` (2.0), ``windows``
 (``min(ctx.repeat, 5)``), ``overload`` (clients per worker, 8),
 ``max_pending`` (= clients: the windows measure a full queue, not refusals;
@@ -139,7 +139,7 @@ async def _drive(
 ) -> Measurement:
     rng = np.random.default_rng(1)
 
-    # Warm up every worker (V8 tiers WASM up over ~20 runs, FACTS.md) and check answers.
+    # Warm up every worker (V8 tiers WASM up over ~20 runs, docs/FACTS.md) and check answers.
     warm = [rng.standard_normal((1, HIDDEN)).astype(np.float32) for _ in range(20 * n_workers)]
     results = []
     for i in range(0, len(warm), max_pending):  # stay under the admission bound

@@ -1,6 +1,6 @@
 """``warm-load``: cold model load over the network / warm load from the browser cache by CID.
 
-Headless Chromium (Debian's, flags from FACTS.md) opens a page from a local
+Headless Chromium (Debian's, flags from docs/FACTS.md) opens a page from a local
 webaccel gateway that loads a model file by CID with
 ``webaccel/content/web/cidfetch.mjs`` (bundled by esbuild):
 

@@ -26,7 +26,7 @@ from webaccel.browsers.process import BrowserUser, browser_user, find_executable
 from webaccel.errors import BrowserLaunchError
 
 # /usr/bin/chromium is Debian's shell wrapper (adds flags, prints a spurious
-# error); the real binary is beside it in /usr/lib (FACTS.md).
+# error); the real binary is beside it in /usr/lib (docs/FACTS.md).
 CANDIDATES = (
     "/usr/lib/chromium/chromium",
     "/usr/lib/chromium-browser/chromium-browser",
@@ -164,7 +164,7 @@ def chromium_flags(
     ]
     if webnn:
         # Makes navigator.ml appear; where the platform has no WebNN backend the
-        # page's probe reports why (never use the blink flag alone: FACTS.md).
+        # page's probe reports why (never use the blink flag alone: docs/FACTS.md).
         flags.append("--enable-features=WebMachineLearningNeuralNetwork")
     if headless:
         flags.append("--headless")

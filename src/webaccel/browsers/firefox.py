@@ -1,6 +1,6 @@
 """Firefox (ESR) as a subprocess, kept off the network by a ``user.js``.
 
-``firefox-esr --headless --profile DIR --no-remote URL`` (FACTS.md).  The
+``firefox-esr --headless --profile DIR --no-remote URL`` (docs/FACTS.md).  The
 profile's ``user.js`` points every proxy at a dead loopback port except for
 loopback and our server, and turns off telemetry, updates, safebrowsing,
 remote settings and captive-portal checks, so the browser contacts nothing

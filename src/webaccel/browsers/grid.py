@@ -8,7 +8,7 @@ bound).  The page connects back over the bridge like any other.
 Losing a node.  When a node dies its sessions' commands fail at once ("Unable
 to execute request for an existing session"), but the hub keeps reporting the
 node UP until its health check runs, and the node's chromedriver and Chromium
-live on as orphans -- possibly still connected to our bridge (FACTS.md).  So
+live on as orphans -- possibly still connected to our bridge (docs/FACTS.md).  So
 each :class:`GridWorker` runs a watchdog that asks the hub about its session
 every ``watch_interval`` seconds (a WebDriver command that chromedriver
 answers without the page's main thread).  The first failure retires the

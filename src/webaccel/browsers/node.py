@@ -6,7 +6,7 @@ PDEATHSIG) and returns a :class:`~webaccel.browsers.worker.BrowserWorker` of
 browser family ``"node-webgpu"`` once it has said hello over the bridge.  It
 speaks the same protocol, runs the same ``runtime.mjs`` and reports the same
 capabilities as a browser page, so the pool treats it like one; on a GPU
-server it serves WebGPU without a browser (FACTS.md: Dawn finds an NVIDIA GPU
+server it serves WebGPU without a browser (docs/FACTS.md: Dawn finds an NVIDIA GPU
 through Vulkan).
 
 Where things come from (first match wins):
@@ -44,7 +44,7 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 WORKER_SCRIPT = WEB_DIR / "node-worker.mjs"
 # src/webaccel/browsers/node.py -> the repository root (`make setup` fills its node_modules)
 REPO_ROOT = Path(__file__).resolve().parents[3]
-# Dawn withholds shader-f16 on NVIDIA/Vulkan unless this toggle is on (FACTS.md).
+# Dawn withholds shader-f16 on NVIDIA/Vulkan unless this toggle is on (docs/FACTS.md).
 F16_FLAG = "enable-dawn-features=vulkan_enable_f16_on_nvidia"
 
 
@@ -151,7 +151,7 @@ async def launch_node_worker(
     if os.environ.get("WEBACCEL_DAWN"):
         argv += ["--dawn", os.environ["WEBACCEL_DAWN"]]
     child_env = {**os.environ, **(env or {}), "WEBACCEL_TOKEN": server.token}
-    # Dawn's Vulkan loader wants a runtime dir; a bare GPU server often has none (FACTS.md).
+    # Dawn's Vulkan loader wants a runtime dir; a bare GPU server often has none (docs/FACTS.md).
     child_env.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
     workdir = Path(tempfile.mkdtemp(prefix="webaccel-node-"))
     log_path = Path(tempfile.mkstemp(prefix="webaccel-node-", suffix=".log")[1])

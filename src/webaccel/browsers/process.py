@@ -2,7 +2,7 @@
 
 Each browser runs in its own session/process group (``setsid``) with
 ``PR_SET_PDEATHSIG = SIGKILL``, so the kernel kills it when we die, even by
-SIGKILL (FACTS.md: plain Popen or ``start_new_session`` leave Chromium
+SIGKILL (docs/FACTS.md: plain Popen or ``start_new_session`` leave Chromium
 running).  PDEATHSIG fires when the *thread* that forked exits, so every
 browser is forked from one long-lived spawner thread.  On a normal exit,
 an exception, SIGINT or SIGTERM, :func:`terminate_all` ends each process
@@ -203,7 +203,8 @@ class BrowserProcess:
         if self.popen.poll() is not None:
             return False
         with contextlib.suppress(ProcessLookupError):
-            self.popen.send_signal(signal.SIGTERM)  # ends Chromium's tree in ~0.07 s (FACTS.md)
+            # Ends Chromium's tree in ~0.07 s (docs/FACTS.md).
+            self.popen.send_signal(signal.SIGTERM)
         return True
 
     def _finish(self) -> None:
@@ -290,7 +291,7 @@ class BrowserUser:
 
     def environ(self) -> dict[str, str]:
         # Chromium writes crash reports and its config under HOME even with
-        # --user-data-dir (FACTS.md): it must be a directory this user owns.
+        # --user-data-dir (docs/FACTS.md): it must be a directory this user owns.
         return {
             "HOME": str(self.home),
             "USER": self.name,

@@ -3,7 +3,7 @@
 We start ``chromedriver`` ourselves (as a :class:`BrowserProcess`: own process
 group, PR_SET_PDEATHSIG) and point Selenium's Remote client at it, because
 Selenium's own ``Service`` starts it with a plain Popen that outlives a killed
-Python (FACTS.md).  chromedriver in turn starts Chromium through a ``setpriv
+Python (docs/FACTS.md).  chromedriver in turn starts Chromium through a ``setpriv
 --pdeathsig`` wrapper, so the chain unwinds if any link is killed.
 
 Firefox: Selenium needs geckodriver, which Debian does not ship and whose

@@ -152,7 +152,7 @@ def export_causal_lm(
             opset_version=opset,
             dynamo=False,
         )
-    model.eval()  # FACTS.md: export can leave the module in training mode
+    model.eval()  # docs/FACTS.md: export can leave the module in training mode
     if getattr(cfg, "tie_word_embeddings", False):
         untie_lm_head(Path(dest))
     _nan_guards_on_gpu(Path(dest))

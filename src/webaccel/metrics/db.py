@@ -1,7 +1,7 @@
 """Short-lived DuckDB connections to the metrics file.
 
 DuckDB lets one process at a time hold a file that is open for writing, and a
-writer excludes even read-only openers in other processes (FACTS.md).  So no
+writer excludes even read-only openers in other processes (docs/FACTS.md).  So no
 webaccel process keeps the file open: the writer opens it for one batched
 transaction (~25 ms) per flush interval and closes it, and readers open it
 read-only for one query.  Anyone who meets the lock retries with backoff;

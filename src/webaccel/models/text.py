@@ -98,7 +98,7 @@ def export_hidden_states(dest: Path, *, attn_implementation: str = "eager") -> N
             opset_version=17,
             dynamo=False,
         )
-    model.eval()  # FACTS.md: export can leave the module in training mode
+    model.eval()  # docs/FACTS.md: export can leave the module in training mode
 
 
 def export_unfused(dest: Path) -> None:
@@ -129,7 +129,7 @@ def _tokenizer() -> Any:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(package_dir() / "tokenizer.json"))
-    # The shipped tokenizer pads/truncates to 128 (FACTS.md); use the model's
+    # The shipped tokenizer pads/truncates to 128 (docs/FACTS.md); use the model's
     # own max_seq_length and pad only to the longest text in the batch.
     tok.enable_truncation(max_length=max_seq_length())
     tok.enable_padding(pad_id=0, pad_token="[PAD]")

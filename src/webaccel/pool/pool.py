@@ -1433,7 +1433,7 @@ class ResourcePool:
             )
         except (TimeoutError, TimeoutError_) as exc:
             # A page that outlives the pool's own run timeout is hung (a killed
-            # renderer fails silently, FACTS.md): treat the worker as lost.
+            # renderer fails silently, docs/FACTS.md): treat the worker as lost.
             raise TimeoutError_(
                 f"{a.worker_id} did not answer {run_ref.key} within {budget:.3f} s",
                 details={"worker_suspect": not by_deadline},

@@ -1,6 +1,6 @@
 // What this JS environment can run: WebGPU adapter, WebNN, WASM SIMD/threads.
 // Used by the page and by the Node WebGPU worker; every probe is bounded by a
-// timeout because a broken backend can hang instead of failing (FACTS.md:
+// timeout because a broken backend can hang instead of failing (docs/FACTS.md:
 // WebNN createContext can kill the renderer).
 
 const withTimeout = (promise, ms, what) =>
@@ -30,7 +30,7 @@ export async function probeWebGPU(gpu) {
   for (const k of LIMIT_KEYS) if (adapter.limits && k in adapter.limits) limits[k] = Number(adapter.limits[k]);
   const isFallback = Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter ?? false);
   const desc = `${info.vendor || ''} ${info.architecture || ''} ${info.description || ''}`.toLowerCase();
-  // SwiftShader/llvmpipe are CPU rasterizers: correct, but not a GPU (FACTS.md: 85-1700x slower than WASM).
+  // SwiftShader/llvmpipe are CPU rasterizers: correct, but not a GPU (docs/FACTS.md: 85-1700x slower than WASM).
   const software = isFallback || /swiftshader|llvmpipe|lavapipe|software|cpu/.test(desc);
   return {
     available: true,

@@ -12,14 +12,14 @@ export const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const DEFAULT_ORT_DIR = path.join(HERE, 'vendor', 'ort');
 
 export const ORT_BUILDS = {
-  // FACTS.md: `webgpu` is the native C++ WebGPU EP (asyncify wasm); `all` runs
+  // docs/FACTS.md: `webgpu` is the native C++ WebGPU EP (asyncify wasm); `all` runs
   // WebGPU through JSEP; `wasm` is CPU only.
   webgpu: { module: 'ort.webgpu.min.mjs', wasm: 'ort-wasm-simd-threaded.asyncify.wasm' },
   all: { module: 'ort.all.min.mjs', wasm: 'ort-wasm-simd-threaded.jsep.wasm' },
   wasm: { module: 'ort.wasm.min.mjs', wasm: 'ort-wasm-simd-threaded.wasm' },
 };
 
-// Dawn withholds shader-f16 on NVIDIA/Vulkan unless this toggle is on (FACTS.md).
+// Dawn withholds shader-f16 on NVIDIA/Vulkan unless this toggle is on (docs/FACTS.md).
 export const F16_FLAG = 'enable-dawn-features=vulkan_enable_f16_on_nvidia';
 
 async function loadDawn(dawnPath) {
@@ -32,7 +32,7 @@ async function loadDawn(dawnPath) {
 }
 
 // JSEP hands queue.writeBuffer views of the wasm SharedArrayBuffer, which
-// dawn.node rejects (FACTS.md): copy such data into an ordinary buffer.
+// dawn.node rejects (docs/FACTS.md): copy such data into an ordinary buffer.
 function shimWriteBufferForJsep() {
   const proto = globalThis.GPUQueue && GPUQueue.prototype;
   if (!proto || proto.__webaccelShim) return;

@@ -46,7 +46,7 @@ const ORT_BUILDS = { all: 'ort.all.min.mjs', webgpu: 'ort.webgpu.min.mjs', wasm:
 const vendor = new URL('./vendor/ort/', import.meta.url).href;
 const ort = await import(vendor + (ORT_BUILDS[build] || ORT_BUILDS.all));
 ort.env.wasm.wasmPaths = vendor; // never fetch wasm from a CDN
-// FACTS.md: on small machines one thread per worker beats several; the pool scales workers instead.
+// docs/FACTS.md: on small machines one thread per worker beats several; the pool scales workers instead.
 ort.env.wasm.numThreads = threads;
 ort.env.logLevel = 'error';
 

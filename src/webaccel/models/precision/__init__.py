@@ -7,7 +7,7 @@ runs them with the same kernels native onnxruntime uses:
 ``fp16``    ``onnxruntime.transformers.float16`` with fp32 inputs/outputs
             (``keep_io_types``) so callers never see half floats.
 ``int8``    dynamic quantization, per-channel weights, QUInt8 (per-tensor
-            lost too much accuracy on MiniLM: see FACTS.md).
+            lost too much accuracy on MiniLM: see docs/FACTS.md).
 ``int4``    weight-only block quantization: MatMul -> ``MatMulNBits`` and,
             where an embedding table dominates the size, Gather ->
             ``GatherBlockQuantized`` (com.microsoft contrib ops).

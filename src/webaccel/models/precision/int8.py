@@ -1,6 +1,6 @@
 """``int8``: dynamic quantization, per-channel weights, QUInt8.
 
-Per-tensor lost too much accuracy on MiniLM (see FACTS.md).
+Per-tensor lost too much accuracy on MiniLM (see docs/FACTS.md).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def to_int8(
             model_input,
             str(dest),
             per_channel=per_channel,
-            # QUInt8 weights: the combination FACTS.md found accurate (cos >= 0.988).
+            # QUInt8 weights: the combination docs/FACTS.md found accurate (cos >= 0.988).
             weight_type=QuantType.QUInt8,
         )
     finally:

@@ -79,7 +79,7 @@ def export_onnx(
             opset_version=opset,
             dynamo=False,
         )
-    model.eval()  # FACTS.md: export can leave the module in training mode
+    model.eval()  # docs/FACTS.md: export can leave the module in training mode
     return {"encoder": dest / "encoder.onnx", "decoder": dest / "decoder.onnx"}
 
 
