@@ -174,9 +174,10 @@ async def _stream(
 ) -> AsyncIterator[Piece]:
     t_start = time.perf_counter()
     spec, gm, _ = await asyncio.to_thread(load_generation_model, model, precision)
-    # As the server does (and vLLM): what the caller leaves out comes from the
-    # model's own generation config.
-    gp = GenerationParams.from_kwargs(**{**gm.sampling_defaults, **params})
+    # The Python API is greedy unless asked otherwise (its tests and callers rely on
+    # it); the OpenAI server and `webaccel run` fill gaps from the model's own
+    # generation config instead, as vLLM does.
+    gp = GenerationParams.from_kwargs(**params)
     prompt_ids = await asyncio.to_thread(build_prompt, gm, prompt, messages)
     if len(prompt_ids) + gp.max_tokens > gm.max_positions:
         raise InvalidInputError(
