@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -58,10 +60,9 @@ def test_batched_webgpu_embeddings_match_native(accelerator):
     assert out["backend"] == "webgpu" and out["fallback_reason"] is None
     cos = cosines(out["embeddings"], native_embeddings(SENTENCES))
     assert cos.min() >= 0.999, cos
-    # Chromium loads JSEP: the batch ran padded to a fixed shape, graph captured.
-    spec = registry.get("minilm")
-    bucket = spec.shape_buckets.fit(spec.processor().preprocess(SENTENCES, {}).tensors)
-    assert out["shape_bucket"] == bucket.label
+    # Chromium loads JSEP: each micro-batch (the list is split by length, so short
+    # sentences are not padded to the longest) ran padded to a fixed shape, captured.
+    assert out["shape_bucket"] is not None and re.fullmatch(r"\d+x\d+", out["shape_bucket"])
     assert len(out["embeddings"]) == len(SENTENCES)
 
 
