@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ def content_id(path: Path, blocks: Any) -> str:
         if {k: known.get(k) for k in key} == key and blocks.has(known["cid"]):
             return str(known["cid"])
     cid = str(add_path(path, CID_PROFILE, store=blocks, pin=True))
-    tmp = sidecar.with_suffix(".tmp")
+    tmp = sidecar.with_name(f"{sidecar.name}.{secrets.token_hex(6)}.tmp")  # one per writer
     tmp.write_text(json.dumps({**key, "cid": cid}))
     os.replace(tmp, sidecar)
     return cid

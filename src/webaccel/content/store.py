@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -300,7 +301,8 @@ class BlockStore:
                 "fetch it first (webaccel get)"
             )
         p = self._pin_path(raw)
-        tmp = p.with_suffix(".tmp")
+        # A name of its own per writer: two threads pinning one CID must not share it.
+        tmp = p.with_name(f"{p.name}.{secrets.token_hex(6)}.tmp")
         tmp.write_text(json.dumps({"cid": cidmod.to_str(raw), "name": name, "at": time.time()}))
         tmp.replace(p)
 
