@@ -323,11 +323,7 @@ class Engine:
                 model_type=model_type,
                 browser=browser,
                 options=pool_options,
-                priority=int(options.get("priority", 0)),
-                timeout=float(options["timeout"]) if "timeout" in options else None,
-                # A caller's own timeout also bounds each attempt (not the pool's default).
-                run_timeout=float(options["timeout"]) if "timeout" in options else None,
-                **route,
+                **_request_keywords(options, route),
             )
         except (BackendUnavailableError, BrowserLaunchError) as exc:
             if not native_fallback:
@@ -393,11 +389,8 @@ class Engine:
                     model_type=model_type,
                     browser=browser,
                     options=pool_options,
-                    priority=int(options.get("priority", 0)),
-                    timeout=float(options["timeout"]) if "timeout" in options else None,
-                    run_timeout=float(options["timeout"]) if "timeout" in options else None,
                     backlog=backlog,
-                    **route,
+                    **_request_keywords(options, route),
                 )
             )
 
@@ -563,6 +556,18 @@ class Engine:
             "shape_bucket": result.shape_bucket,
             **times,
         }
+
+
+def _request_keywords(options: dict[str, Any], route: dict[str, Any]) -> dict[str, Any]:
+    """The pool keywords a request's options and route give: priority, its deadline and,
+    as a caller's own timeout also bounds each attempt, its run timeout."""
+    timeout = float(options["timeout"]) if "timeout" in options else None
+    return {
+        "priority": int(options.get("priority", 0)),
+        "timeout": timeout,
+        "run_timeout": timeout,
+        **route,
+    }
 
 
 def _kept_inputs_step(session: WorkerSession, keys: dict[str, str], timeout: float) -> Any:
