@@ -30,11 +30,6 @@ from webaccel.pool.routing import WorkerCaps, best_backend, constraints_for
 
 T = TypeVar("T")
 
-# Accelerators try this loopback port first: the page's origin (and so its
-# CID-keyed model cache in the persistent browser profile) stays the same
-# from one run to the next.  `webaccel serve` uses 8700.
-PREFERRED_PORT = 8701
-
 __all__ = [
     "IPFSWebAccelerator",
     "ModelHandle",
@@ -84,7 +79,7 @@ class _RunningEngine:
         install_cleanup()  # from the caller's (usually main) thread: SIGTERM handler + atexit
         self.metrics = _open_metrics(metrics)
         self.loop = _LoopThread()
-        self.engine = Engine(metrics=self.metrics, preferred_port=PREFERRED_PORT, **engine_options)
+        self.engine = Engine(metrics=self.metrics, **engine_options)
         try:
             self.loop.run(self.engine.start())
         except BaseException:
@@ -122,7 +117,7 @@ class WebAccelerator:
     ) -> None:
         """``metrics``: record every load and inference in DuckDB (True: the default
         file under $WEBACCEL_HOME; a path: that file; False: off).  ``port``: the
-        loopback port to serve pages on (default: 8701 if free, else any).
+        loopback port to serve pages on (default: any free one).
         ``allow_software``: let a software WebGPU adapter (SwiftShader) count as
         webgpu; by default it never does, as it is far slower than wasm.
         ``max_connections``: browser workers at most (default: one per core, at

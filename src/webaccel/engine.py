@@ -139,7 +139,6 @@ class Engine:
         metrics: Any = None,
         server: WebAccelServer | None = None,
         content_addressed: bool = True,
-        preferred_port: int | None = None,
         launcher: str | WorkerLauncher | None = None,
         grid_url: str | None = None,
         public_url: str | None = None,
@@ -160,7 +159,6 @@ class Engine:
         self.host = BrowserHost(
             host=host,
             port=port,
-            preferred_port=preferred_port,
             server=server,
             content_addressed=content_addressed,
             launcher=launcher if isinstance(launcher, str) else None,

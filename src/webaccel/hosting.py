@@ -60,7 +60,6 @@ class BrowserHost:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        preferred_port: int | None = None,
         server: WebAccelServer | None = None,
         content_addressed: bool = True,
         launcher: str | None = None,
@@ -71,7 +70,7 @@ class BrowserHost:
     ) -> None:
         """``launcher``: subprocess (default) | selenium | playwright | grid (with
         ``grid_url``); ``public_url``: the server address remote browsers reach."""
-        self.server = server or WebAccelServer(host, port, preferred_port=preferred_port)
+        self.server = server or WebAccelServer(host, port)
         self.launcher = launcher
         self.grid_url = grid_url
         self.public_url = public_url

@@ -43,6 +43,7 @@ from webaccel.bridge.credentials import (
     secret_from_subprotocols,
 )
 from webaccel.bridge.endpoint import WorkerHub
+from webaccel.bridge.origin import STABLE_HOST, STABLE_ORIGIN
 from webaccel.errors import (
     INTERNAL_MESSAGE,
     BackendUnavailableError,
@@ -383,11 +384,9 @@ class WebAccelServer:
         extra_routes: Sequence[BaseRoute] = (),
         health: Callable[[], dict[str, Any]] | None = None,
         token_check: Callable[[str, str | None], bool] | None = None,
-        preferred_port: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
-        self.preferred_port = preferred_port
         self.token = token or secrets.token_urlsafe(24)
         self.hub = WorkerHub()
         # Launch credentials and session secrets of the pages we launch.
@@ -411,23 +410,35 @@ class WebAccelServer:
 
     def origins(self) -> set[str]:
         out = {self.url, f"http://localhost:{self.port}", f"http://127.0.0.1:{self.port}"}
-        return out | self.extra_origins
+        return out | {STABLE_ORIGIN} | self.extra_origins
 
     def host_names(self) -> set[str]:
-        """The names this server answers to: loopback, its address, advertised URLs."""
+        """The names this server answers to: loopback, its address, the stable worker
+        origin's name, advertised URLs."""
         from urllib.parse import urlsplit
 
-        names = {"localhost", "127.0.0.1", "::1", self.host.lower()}
+        names = {"localhost", "127.0.0.1", "::1", STABLE_HOST, self.host.lower()}
         return names | {(urlsplit(o).hostname or "").lower() for o in self.extra_origins}
 
-    def worker_page_url(self, worker_id: str, **params: Any) -> str:
+    @property
+    def loopback_address(self) -> str:
+        """``host:port`` a browser on this machine connects to."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "localhost") else self.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    def worker_page_url(self, worker_id: str, *, stable_origin: bool = False, **params: Any) -> str:
         """The page URL for a browser we launch: it carries a single-use launch
-        credential bound to ``worker_id`` (never the master token: argv is public)."""
+        credential bound to ``worker_id`` (never the master token: argv is public).
+
+        ``stable_origin``: address the page as ``http://webaccel.localhost`` (the
+        browser maps that name to :attr:`loopback_address`), so its origin -- and with
+        it the OPFS model cache -- is the same whatever port this server got.
+        """
         from urllib.parse import urlencode
 
         launch = self.credentials.issue(worker_id, time.monotonic())
         query = urlencode({"launch": launch, "worker": worker_id, **params})
-        return f"{self.url}/worker/worker.html?{query}"
+        return f"{STABLE_ORIGIN if stable_origin else self.url}/worker/worker.html?{query}"
 
     def add_health_check(self, check: HealthCheck) -> None:
         """Fields for ``/healthz``; a ``"problem"`` key (or an exception) makes it 503."""
@@ -448,14 +459,10 @@ class WebAccelServer:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            # A stable port keeps the page's origin, and with it the models it
-            # cached by CID, across runs; any free port will do otherwise.
-            sock.bind((self.host, self.port or self.preferred_port or 0))
+            sock.bind((self.host, self.port))
         except OSError:
-            if self.port or not self.preferred_port:
-                sock.close()
-                raise
-            sock.bind((self.host, 0))
+            sock.close()
+            raise
         self.port = sock.getsockname()[1]
         app = create_app(
             token=self.token,

@@ -252,3 +252,30 @@ def test_without_namespaces_or_setuid_helper_the_sandbox_is_off_with_the_reason(
             sandbox_plan()
     finally:
         sandbox_plan.cache_clear()
+
+
+def test_a_profile_dir_the_browser_user_cannot_enter_is_refused(tmp_path):
+    """Chromium would quietly fall back to a shared default profile instead."""
+    from webaccel.browsers.process import BrowserUser, unreachable_dir
+
+    stranger = BrowserUser("nobody-here", uid=54321, gid=54321, home=tmp_path)
+    closed = tmp_path / "closed"
+    (closed / "inner").mkdir(parents=True)
+    closed.chmod(0o700)  # owned by us, closed to others
+    assert unreachable_dir(closed / "inner" / "profiles", stranger) == closed
+    closed.chmod(0o711)
+    tmp_path.chmod(0o755)
+    blocked = unreachable_dir(closed / "inner" / "profiles", stranger)
+    assert blocked is None or blocked not in (closed, tmp_path)  # pytest's root may stay closed
+
+
+def test_pages_reach_the_server_under_one_origin_whatever_its_port():
+    """The OPFS model cache belongs to an origin; the port must not be part of it."""
+    from webaccel.browsers.chromium import chromium_flags
+
+    (rules,) = [f for f in chromium_flags(Path("/p"), stable_host_to="127.0.0.1:9") if "resolver" in f]
+    # our name first (the first matching MAP rule wins), then nothing else resolves
+    assert rules == (
+        "--host-resolver-rules=MAP webaccel.localhost 127.0.0.1:9, MAP * ~NOTFOUND, "
+        "EXCLUDE 127.0.0.1, EXCLUDE localhost"
+    )

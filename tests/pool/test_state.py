@@ -189,6 +189,19 @@ def test_scale_up_on_queue_wait() -> None:
     assert s.scaling_plan(0.6, ["chromium"]).launch == ("chromium",)
 
 
+def test_waiting_for_a_starting_worker_is_no_reason_to_start_another() -> None:
+    s = PoolState(
+        scaling=ScalingPolicy(min_workers=1, max_workers=2, queue_per_worker=10, max_queue_wait=0.5)
+    )
+    s.register_model(model("m"))
+    s.submit(req("m"), 0)  # queued while the first browser starts (1.2 s here)
+    s.add_launching("w", "chromium", 0)
+    s.worker_ready("w", "chromium", caps("wasm"), 1.2)
+    assert s.scaling_plan(1.2, ["chromium"]).launch == ()
+    assert s.next_wakeup(1.2) == pytest.approx(1.7)  # the wait counts from the arrival
+    assert s.scaling_plan(1.8, ["chromium"]).launch == ("chromium",)
+
+
 def test_scale_down_when_idle_never_below_floor() -> None:
     s = PoolState(scaling=ScalingPolicy(min_workers=1, max_workers=4, idle_timeout=5))
     for w in ("a", "b", "c"):

@@ -22,6 +22,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from webaccel.bridge.origin import STABLE_HOST
 from webaccel.browsers.process import BrowserUser, browser_user, find_executable
 from webaccel.errors import BrowserLaunchError
 
@@ -133,12 +134,18 @@ def chromium_flags(
     headless: bool = True,
     webnn: bool = True,
     sandbox: bool = False,
+    stable_host_to: str | None = None,
 ) -> list[str]:
     """``sandbox``: leave Chromium's sandbox on (only where :func:`sandbox_plan` says it
-    works; as root Chromium refuses to start with it)."""
+    works; as root Chromium refuses to start with it). ``stable_host_to``: the server's
+    ``host:port`` that ``webaccel.localhost`` maps to (see :mod:`webaccel.bridge.origin`)."""
     exclude = "EXCLUDE 127.0.0.1, EXCLUDE localhost"
     if server_host not in ("127.0.0.1", "localhost", "::1"):
         exclude += f", EXCLUDE {server_host}"
+    if stable_host_to:  # the first matching MAP rule wins
+        exclude = f"MAP {STABLE_HOST} {stable_host_to}, MAP * ~NOTFOUND, {exclude}"
+    else:
+        exclude = f"MAP * ~NOTFOUND, {exclude}"
     flags = [
         f"--user-data-dir={profile_dir}",
         *([] if sandbox else ["--no-sandbox"]),
@@ -154,7 +161,7 @@ def chromium_flags(
         "--disable-dev-shm-usage",
         "--mute-audio",
         # Only loopback (and our server) resolves: the browser may reach nothing else.
-        f"--host-resolver-rules=MAP * ~NOTFOUND, {exclude}",
+        f"--host-resolver-rules={exclude}",
         # WebGPU needs this on Linux; without a GPU it gives SwiftShader (reported as software).
         "--enable-unsafe-webgpu",
         # Background tabs and timers must not be throttled in a worker.

@@ -367,6 +367,25 @@ def hand_over(path: Path, user: BrowserUser) -> None:
                 os.chown(os.path.join(root, entry), user.uid, user.gid, follow_symlinks=False)
 
 
+def unreachable_dir(path: Path, user: BrowserUser) -> Path | None:
+    """The first directory above ``path`` that ``user`` may not enter, if any.
+
+    Chromium given a ``--user-data-dir`` it cannot reach does not fail: it quietly
+    uses the account's default profile, which every such browser then shares.
+    """
+    for parent in path.resolve().parents:
+        st = parent.stat()
+        if st.st_uid == user.uid:
+            ok = st.st_mode & 0o100
+        elif st.st_gid == user.gid:
+            ok = st.st_mode & 0o010
+        else:
+            ok = st.st_mode & 0o001
+        if not ok:
+            return parent
+    return None
+
+
 def find_executable(
     label: str,
     env_var: str,

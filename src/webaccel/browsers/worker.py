@@ -20,7 +20,8 @@ from webaccel.bridge.endpoint import PageConnection
 from webaccel.browsers import launchers
 from webaccel.browsers.chromium import chromium_flags, find_chromium, sandbox_plan
 from webaccel.browsers.launching import tool_version, wait_for_hello
-from webaccel.browsers.process import BrowserProcess, ProfileLease, hand_over
+from webaccel.bridge.origin import STABLE_ORIGIN
+from webaccel.browsers.process import BrowserProcess, ProfileLease, hand_over, unreachable_dir
 from webaccel.errors import BrowserLaunchError, ProtocolError, WorkerLostError
 from webaccel.pool.routing import WorkerCaps
 from webaccel.pool.transport import LoadInfo, ModelRef, RunResult, StreamEvent
@@ -36,9 +37,18 @@ class BrowserWorker:
     """Implements :class:`webaccel.pool.transport.WorkerTransport` for a page we launched."""
 
     def __init__(
-        self, server: WebAccelServer, worker_id: str, browser: str, process: BrowserProcess | None
+        self,
+        server: WebAccelServer,
+        worker_id: str,
+        browser: str,
+        process: BrowserProcess | None,
+        *,
+        page_origin: str | None = None,
     ) -> None:
+        """``page_origin``: the origin the page was opened under when it is not the
+        server's own address (:mod:`webaccel.bridge.origin`)."""
         self.server = server
+        self.page_origin = page_origin
         self.id = worker_id
         self.browser = browser
         self.process = process
@@ -71,9 +81,12 @@ class BrowserWorker:
         return conn
 
     async def load_model(self, model: ModelRef, *, timeout: float = 120.0) -> LoadInfo:
+        url = model.url
+        if self.page_origin and url.startswith(self.server.url + "/"):
+            url = self.page_origin + url[len(self.server.url) :]  # same origin as the page
         data = {
             "key": model.key,
-            "url": model.url,
+            "url": url,
             "backend": model.backend,
             "cid": model.cid,
             "session_options": model.session_options,
@@ -216,15 +229,32 @@ async def launch_chromium(
     user = plan.user
     worker_id = worker_id or f"chromium-{uuid.uuid4().hex[:8]}"
     root = profiles_root(user.home if user else None)
+    if user is not None and persistent_profile:
+        root.mkdir(parents=True, exist_ok=True)
+        blocked = unreachable_dir(root, user)
+        if blocked is not None:
+            raise BrowserLaunchError(
+                f"the browser profiles directory {root} is out of reach of the browser user "
+                f"{user.name!r} ({blocked} is closed to it); set WEBACCEL_PROFILES to a "
+                f"directory that user can enter (default: {user.home / 'profiles'})"
+            )
     lease = ProfileLease.acquire("chromium", root) if persistent_profile else None
     profile = lease.path if lease else Path(tempfile.mkdtemp(prefix="webaccel-chromium-"))
     if user is not None:
         hand_over(profile, user)
     log_path = Path(tempfile.mkstemp(prefix="webaccel-chromium-", suffix=".log")[1])
-    url = server.worker_page_url(worker_id, threads=threads, ort=ort_build)
+    # A persistent profile's model cache is only found again under the same origin.
+    stable = lease is not None
+    url = server.worker_page_url(worker_id, stable_origin=stable, threads=threads, ort=ort_build)
     argv = [
         str(exe),
-        *chromium_flags(profile, server_host=server.host, headless=headless, sandbox=plan.sandbox),
+        *chromium_flags(
+            profile,
+            server_host=server.host,
+            headless=headless,
+            sandbox=plan.sandbox,
+            stable_host_to=server.loopback_address if stable else None,
+        ),
         *(extra_flags or []),
         url,
     ]
@@ -241,7 +271,9 @@ async def launch_chromium(
             user=user,
         ),
     )
-    worker = BrowserWorker(server, worker_id, "chromium", process)
+    worker = BrowserWorker(
+        server, worker_id, "chromium", process, page_origin=STABLE_ORIGIN if stable else None
+    )
 
     def exited() -> str | None:
         if process.returncode is None:

@@ -243,6 +243,7 @@ class PoolState:
         self._tick = 0
         self._last_served: dict[str, int] = {}
         self._launch_failed: dict[str, float] = {}  # family -> until
+        self.last_ready_at = -math.inf  # when a worker last said hello (see scaling_plan)
         self.last_decision: dict[str, tuple[str, ...]] = {}
         self.opened: set[int] = set()  # session assignments handed to their callers
         self.counters: Counter[str] = Counter()
@@ -275,6 +276,7 @@ class PoolState:
             rec = self.workers[worker_id] = WorkerRecord(worker_id, browser, WorkerState.LAUNCHING)
         rec.state = transition(rec.state, WorkerEvent.LAUNCHED)
         rec.browser, rec.caps, rec.slots, rec.idle_since = browser, caps, slots, now
+        self.last_ready_at = now
         rec.session_slots = session_slots
         self._launch_failed.pop(browser, None)
 
@@ -1004,6 +1006,9 @@ class PoolState:
             queued += max(r.backlog for q in self.queues.values() for r in q)
         if adaptive and queued and room > 0:
             oldest = min((r.enqueued_at for q in self.queues.values() for r in q), default=now)
+            # Time spent waiting for a worker that was still starting is no sign that
+            # the workers are too few: count the wait from the newest worker's arrival.
+            oldest = max(oldest, self.last_ready_at)
             capacity = len(serving) + len(launch)
             want = math.ceil(queued / sp.queue_per_worker) - capacity
             if want <= 0 and not launching and not launch and now - oldest >= sp.max_queue_wait:
@@ -1049,7 +1054,7 @@ class PoolState:
             info = self.models.get(head.model)
             if info is not None and info.batchable:
                 times.append(head.enqueued_at + info.max_wait)
-            times.append(head.enqueued_at + self.scaling.max_queue_wait)
+            times.append(max(head.enqueued_at, self.last_ready_at) + self.scaling.max_queue_wait)
         for w in self.workers.values():
             if w.state == WorkerState.READY:
                 times.append(w.idle_since + self.scaling.idle_timeout)
