@@ -273,7 +273,8 @@ def test_pages_reach_the_server_under_one_origin_whatever_its_port():
     """The OPFS model cache belongs to an origin; the port must not be part of it."""
     from webaccel.browsers.chromium import chromium_flags
 
-    (rules,) = [f for f in chromium_flags(Path("/p"), stable_host_to="127.0.0.1:9") if "resolver" in f]
+    flags = chromium_flags(Path("/p"), stable_host_to="127.0.0.1:9")
+    (rules,) = [f for f in flags if "resolver" in f]
     # our name first (the first matching MAP rule wins), then nothing else resolves
     assert rules == (
         "--host-resolver-rules=MAP webaccel.localhost 127.0.0.1:9, MAP * ~NOTFOUND, "

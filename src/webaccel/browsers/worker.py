@@ -17,10 +17,10 @@ import numpy as np
 from webaccel import paths
 from webaccel.bridge import frames
 from webaccel.bridge.endpoint import PageConnection
+from webaccel.bridge.origin import STABLE_ORIGIN
 from webaccel.browsers import launchers
 from webaccel.browsers.chromium import chromium_flags, find_chromium, sandbox_plan
 from webaccel.browsers.launching import tool_version, wait_for_hello
-from webaccel.bridge.origin import STABLE_ORIGIN
 from webaccel.browsers.process import BrowserProcess, ProfileLease, hand_over, unreachable_dir
 from webaccel.errors import BrowserLaunchError, ProtocolError, WorkerLostError
 from webaccel.pool.routing import WorkerCaps
