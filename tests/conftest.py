@@ -14,6 +14,17 @@ def accelerator():
     acc.shutdown()
 
 
+@pytest.fixture(scope="session")
+def software_gpu_accelerator():
+    """Pages that load the WebGPU build even on a software adapter (SwiftShader here):
+    WebGPU correctness runs on machines without a GPU."""
+    from webaccel.api import WebAccelerator
+
+    acc = WebAccelerator(max_connections=1, allow_software=True)
+    yield acc
+    acc.shutdown()
+
+
 @pytest.fixture
 def record_frames():
     """``record_frames(conn)`` -> a list that gets (time, event name) for every

@@ -49,7 +49,8 @@ def test_batched_wasm_embeddings_equal_native(accelerator):
 
 
 @pytest.mark.slow
-def test_batched_webgpu_embeddings_match_native(accelerator):
+def test_batched_webgpu_embeddings_match_native(software_gpu_accelerator):
+    accelerator = software_gpu_accelerator
     worker = accelerator._loop.run(accelerator._engine.any_worker())
     if not (worker.capabilities.get("webgpu") or {}).get("available"):
         pytest.skip("this Chromium has no WebGPU adapter")
@@ -67,7 +68,8 @@ def test_batched_webgpu_embeddings_match_native(accelerator):
 
 
 @pytest.mark.slow
-def test_int4_on_chromium_webgpu_is_refused_not_wrong(accelerator):
+def test_int4_on_chromium_webgpu_is_refused_not_wrong(software_gpu_accelerator):
+    accelerator = software_gpu_accelerator
     # JSEP computes GatherBlockQuantized (int4 embedding tables) wrongly and its
     # MatMulNBits fails on MiniLM's shapes: the page refuses the load with a clear
     # error instead of failing mid-run or returning wrong embeddings.
@@ -86,12 +88,21 @@ def test_int4_on_chromium_webgpu_is_refused_not_wrong(accelerator):
     assert cosines(out["embeddings"], native_embeddings(SENTENCES[:2], "int4")).min() >= 0.999
 
 
-def test_default_platform_does_not_use_software_webgpu(accelerator):
+def test_default_platform_does_not_use_software_webgpu(accelerator, software_gpu_accelerator):
     out = accelerator.accelerate("minilm", "hello")
-    adapter = out["adapter"]
-    if adapter and adapter["software"]:
-        assert out["backend"] == "wasm"
-        assert "software" in out["fallback_reason"]
+    caps = accelerator._loop.run(accelerator._engine.any_worker()).capabilities
+    gpu = caps.get("webgpu") or {}
+    if gpu.get("software"):
+        # The page did not even load the WebGPU build: it starts faster without it.
+        assert caps["ort"] == {**caps["ort"], "build": "wasm", "requested": "auto"}
+        assert out["backend"] == "wasm" and not gpu["available"]
+        assert "software rasterizer" in gpu["reason"] and "allow_software=True" in gpu["reason"]
+        allowed = software_gpu_accelerator._loop.run(
+            software_gpu_accelerator._engine.any_worker()
+        ).capabilities
+        assert allowed["ort"]["build"] == "all" and allowed["webgpu"]["available"]
+    else:  # a real GPU: the WebGPU build, and webgpu preferred
+        assert caps["ort"]["build"] == "all" and out["backend"] == "webgpu"
 
 
 def test_raw_tensors_are_accepted(accelerator):

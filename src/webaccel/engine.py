@@ -166,6 +166,7 @@ class Engine:
             public_url=public_url,
             connection_timeout=launch_timeout,
             threads=threads,
+            allow_software=allow_software,
         )
         self.server = self.host.server
         self.blocks = self.host.blocks

@@ -67,14 +67,18 @@ class BrowserHost:
         public_url: str | None = None,
         connection_timeout: float = 30.0,
         threads: int = 1,
+        allow_software: bool = False,
     ) -> None:
         """``launcher``: subprocess (default) | selenium | playwright | grid (with
-        ``grid_url``); ``public_url``: the server address remote browsers reach."""
+        ``grid_url``); ``public_url``: the server address remote browsers reach;
+        ``allow_software``: pages load the WebGPU build even where the only adapter is
+        software (else they pick the wasm-only build there, see web/page.mjs)."""
         self.server = server or WebAccelServer(host, port)
         self.launcher = launcher
         self.grid_url = grid_url
         self.public_url = public_url
         self.threads = threads
+        self.allow_software = allow_software
         # A Grid session on a cold JVM takes longer than a local browser.
         self.launch_timeout = max(connection_timeout, 60.0) if grid_url else connection_timeout
         self.native = NativeRunner()  # the trusted reference that checks workers' answers
@@ -101,6 +105,8 @@ class BrowserHost:
         from webaccel.browsers import launch_worker
 
         await self.start()
+        # Pages choose their onnxruntime build ("auto"); a software adapter needs "all".
+        build = {"ort_build": "all"} if self.allow_software and family != "node-webgpu" else {}
         return await launch_worker(
             self.server,
             family,
@@ -109,6 +115,7 @@ class BrowserHost:
             public_url=self.public_url,
             timeout=self.launch_timeout,
             threads=self.threads,
+            **build,
         )
 
     async def model_url(self, name: str, path: Path, build: Any = None) -> tuple[str, str | None]:
@@ -174,7 +181,7 @@ class BrowserHost:
 
 # Token models are warmed on load with these [batch, sequence] shapes: one short
 # text (the latency case) and a micro-batch of a long list (the throughput case).
-WARMUP_TOKEN_SHAPES = ((1, 16), (32, 32))
+WARMUP_TOKEN_SHAPES = ((1, 16), (8, 32))
 
 
 def _warmup_inputs(spec: Any) -> tuple[dict[str, Any], ...]:

@@ -259,7 +259,8 @@ def test_a_greedy_stream_survives_its_browser_being_killed(acc, tiny):
 
 
 @pytest.mark.slow
-def test_webgpu_keeps_the_kv_cache_on_the_gpu(acc, tiny, native):
+def test_webgpu_keeps_the_kv_cache_on_the_gpu(software_gpu_accelerator, tiny, native):
+    acc = software_gpu_accelerator
     worker = run(acc, acc._engine.any_worker())
     if not (worker.capabilities.get("webgpu") or {}).get("available"):
         pytest.skip("this Chromium has no WebGPU adapter")

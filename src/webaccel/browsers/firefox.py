@@ -125,7 +125,7 @@ async def launch_firefox(
     timeout: float = 45.0,
     headless: bool = True,
     threads: int = 1,
-    ort_build: str = "all",
+    ort_build: str = "auto",
     extra_flags: list[str] | None = None,
 ) -> FirefoxWorker:
     """Start headless Firefox on the worker page; ready once the page says hello."""

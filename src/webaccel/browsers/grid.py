@@ -195,7 +195,7 @@ async def launch_grid(
     public_url: str | None = None,
     timeout: float = 60.0,
     threads: int = 1,
-    ort_build: str = "all",
+    ort_build: str = "auto",
     extra_flags: list[str] | None = None,
     watch_interval: float = 1.0,
     headless: bool = True,

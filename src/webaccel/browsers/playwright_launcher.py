@@ -132,7 +132,7 @@ async def launch_playwright(
     timeout: float = 30.0,
     headless: bool = True,
     threads: int = 1,
-    ort_build: str = "all",
+    ort_build: str = "auto",
     extra_flags: list[str] | None = None,
 ) -> PlaywrightWorker:
     """Chromium via Playwright (system binary); ready once the page says hello."""

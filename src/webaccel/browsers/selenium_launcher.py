@@ -141,7 +141,7 @@ async def launch_selenium(
     timeout: float = 30.0,
     headless: bool = True,
     threads: int = 1,
-    ort_build: str = "all",
+    ort_build: str = "auto",
     extra_flags: list[str] | None = None,
 ) -> SeleniumWorker:
     """Chromium via a local chromedriver; ready once the page says hello."""

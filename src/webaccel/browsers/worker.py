@@ -214,7 +214,7 @@ async def launch_chromium(
     timeout: float = 30.0,
     headless: bool = True,
     threads: int = 1,
-    ort_build: str = "all",
+    ort_build: str = "auto",
     extra_flags: list[str] | None = None,
     persistent_profile: bool = True,
 ) -> BrowserWorker:

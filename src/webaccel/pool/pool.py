@@ -190,7 +190,7 @@ class ResourcePool(WorkerIO):
         bucket_sessions: int = 4,
         verify: str | VerifyPolicy = "sample",
         warmup_runs: int = 12,
-        warmup_budget_s: float = 3.0,
+        warmup_budget_s: float = 1.0,
     ) -> None:
         """``launcher``: ``async launcher(family) -> WorkerTransport``; by default
         local headless browsers behind a loopback server this pool owns (and,

@@ -11,7 +11,7 @@ const params = new URLSearchParams(location.search);
 const token = params.get('token') || '';
 const launch = params.get('launch') || '';
 const workerId = params.get('worker') || `page-${Math.random().toString(36).slice(2)}`;
-const build = params.get('ort') || 'all';
+const requestedBuild = params.get('ort') || 'auto';
 const threads = Number(params.get('threads') || 1);
 const statusEl = document.getElementById('status');
 const setStatus = (text) => {
@@ -42,6 +42,23 @@ if (launch) {
 }
 const bearer = sessionSecret || token;
 
+const capabilities = await detectCapabilities(navigator);
+// 'auto': the WebGPU/WebNN build (JSEP, a 28 MB wasm) only where there is a real GPU
+// or WebNN to use it; otherwise the wasm-only build, which starts ~1.5 s sooner
+// here (docs/FACTS.md). A software adapter is then not offered at all: a launcher
+// asks for ort=all when the caller allows software WebGPU.
+const realGpu = Boolean(capabilities.webgpu?.available && !capabilities.webgpu.software);
+const build = requestedBuild === 'auto'
+  ? (realGpu || capabilities.webnn?.available ? 'all' : 'wasm') : requestedBuild;
+if (build === 'wasm' && capabilities.webgpu?.available) {
+  capabilities.webgpu = {
+    ...capabilities.webgpu,
+    available: false,
+    reason: `the only WebGPU adapter is a software rasterizer (${capabilities.webgpu.architecture || 'software'}), `
+      + 'so this page loaded the wasm-only onnxruntime build; pass allow_software=True when '
+      + 'creating the engine to run WebGPU on it anyway',
+  };
+}
 const ORT_BUILDS = { all: 'ort.all.min.mjs', webgpu: 'ort.webgpu.min.mjs', wasm: 'ort.wasm.min.mjs' };
 const vendor = new URL('./vendor/ort/', import.meta.url).href;
 const ort = await import(vendor + (ORT_BUILDS[build] || ORT_BUILDS.all));
@@ -49,9 +66,7 @@ ort.env.wasm.wasmPaths = vendor; // never fetch wasm from a CDN
 // docs/FACTS.md: on small machines one thread per worker beats several; the pool scales workers instead.
 ort.env.wasm.numThreads = threads;
 ort.env.logLevel = 'error';
-
-const capabilities = await detectCapabilities(navigator);
-capabilities.ort = { version: ort.env.versions?.web || null, build, threads };
+capabilities.ort = { version: ort.env.versions?.web || null, build, requested: requestedBuild, threads };
 
 async function fetchOverHttp(url) {
   const resp = await fetch(url, { headers: { authorization: `Bearer ${bearer}` } });
