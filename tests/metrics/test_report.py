@@ -183,3 +183,23 @@ def test_report_shows_the_corpus_systems_side_by_side(db_path: Path, tmp_path: P
     assert st_row in md
     corpus_texts = next(t for t in plot_texts if any("Embedding a corpus" in x for x in t))
     assert any("1,234" in x for x in corpus_texts) and not scientific(corpus_texts)
+
+
+def test_report_shows_the_latest_soak_with_memory_over_time(db_path: Path, tmp_path: Path,
+                                                            plot_texts: list[list[str]]) -> None:
+    figures = {"minutes": 10.0, "sent": 4356, "correct": 4356, "lost": 0, "wrong": 0,
+               "kills_at_s": [60.9, 120.9], "recovery_s": [2.99, 8.35],
+               "by_kind": {"embedding": {"latency_ms": {"p99": 2000.9}},
+                           "chat": {"latency_ms": {"p99": 2093.4}}},
+               "peak_rss_mb": 3154.9, "memory_mb": [[0.9, 2289.3], [60.0, 3154.9], [61.5, 1900.0]]}
+    with MetricsStore(db_path) as store:
+        store.record_benchmark({"benchmark": "soak", "ratio": 1.0,
+                                "ratio_is": "correct / sent", "figures": figures},
+                               better="higher")
+    rep = build_report(db_path, tmp_path / "r")
+    assert "soak" in rep.plots
+    md = rep.markdown.read_text()
+    assert "| 10.0 | 4,356 | 4,356 | 0 | 0 | 2 | 8.35 | 2,000.9 | 2,093.4 | 3,154.9 |" in md
+    soak_texts = next(t for t in plot_texts if any("Soak" in x for x in t))
+    assert any("4,356 sent, 0 lost, 0 wrong" in x for x in soak_texts)
+    assert not scientific(soak_texts)

@@ -266,3 +266,26 @@ def corpus_systems(rows: list[dict[str, Any]], path: Path) -> Path | None:
     ax.set_title("Embedding a corpus: MiniLM fp32, same sentences, same machine")
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
+
+
+def soak_memory(figures: dict[str, Any], path: Path) -> Path | None:
+    """The latest soak: memory (server + browsers) over time, each browser kill marked."""
+    memory = figures.get("memory_mb") or []
+    if not memory:
+        return None
+    fig, ax = plt.subplots(figsize=(9.0, 3.6))
+    ax.plot([t for t, _ in memory], [m for _, m in memory], color=COLORS[0],
+            label="RSS, all processes")
+    for i, k in enumerate(figures.get("kills_at_s") or []):
+        ax.axvline(k, color=COLORS[3], alpha=0.5, linestyle="--",
+                   label="a browser SIGKILLed" if i == 0 else None)
+    ax.set_ylim(0, max(m for _, m in memory) * 1.15)
+    _plain_axis(ax.yaxis)
+    _plain_axis(ax.xaxis)
+    ax.set_xlabel("seconds into the soak")
+    ax.set_ylabel("MB")
+    ax.set_title(f"Soak, {plain(figures.get('minutes', 0))} min: {figures.get('sent', 0):,} sent, "
+                 f"{figures.get('lost', 0)} lost, {figures.get('wrong', 0)} wrong")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -183,6 +183,24 @@ def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) 
                   for c in corpus]
         sections.append(s)
 
+    soak = next((b for b in bench if b["benchmark"] == "soak" and b["ratio"] is not None), None)
+    if soak is not None:  # the latest `webaccel bench soak`
+        figs = json.loads(soak["figures"] or "{}")
+        data["soak"] = figs
+        s = Section("Soak", "`webaccel bench soak`: requests through `webaccel serve` while "
+                    "browsers are killed and one worker lies; every answer compared with "
+                    "native onnxruntime.", key="soak")
+        s.plot = plot("soak", plots.soak_memory(figs, plot_dir / "soak_memory.png"))
+        s.headers = ["minutes", "sent", "correct", "lost", "wrong", "kills",
+                     "recovery s (max)", "p99 ms (embeddings)", "p99 ms (chat)", "peak MB"]
+        p99 = {k: ((figs.get("by_kind") or {}).get(k) or {}).get("latency_ms") or {}
+               for k in ("embedding", "chat")}
+        s.rows = [[figs.get("minutes"), figs.get("sent"), figs.get("correct"), figs.get("lost"),
+                   figs.get("wrong"), len(figs.get("kills_at_s") or []),
+                   max(figs.get("recovery_s") or [0.0]), p99["embedding"].get("p99"),
+                   p99["chat"].get("p99"), figs.get("peak_rss_mb")]]
+        sections.append(s)
+
     # -- latency by backend and precision ---------------------------------------------------
     lat = r.q("""SELECT coalesce(model, '?') AS model, coalesce(backend, '?') AS backend,
                         coalesce(precision, '?') AS precision, count(*) AS n,
