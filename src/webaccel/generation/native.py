@@ -16,6 +16,16 @@ import numpy as np
 from webaccel.generation.sampling import GenerationParams, Sampler
 
 
+def decode_feeds(token: int, total: int) -> dict[str, np.ndarray]:
+    """The next decode step's inputs after ``token``, with ``total`` tokens in the cache
+    (the past key/values are added by the caller)."""
+    return {
+        "input_ids": np.array([[token]], dtype=np.int64),
+        "attention_mask": np.ones((1, total), dtype=np.int64),
+        "position_ids": np.array([[total - 1]], dtype=np.int64),
+    }
+
+
 @dataclass
 class NativeResult:
     token_ids: list[int]
@@ -80,11 +90,7 @@ class NativeGenerator:
             if len(out) >= params.max_tokens:
                 break
             total += 1
-            feeds = {
-                "input_ids": np.array([[token]], dtype=np.int64),
-                "attention_mask": np.ones((1, total), dtype=np.int64),
-                "position_ids": np.array([[total - 1]], dtype=np.int64),
-            }
+            feeds = decode_feeds(token, total)
             feeds.update(zip(self.past_names, results[1:], strict=True))
         decode_s = (t_last - t_first) if t_first is not None else 0.0
         return NativeResult(

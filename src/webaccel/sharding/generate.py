@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from webaccel.generation.native import decode_feeds
 from webaccel.generation.sampling import GenerationParams, Sampler
 
 RunFn = Callable[[dict[str, np.ndarray]], Awaitable[Mapping[str, np.ndarray]]]
@@ -59,11 +60,7 @@ async def generate_split(
         if len(out) >= params.max_tokens:
             break
         total += 1
-        feeds = {
-            "input_ids": np.array([[token]], dtype=np.int64),
-            "attention_mask": np.ones((1, total), dtype=np.int64),
-            "position_ids": np.array([[total - 1]], dtype=np.int64),
-        }
+        feeds = decode_feeds(token, total)
         for name in past_names:
             feeds[name] = np.asarray(results[name.replace("past_key_values.", "present.")])
     return {"token_ids": out, "finish_reason": finish,
