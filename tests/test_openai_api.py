@@ -232,6 +232,20 @@ def test_no_sampling_parameters_use_the_models_generation_config(client):
     assert info["sampling_source"]["temperature"] == "request"
 
 
+@pytest.mark.slow
+def test_the_openai_client_without_sampling_parameters_gets_paris(client):
+    """SmolLM2 through `webaccel serve`, the client passing no sampling parameter: the
+    server samples with the model's own generation config (temperature 0.2, top-p 0.9),
+    not at 1.0, so the answer is coherent (it was gibberish before)."""
+    pytest.importorskip("torch")  # SmolLM2 is built from its GGUF with torch
+    pytest.importorskip("gguf")
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    for _ in range(2):  # sampled, so twice
+        out = client.chat.completions.create(model="smollm2", messages=question, max_tokens=30)
+        assert "Paris" in out.choices[0].message.content, out.choices[0].message.content
+        assert out.model_extra["webaccel"]["sampling_source"]["temperature"] == "generation_config"
+
+
 def test_missing_model_unknown_field_and_long_input_are_400_for_the_client(client, served):
     import openai
 
