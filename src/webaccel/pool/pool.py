@@ -996,7 +996,7 @@ class ResourcePool(WorkerIO):
                 browser=rec_browser,
                 backend=v.backend,
                 precision=v.precision,
-                batch=len(a.requests),
+                batch=req.rows,  # this request's rows (items), not the requests merged
                 queue_wait_ms=(a.started_at - t.submitted_at) * 1000,
                 page_ms=res.page_ms,
                 retries=req.retries,
