@@ -456,7 +456,8 @@ def _resource_efficiency(r: _Reader, plot_dir: Path) -> tuple[Section, dict[str,
     }
 
     s = Section("Resource efficiency", "Memory: the RSS of each local worker's browser "
-                "process tree (browser, renderers, GPU and utility processes, summed), sampled "
+                "process tree (browser, renderers, GPU and utility processes, summed: pages they "
+                "share count once per process, so it is an upper bound), sampled "
                 "every few seconds and right after each model load; a model's memory is that "
                 "RSS after its load and warm-up minus before. Connection reuse: browser "
                 "connections opened (workers that joined) against requests served (successful "
