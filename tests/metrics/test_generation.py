@@ -234,8 +234,8 @@ def test_plain_numbers() -> None:
 
 
 def test_old_store_file_upgrades_in_place(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A file made by the previous schema version gains the generations table, keeping its rows."""
-    previous = schema.LATEST - 1
+    """A file made by schema version 1 gains the generations table, keeping its rows."""
+    previous = 1  # migration 2 added generations
     with monkeypatch.context() as m:  # exactly what the previous release's migrate() did
         m.setattr(db, "MIGRATIONS", [x for x in schema.MIGRATIONS if x[0] <= previous])
         m.setattr(db, "LATEST", previous)

@@ -101,8 +101,11 @@ def test_report_from_a_seeded_store(db_path: Path, tmp_path: Path,
     # Efficiency: 18 loads of 90 MB, 6 of them over the network; 5 of 20 fetches from a peer.
     assert "minilm: 18 loads moved 540.0 MB over the network with caching, vs 1,620.0 MB" in md
     assert "(66.7 % saved)" in md
-    assert "| peer | 5 |" in md and "| network | 6 |" in md
-    assert "121 requests over 4 pooled browser connection(s), vs 121 with one" in md
+    assert "| block fetches | peer | no | 5 | 25.0 % |" in md
+    assert "| model loads | network | no | 6 | 33.3 % | 540.0 |" in md
+    assert "| model loads served by a cache | 66.7 % | 12 of 18 |" in md
+    # The 4-worker run: 120 of 121 inferences and all 6 generations served, 4 connections.
+    assert "| 4 | 126 | 31.5 |" in md
     assert "google swiftshader" in md
     # 6 streams of 14 + 33 tokens, TTFT 120..170 ms, 32 tokens in 0.8 s each: 40 tokens/s.
     assert "| smollm2 | webgpu | text_generation | 6 | 84 | 198 | 145.0 | 167.5 | 40.0 | 0 | 0 |" \

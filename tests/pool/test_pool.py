@@ -412,6 +412,30 @@ async def test_metrics_sink_sees_workers_loads_inferences_and_errors() -> None:
     assert ok[1] == ("emb",) and ok[2]["backend"] == "wasm" and ok[2]["retries"] == 0
 
 
+async def test_inference_records_count_each_requests_rows_as_its_items(tmp_path: Any) -> None:
+    # Seen on a real accelerator: accelerate(["a", "b"]) then accelerate("c") showed
+    # items 2, as each record carried the requests merged into its run, not its rows.
+    from webaccel.metrics.store import MetricsStore
+
+    sink = _Sink()
+    launcher = FakeLauncher({"chromium": {}})
+    async with make_pool(launcher, max_connections=1, adaptive_scaling=False, metrics=sink) as pool:
+        await pool.run_inference("batchy", x(1, rows=2))
+        await pool.run_inference("batchy", x(2, rows=1))
+        merged = await pool.execute_concurrent([("batchy", x(i, rows=1)) for i in range(4)])
+    assert {r.batch_size for r in merged} == {4}  # the four ran as one batch...
+    inf = [c[2]["batch"] for c in sink.calls if c[0] == "inference"]
+    assert inf == [2, 1, 1, 1, 1, 1]  # ...yet each is one item, not four
+    store = MetricsStore(tmp_path / "m.duckdb")
+    try:
+        for batch in inf:
+            store.record_inference("batchy", round_trip_ms=1.0, batch=batch)
+        agg = store.get_metrics()["aggregate"]
+        assert (agg["inferences"], agg["items"]) == (6, 7)
+    finally:
+        store.close()
+
+
 async def test_a_callers_run_timeout_outlasts_the_pools_hang_detection() -> None:
     # The pool counts a worker silent past request_timeout as hung; a caller that
     # knows its run is long (run_timeout) keeps the worker and gets its answer.

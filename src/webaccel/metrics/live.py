@@ -18,6 +18,17 @@ returns::
                                    "avg_tokens_per_s",             # mean decode rate, ok ones
                                    "avg_total_ms", "failovers", "finish_reasons": {reason: n}},
                      "models": {model: {same keys, plus "task", "backends": {backend: n}}}},
+     "efficiency": {
+         "memory": {"workers": {worker: {"browser", "measured", "peak_rss_bytes",
+                                         "last_rss_bytes", "samples", "why"}},
+                    "models": {model: {"loads_measured", "median_rss_growth_bytes",
+                                       "max_rss_growth_bytes"}}},
+         "connections": {"opened", "requests_served", "requests_per_connection"},
+         "cache": {"loads": {"reads", "hits", "hit_rate", "bytes_saved", "network_bytes",
+                             "by_tier": {tier: {"reads", "bytes", "share", "cache"}}},
+                   "fetches": {same}},
+         "errors": {"requests", "errors", "error_rate"},   # inferences and generations
+         "recovery": {"count", "median_s", "max_s"}},
      "since": ISO time}
 
 Generation streams and multi-step sessions (Whisper) are counted under
@@ -31,6 +42,8 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+
+from webaccel.metrics import efficiency as eff
 
 RECENT = 500
 
@@ -169,6 +182,12 @@ class LiveStats:
         self._fetch_count = self._fetch_errors = 0
         self._gen_all = _GenAgg()
         self._gen_models: dict[str, _GenAgg] = {}
+        # Resource efficiency: workers seen (connections opened), their memory,
+        # each model's RSS growth at load, recoveries after a lost worker.
+        self._seen: dict[str, str] = {}  # worker id -> browser
+        self._memory: dict[str, dict[str, Any]] = {}
+        self._growth: dict[str, deque[int]] = {}
+        self._recoveries: deque[float] = deque(maxlen=RECENT)
 
     def inference(self, *, end: float, model: str, worker_id: str | None, browser: str | None,
                   backend: str | None, precision: str | None, batch: int, round_trip_ms: float,
@@ -214,12 +233,15 @@ class LiveStats:
             if backend:
                 m.extra["backends"][backend] = m.extra["backends"].get(backend, 0) + 1
 
-    def load(self, *, tier: str | None, nbytes: int | None, ms: float, ok: bool) -> None:
+    def load(self, *, tier: str | None, nbytes: int | None, ms: float, ok: bool,
+             model: str | None = None, rss_delta_bytes: int | None = None) -> None:
         with self._lock:
             self._load_count += 1
             if not ok:
                 self._load_errors += 1
                 return
+            if model is not None and rss_delta_bytes is not None:
+                self._growth.setdefault(model, deque(maxlen=RECENT)).append(int(rss_delta_bytes))
             t = self._loads.setdefault(tier or "unknown", {"count": 0, "bytes": 0, "ms": 0.0})
             t["count"] += 1
             t["bytes"] += nbytes or 0
@@ -235,6 +257,60 @@ class LiveStats:
             t["count"] += 1
             t["bytes"] += nbytes or 0
             t["ms"] += ms
+
+    def worker(self, *, worker_id: str, browser: str | None) -> None:
+        with self._lock:
+            self._seen.setdefault(worker_id, browser or "?")
+
+    def memory(self, *, worker_id: str, browser: str | None, rss_bytes: int | None) -> None:
+        with self._lock:
+            m = self._memory.setdefault(worker_id, {"browser": browser, "peak": None,
+                                                    "last": None, "samples": 0,
+                                                    "unmeasurable": False})
+            if rss_bytes is None:
+                m["unmeasurable"] = True
+                return
+            m["samples"] += 1
+            m["last"] = int(rss_bytes)
+            m["peak"] = max(m["peak"] or 0, int(rss_bytes))
+
+    def recovery(self, seconds: float) -> None:
+        with self._lock:
+            self._recoveries.append(float(seconds))
+
+    def _efficiency(self) -> dict[str, Any]:
+        """The efficiency block of :meth:`snapshot` (called with the lock held)."""
+        workers: dict[str, Any] = {}
+        for wid in sorted(set(self._seen) | set(self._memory)):
+            m = self._memory.get(wid)
+            measured = m is not None and m["samples"] > 0
+            workers[wid] = {
+                "browser": (m or {}).get("browser") or self._seen.get(wid),
+                "measured": measured,
+                "peak_rss_bytes": m["peak"] if measured and m else None,
+                "last_rss_bytes": m["last"] if measured and m else None,
+                "samples": m["samples"] if m else 0,
+                "why": None if measured
+                else eff.NOT_MEASURED if m is not None and m["unmeasurable"] else eff.NO_SAMPLE,
+            }
+        requests = self._all.inferences + self._gen_all.generations
+        errors = self._all.errors + self._gen_all.errors
+
+        def tiers(d: dict[str, dict[str, float]]) -> dict[str, tuple[int, int]]:
+            return {k: (int(v["count"]), int(v["bytes"])) for k, v in d.items()}
+
+        return {
+            "memory": {
+                "workers": workers,
+                "models": {k: eff.growth_figures(v) for k, v in sorted(self._growth.items())},
+            },
+            "connections": eff.connection_figures(len(self._seen),
+                                                  self._all.ok + self._gen_all.ok),
+            "cache": {"loads": eff.cache_figures(tiers(self._loads)),
+                      "fetches": eff.cache_figures(tiers(self._fetches))},
+            "errors": eff.error_figures(requests, errors),
+            "recovery": eff.recovery_figures(list(self._recoveries)),
+        }
 
     def recent(self, n: int = 100) -> list[dict[str, Any]]:
         with self._lock:
@@ -260,5 +336,6 @@ class LiveStats:
                 "generations": {"aggregate": self._gen_all.view(),
                                 "models": {k: v.view()
                                            for k, v in sorted(self._gen_models.items())}},
+                "efficiency": self._efficiency(),
                 "since": self._since.isoformat(),
             }

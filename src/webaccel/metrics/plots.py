@@ -289,3 +289,47 @@ def soak_memory(figures: dict[str, Any], path: Path) -> Path | None:
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def resource_memory(workers: list[dict[str, Any]], models: list[dict[str, Any]],
+                    path: Path) -> Path | None:
+    """Peak RSS per worker (workers: label, peak_mb) and RSS growth at load per model
+    (models: model, median_mb, max_mb), as two bar panels; MB written plainly."""
+    workers = [w for w in workers if w.get("peak_mb") is not None]
+    models = [m for m in models if m.get("median_mb") is not None]
+    panels = [p for p in (("workers", workers), ("models", models)) if p[1]]
+    if not panels:
+        return None
+    rows = max(len(items) for _, items in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels) + 1.0, 0.5 * rows + 2.0),
+                             squeeze=False)
+    for ax, (kind, items) in zip(axes[0], panels, strict=True):
+        ys = list(range(len(items)))
+        colors = [COLORS[(i if kind == "workers" else i + 3) % len(COLORS)] for i in ys]
+        if kind == "workers":
+            vals = [float(w["peak_mb"]) for w in items]
+            bars = ax.barh(ys, vals, 0.6, color=colors)
+            ax.bar_label(bars, labels=[f"{plain(v)} MB" for v in vals], fontsize=8, padding=3)
+            ax.set_yticks(ys, [str(w["label"]) for w in items])
+            ax.set_xlabel("peak RSS of the browser's processes, MB")
+            ax.set_title("Peak memory per worker")
+            top = max(vals)
+        else:
+            vals = [float(m["median_mb"]) for m in items]
+            hi = [max(0.0, float(m.get("max_mb") or v) - v) for m, v in zip(items, vals,
+                                                                              strict=True)]
+            ax.barh(ys, vals, 0.6, color=colors, xerr=[[0.0] * len(vals), hi], capsize=3)
+            for y, v, h, m in zip(ys, vals, hi, items, strict=True):  # label past the whisker
+                ax.text(max(v + h, 0.0), y, f"  {plain(v)} MB (max {plain(v + h)}, n={m['n']})",
+                        va="center", fontsize=8)
+            ax.set_yticks(ys, [str(m["model"]) for m in items])
+            ax.set_xlabel("RSS growth at load, MB (median; whisker to max)")
+            ax.set_title("Memory per model")
+            top = max(v + h for v, h in zip(vals, hi, strict=True))
+        ax.invert_yaxis()
+        lo = min(0.0, *vals)
+        ax.set_xlim(lo * 1.2, max(top, 1.0) * 1.6)
+        _plain_axis(ax.xaxis)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Resource efficiency: memory")
+    return _save(fig, path)

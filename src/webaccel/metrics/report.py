@@ -8,9 +8,10 @@ Sections (each says "no data yet" when its tables are empty): benchmarks
 precision, generation (text generation streams and Whisper transcriptions:
 tokens, time to first token, decode rate, failovers), throughput vs workers,
 model load time by cache tier, accuracy vs
-size per precision variant, efficiency (cache hit rate by tier, network bytes
-of repeated model loads with and without caching, browser connections with
-pooling vs one per request), and workers seen.
+size per precision variant, resource efficiency (peak memory per worker and
+per model, connection reuse, cache hit rate per tier and the network bytes it
+saved, error rate, recovery time; see :mod:`webaccel.metrics.efficiency`), and
+workers seen.
 
 The report reads the file read-only, so it runs beside a server that is
 writing it (see :mod:`webaccel.metrics.db`).
@@ -28,10 +29,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from webaccel.metrics import efficiency as eff
 from webaccel.metrics import plots
 from webaccel.metrics.store import NETWORK_TIERS, MetricsStore, read_query
 
 NO_DATA = "no data yet"
+
+
+@dataclass
+class Table:
+    """A further table of a section, under its own caption."""
+
+    caption: str
+    headers: list[str]
+    rows: list[list[Any]]
 
 
 @dataclass
@@ -43,6 +54,7 @@ class Section:
     rows: list[list[Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     key: str = ""
+    tables: list[Table] = field(default_factory=list)
 
 
 @dataclass
@@ -337,46 +349,9 @@ def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) 
               for v in variants]
     sections.append(s)
 
-    # -- efficiency ---------------------------------------------------------------------------
-    tiers = r.q("""SELECT tier, sum(n) AS n, sum(bytes) AS bytes FROM (
-                     SELECT coalesce(tier, 'unknown') AS tier, count(*) AS n, sum(bytes) AS bytes
-                     FROM model_loads WHERE ok GROUP BY ALL
-                     UNION ALL
-                     SELECT coalesce(tier, 'unknown'), count(*), sum(bytes)
-                     FROM fetches WHERE ok GROUP BY ALL) GROUP BY tier ORDER BY n DESC""")
-    total = sum(int(t["n"]) for t in tiers)
-    net_list = sorted(NETWORK_TIERS)
-    repeated = r.q("""SELECT model, count(*) AS loads, sum(bytes) AS bytes_uncached,
-                             sum(bytes) FILTER (WHERE tier IN (SELECT unnest($1::VARCHAR[])))
-                               AS bytes_network
-                      FROM model_loads WHERE ok GROUP BY model HAVING count(*) > 1
-                      ORDER BY model""", [net_list])
-    conns = r.q("""SELECT i.run_id, i.requests, coalesce(w.workers, i.workers_used) AS connections
-                   FROM (SELECT run_id, count(*) AS requests,
-                                count(DISTINCT worker_id) AS workers_used
-                         FROM inferences GROUP BY run_id) i
-                   LEFT JOIN (SELECT run_id, count(DISTINCT worker_id) AS workers
-                              FROM workers GROUP BY run_id) w USING (run_id)
-                   ORDER BY i.requests DESC LIMIT 20""")
-    data["efficiency"] = {"tiers": tiers, "repeated_loads": repeated, "connections": conns}
-    s = Section("Efficiency", "Reads (model loads and block fetches) served by each tier; "
-                f"remote tiers are {', '.join(net_list)}.", key="efficiency")
-    s.headers = ["tier", "reads", "hit rate", "MB served"]
-    s.rows = [[t["tier"], t["n"], f"{100.0 * int(t['n']) / total:.1f} %" if total else None,
-               _mb(t["bytes"])] for t in tiers]
-    for x in repeated:
-        net = x["bytes_network"] or 0
-        s.notes.append(
-            f"{x['model']}: {x['loads']} loads moved {_fmt(_mb(net))} MB over the network with "
-            f"caching, vs {_fmt(_mb(x['bytes_uncached']))} MB if every load fetched it "
-            f"({_fmt(100.0 * (1 - net / x['bytes_uncached']) if x['bytes_uncached'] else None)} % "
-            "saved)")
-    for c in conns:
-        if c["connections"]:
-            s.notes.append(
-                f"run {c['run_id']}: {c['requests']:,} requests over {c['connections']} pooled "
-                f"browser connection(s), vs {c['requests']:,} with one connection per request "
-                f"({c['requests'] / c['connections']:.1f} requests per connection)")
+    # -- resource efficiency --------------------------------------------------------------------
+    s, data["efficiency"], eff_plot = _resource_efficiency(r, plot_dir)
+    s.plot = plot("efficiency", eff_plot)
     sections.append(s)
 
     # -- workers -------------------------------------------------------------------------------
@@ -406,6 +381,180 @@ def build_report(source: MetricsStore | str | Path | None, out_dir: str | Path) 
     return Report(out, md, page, made, sections, data)
 
 
+WORKERS_SHOWN = 12  # the report's memory table and plot: the workers of highest peak
+
+
+def _pct(part: float | None, whole: float | None = 1.0) -> str | None:
+    if part is None or not whole:
+        return None
+    return f"{100.0 * part / whole:.1f} %"
+
+
+def _resource_efficiency(r: _Reader, plot_dir: Path) -> tuple[Section, dict[str, Any],
+                                                                 Path | None]:
+    """The "Resource efficiency" section: memory, connection reuse, cache hits, errors,
+    recoveries -- the figures ``get_metrics()["efficiency"]`` gives for one process, here
+    over every run in the file (see :mod:`webaccel.metrics.efficiency`)."""
+    mem = r.q("""WITH seen AS (SELECT run_id, worker_id, any_value(browser) AS browser,
+                                      min(ts) AS ts FROM workers GROUP BY ALL),
+                      mem AS (SELECT run_id, worker_id, any_value(browser) AS browser,
+                                     max(rss_bytes) AS peak, count(rss_bytes) AS samples,
+                                     count(*) FILTER (WHERE rss_bytes IS NULL) AS unmeasurable,
+                                     max(ts) AS ts FROM worker_memory GROUP BY ALL)
+                 SELECT coalesce(m.run_id, s.run_id) AS run_id,
+                        coalesce(m.worker_id, s.worker_id) AS worker_id,
+                        coalesce(m.browser, s.browser) AS browser, m.peak,
+                        coalesce(m.samples, 0) AS samples,
+                        coalesce(m.unmeasurable, 0) AS unmeasurable,
+                        coalesce(m.ts, s.ts) AS ts
+                 FROM seen s FULL OUTER JOIN mem m
+                   ON s.run_id = m.run_id AND s.worker_id = m.worker_id
+                 ORDER BY m.peak DESC NULLS LAST, ts DESC, worker_id""")
+    growth = r.q("""SELECT model, count(*) AS n, median(rss_delta_bytes) AS median,
+                           max(rss_delta_bytes) AS max
+                    FROM model_loads WHERE ok AND rss_delta_bytes IS NOT NULL
+                    GROUP BY model ORDER BY max DESC, model""")
+    reads = r.q("""SELECT 'model loads' AS kind, coalesce(tier, 'unknown') AS tier,
+                          count(*) AS n, coalesce(sum(bytes), 0) AS bytes
+                   FROM model_loads WHERE ok GROUP BY ALL
+                   UNION ALL
+                   SELECT 'block fetches', coalesce(tier, 'unknown'), count(*),
+                          coalesce(sum(bytes), 0)
+                   FROM fetches WHERE ok GROUP BY ALL""")
+    runs = r.q("""WITH c AS (SELECT run_id, count(DISTINCT worker_id) AS opened
+                             FROM workers GROUP BY run_id),
+                       q AS (SELECT run_id, count(*) AS requests,
+                                    count(*) FILTER (WHERE ok) AS served
+                             FROM (SELECT run_id, ok FROM inferences
+                                   UNION ALL SELECT run_id, ok FROM generations)
+                             GROUP BY run_id)
+                  SELECT coalesce(c.run_id, q.run_id) AS run_id, coalesce(c.opened, 0) AS opened,
+                         coalesce(q.requests, 0) AS requests, coalesce(q.served, 0) AS served
+                  FROM c FULL OUTER JOIN q ON c.run_id = q.run_id
+                  ORDER BY served DESC, run_id""")
+    rec = [float(x["seconds"]) for x in r.q("SELECT seconds FROM recoveries ORDER BY ts")]
+
+    measured = [m for m in mem if m["samples"]]
+    unmeasurable = [m for m in mem if not m["samples"] and m["unmeasurable"]]
+    unsampled = [m for m in mem if not m["samples"] and not m["unmeasurable"]]
+    models = {g["model"]: {"loads_measured": g["n"],
+                           "median_rss_growth_bytes": round(g["median"]),
+                           "max_rss_growth_bytes": g["max"]} for g in growth}
+    cache = {kind: eff.cache_figures({x["tier"]: (int(x["n"]), int(x["bytes"]))
+                                      for x in reads if x["kind"] == kind})
+             for kind in ("model loads", "block fetches")}
+    opened = sum(int(x["opened"]) for x in runs)
+    served = sum(int(x["served"]) for x in runs)
+    requests = sum(int(x["requests"]) for x in runs)
+    figures: dict[str, Any] = {
+        "memory": {"workers": mem, "models": models},
+        "connections": eff.connection_figures(opened, served),
+        "connections_by_run": runs,
+        "cache": {"loads": cache["model loads"], "fetches": cache["block fetches"]},
+        "errors": eff.error_figures(requests, requests - served),
+        "recovery": eff.recovery_figures(rec),
+    }
+
+    s = Section("Resource efficiency", "Memory: the RSS of each local worker's browser "
+                "process tree (browser, renderers, GPU and utility processes, summed: pages they "
+                "share count once per process, so it is an upper bound), sampled "
+                "every few seconds and right after each model load; a model's memory is that "
+                "RSS after its load and warm-up minus before. Connection reuse: browser "
+                "connections opened (workers that joined) against requests served (successful "
+                "inferences and generations). A cache hit is a read served by a local tier "
+                "(memory, disk, browser-cache); remote tiers are "
+                f"{', '.join(sorted(NETWORK_TIERS))}. Recovery: from a lost worker to the next "
+                "worker ready.", key="efficiency")
+    conn, errs, recs = figures["connections"], figures["errors"], figures["recovery"]
+    summary: list[list[Any]] = []
+    if measured:
+        top = measured[0]
+        summary.append(["peak memory of one worker (MB)", _mb(top["peak"]),
+                        f"{top['worker_id']} ({top['browser']})"])
+    if models:
+        name, g = max(models.items(), key=lambda kv: kv[1]["max_rss_growth_bytes"])
+        summary.append(["largest memory growth at a model load (MB)",
+                        _mb(g["max_rss_growth_bytes"]), name])
+    if opened or served:
+        summary += [["browser connections opened", opened, f"{len(runs)} run(s)"],
+                    ["requests served", served, "successful inferences and generations"],
+                    ["requests per connection", conn["requests_per_connection"],
+                     "vs 1 with one connection per request"]]
+    for label, c in (("model loads", cache["model loads"]),
+                     ("block fetches", cache["block fetches"])):
+        if c["reads"]:
+            summary += [[f"{label} served by a cache", _pct(c["hit_rate"]),
+                         f"{c['hits']:,} of {c['reads']:,}"],
+                        [f"network MB saved by caches ({label})", _mb(c["bytes_saved"]),
+                         f"{_fmt(_mb(c['network_bytes']))} MB still came over the network"]]
+    if requests:
+        summary.append(["error rate", _pct(errs["error_rate"]),
+                        f"{errs['errors']:,} of {requests:,} requests failed"])
+    if rec:
+        summary += [["recoveries after a lost worker", recs["count"], ""],
+                    ["recovery time, median s", recs["median_s"], f"max {_fmt(recs['max_s'])} s"]]
+    s.headers = ["figure", "value", "detail"]
+    s.rows = summary
+
+    shown = measured[:WORKERS_SHOWN]
+    if shown or unmeasurable:
+        s.tables.append(Table(
+            "Peak memory per worker",
+            ["run", "worker", "browser", "peak RSS MB", "samples", "last seen"],
+            [[m["run_id"], m["worker_id"], m["browser"], _mb(m["peak"]), m["samples"], m["ts"]]
+             for m in shown]
+            + [[m["run_id"], m["worker_id"], m["browser"], "not measured", 0, m["ts"]]
+               for m in unmeasurable[:WORKERS_SHOWN]]))
+    if len(measured) > len(shown):
+        s.notes.append(f"{len(measured) - len(shown)} more measured worker(s) with a lower "
+                       "peak are not listed")
+    if unmeasurable:
+        s.notes.append(f"{len(unmeasurable)} worker(s) not measured: {eff.UNMEASURABLE}")
+    if unsampled:
+        s.notes.append(f"{len(unsampled)} worker(s) have no memory sample (recorded before "
+                       "memory sampling, or gone before their first sample)")
+    if models:
+        s.tables.append(Table(
+            "Memory per model (RSS growth of the worker at each load)",
+            ["model", "loads measured", "median MB", "max MB"],
+            [[k, g["loads_measured"], _mb(g["median_rss_growth_bytes"]),
+              _mb(g["max_rss_growth_bytes"])] for k, g in models.items()]))
+    tier_rows = [[kind, t, "yes" if v["cache"] else "no" if v["cache"] is False else "–",
+                  v["reads"], _pct(v["share"]), _mb(v["bytes"])]
+                 for kind, c in cache.items() for t, v in c["by_tier"].items()]
+    if tier_rows:
+        s.tables.append(Table("Reads by tier (share = that tier's hit rate)",
+                              ["reads", "tier", "cache", "count", "share", "MB"], tier_rows))
+    conn_rows = [[x["run_id"], x["opened"], x["served"],
+                  x["served"] / x["opened"] if x["opened"] else None]
+                 for x in runs if x["served"] or x["opened"]][:20]
+    if conn_rows:
+        s.tables.append(Table("Connection reuse per run",
+                              ["run", "connections opened", "requests served",
+                               "requests per connection"], conn_rows))
+    repeated = r.q("""SELECT model, count(*) AS loads, sum(bytes) AS bytes_uncached,
+                             sum(bytes) FILTER (WHERE tier IN (SELECT unnest($1::VARCHAR[])))
+                               AS bytes_network
+                      FROM model_loads WHERE ok GROUP BY model HAVING count(*) > 1
+                      ORDER BY model""", [sorted(NETWORK_TIERS)])
+    figures["repeated_loads"] = repeated
+    for x in repeated:
+        net = x["bytes_network"] or 0
+        s.notes.append(
+            f"{x['model']}: {x['loads']} loads moved {_fmt(_mb(net))} MB over the network with "
+            f"caching, vs {_fmt(_mb(x['bytes_uncached']))} MB if every load fetched it "
+            f"({_fmt(100.0 * (1 - net / x['bytes_uncached']) if x['bytes_uncached'] else None)} % "
+            "saved)")
+    plot = plots.resource_memory(
+        [{"label": f"{m['worker_id']} ({m['browser']})", "peak_mb": _mb(m["peak"])}
+         for m in shown],
+        [{"model": k, "median_mb": _mb(g["median_rss_growth_bytes"]),
+          "max_mb": _mb(g["max_rss_growth_bytes"]), "n": g["loads_measured"]}
+         for k, g in models.items()],
+        plot_dir / "resource_memory.png")
+    return s, figures, plot
+
+
 def _adapter(raw: str | None) -> str:
     if not raw:
         return "–"
@@ -430,15 +579,20 @@ def _markdown(sections: list[Section], path: Path, generated: str, counts: dict[
         lines += [f"## {s.title}", ""]
         if s.intro:
             lines += [s.intro, ""]
-        if not s.rows and not s.notes:
+        if not s.rows and not s.notes and not s.tables:
             lines += [f"_{NO_DATA}_", ""]
             continue
         if s.plot is not None:
             lines += [f"![{s.title}]({s.plot.relative_to(out).as_posix()})", ""]
-        if s.rows:
-            lines.append("| " + " | ".join(s.headers) + " |")
-            lines.append("|" + "---|" * len(s.headers))
-            for row in s.rows:
+        for caption, headers, rows in [("", s.headers, s.rows)] + [
+                (t.caption, t.headers, t.rows) for t in s.tables]:
+            if not rows:
+                continue
+            if caption:
+                lines += [f"**{caption}**", ""]
+            lines.append("| " + " | ".join(headers) + " |")
+            lines.append("|" + "---|" * len(headers))
+            for row in rows:
                 lines.append("| " + " | ".join(_md_cell(v) for v in row) + " |")
             lines.append("")
         lines += [f"- {n}" for n in s.notes]
@@ -466,14 +620,19 @@ def _html(sections: list[Section], path: Path, generated: str, counts: dict[str,
         parts.append(f"<section id='{e(s.key)}'><h2>{e(s.title)}</h2>")
         if s.intro:
             parts.append("<p>" + re.sub(r"`([^`]+)`", r"<code>\1</code>", e(s.intro)) + "</p>")
-        if not s.rows and not s.notes:
+        if not s.rows and not s.notes and not s.tables:
             parts.append(f"<p class='empty'>{NO_DATA}</p></section>")
             continue
         if s.plot is not None:
             parts.append(f"<img src='{e(s.plot.relative_to(out).as_posix())}' alt='{e(s.title)}'>")
-        if s.rows:
-            parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in s.headers) + "</tr>")
-            for row in s.rows:
+        for caption, headers, rows in [("", s.headers, s.rows)] + [
+                (t.caption, t.headers, t.rows) for t in s.tables]:
+            if not rows:
+                continue
+            if caption:
+                parts.append(f"<h3>{e(caption)}</h3>")
+            parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in headers) + "</tr>")
+            for row in rows:
                 parts.append("<tr>" + "".join(f"<td>{e(_fmt(v))}</td>" for v in row) + "</tr>")
             parts.append("</table>")
         if s.notes:

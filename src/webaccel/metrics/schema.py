@@ -62,6 +62,27 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 finish_reason VARCHAR, ok BOOLEAN, error_code VARCHAR)""",
         ],
     ),
+    (
+        3,
+        "resource efficiency: worker memory samples, a load's RSS growth, recoveries",
+        [
+            # The RSS of a local worker's browser process tree (the browser and every
+            # helper: renderers, GPU, utility), summed; NULL for a worker with no local
+            # process to measure (a remote or joined browser), recorded once for it.
+            # ``trigger``: "interval" (the pool's periodic sample) or "load" (right after
+            # a model load and warm-up); ``resident``: JSON list of the session keys
+            # the page held then.
+            """CREATE TABLE worker_memory (
+                ts TIMESTAMP, run_id VARCHAR, worker_id VARCHAR, browser VARCHAR,
+                rss_bytes BIGINT, resident VARCHAR, trigger VARCHAR)""",
+            # That RSS after the load and warm-up minus before it (NULL: not measured).
+            "ALTER TABLE model_loads ADD COLUMN rss_delta_bytes BIGINT",
+            # A lost worker replaced: ``seconds`` from the loss to the next worker ready.
+            """CREATE TABLE recoveries (
+                ts TIMESTAMP, run_id VARCHAR, lost_worker_id VARCHAR, worker_id VARCHAR,
+                browser VARCHAR, seconds DOUBLE, reason VARCHAR)""",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]
@@ -77,7 +98,7 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
                     ("cid", "VARCHAR"), ("variant", "VARCHAR"), ("precision", "VARCHAR"),
                     ("backend", "VARCHAR"), ("worker_id", "VARCHAR"), ("bytes", "BIGINT"),
                     ("tier", "VARCHAR"), ("ms", "DOUBLE"), ("ok", "BOOLEAN"),
-                    ("error_code", "VARCHAR")],
+                    ("error_code", "VARCHAR"), ("rss_delta_bytes", "BIGINT")],
     "inferences": [("ts", "TIMESTAMP"), ("run_id", "VARCHAR"), ("model", "VARCHAR"),
                    ("worker_id", "VARCHAR"), ("browser", "VARCHAR"), ("backend", "VARCHAR"),
                    ("precision", "VARCHAR"), ("batch", "INTEGER"), ("queue_wait_ms", "DOUBLE"),
@@ -97,6 +118,12 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
                  ("variant", "VARCHAR"), ("precision", "VARCHAR"), ("bytes", "BIGINT"),
                  ("metric", "VARCHAR"), ("accuracy", "DOUBLE"), ("latency_ms", "DOUBLE"),
                  ("cid", "VARCHAR")],
+    "worker_memory": [("ts", "TIMESTAMP"), ("run_id", "VARCHAR"), ("worker_id", "VARCHAR"),
+                      ("browser", "VARCHAR"), ("rss_bytes", "BIGINT"), ("resident", "VARCHAR"),
+                      ("trigger", "VARCHAR")],
+    "recoveries": [("ts", "TIMESTAMP"), ("run_id", "VARCHAR"), ("lost_worker_id", "VARCHAR"),
+                   ("worker_id", "VARCHAR"), ("browser", "VARCHAR"), ("seconds", "DOUBLE"),
+                   ("reason", "VARCHAR")],
     "benchmarks": [("ts", "TIMESTAMP"), ("run_id", "VARCHAR"), ("benchmark", "VARCHAR"),
                    ("ratio", "DOUBLE"), ("ratio_is", "VARCHAR"), ("better", "VARCHAR"),
                    ("unavailable", "VARCHAR"), ("error", "VARCHAR"), ("figures", "VARCHAR"),

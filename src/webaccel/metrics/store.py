@@ -10,7 +10,10 @@ Usage (pool, API, content code)::
                         is_fallback=True)
     store.record_model_load("minilm", ms=812.0, cid="bafy...", variant="fp16",
                             precision="fp16", backend="wasm", worker_id="w1",
-                            nbytes=45_700_000, tier="network")
+                            nbytes=45_700_000, tier="network", rss_delta_bytes=98_000_000)
+    store.record_worker_memory("w1", "chromium", rss_bytes=612_000_000,
+                               resident=["minilm/fp32/wasm"])
+    store.record_recovery(2.4, worker_id="w2", lost_worker_id="w1", browser="chromium")
     store.record_inference("minilm", round_trip_ms=19.2, worker_id="w1", browser="chromium",
                            backend="wasm", precision="fp32", batch=1, queue_wait_ms=0.3,
                            page_ms=17.0, retries=0, error_code=None)
@@ -30,7 +33,9 @@ updates the Prometheus metrics (``store.prom``) and live figures
 value (or None for success); ``ok`` is derived from it.  A model load's or
 fetch's ``tier`` names where the bytes came from: ``memory``, ``disk``,
 ``browser-cache`` (local) or ``peer``, ``gateway``, ``network`` (remote; see
-:data:`NETWORK_TIERS`).
+:data:`NETWORK_TIERS`).  ``rss_delta_bytes`` of a load and ``rss_bytes`` of a
+memory sample are the RSS of the worker's local browser process tree (see
+:mod:`webaccel.pool.memory`); None where it has none to measure.
 
 Several processes may use the same file at once (a server, ``webaccel
 bench``, ``webaccel report``): see :mod:`webaccel.metrics.db` and
@@ -54,12 +59,12 @@ from typing import Any
 
 from webaccel import __version__, paths
 from webaccel.metrics import db
+from webaccel.metrics.efficiency import NETWORK_TIERS  # noqa: F401 - re-exported
 from webaccel.metrics.live import LiveStats
 from webaccel.metrics.prom import PromMetrics
 from webaccel.metrics.writer import Writer, spool_dir
 
 DEFAULT_FILENAME = "metrics.duckdb"
-NETWORK_TIERS = frozenset({"network", "peer", "gateway", "origin", "remote"})
 
 _OPEN: weakref.WeakSet[MetricsStore] = weakref.WeakSet()
 
@@ -135,6 +140,37 @@ class MetricsStore:
     ) -> None:
         self._submit("workers", worker_id, browser, version, _json(list(backends)),
                      _json(adapter), is_fallback, _json(info))
+        self.live.worker(worker_id=worker_id, browser=browser)
+
+    def record_worker_memory(
+        self,
+        worker_id: str,
+        browser: str | None,
+        *,
+        rss_bytes: int | None,
+        resident: Sequence[str] = (),
+        trigger: str = "interval",
+    ) -> None:
+        """One memory sample of a worker (``rss_bytes`` None: it has no local process to
+        measure); ``resident``: the session keys its page held; ``trigger``: "interval"
+        or "load"."""
+        self._submit("worker_memory", worker_id, browser,
+                     None if rss_bytes is None else int(rss_bytes), _json(list(resident)),
+                     trigger)
+        self.live.memory(worker_id=worker_id, browser=browser, rss_bytes=rss_bytes)
+
+    def record_recovery(
+        self,
+        seconds: float,
+        *,
+        worker_id: str | None = None,
+        lost_worker_id: str | None = None,
+        browser: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """A lost worker replaced: ``seconds`` from the loss to ``worker_id`` ready."""
+        self._submit("recoveries", lost_worker_id, worker_id, browser, float(seconds), reason)
+        self.live.recovery(seconds)
 
     def record_quarantine(self, worker_id: str, browser: str, *, reason: str) -> None:
         """A worker failed an answer check and left service (a workers row says why)."""
@@ -154,12 +190,15 @@ class MetricsStore:
         nbytes: int | None = None,
         tier: str | None = None,
         error_code: Any = None,
+        rss_delta_bytes: int | None = None,
     ) -> None:
         code = _code(error_code)
+        delta = None if rss_delta_bytes is None else int(rss_delta_bytes)
         self._submit("model_loads", model, cid, variant, precision, backend, worker_id, nbytes,
-                     tier, float(ms), code is None, code)
+                     tier, float(ms), code is None, code, delta)
         self.prom.model_load(model=model, tier=tier, ms=ms, nbytes=nbytes, error_code=code)
-        self.live.load(tier=tier, nbytes=nbytes, ms=ms, ok=code is None)
+        self.live.load(tier=tier, nbytes=nbytes, ms=ms, ok=code is None, model=model,
+                       rss_delta_bytes=delta)
 
     def record_inference(
         self,

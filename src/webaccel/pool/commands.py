@@ -84,6 +84,14 @@ class Lost:
 
 
 @dataclass(frozen=True)
+class MemorySampled:
+    """The heartbeat task measured the workers' memory: worker id -> RSS bytes of its
+    local browser process tree (None: nothing local to measure)."""
+
+    samples: dict[str, int | None]
+
+
+@dataclass(frozen=True)
 class Tick:
     """Nothing happened; just look at the clock and the queues again."""
 
@@ -104,6 +112,7 @@ Command = (
     | LaunchFailed
     | Adopt
     | Lost
+    | MemorySampled
     | Tick
     | Close
 )

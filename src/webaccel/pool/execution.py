@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     import random
     from collections.abc import Callable
 
+    from webaccel.pool.memory import MemoryProbe
     from webaccel.pool.state import Outcome, PoolState
     from webaccel.pool.verify import VerifyPolicy
 
@@ -76,6 +77,7 @@ class WorkerIO:
     warmup_runs: int
     warmup_budget_s: float
     warmups: dict[str, dict[str, dict[str, Any]]]
+    memory_probe: MemoryProbe | None
 
     if TYPE_CHECKING:
 
@@ -289,10 +291,25 @@ class WorkerIO:
         async with self._load_locks.setdefault((w.id, ref.key), asyncio.Lock()):
             if self._state.is_resident(w.id, ref.key):
                 return None
+            before = await self._measure(w)
             info = await w.load_model(ref, timeout=self.load_timeout)
             await self._warm_up(w, ref)
+            after = await self._measure(w) if before is not None else None
             self._state.page_loaded(w.id, ref.key)
+            if before is not None and after is not None:  # the model's memory on this worker
+                info = dataclasses.replace(info, rss_before_bytes=before, rss_after_bytes=after)
             return info
+
+    async def _measure(self, w: WorkerTransport) -> int | None:
+        """The RSS of ``w``'s local browser process tree (None: not measured); in a thread,
+        as it reads ``/proc``.  A failing probe never fails a load."""
+        probe = self.memory_probe
+        if probe is None:
+            return None
+        try:
+            return await asyncio.to_thread(probe, w)
+        except Exception:  # noqa: BLE001 - a measurement, not a reason to fail
+            return None
 
     async def _warm_up(self, w: WorkerTransport, ref: ModelRef) -> None:
         """Dummy runs of a just-loaded model before it takes traffic (not for captured

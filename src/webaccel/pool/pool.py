@@ -62,6 +62,7 @@ from webaccel.pool import commands as cmd
 from webaccel.pool.batching import batch_signature
 from webaccel.pool.execution import WorkerIO, _as_error
 from webaccel.pool.lifecycle import WorkerState
+from webaccel.pool.memory import MemoryProbe, worker_rss
 from webaccel.pool.resolver import ModelResolver, ResolvedModel, StaticResolver, call_resolver
 from webaccel.pool.results import InferenceResult, Lease, WorkerSession
 from webaccel.pool.routing import (
@@ -104,6 +105,10 @@ class MetricsSink(Protocol):
     def record_worker(self, worker_id: str, browser: str, **kw: Any) -> None: ...
 
     def record_generation(self, model: str, *, task: str, **kw: Any) -> None: ...
+
+    def record_worker_memory(self, worker_id: str, browser: str | None, **kw: Any) -> None: ...
+
+    def record_recovery(self, seconds: float, **kw: Any) -> None: ...
 
 
 @dataclass(eq=False)
@@ -191,6 +196,8 @@ class ResourcePool(WorkerIO):
         verify: str | VerifyPolicy = "sample",
         warmup_runs: int = 12,
         warmup_budget_s: float = 1.0,
+        memory_interval: float = 5.0,
+        memory_probe: MemoryProbe | None = worker_rss,
     ) -> None:
         """``launcher``: ``async launcher(family) -> WorkerTransport``; by default
         local headless browsers behind a loopback server this pool owns (and,
@@ -209,7 +216,14 @@ class ResourcePool(WorkerIO):
         cycled) a worker makes right after loading it, before its first
         request, so V8's WASM tier-up is not paid by callers (0: none); it
         stops early after ``warmup_budget_s`` (the request that caused the
-        load is waiting for it)."""
+        load is waiting for it).
+        ``memory_probe``: ``probe(worker) -> RSS bytes | None``, what a worker takes
+        on this host (default: its local browser process tree,
+        :mod:`webaccel.pool.memory`; None: never measure).  The heartbeat task
+        samples every worker every ``memory_interval`` seconds (0: never), and
+        each model load is measured before and after (its RSS growth); both go to
+        ``metrics`` (``record_worker_memory``, ``record_model_load(rss_delta_bytes=)``)
+        and the latest and peak per worker show in ``stats()["memory"]``."""
         self._host: Any = None
         if launcher is None:
             from webaccel.hosting import BrowserHost  # the browser stack, only when asked for
@@ -292,9 +306,16 @@ class ResourcePool(WorkerIO):
         self._closing = False
         self._closed = False
         self.events: deque[tuple[float, str, str]] = deque(maxlen=1000)  # (t, kind, detail)
-        # Recovery: a worker lost -> the next worker ready (seconds), oldest loss first.
-        self._lost_at: deque[float] = deque()
+        # Recovery: a worker lost -> the next worker ready (seconds), oldest loss first;
+        # each loss as (when, which worker, why).
+        self._lost_at: deque[tuple[float, str, str]] = deque()
         self.recoveries: deque[float] = deque(maxlen=100)
+        self.memory_interval = memory_interval
+        self.memory_probe = memory_probe
+        # worker id -> {"rss_bytes", "peak_rss_bytes", "samples", "at"}: its latest and
+        # peak memory as measured (see webaccel.pool.memory); live workers only.
+        self.memory: dict[str, dict[str, Any]] = {}
+        self._unmeasured: set[str] = set()  # workers whose "not measured" is recorded
 
     # ================================================================ lifecycle
     async def __aenter__(self) -> ResourcePool:
@@ -767,6 +788,10 @@ class ResourcePool(WorkerIO):
         snap["admitted"] = self._admitted
         snap["launch_errors"] = list(self._launch_errors)
         snap["recovery_s"] = list(self.recoveries)
+        snap["memory"] = {
+            wid: dict(self.memory.get(wid) or {"rss_bytes": None, "why": "not measured"})
+            for wid in self._workers
+        }
         snap["quarantined"] = dict(self.quarantined)
         snap["verify"] = dataclasses.asdict(self.verify)
         return snap
@@ -874,6 +899,9 @@ class ResourcePool(WorkerIO):
                 self._on_launch_failed(pid, err, now)
             case cmd.Lost(wid, reason):
                 self._on_lost(wid, reason, now)
+            case cmd.MemorySampled(samples):
+                for wid, rss in samples.items():
+                    self._note_memory(wid, rss, "interval", now)
             case cmd.Tick():
                 pass
             case _:  # pragma: no cover - a command this actor forgot
@@ -996,7 +1024,7 @@ class ResourcePool(WorkerIO):
                 browser=rec_browser,
                 backend=v.backend,
                 precision=v.precision,
-                batch=len(a.requests),
+                batch=req.rows,  # this request's rows (items), not the requests merged
                 queue_wait_ms=(a.started_at - t.submitted_at) * 1000,
                 page_ms=res.page_ms,
                 retries=req.retries,
@@ -1027,6 +1055,9 @@ class ResourcePool(WorkerIO):
         v = a.variant
         if load is None or v is None:
             return
+        before, after = load.rss_before_bytes, load.rss_after_bytes
+        if after is not None:
+            self._note_memory(a.worker_id, after, "load", self._clock())
         self._metric(
             "record_model_load",
             a.requests[0].model,
@@ -1038,6 +1069,32 @@ class ResourcePool(WorkerIO):
             worker_id=a.worker_id,
             nbytes=v.size_bytes,
             tier=load.source,
+            rss_delta_bytes=after - before if before is not None and after is not None else None,
+        )
+
+    def _note_memory(self, wid: str, rss: int | None, trigger: str, now: float) -> None:
+        """A worker's memory as measured (``rss`` None: it has no local process to
+        measure, recorded once): kept for stats() and sent to metrics."""
+        rec = self._state.workers.get(wid)
+        if rec is None or wid not in self._workers:  # gone since it was measured
+            return
+        if rss is None:
+            if wid in self._unmeasured or wid in self.memory:
+                return
+            self._unmeasured.add(wid)
+        else:
+            m = self.memory.setdefault(wid, {"rss_bytes": None, "peak_rss_bytes": 0,
+                                             "samples": 0, "at": now})
+            m["rss_bytes"], m["at"] = rss, now
+            m["peak_rss_bytes"] = max(m["peak_rss_bytes"], rss)
+            m["samples"] += 1
+        self._metric(
+            "record_worker_memory",
+            wid,
+            self._browser_of(wid),
+            rss_bytes=rss,
+            resident=sorted(rec.resident),
+            trigger=trigger,
         )
 
     def _on_opened(self, aid: int, load: LoadInfo | None, now: float) -> None:
@@ -1160,7 +1217,7 @@ class ResourcePool(WorkerIO):
         if wid not in self._state.workers:
             return
         self._event("lost", f"{wid}: {reason}")
-        self._lost_at.append(now)
+        self._lost_at.append((now, wid, reason))
         family = self._state.workers[wid].browser
         aids = [aid for aid, a in self._state.running.items() if a.worker_id == wid]
         for aid in aids:
@@ -1237,8 +1294,6 @@ class ResourcePool(WorkerIO):
         self._state.workers[w.id].remote = bool(getattr(w, "remote", False))
         self._workers[w.id] = w
         self._event("ready", f"{w.id} ({w.browser}; {', '.join(caps.backends)})")
-        if self._lost_at:
-            self.recoveries.append(now - self._lost_at.popleft())
         gpu = w.capabilities.get("webgpu")
         self._metric(
             "record_worker",
@@ -1249,6 +1304,17 @@ class ResourcePool(WorkerIO):
             is_fallback=caps.software_webgpu,
             info={"launched_as": pid},
         )
+        if self._lost_at:
+            lost_at, lost_wid, reason = self._lost_at.popleft()
+            self.recoveries.append(now - lost_at)
+            self._metric(
+                "record_recovery",
+                now - lost_at,
+                worker_id=w.id,
+                lost_worker_id=lost_wid,
+                browser=normalize_browser(w.browser) or w.browser,
+                reason=reason,
+            )
         if self._changed is not None:
             self._changed.set()
 
@@ -1269,6 +1335,8 @@ class ResourcePool(WorkerIO):
     def _close_worker(self, wid: str) -> None:
         w = self._workers.pop(wid, None)
         self.warmups.pop(wid, None)
+        self.memory.pop(wid, None)
+        self._unmeasured.discard(wid)
         for k in [k for k in self._load_locks if k[0] == wid]:
             del self._load_locks[k]
         if w is not None:
@@ -1282,7 +1350,9 @@ class ResourcePool(WorkerIO):
 
     async def _heartbeats(self) -> None:
         # The transport keeps ``alive`` current (bridge heartbeats, process
-        # exit); polling it here catches a browser that died while idle.
+        # exit); polling it here catches a browser that died while idle.  Every
+        # ``memory_interval`` it also measures the workers' memory.
+        next_sample = 0.0
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             for wid, w in list(self._workers.items()):
@@ -1292,6 +1362,33 @@ class ResourcePool(WorkerIO):
                     alive = False
                 if not alive:
                     self._post(cmd.Lost(wid, "worker reports it is no longer alive"))
+            if (
+                self.memory_probe is not None
+                and self.memory_interval > 0
+                and self._workers
+                and time.monotonic() >= next_sample
+            ):
+                next_sample = time.monotonic() + self.memory_interval
+                try:
+                    await self._sample_memory(self.memory_probe)
+                except Exception:  # noqa: BLE001 - liveness polling must go on
+                    log.debug("memory sampling failed", exc_info=True)
+
+    async def _sample_memory(self, probe: MemoryProbe) -> None:
+        """Measure every worker in a thread (``/proc`` reads) and post what was found."""
+        workers = list(self._workers.items())
+
+        def measure() -> dict[str, int | None]:
+            out: dict[str, int | None] = {}
+            for wid, w in workers:
+                try:
+                    out[wid] = probe(w)
+                except Exception:  # noqa: BLE001 - a measurement never stops the heartbeat
+                    log.debug("memory probe failed for %s", wid, exc_info=True)
+                    out[wid] = None
+            return out
+
+        self._post(cmd.MemorySampled(await asyncio.to_thread(measure)))
 
     # -------------------------------------------------------- shutdown
     async def _shutdown(self, done: asyncio.Future[None]) -> None:

@@ -48,6 +48,10 @@ class LoadInfo:
     input_names: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ()
     source: str = "network"  # "network" | "cache" (browser Cache API by CID)
+    # Filled in by the pool, not the worker: the RSS of the worker's local browser
+    # process tree before the load and after it (and its warm-up); None: not measured.
+    rss_before_bytes: int | None = None
+    rss_after_bytes: int | None = None
 
 
 @dataclass(frozen=True)
