@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.browser
@@ -23,8 +24,15 @@ def test_minilm_efficiency_figures_from_a_real_worker(tmp_path: Path) -> None:
         for texts in CALLS:
             out = acc.accelerate("minilm", texts, platform="wasm")
             assert out["embeddings"].shape[0] == (len(texts) if isinstance(texts, list) else 1)
+        # The trustless gateway's reads are counted by tier too (the page read none:
+        # its browser cache had the model). Block stores read their own blocks locally.
+        cid = read_query(db, "SELECT cid FROM model_loads WHERE cid IS NOT NULL LIMIT 1")
+        assert cid, "registry models travel by CID"
+        r = httpx.get(f"{acc.server_url}/ipfs/{cid[0]['cid']}?format=raw", timeout=30)
+        assert r.status_code == 200 and r.content
         m = acc.get_metrics()
     e = m["efficiency"]
+    assert e["cache"]["fetches"]["reads"] >= 1, e["cache"]
     print("efficiency:", e)  # the figures this run saw (pytest -s)
     (wid,) = m["pool"]["memory"] or [None]  # the one worker, still alive at the end
     workers = e["memory"]["workers"]

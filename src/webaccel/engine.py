@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -120,6 +120,15 @@ def default_workers() -> int:
 SPLIT_WINDOW_PER_SLOT = 2
 
 
+
+def _fetch_recorder(metrics: Any) -> Callable[[bytes, int, float, str | None], None]:
+    from webaccel.content import cid as cidmod
+
+    def record(c: bytes, nbytes: int, ms: float, tier: str | None) -> None:
+        metrics.record_fetch(cidmod.to_str(c), nbytes=nbytes, ms=ms, tier=tier)
+
+    return record
+
 class Engine:
     """Owns the browser host and the worker pool; one per accelerator or server process."""
 
@@ -170,6 +179,9 @@ class Engine:
         )
         self.server = self.host.server
         self.blocks = self.host.blocks
+        if self.blocks is not None and metrics is not None:
+            # every block the gateway serves, with the tier that had it (memory/disk/peer)
+            self.blocks.on_fetch = _fetch_recorder(metrics)
         self.native = self.host.native
         workers = max_connections if max_connections is not None else default_workers()
         pool_options.setdefault("slots_per_worker", PIPELINE_SLOTS)

@@ -176,6 +176,32 @@ async def test_network_tier_verifies_and_skips_a_lying_peer(tmp_path: Path) -> N
         honest.stop()
 
 
+async def test_every_block_served_says_which_tier_had_it(tmp_path: Path) -> None:
+    """The cache hit rate per tier (webaccel.metrics.efficiency) comes from these calls."""
+    src = BlockStore(tmp_path / "peer")
+    f = write_random(tmp_path / "m.bin", 2 * 262_144 + 5, seed=3)
+    root = add_path(f, "kubo-v1", store=src)
+    peer = serve_in_thread(create_gateway_app(src))
+    try:
+        fetcher = Fetcher([peer.url])
+        local = BlockStore(tmp_path / "local", network=fetcher, memory_bytes=1 << 20)
+        seen: list[tuple[str | None, int]] = []
+        local.on_fetch = lambda c, nbytes, ms, tier: seen.append((tier, nbytes))
+        first = b"".join([x async for x in local.iter_file(root)])
+        assert first == f.read_bytes() and {t for t, _ in seen} == {"peer"}
+        n = len(seen)  # root + leaves
+        seen.clear()
+        assert b"".join([x async for x in local.iter_file(root)]) == first
+        assert [t for t, _ in seen] == ["memory"] * n
+        seen.clear()
+        local.memory = MemoryLRU(1 << 20)  # as after a restart: the disk has them
+        assert b"".join([x async for x in local.iter_file(root)]) == first
+        assert [t for t, _ in seen] == ["disk"] * n and sum(b for _, b in seen) > len(first)
+        await fetcher.aclose()
+    finally:
+        peer.stop()
+
+
 async def test_get_without_peers_is_a_typed_404(tmp_path: Path) -> None:
     s = BlockStore(tmp_path)
     with pytest.raises(BlockNotFoundError) as ei:

@@ -16,7 +16,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -82,6 +82,9 @@ class BlockStore:
         self.verify_disk = verify_disk
         self.fsync = fsync
         self.stats = {"memory_hits": 0, "disk_hits": 0, "network_fetches": 0, "corrupt_dropped": 0}
+        # Called for every block served by get() (cid, bytes, ms, tier: memory | disk |
+        # peer), e.g. MetricsStore.record_fetch; cheap, as it runs once per block.
+        self.on_fetch: Callable[[bytes, int, float, str | None], None] | None = None
         self._puts_since_gc = 0
         self._gc_paused = 0
 
@@ -135,22 +138,25 @@ class BlockStore:
         return mh in self.memory or self.disk.has(mh)
 
     def get_local(self, c: CIDLike) -> bytes | None:
-        raw = cidmod.parse(c)
+        return self._local(cidmod.parse(c))[0]
+
+    def _local(self, raw: bytes) -> tuple[bytes | None, str | None]:
+        """The block from memory or disk, and which of the two had it."""
         mh = mh_of(raw)
         data = self.memory.get(mh)
         if data is not None:
             self.stats["memory_hits"] += 1
-            return data
+            return data, "memory"
         data = self.disk.get(mh)
         if data is None:
-            return None
+            return None, None
         if self.verify_disk and not cidmod.is_valid(raw, data):
             self.disk.delete(mh)
             self.stats["corrupt_dropped"] += 1
-            return None
+            return None, None
         self.stats["disk_hits"] += 1
         self.memory.put(mh, data)
-        return data
+        return data, "disk"
 
     def delete(self, c: CIDLike) -> None:
         mh = mh_of(cidmod.parse(c))
@@ -162,8 +168,10 @@ class BlockStore:
     async def get(self, c: CIDLike) -> bytes:
         """Memory, then disk, then the network tier; BlockNotFoundError if none has it."""
         raw = cidmod.parse(c)
-        data = self.get_local(raw)
+        t0 = time.perf_counter()
+        data, tier = self._local(raw)
         if data is not None:
+            self._fetched(raw, data, t0, tier)
             return data
         if self.network is None:
             raise BlockNotFoundError(
@@ -174,7 +182,12 @@ class BlockStore:
         cidmod.verify(raw, data)  # the network tier verifies too; never trust a plug-in
         self.stats["network_fetches"] += 1
         self.put_trusted(raw, data)
+        self._fetched(raw, data, t0, "peer")
         return data
+
+    def _fetched(self, raw: bytes, data: bytes, t0: float, tier: str | None) -> None:
+        if self.on_fetch is not None:
+            self.on_fetch(raw, len(data), (time.perf_counter() - t0) * 1000, tier)
 
     async def node(self, c: bytes) -> dag.Node:
         return dag.decode(c, await self.get(c))
