@@ -26,9 +26,9 @@ def test_minilm_efficiency_figures_from_a_real_worker(tmp_path: Path) -> None:
             assert out["embeddings"].shape[0] == (len(texts) if isinstance(texts, list) else 1)
         # The trustless gateway's reads are counted by tier too (the page read none:
         # its browser cache had the model). Block stores read their own blocks locally.
-        cid = read_query(db, "SELECT cid FROM model_loads WHERE cid IS NOT NULL LIMIT 1")
-        assert cid, "registry models travel by CID"
-        r = httpx.get(f"{acc.server_url}/ipfs/{cid[0]['cid']}?format=raw", timeout=30)
+        model = acc._loop.run(acc._engine.pool.resolve("minilm"))
+        cid = next(v.cid for v in model.variants if v.cid)  # registry models travel by CID
+        r = httpx.get(f"{acc.server_url}/ipfs/{cid}?format=raw", timeout=30)
         assert r.status_code == 200 and r.content
         m = acc.get_metrics()
     e = m["efficiency"]
