@@ -78,7 +78,12 @@ SKIPPED = {
 # namespace afterwards, and patterns its printed output must contain.
 PYTHON_CHECKS: dict[str, dict[str, list[str]]] = {
     'acc.accelerate("minilm", ["A man plays guitar."': {
-        "true": ['out["embeddings"].shape == (2, 384)', 'out["browser"] == "chromium"'],
+        "true": [
+            'out["embeddings"].shape == (2, 384)',
+            'out["embeddings"].dtype == "float32"',
+            'abs(float((out["embeddings"] ** 2).sum(axis=1).max()) - 1) < 1e-4',  # L2-normalised
+            'out["browser"] == "chromium"',
+        ],
     },
     'pipeline("feature-extraction")': {"true": ["vectors.shape == (2, 384)"]},
     "ResourcePoolBridgeIntegration(max_connections=2)": {
