@@ -161,7 +161,7 @@ class Block:
         return out
 
 
-NOTE = re.compile(r"<!--\s*readme-walk:(.*?)-->")
+NOTE = re.compile(r"^\s*<!--\s*readme-walk:(.*?)-->\s*$")  # a line of its own
 
 
 def parse(text: str) -> list[Heading | Block]:
