@@ -82,6 +82,9 @@ def test_models_prepare_builds_a_multi_graph_model_and_prints_each_part():
                for line in lines)
     assert any("decoder" in line for line in lines)
     assert "internal" not in result.output
+    # built, so listed as prepared (it has no model.onnx, which was all `list` looked for)
+    listed = CliRunner().invoke(app, ["models", "list", "--json"])
+    assert {m["name"]: m["prepared"] for m in json.loads(listed.output)}["whisper-tiny-en"]
 
 
 def test_prepare_accepts_transformers_js_dtypes_and_says_which_variant():

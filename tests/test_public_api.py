@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import logging
+import subprocess
+import sys
 import time
 import warnings
 
@@ -162,3 +164,21 @@ def test_doctor_cells_are_never_cut():
     assert "…" not in narrow.getvalue() and "│ chromium │" in narrow.getvalue()  # folded, not cut
     assert "…" not in piped.getvalue() and "google/swiftshader" in piped.getvalue()
     assert "chromedriver not found: apt-get install chromium-driver" in piped.getvalue()
+
+
+def test_cli_start_does_not_import_transformers_yet_keeps_it_quiet():
+    """Importing transformers takes ~2 s; every `webaccel` command paid it to set its
+    log level.  It is now set through the environment that transformers reads on import."""
+    code = (
+        "import os, sys\n"
+        "os.environ.pop('TRANSFORMERS_VERBOSITY', None)\n"
+        "os.environ.pop('HF_HUB_DISABLE_PROGRESS_BARS', None)\n"
+        "import webaccel.cli\n"
+        "from webaccel.progress import silence_loggers\n"
+        "silence_loggers()\n"
+        "assert 'transformers' not in sys.modules, 'transformers imported at start-up'\n"
+        "from transformers.utils import logging as hf\n"
+        "assert hf.get_verbosity() == hf.ERROR and not hf.is_progress_bar_enabled()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -284,7 +284,7 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
                         "name": s.name,
                         "task": s.task,
                         "source": s.source,
-                        "prepared": s.onnx_path().is_file(),
+                        "prepared": _prepared(s),
                     }
                     for s in specs
                 ]
@@ -293,8 +293,14 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     table = Table("name", "task", "source", "prepared")
     for s in specs:
-        table.add_row(s.name, s.task, s.source, "yes" if s.onnx_path().is_file() else "no")
+        table.add_row(s.name, s.task, s.source, "yes" if _prepared(s) else "no")
     console.print(table)
+
+
+def _prepared(spec: Any) -> bool:
+    """Its fp32 variant is built: model.onnx, or the graphs of a multi-graph model
+    (Whisper's encoder.onnx and decoder.onnx: it has no model.onnx), as `models show`."""
+    return bool(_variant_files(spec, "fp32"))
 
 
 def _variant_files(spec: Any, precision: str) -> list[Path]:

@@ -95,9 +95,14 @@ def silence_loggers() -> None:
     """Raise the noisy libraries' loggers to WARNING (idempotent)."""
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    hf_logging = sys.modules.get("transformers.utils.logging")
+    if hf_logging is None:
+        # Not imported (importing transformers takes ~2 s, which every `webaccel`
+        # command paid for nothing): it reads these when it is.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        return
     with contextlib.suppress(Exception):
-        from transformers.utils import logging as hf_logging
-
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
 
