@@ -18,7 +18,8 @@ do about it.  The tree::
     ├── LoadFailedError                   LOAD_FAILED           500
     ├── BackendUnavailableError           BACKEND_UNAVAILABLE   503
     │   ├── BrowserNotFoundError          BACKEND_UNAVAILABLE   503 (binary missing)
-    │   └── MissingExtraError             BACKEND_UNAVAILABLE   503 (an optional package missing)
+    │   ├── MissingExtraError             BACKEND_UNAVAILABLE   503 (an optional package missing)
+    │   └── ServerNotRunningError         BACKEND_UNAVAILABLE   503 (no `webaccel serve` answers)
     ├── OutOfMemoryError                  OUT_OF_MEMORY         503
     ├── TimeoutError_                     TIMEOUT               504
     ├── CancelledError_                   CANCELLED             499 (the client went away)
@@ -170,6 +171,11 @@ class BrowserNotFoundError(BackendUnavailableError, FileNotFoundError):
 
 class MissingExtraError(BackendUnavailableError, ImportError):
     """An optional dependency (a ``webaccel[extra]``) this feature needs is not installed."""
+
+
+class ServerNotRunningError(BackendUnavailableError):
+    """No ``webaccel serve`` answers where a client looked (no state file, a stale one,
+    or nothing listening at the URL; webaccel.admin)."""
 
 
 class OutOfMemoryError(WebAccelError, MemoryError):
