@@ -188,6 +188,31 @@ async def test_openapi_lists_the_tables_statuses(v1) -> None:
     assert {"400", "401", "413", "429", "504"} <= set(responses)
 
 
+async def test_openapi_document_is_valid_openapi_3_1(v1) -> None:
+    """Validated as OpenAPI 3.1 (it once used ``{model}`` in a path without declaring it),
+    and the 200s that need no browser have schemas their answers match."""
+    from openapi_spec_validator import OpenAPIV31SpecValidator
+
+    client, _, _ = v1
+    doc = (await client.get("/v1/openapi.json")).json()
+    OpenAPIV31SpecValidator(doc).validate()
+    (param,) = doc["paths"]["/v1/models/{model}"]["get"]["parameters"]
+    assert param["in"] == "path" and param["name"] == "model" and param["required"] is True
+    assert doc["paths"]["/v1/openapi.json"]["get"]["security"] == []  # open, as served
+
+    import jsonschema
+
+    def ok_schema(path: str) -> dict:
+        return doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"][
+            "schema"
+        ]
+
+    listed = (await client.get("/v1/models", headers=AUTH)).json()
+    jsonschema.validate(listed, ok_schema("/v1/models"))
+    one = (await client.get("/v1/models/minilm", headers=AUTH)).json()
+    jsonschema.validate(one, ok_schema("/v1/models/{model}"))
+
+
 def test_a_300_mib_chunked_post_over_a_socket_gets_413_early() -> None:
     """The issue's case over real HTTP (uvicorn): the answer comes, and the upload is
     cut off, long before 300 MiB are sent."""

@@ -88,8 +88,34 @@ def openapi_document() -> dict[str, Any]:
         },
     }
 
-    def op(summary: str, schema: dict[str, Any] | None, sse: bool = False) -> dict[str, Any]:
-        content = {"application/json": {"schema": {"type": "object"}}}
+    model_object = {
+        "type": "object",
+        "required": ["id", "object", "created", "owned_by"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "model"},
+            "created": {"type": "integer"},
+            "owned_by": {"type": "string"},
+            "task": {"type": "string"},
+            "description": {"type": "string"},
+        },
+    }
+    model_list = {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": model_object},
+        },
+    }
+
+    def op(
+        summary: str,
+        schema: dict[str, Any] | None,
+        sse: bool = False,
+        ok: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        content: dict[str, Any] = {"application/json": {"schema": ok or {"type": "object"}}}
         if sse:
             content["text/event-stream"] = {"schema": {"type": "string"}}
         out: dict[str, Any] = {
@@ -172,7 +198,32 @@ def openapi_document() -> dict[str, Any]:
                     },
                 )
             },
-            "/v1/models": {"get": op("List models", None)},
-            "/v1/models/{model}": {"get": op("One model", None)},
+            "/v1/models": {"get": op("List models", None, ok=model_list)},
+            "/v1/models/{model}": {
+                "get": {
+                    **op("One model", None, ok=model_object),
+                    "parameters": [
+                        {
+                            "name": "model",
+                            "in": "path",
+                            "required": True,
+                            "description": "a registered model's name or alias",
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                }
+            },
+            "/v1/openapi.json": {
+                "get": {
+                    "summary": "This document (no key needed)",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
         },
     }
