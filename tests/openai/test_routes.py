@@ -292,6 +292,42 @@ async def test_missing_model_and_unknown_or_unsupported_fields_are_400_naming_th
     assert engine.calls == []
 
 
+UNKNOWN = "no-such-model"
+BEFORE_THE_MODEL = [
+    ("/v1/chat/completions", {"model": UNKNOWN, "messages": []}, "messages"),
+    ("/v1/chat/completions", {"model": UNKNOWN, "messages": MESSAGES, "stream": "yes"}, "stream"),
+    ("/v1/chat/completions",
+     {"model": UNKNOWN, "messages": MESSAGES, "stream_options": {"include_usage": "yes"}},
+     "stream_options.include_usage"),
+    ("/v1/chat/completions", {"model": UNKNOWN, "messages": MESSAGES, "stream_options": 1},
+     "stream_options"),
+    ("/v1/completions", {"model": UNKNOWN, "prompt": "x", "top_p": 0}, "top_p"),
+    ("/v1/completions", {"model": UNKNOWN, "prompt": ""}, "prompt"),
+    ("/v1/embeddings", {"model": UNKNOWN, "input": " "}, "input"),
+    ("/v1/embeddings", {"model": UNKNOWN, "input": "x", "encoding_format": "hex"},
+     "encoding_format"),
+    ("/v1/embeddings", {"model": UNKNOWN, "input": "x", "dimensions": "3"}, "dimensions"),
+]
+
+
+@pytest.mark.parametrize("path,body,param", BEFORE_THE_MODEL)
+async def test_every_field_is_checked_before_the_model_is_looked_up(v1, path, body, param) -> None:
+    """Whatever model a request names, what is wrong with its fields is the answer (and
+    the fuzzer, which may only name models that do not exist, reaches every check)."""
+    client, engine, _ = v1
+    err = openai_error(await client.post(path, json=body, headers=AUTH), 400)
+    assert err["param"] == param, err
+    ok = {k: v for k, v in body.items() if k != param}
+    ok.update({"messages": MESSAGES} if "messages" in body else {})
+    ok.update({"prompt": "x"} if "prompt" in body else {})
+    ok.update({"input": "x"} if "input" in body else {})
+    if param == "stream_options.include_usage":
+        del ok["stream_options"]
+    err = openai_error(await client.post(path, json=ok, headers=AUTH), 404)
+    assert err["param"] == "model" and err["code"] == "model_not_found"
+    assert engine.calls == []
+
+
 async def test_off_values_of_unsupported_fields_are_accepted_by_validation() -> None:
     from webaccel.openai import validation
 

@@ -123,12 +123,16 @@ def openai_routes(
         validation.check_fields(
             body, validation.CHAT_FIELDS if chat else validation.COMPLETION_FIELDS
         )
-        model = validation.model(body, "text_generation")
+        # Every field is checked before the model is looked up (and loaded): a client
+        # learns what is wrong with its request whatever model it names.
         if chat:
             prompt_kw: dict[str, Any] = {"messages": validation.messages(body)}
         else:
             prompt_kw = {"prompt": validation.prompt(body)}
-        validation.generation_params(body)  # every field checked before the model loads
+        validation.generation_params(body)
+        stream = validation.get(body, "stream", bool, False)
+        opts = validation.stream_options(body)
+        model = validation.model(body, "text_generation")
         # As vLLM: sampling fields the request leaves out come from the model's
         # own generation config (its first use builds the model: not on the loop).
         with stage(f"{model}: building and reading it (first use)", after_s=2.0):
@@ -136,8 +140,6 @@ def openai_routes(
         defaults = gm.sampling_defaults
         params = validation.generation_params(body, defaults)
         sources = validation.sampling_sources(body, defaults)
-        stream = validation.get(body, "stream", bool, False)
-        opts = validation.get(body, "stream_options", dict, {}) or {}
         include_usage = bool(opts.get("include_usage"))
         created = int(time.time())
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
@@ -257,8 +259,7 @@ def openai_routes(
     async def embeddings(request: Request) -> Response:
         body = await validation.json_body(request)
         validation.check_fields(body, validation.EMBEDDING_FIELDS)
-        model = validation.model(body, "text_embedding")
-        texts = validation.embedding_inputs(body)
+        texts = validation.embedding_inputs(body)  # every field before the model, as above
         fmt = validation.get(body, "encoding_format", str, "float")
         if fmt not in ("float", "base64"):
             raise bad("encoding_format must be 'float' or 'base64'", "encoding_format")
@@ -266,6 +267,8 @@ def openai_routes(
         # Over the model's context: 400, unless the request asks to truncate (vLLM's
         # truncate_prompt_tokens); then the answer says which inputs were cut.
         truncate = validation.get(body, "truncate_prompt_tokens", int)
+        validation.get(body, "user", str)
+        model = validation.model(body, "text_embedding")
         texts, truncated, tokens = await asyncio.to_thread(
             validation.fit_embedding_inputs, model, texts, truncate
         )

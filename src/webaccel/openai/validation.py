@@ -191,6 +191,14 @@ def generation_params(
     return params
 
 
+def stream_options(body: dict[str, Any]) -> dict[str, Any]:
+    """``stream_options``: an object whose ``include_usage`` (if sent) is a boolean."""
+    opts = get(body, "stream_options", dict, {}) or {}
+    if opts.get("include_usage") is not None and not isinstance(opts["include_usage"], bool):
+        raise bad("stream_options.include_usage must be a boolean", "stream_options.include_usage")
+    return opts
+
+
 def sampling_sources(body: dict[str, Any], model_defaults: dict[str, Any]) -> dict[str, str]:
     """Where each sampling parameter came from: request | generation_config | default."""
     return {
