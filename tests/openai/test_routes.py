@@ -328,6 +328,41 @@ async def test_every_field_is_checked_before_the_model_is_looked_up(v1, path, bo
     assert engine.calls == []
 
 
+HUGE = 10**400  # a JSON integer past float's range
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["repetition_penalty", "temperature", "top_p", "top_k", "seed", "max_tokens",
+     "max_completion_tokens", "presence_penalty", "n"],
+)
+@pytest.mark.parametrize("sign", [1, -1])
+async def test_a_400_digit_number_is_a_400_naming_its_field(v1, field, sign) -> None:
+    """repetition_penalty went through float() before its range check: OverflowError, a
+    500.  top_k and seed had no upper bound at all."""
+    client, engine, _ = v1
+    body = {"model": UNKNOWN, "prompt": "x", field: sign * HUGE}
+    err = openai_error(await client.post("/v1/completions", json=body, headers=AUTH), 400)
+    assert err["param"] == field, err
+    assert engine.calls == []
+
+
+async def test_max_completion_tokens_0_is_refused_not_ignored(v1) -> None:
+    client, _, _ = v1
+    body = {"model": UNKNOWN, "prompt": "x", "max_completion_tokens": 0, "max_tokens": 5}
+    err = openai_error(await client.post("/v1/completions", json=body, headers=AUTH), 400)
+    assert err["param"] == "max_completion_tokens"
+
+
+def test_generation_params_refuse_huge_numbers_with_a_typed_error() -> None:
+    from webaccel.errors import InvalidInputError
+    from webaccel.generation import GenerationParams
+
+    for field in ("temperature", "top_p", "repetition_penalty"):
+        with pytest.raises(InvalidInputError, match=field):
+            GenerationParams(**{field: HUGE})  # was OverflowError from math.isfinite
+
+
 async def test_off_values_of_unsupported_fields_are_accepted_by_validation() -> None:
     from webaccel.openai import validation
 
