@@ -354,6 +354,29 @@ async def test_max_completion_tokens_0_is_refused_not_ignored(v1) -> None:
     assert err["param"] == "max_completion_tokens"
 
 
+@pytest.mark.parametrize(
+    "field,value,ok",
+    [("max_completion_tokens", 16.0, True), ("top_k", 17201.0, True), ("seed", 10354888.0, True),
+     ("n", 1.0, True), ("max_tokens", 2.5, False), ("top_k", -1.0, False)],
+)
+def test_integral_floats_are_integers_as_in_json_schema(field, value, ok) -> None:
+    """Found by schemathesis: {"top_k": 17201.0} is a valid integer to the OpenAPI
+    document (JSON Schema) but was a 400 ("must be of type int, got float")."""
+    from webaccel.errors import InvalidInputError
+    from webaccel.openai import validation
+
+    body = {"model": "smollm2", "prompt": "x", field: value}
+    if not ok:
+        with pytest.raises(InvalidInputError):
+            validation.generation_params(body)
+        return
+    params = validation.generation_params(body)
+    got = validation.get(body, field, int)
+    assert type(got) is int and got == value
+    if field in params:
+        assert type(params[field]) is int
+
+
 def test_generation_params_refuse_huge_numbers_with_a_typed_error() -> None:
     from webaccel.errors import InvalidInputError
     from webaccel.generation import GenerationParams

@@ -54,6 +54,9 @@ def get(
         return default
     value = body[name]
     kinds_t = kinds if isinstance(kinds, tuple) else (kinds,)
+    # 5.0 is an integer to JSON Schema (and to pydantic, hence vLLM): take it as 5.
+    if isinstance(value, float) and int in kinds_t and float not in kinds_t and value.is_integer():
+        value = int(value)
     # bool is an int in Python, but not in JSON Schema.
     if isinstance(value, bool) and bool not in kinds_t:
         raise bad(f"'{name}' must be of type {'/'.join(k.__name__ for k in kinds_t)}", name)
