@@ -181,6 +181,36 @@ async def test_auth_and_unknown_routes_answer_in_openai_shape(v1) -> None:
     assert err["code"] == "model_not_found" and err["param"] == "model"
 
 
+def test_the_document_lists_exactly_the_fields_each_route_reads() -> None:
+    """What the document says of a body is what validation does: the fields each route
+    reads, model required, nothing else (the server refuses any other field)."""
+    from webaccel.openai import openapi_document, validation
+
+    paths = openapi_document()["paths"]
+    for path, fields in (
+        ("/v1/chat/completions", validation.CHAT_FIELDS),
+        ("/v1/completions", validation.COMPLETION_FIELDS),
+        ("/v1/embeddings", validation.EMBEDDING_FIELDS),
+    ):
+        body = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert set(body["properties"]) == fields, path
+        assert body["additionalProperties"] is False and "model" in body["required"]
+
+
+@pytest.mark.parametrize(
+    "path,field,value",
+    [("/v1/chat/completions", "user", 5), ("/v1/embeddings", "user", ["u"]),
+     ("/v1/chat/completions", "metadata", {"k": 1}), ("/v1/chat/completions", "metadata", "k"),
+     ("/v1/chat/completions", "store", "yes")],
+)
+async def test_fields_read_but_unused_still_have_their_types(v1, path, field, value) -> None:
+    client, _, _ = v1
+    body = {"model": UNKNOWN, field: value}
+    body.update({"input": "x"} if "embeddings" in path else {"messages": MESSAGES})
+    err = openai_error(await client.post(path, json=body, headers=AUTH), 400)
+    assert err["param"] == field
+
+
 async def test_openapi_lists_the_tables_statuses(v1) -> None:
     client, _, _ = v1
     doc = (await client.get("/v1/openapi.json")).json()

@@ -132,6 +132,7 @@ def openai_routes(
         validation.generation_params(body)
         stream = validation.get(body, "stream", bool, False)
         opts = validation.stream_options(body)
+        validation.passive_fields(body)
         model = validation.model(body, "text_generation")
         # As vLLM: sampling fields the request leaves out come from the model's
         # own generation config (its first use builds the model: not on the loop).
@@ -267,7 +268,7 @@ def openai_routes(
         # Over the model's context: 400, unless the request asks to truncate (vLLM's
         # truncate_prompt_tokens); then the answer says which inputs were cut.
         truncate = validation.get(body, "truncate_prompt_tokens", int)
-        validation.get(body, "user", str)
+        validation.passive_fields(body)
         model = validation.model(body, "text_embedding")
         texts, truncated, tokens = await asyncio.to_thread(
             validation.fit_embedding_inputs, model, texts, truncate

@@ -210,6 +210,16 @@ def generation_params(
     return params
 
 
+def passive_fields(body: dict[str, Any]) -> None:
+    """Fields the server accepts but does not act on must still have their types:
+    ``user`` a string, ``metadata`` an object of strings, ``store`` a boolean."""
+    get(body, "user", str)
+    metadata = get(body, "metadata", dict, {})
+    if not all(isinstance(v, str) for v in metadata.values()):
+        raise bad("metadata must be an object whose values are strings", "metadata")
+    get(body, "store", bool)
+
+
 def stream_options(body: dict[str, Any]) -> dict[str, Any]:
     """``stream_options``: an object whose ``include_usage`` (if sent) is a boolean."""
     opts = get(body, "stream_options", dict, {}) or {}
