@@ -181,6 +181,25 @@ async def test_auth_and_unknown_routes_answer_in_openai_shape(v1) -> None:
     assert err["code"] == "model_not_found" and err["param"] == "model"
 
 
+@pytest.mark.parametrize(
+    "method,path,allow",
+    [("PUT", "/v1/chat/completions", "POST"), ("GET", "/v1/embeddings", "POST"),
+     ("DELETE", "/v1/models", "GET, HEAD"), ("PATCH", "/v1/models/minilm", "GET, HEAD"),
+     ("POST", "/v1/openapi.json", "GET, HEAD")],
+)
+async def test_a_known_path_with_another_method_is_405_with_allow(v1, method, path, allow) -> None:
+    """Found by schemathesis (unsupported_method): PUT /v1/chat/completions was a 404,
+    as if the path did not exist; PATCH fell through to a plain-text 405."""
+    client, engine, _ = v1
+    r = await client.request(method, path, headers=AUTH)
+    err = openai_error(r, 405)
+    assert r.headers["allow"] == allow and err["code"] == "method_not_allowed"
+    for unknown in ("/v1/nope", "/v1/chat/completions/x"):
+        openai_error(await client.request(method, unknown, headers=AUTH), 404)
+    assert openai_error(await client.request(method, path), 401)  # the key comes first
+    assert engine.calls == []
+
+
 def test_the_document_lists_exactly_the_fields_each_route_reads() -> None:
     """What the document says of a body is what validation does: the fields each route
     reads, model required, nothing else (the server refuses any other field)."""

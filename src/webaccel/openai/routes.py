@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 
 from webaccel.errors import (
     INTERNAL_MESSAGE,
     CancelledError_,
     InternalError,
+    MethodNotAllowedError,
     ModelNotFoundError,
     NotFoundError,
     UnauthorizedError,
@@ -345,20 +346,31 @@ def openai_routes(
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
 
-    async def not_found(request: Request) -> Response:
-        raise NotFoundError(
-            f"no route {request.method} {request.url.path}; GET /v1/openapi.json lists the routes"
-        )
-
-    return [
+    routes = [
         Route("/v1/chat/completions", guarded(chat_completions), methods=["POST"]),
         Route("/v1/completions", guarded(completions), methods=["POST"]),
         Route("/v1/embeddings", guarded(embeddings), methods=["POST"]),
         Route("/v1/models", guarded(models), methods=["GET"]),
         Route("/v1/models/{model:path}", guarded(model_detail), methods=["GET"]),
         Route("/v1/openapi.json", guarded(openapi, auth=False), methods=["GET"]),
-        Route("/v1/{rest:path}", guarded(not_found), methods=["GET", "POST", "PUT", "DELETE"]),
     ]
+
+    async def not_found(request: Request) -> Response:
+        # A known path asked with another method: 405 naming the methods it takes.
+        for route in routes:
+            match, _ = route.matches({**request.scope, "method": "GET", "type": "http"})
+            if match != Match.NONE and route.methods:
+                allow = sorted(route.methods)
+                raise MethodNotAllowedError(
+                    f"{request.url.path} takes {' or '.join(allow)}, not {request.method}",
+                    details={"allow": allow},
+                )
+        raise NotFoundError(
+            f"no route {request.method} {request.url.path}; GET /v1/openapi.json lists the routes"
+        )
+
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    return [*routes, Route("/v1/{rest:path}", guarded(not_found), methods=methods)]
 
 
 async def _disconnected(request: Request) -> bool:
