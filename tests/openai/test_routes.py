@@ -185,11 +185,13 @@ async def test_auth_and_unknown_routes_answer_in_openai_shape(v1) -> None:
     "method,path,allow",
     [("PUT", "/v1/chat/completions", "POST"), ("GET", "/v1/embeddings", "POST"),
      ("DELETE", "/v1/models", "GET, HEAD"), ("PATCH", "/v1/models/minilm", "GET, HEAD"),
-     ("POST", "/v1/openapi.json", "GET, HEAD")],
+     ("POST", "/v1/openapi.json", "GET, HEAD"), ("TRACE", "/v1/chat/completions", "POST"),
+     ("QUERY", "/v1/models", "GET, HEAD")],
 )
 async def test_a_known_path_with_another_method_is_405_with_allow(v1, method, path, allow) -> None:
     """Found by schemathesis (unsupported_method): PUT /v1/chat/completions was a 404,
-    as if the path did not exist; PATCH fell through to a plain-text 405."""
+    as if the path did not exist; PATCH fell through to a plain-text 405, and TRACE or
+    QUERY got that plain-text 405 even without the key."""
     client, engine, _ = v1
     r = await client.request(method, path, headers=AUTH)
     err = openai_error(r, 405)

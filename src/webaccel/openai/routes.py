@@ -369,8 +369,11 @@ def openai_routes(
             f"no route {request.method} {request.url.path}; GET /v1/openapi.json lists the routes"
         )
 
-    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-    return [*routes, Route("/v1/{rest:path}", guarded(not_found), methods=methods)]
+    # Any method (TRACE, QUERY...): the key first, then 404 or 405 in OpenAI's shape.
+    # (Starlette turns methods=None into GET for a function endpoint: unset it after.)
+    rest = Route("/v1/{rest:path}", guarded(not_found))
+    rest.methods = None
+    return [*routes, rest]
 
 
 async def _disconnected(request: Request) -> bool:
