@@ -111,10 +111,10 @@ class ServeProcess:
         return self.proc.wait(timeout)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def serve_process(tmp_path_factory):
-    """``serve_process(*args, env=None)`` -> a started :class:`ServeProcess` (stopped
-    with SIGTERM after the test)."""
+    """``serve_process(*args, env=None)`` -> a started :class:`ServeProcess` (each
+    stopped with SIGTERM at the end of the module)."""
     started: list[ServeProcess] = []
 
     def start(*args: str, env: dict[str, str] | None = None) -> ServeProcess:
