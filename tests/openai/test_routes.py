@@ -202,6 +202,19 @@ async def test_a_known_path_with_another_method_is_405_with_allow(v1, method, pa
     assert engine.calls == []
 
 
+async def test_a_newline_in_a_v1_path_is_still_a_v1_answer(v1) -> None:
+    """Found by schemathesis: GET /v1/models/a%0Ab matched no /v1 route (Starlette's
+    path convertor stops at a newline) and got the server's bare 404, in the bridge's
+    error shape and without the key check."""
+    client, _, _ = v1
+    err = openai_error(await client.get("/v1/models/a%0Ab", headers=AUTH), 404)
+    assert err["code"] == "model_not_found" and "'a\nb'" in err["message"]
+    openai_error(await client.get("/v1/models/a%0Ab"), 401)
+    err = openai_error(await client.post("/v1/x%0Ay", headers=AUTH), 404)
+    assert err["code"] == "not_found"
+    openai_error(await client.put("/v1/models/a%0Ab", headers=AUTH), 405)
+
+
 def test_the_document_lists_exactly_the_fields_each_route_reads() -> None:
     """What the document says of a body is what validation does: the fields each route
     reads, model required, nothing else (the server refuses any other field)."""

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
@@ -46,6 +47,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 API_KEY_ENV = "WEBACCEL_API_KEY"
+
+
+class _AnyPath(Convertor[str]):
+    """Starlette's ``path`` convertor is ``.*``, which stops at a newline: a path with
+    ``%0A`` in it matched no /v1 route and got the server's bare 404, without the key
+    check.  This one takes every character."""
+
+    regex = r"(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anypath", _AnyPath())
 
 
 def resolve_api_key(explicit: str | None = None) -> tuple[str, bool]:
@@ -351,7 +369,7 @@ def openai_routes(
         Route("/v1/completions", guarded(completions), methods=["POST"]),
         Route("/v1/embeddings", guarded(embeddings), methods=["POST"]),
         Route("/v1/models", guarded(models), methods=["GET"]),
-        Route("/v1/models/{model:path}", guarded(model_detail), methods=["GET"]),
+        Route("/v1/models/{model:anypath}", guarded(model_detail), methods=["GET"]),
         Route("/v1/openapi.json", guarded(openapi, auth=False), methods=["GET"]),
     ]
 
@@ -371,7 +389,7 @@ def openai_routes(
 
     # Any method (TRACE, QUERY...): the key first, then 404 or 405 in OpenAI's shape.
     # (Starlette turns methods=None into GET for a function endpoint: unset it after.)
-    rest = Route("/v1/{rest:path}", guarded(not_found))
+    rest = Route("/v1/{rest:anypath}", guarded(not_found))
     rest.methods = None
     return [*routes, rest]
 
