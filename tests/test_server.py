@@ -125,6 +125,30 @@ async def test_bridge_declines_per_message_deflate(server):
         assert ws.protocol.extensions == []
 
 
+async def test_connections_are_tcp_nodelay(server):
+    """Found by schemathesis taking 50 ms a request: the listening socket had proto 0,
+    so asyncio left Nagle on for accepted connections, and a response written as head
+    then body waited for the client's delayed ACK (+40 ms on every kept-alive request,
+    the OpenAI client's and the bridge's case)."""
+    import socket
+    import time
+
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        conns = list(server._server.server_state.connections)
+        assert conns
+        for conn in conns:
+            sock = conn.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        took = []
+        for _ in range(9):  # kept alive: one connection
+            start = time.perf_counter()
+            await client.get("/healthz")
+            took.append(time.perf_counter() - start)
+    took.sort()
+    assert took[4] < 0.035, took  # the median; a delayed-ACK stall alone is 40 ms
+
+
 async def test_one_health_check_at_healthz_and_health(server):
     async with httpx.AsyncClient(base_url=server.url) as client:
         a, b = await client.get("/healthz"), await client.get("/health")

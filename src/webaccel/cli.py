@@ -568,6 +568,11 @@ def serve(
     browsers: int = typer.Option(0, help="headless browser workers to start now"),
     api_key: str = typer.Option(None, envvar="WEBACCEL_API_KEY", help="OpenAI API bearer key"),
     listen: str = typer.Option(None, help="e.g. 0.0.0.0: accept joining browsers from the network"),
+    join: bool = typer.Option(
+        None, "--join/--no-join",
+        help="take browsers that join with a token (webaccel tokens ...); default: on with "
+        "--listen or off loopback",
+    ),
     public_url: str = typer.Option(None, help="the URL remote browsers reach (e.g. behind TLS)"),
     launcher: str = typer.Option(None, help="subprocess|selenium|playwright|grid"),
     grid_url: str = typer.Option(None, help="a Selenium Grid 4 hub, e.g. http://hub:4444"),
@@ -577,7 +582,12 @@ def serve(
         "each model on each worker, then 5 percent of remote workers'), all (every answer), off",
     ),
 ) -> None:
-    """Serve the bridge, gateway, OpenAI API, metrics and dashboard until interrupted."""
+    """Serve the bridge, gateway, OpenAI API, metrics and dashboard until interrupted.
+
+    While it runs, $WEBACCEL_HOME/serve.json (mode 0600) holds its URL and master key,
+    for `webaccel tokens`; a clean exit removes it.
+    """
+    from webaccel.admin import state_path
     from webaccel.serve import serve_forever
 
     show_on_stderr()
@@ -588,13 +598,125 @@ def serve(
             port,
             browsers,
             api_key=api_key,
-            join=True if listen else None,
+            join=join if join is not None else (True if listen else None),
             public_url=public_url,
             launcher=launcher,
             grid_url=grid_url,
             verify=verify,
+            state_file=state_path(),
         )
     )
+
+
+# ------------------------------------------------------------------ webaccel tokens
+tokens_app = typer.Typer(
+    help="Join tokens of a running `webaccel serve` (found through $WEBACCEL_HOME/serve.json, "
+    "or --api URL --key KEY): list, create, revoke.",
+    no_args_is_help=True,
+)
+app.add_typer(tokens_app, name="tokens")
+API_OPTION = typer.Option(
+    None, "--api", help="the server's URL (default: the `webaccel serve` of this WEBACCEL_HOME)"
+)
+KEY_OPTION = typer.Option(
+    None, "--key", envvar="WEBACCEL_MASTER_KEY",
+    help="the server's master key (default: from its state file)", show_envvar=True,
+)
+
+
+def _admin(api: str | None, key: str | None) -> Any:
+    from webaccel.admin import AdminClient, resolve_target
+
+    return AdminClient(resolve_target(api, key))
+
+
+@tokens_app.command("list")
+@typed_errors
+def tokens_list(
+    api: str = API_OPTION,
+    key: str = KEY_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """List the server's join tokens (never their secrets)."""
+    from webaccel.admin import describe_expiry, token_state
+
+    with _admin(api, key) as client:
+        tokens = client.list()
+    if as_json:
+        print(json.dumps({"tokens": tokens}))
+        return
+    rows = [
+        (
+            str(t.get("id")),
+            token_state(t),
+            str(t.get("label") or ""),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t.get("created") or 0)),
+            describe_expiry(t.get("expires")),
+            str(len(t.get("workers") or [])),
+        )
+        for t in tokens
+    ]
+    header = ("id", "state", "label", "created", "expires", "workers")
+    if not sys.stdout.isatty():  # plain: one tab-separated line per token, for grep and cut
+        print("\t".join(header))
+        for row in rows:
+            print("\t".join(cell.replace("\t", " ") for cell in row))
+        return
+    table = Table(*header, title=f"join tokens of {client.target.url}")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table) if rows else console.print("no join tokens (webaccel tokens create)")
+
+
+@tokens_app.command("create")
+@typed_errors
+def tokens_create(
+    label: str = typer.Option("", help="a name to tell the token apart (up to 200 characters)"),
+    ttl: str = typer.Option(None, help="valid for this long: 3600, 90s, 30m, 12h, 7d (default: "
+                            "until revoked)"),
+    max_workers: int = typer.Option(None, help="the most browsers that may join with it"),
+    api: str = API_OPTION,
+    key: str = KEY_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Issue a join token and print its id and join link (the link is the secret, shown once)."""
+    from webaccel.admin import describe_expiry, parse_duration
+
+    ttl_s = parse_duration(ttl) if ttl is not None else None
+    with _admin(api, key) as client:
+        made = client.create(label, ttl_s=ttl_s, max_workers=max_workers)
+    if as_json:
+        print(json.dumps(made))
+        return
+    console.print(f"token id: {made['id']}", highlight=False, markup=False)
+    console.print(f"join link (a secret, shown once): {made['join_url']}",
+                  highlight=False, markup=False)
+    limits = [f"expires {describe_expiry(made.get('expires'))}"]
+    if max_workers is not None:
+        limits.append(f"at most {max_workers} browser(s)")
+    console.print(", ".join(limits), highlight=False, markup=False)
+    console.print(f"revoke with: webaccel tokens revoke {made['id']}", highlight=False,
+                  markup=False)
+
+
+@tokens_app.command("revoke")
+@typed_errors
+def tokens_revoke(
+    token_id: str = typer.Argument(..., metavar="ID", help="the token's id (webaccel tokens list)"),
+    api: str = API_OPTION,
+    key: str = KEY_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Revoke a join token: refused from now on, its browsers disconnected."""
+    with _admin(api, key) as client:
+        done = client.revoke(token_id)
+    if as_json:
+        print(json.dumps(done))
+        return
+    gone = done.get("disconnected") or []
+    console.print(f"revoked {token_id}" + (f"; disconnected {len(gone)} browser(s): "
+                  + ", ".join(gone) if gone else "; no browser was connected with it"),
+                  highlight=False, markup=False)
 
 
 def _register_plugins() -> None:

@@ -8,6 +8,7 @@ do about it.  The tree::
     ├── BadRequestError                   BAD_REQUEST           400
     │   ├── ProtocolError                 BAD_REQUEST           400 (malformed frame from a peer)
     │   ├── InvalidInputError             BAD_REQUEST           400 (empty/wrong-shaped input)
+    │   ├── MethodNotAllowedError         METHOD_NOT_ALLOWED    405 + Allow (the path takes others)
     │   ├── NotAcceptableError            NOT_ACCEPTABLE        406 (no response format fits Accept)
     │   ├── PayloadTooLargeError          PAYLOAD_TOO_LARGE     413 (body past its limit)
     │   └── RangeNotSatisfiableError      RANGE_NOT_SATISFIABLE 416
@@ -18,7 +19,8 @@ do about it.  The tree::
     ├── LoadFailedError                   LOAD_FAILED           500
     ├── BackendUnavailableError           BACKEND_UNAVAILABLE   503
     │   ├── BrowserNotFoundError          BACKEND_UNAVAILABLE   503 (binary missing)
-    │   └── MissingExtraError             BACKEND_UNAVAILABLE   503 (an optional package missing)
+    │   ├── MissingExtraError             BACKEND_UNAVAILABLE   503 (an optional package missing)
+    │   └── ServerNotRunningError         BACKEND_UNAVAILABLE   503 (no `webaccel serve` answers)
     ├── OutOfMemoryError                  OUT_OF_MEMORY         503
     ├── TimeoutError_                     TIMEOUT               504
     ├── CancelledError_                   CANCELLED             499 (the client went away)
@@ -73,6 +75,7 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "BAD_REQUEST"
     UNAUTHORIZED = "UNAUTHORIZED"
     FORBIDDEN = "FORBIDDEN"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     NOT_ACCEPTABLE = "NOT_ACCEPTABLE"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     RANGE_NOT_SATISFIABLE = "RANGE_NOT_SATISFIABLE"
@@ -117,6 +120,13 @@ class ProtocolError(BadRequestError):
 
 class InvalidInputError(BadRequestError):
     """Inputs were empty, too large, of the wrong shape or of an unknown kind."""
+
+
+class MethodNotAllowedError(BadRequestError):
+    """The path exists but not for this method (HTTP 405); ``details["allow"]`` lists
+    the methods it takes (the ``Allow`` header)."""
+
+    code = ErrorCode.METHOD_NOT_ALLOWED
 
 
 class NotAcceptableError(BadRequestError):
@@ -172,6 +182,11 @@ class MissingExtraError(BackendUnavailableError, ImportError):
     """An optional dependency (a ``webaccel[extra]``) this feature needs is not installed."""
 
 
+class ServerNotRunningError(BackendUnavailableError):
+    """No ``webaccel serve`` answers where a client looked (no state file, a stale one,
+    or nothing listening at the URL; webaccel.admin)."""
+
+
 class OutOfMemoryError(WebAccelError, MemoryError):
     code = ErrorCode.OUT_OF_MEMORY
 
@@ -225,6 +240,7 @@ _BY_CODE: dict[str, type[WebAccelError]] = {
     ErrorCode.BAD_REQUEST: BadRequestError,
     ErrorCode.UNAUTHORIZED: UnauthorizedError,
     ErrorCode.FORBIDDEN: ForbiddenError,
+    ErrorCode.METHOD_NOT_ALLOWED: MethodNotAllowedError,
     ErrorCode.NOT_ACCEPTABLE: NotAcceptableError,
     ErrorCode.PAYLOAD_TOO_LARGE: PayloadTooLargeError,
     ErrorCode.RANGE_NOT_SATISFIABLE: RangeNotSatisfiableError,
@@ -272,6 +288,7 @@ HTTP_ERRORS: Mapping[ErrorCode, HTTPMapping] = {
     ErrorCode.FORBIDDEN: HTTPMapping(403, _INVALID),
     ErrorCode.NOT_FOUND: HTTPMapping(404, _INVALID),
     ErrorCode.MODEL_NOT_FOUND: HTTPMapping(404, _INVALID),
+    ErrorCode.METHOD_NOT_ALLOWED: HTTPMapping(405, _INVALID),
     ErrorCode.NOT_ACCEPTABLE: HTTPMapping(406, _INVALID),
     ErrorCode.PAYLOAD_TOO_LARGE: HTTPMapping(413, _INVALID),
     ErrorCode.RANGE_NOT_SATISFIABLE: HTTPMapping(416, _INVALID),
@@ -320,12 +337,16 @@ def http_status(exc: BaseException | str) -> int:
 
 def error_headers(exc: WebAccelError) -> dict[str, str]:
     """Headers every shape sends with this error: never cached; 401 names the scheme
-    (RFC 9110 11.6.1); 429/503 say when to come back (``details["retry_after_s"]``
+    (RFC 9110 11.6.1); 405 lists the methods the path takes (``details["allow"]``,
+    RFC 9110 15.5.6); 429/503 say when to come back (``details["retry_after_s"]``
     overrides the table's default)."""
     row = http_mapping(exc)
     headers = {"Cache-Control": "no-store"}
     if row.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
+    allow = exc.details.get("allow")
+    if row.status == 405 and isinstance(allow, list | tuple):
+        headers["Allow"] = ", ".join(str(m) for m in allow)
     retry = exc.details.get("retry_after_s", row.retry_after_s)
     if isinstance(retry, (int, float)) and not isinstance(retry, bool) and math.isfinite(retry):
         headers["Retry-After"] = str(max(1, math.ceil(retry)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from pathlib import Path
 from typing import Any
 
 from webaccel.engine import Engine
@@ -72,9 +73,12 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
                         public_url: str | None = None, ready: asyncio.Future[Engine] | None = None,
                         launcher: str | None = None, grid_url: str | None = None,
                         stop: asyncio.Event | None = None, verify: str = "sample",
-                        quiet: bool = False) -> None:
+                        quiet: bool = False, state_file: Path | None = None) -> None:
     """``verify``: how workers' answers are checked (webaccel.pool.verify: sample | all |
-    off); ``quiet``: print nothing (an embedding caller such as ``bench soak``)."""
+    off); ``quiet``: print nothing (an embedding caller such as ``bench soak``);
+    ``state_file``: where to say that this server runs, its URL and master key (what
+    ``webaccel tokens`` reads: webaccel.admin), removed on a clean exit."""
+    from webaccel import admin
     from webaccel.browsers import remote
     from webaccel.metrics.http import metrics_health, metrics_routes
     from webaccel.metrics.store import MetricsStore
@@ -111,10 +115,11 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
         [w["state"] for w in live_snapshot(engine)["workers"]], starting[0], launchable))
     remote_ok = join if join is not None else not loopback
     tokens = joined = None
+    urls: list[str] = []  # where browsers reach us (set once the port is known)
     if remote_ok:
         tokens = remote.TokenStore().attach(server)
         server.add_routes([*remote.join_routes(tokens),
-                           *remote.token_admin_routes(tokens, server.token)])
+                           *remote.token_admin_routes(tokens, server.token, lambda: urls)])
         joined = remote.JoinedWorkers(server)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -123,7 +128,17 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
             loop.add_signal_handler(sig, stop.set)
     await engine.start()
     adopt_task = None
+    state = None
     try:
+        if state_file is not None:
+            other = None
+            with contextlib.suppress(admin.ServerNotRunningError):
+                other = admin.read_state(state_file)
+            if other is not None and other.process_alive():
+                console.print(f"[yellow]note[/] another webaccel serve (pid {other.pid}, "
+                              f"{other.url}) wrote {state_file}; `webaccel tokens` talks to "
+                              "this server from now on (reach that one with --api URL --key KEY)")
+            state = admin.write_state(server.url, server.token, join=remote_ok, path=state_file)
         console.print(f"webaccel serving on [bold]{server.url}[/]")
         console.print(f"  OpenAI API: {server.url}/v1  (API key: "
                       f"{key if generated else 'from --api-key / WEBACCEL_API_KEY'})")
@@ -136,13 +151,19 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
         console.print("  open without the key: " + ", ".join(open_routes))
         if tokens is not None and joined is not None:
             bound_any = host in ("0.0.0.0", "::")
-            urls = [public_url] if public_url else (
+            urls[:] = [public_url] if public_url else (
                 remote.public_urls(server.port) if bound_any else [server.url])
             for url in urls:
                 remote.advertise(server, url)
+            if not urls:
+                urls.append(admin.local_url(server.url))
             tok = tokens.issue("serve")
-            base = (urls or [server.url])[0]
-            console.print(remote.join_banner(remote.join_url(base, tok)))
+            console.print(remote.join_banner(
+                remote.join_url(urls[0], tok),
+                token_id=tok.id if state is not None else None))
+            if state is not None:
+                console.print("  join tokens: webaccel tokens list | create [--ttl 1h] "
+                              "[--max-workers N] [--label L] | revoke ID")
 
             async def adopt_joined() -> None:
                 while True:
@@ -159,6 +180,8 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
             ready.set_result(engine)
         await stop.wait()
     finally:
+        if state is not None:
+            admin.remove_state(state)
         if adopt_task is not None:
             adopt_task.cancel()
         await engine.close()

@@ -181,11 +181,100 @@ async def test_auth_and_unknown_routes_answer_in_openai_shape(v1) -> None:
     assert err["code"] == "model_not_found" and err["param"] == "model"
 
 
+@pytest.mark.parametrize(
+    "method,path,allow",
+    [("PUT", "/v1/chat/completions", "POST"), ("GET", "/v1/embeddings", "POST"),
+     ("DELETE", "/v1/models", "GET, HEAD"), ("PATCH", "/v1/models/minilm", "GET, HEAD"),
+     ("POST", "/v1/openapi.json", "GET, HEAD"), ("TRACE", "/v1/chat/completions", "POST"),
+     ("QUERY", "/v1/models", "GET, HEAD")],
+)
+async def test_a_known_path_with_another_method_is_405_with_allow(v1, method, path, allow) -> None:
+    """Found by schemathesis (unsupported_method): PUT /v1/chat/completions was a 404,
+    as if the path did not exist; PATCH fell through to a plain-text 405, and TRACE or
+    QUERY got that plain-text 405 even without the key."""
+    client, engine, _ = v1
+    r = await client.request(method, path, headers=AUTH)
+    err = openai_error(r, 405)
+    assert r.headers["allow"] == allow and err["code"] == "method_not_allowed"
+    for unknown in ("/v1/nope", "/v1/chat/completions/x"):
+        openai_error(await client.request(method, unknown, headers=AUTH), 404)
+    assert openai_error(await client.request(method, path), 401)  # the key comes first
+    assert engine.calls == []
+
+
+async def test_a_newline_in_a_v1_path_is_still_a_v1_answer(v1) -> None:
+    """Found by schemathesis: GET /v1/models/a%0Ab matched no /v1 route (Starlette's
+    path convertor stops at a newline) and got the server's bare 404, in the bridge's
+    error shape and without the key check."""
+    client, _, _ = v1
+    err = openai_error(await client.get("/v1/models/a%0Ab", headers=AUTH), 404)
+    assert err["code"] == "model_not_found" and "'a\nb'" in err["message"]
+    openai_error(await client.get("/v1/models/a%0Ab"), 401)
+    err = openai_error(await client.post("/v1/x%0Ay", headers=AUTH), 404)
+    assert err["code"] == "not_found"
+    openai_error(await client.put("/v1/models/a%0Ab", headers=AUTH), 405)
+
+
+def test_the_document_lists_exactly_the_fields_each_route_reads() -> None:
+    """What the document says of a body is what validation does: the fields each route
+    reads, model required, nothing else (the server refuses any other field)."""
+    from webaccel.openai import openapi_document, validation
+
+    paths = openapi_document()["paths"]
+    for path, fields in (
+        ("/v1/chat/completions", validation.CHAT_FIELDS),
+        ("/v1/completions", validation.COMPLETION_FIELDS),
+        ("/v1/embeddings", validation.EMBEDDING_FIELDS),
+    ):
+        body = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert set(body["properties"]) == fields, path
+        assert body["additionalProperties"] is False and "model" in body["required"]
+
+
+@pytest.mark.parametrize(
+    "path,field,value",
+    [("/v1/chat/completions", "user", 5), ("/v1/embeddings", "user", ["u"]),
+     ("/v1/chat/completions", "metadata", {"k": 1}), ("/v1/chat/completions", "metadata", "k"),
+     ("/v1/chat/completions", "store", "yes")],
+)
+async def test_fields_read_but_unused_still_have_their_types(v1, path, field, value) -> None:
+    client, _, _ = v1
+    body = {"model": UNKNOWN, field: value}
+    body.update({"input": "x"} if "embeddings" in path else {"messages": MESSAGES})
+    err = openai_error(await client.post(path, json=body, headers=AUTH), 400)
+    assert err["param"] == field
+
+
 async def test_openapi_lists_the_tables_statuses(v1) -> None:
     client, _, _ = v1
     doc = (await client.get("/v1/openapi.json")).json()
     responses = doc["paths"]["/v1/embeddings"]["post"]["responses"]
     assert {"400", "401", "413", "429", "504"} <= set(responses)
+
+
+async def test_openapi_document_is_valid_openapi_3_1(v1) -> None:
+    """Validated as OpenAPI 3.1 (it once used ``{model}`` in a path without declaring it),
+    and the 200s that need no browser have schemas their answers match."""
+    from openapi_spec_validator import OpenAPIV31SpecValidator
+
+    client, _, _ = v1
+    doc = (await client.get("/v1/openapi.json")).json()
+    OpenAPIV31SpecValidator(doc).validate()
+    (param,) = doc["paths"]["/v1/models/{model}"]["get"]["parameters"]
+    assert param["in"] == "path" and param["name"] == "model" and param["required"] is True
+    assert doc["paths"]["/v1/openapi.json"]["get"]["security"] == []  # open, as served
+
+    import jsonschema
+
+    def ok_schema(path: str) -> dict:
+        return doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"][
+            "schema"
+        ]
+
+    listed = (await client.get("/v1/models", headers=AUTH)).json()
+    jsonschema.validate(listed, ok_schema("/v1/models"))
+    one = (await client.get("/v1/models/minilm", headers=AUTH)).json()
+    jsonschema.validate(one, ok_schema("/v1/models/{model}"))
 
 
 def test_a_300_mib_chunked_post_over_a_socket_gets_413_early() -> None:
@@ -265,6 +354,100 @@ async def test_missing_model_and_unknown_or_unsupported_fields_are_400_naming_th
     if code != "missing_required_parameter":
         assert repr(param) in err["message"] or param in err["message"]
     assert engine.calls == []
+
+
+UNKNOWN = "no-such-model"
+BEFORE_THE_MODEL = [
+    ("/v1/chat/completions", {"model": UNKNOWN, "messages": []}, "messages"),
+    ("/v1/chat/completions", {"model": UNKNOWN, "messages": MESSAGES, "stream": "yes"}, "stream"),
+    ("/v1/chat/completions",
+     {"model": UNKNOWN, "messages": MESSAGES, "stream_options": {"include_usage": "yes"}},
+     "stream_options.include_usage"),
+    ("/v1/chat/completions", {"model": UNKNOWN, "messages": MESSAGES, "stream_options": 1},
+     "stream_options"),
+    ("/v1/completions", {"model": UNKNOWN, "prompt": "x", "top_p": 0}, "top_p"),
+    ("/v1/completions", {"model": UNKNOWN, "prompt": ""}, "prompt"),
+    ("/v1/embeddings", {"model": UNKNOWN, "input": " "}, "input"),
+    ("/v1/embeddings", {"model": UNKNOWN, "input": "x", "encoding_format": "hex"},
+     "encoding_format"),
+    ("/v1/embeddings", {"model": UNKNOWN, "input": "x", "dimensions": "3"}, "dimensions"),
+]
+
+
+@pytest.mark.parametrize("path,body,param", BEFORE_THE_MODEL)
+async def test_every_field_is_checked_before_the_model_is_looked_up(v1, path, body, param) -> None:
+    """Whatever model a request names, what is wrong with its fields is the answer (and
+    the fuzzer, which may only name models that do not exist, reaches every check)."""
+    client, engine, _ = v1
+    err = openai_error(await client.post(path, json=body, headers=AUTH), 400)
+    assert err["param"] == param, err
+    ok = {k: v for k, v in body.items() if k != param}
+    ok.update({"messages": MESSAGES} if "messages" in body else {})
+    ok.update({"prompt": "x"} if "prompt" in body else {})
+    ok.update({"input": "x"} if "input" in body else {})
+    if param == "stream_options.include_usage":
+        del ok["stream_options"]
+    err = openai_error(await client.post(path, json=ok, headers=AUTH), 404)
+    assert err["param"] == "model" and err["code"] == "model_not_found"
+    assert engine.calls == []
+
+
+HUGE = 10**400  # a JSON integer past float's range
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["repetition_penalty", "temperature", "top_p", "top_k", "seed", "max_tokens",
+     "max_completion_tokens", "presence_penalty", "n"],
+)
+@pytest.mark.parametrize("sign", [1, -1])
+async def test_a_400_digit_number_is_a_400_naming_its_field(v1, field, sign) -> None:
+    """repetition_penalty went through float() before its range check: OverflowError, a
+    500.  top_k and seed had no upper bound at all."""
+    client, engine, _ = v1
+    body = {"model": UNKNOWN, "prompt": "x", field: sign * HUGE}
+    err = openai_error(await client.post("/v1/completions", json=body, headers=AUTH), 400)
+    assert err["param"] == field, err
+    assert engine.calls == []
+
+
+async def test_max_completion_tokens_0_is_refused_not_ignored(v1) -> None:
+    client, _, _ = v1
+    body = {"model": UNKNOWN, "prompt": "x", "max_completion_tokens": 0, "max_tokens": 5}
+    err = openai_error(await client.post("/v1/completions", json=body, headers=AUTH), 400)
+    assert err["param"] == "max_completion_tokens"
+
+
+@pytest.mark.parametrize(
+    "field,value,ok",
+    [("max_completion_tokens", 16.0, True), ("top_k", 17201.0, True), ("seed", 10354888.0, True),
+     ("n", 1.0, True), ("max_tokens", 2.5, False), ("top_k", -1.0, False)],
+)
+def test_integral_floats_are_integers_as_in_json_schema(field, value, ok) -> None:
+    """Found by schemathesis: {"top_k": 17201.0} is a valid integer to the OpenAPI
+    document (JSON Schema) but was a 400 ("must be of type int, got float")."""
+    from webaccel.errors import InvalidInputError
+    from webaccel.openai import validation
+
+    body = {"model": "smollm2", "prompt": "x", field: value}
+    if not ok:
+        with pytest.raises(InvalidInputError):
+            validation.generation_params(body)
+        return
+    params = validation.generation_params(body)
+    got = validation.get(body, field, int)
+    assert type(got) is int and got == value
+    if field in params:
+        assert type(params[field]) is int
+
+
+def test_generation_params_refuse_huge_numbers_with_a_typed_error() -> None:
+    from webaccel.errors import InvalidInputError
+    from webaccel.generation import GenerationParams
+
+    for field in ("temperature", "top_p", "repetition_penalty"):
+        with pytest.raises(InvalidInputError, match=field):
+            GenerationParams(**{field: HUGE})  # was OverflowError from math.isfinite
 
 
 async def test_off_values_of_unsupported_fields_are_accepted_by_validation() -> None:

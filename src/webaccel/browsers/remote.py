@@ -36,6 +36,7 @@ import ipaddress
 import math
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -217,11 +218,14 @@ def join_routes(store: TokenStore, *, threads: int = 1) -> list[BaseRoute]:
     return [Route("/join", join)]
 
 
-def token_admin_routes(store: TokenStore, master_token: str) -> list[BaseRoute]:
+def token_admin_routes(
+    store: TokenStore, master_token: str, join_bases: Callable[[], list[str]] | None = None
+) -> list[BaseRoute]:
     """Manage join tokens from another process (``webaccel tokens ...``), master token only.
 
     ``GET /admin/tokens`` lists (never the secrets), ``POST /admin/tokens``
-    (JSON ``{label, ttl_s, max_workers}``) issues and returns the secret once,
+    (JSON ``{label, ttl_s, max_workers}``) issues and returns the secret once (with
+    ``join_urls`` at each of ``join_bases()``, the addresses browsers reach),
     ``DELETE /admin/tokens/{id}`` revokes and disconnects the token's workers.
     """
 
@@ -250,6 +254,7 @@ def token_admin_routes(store: TokenStore, master_token: str) -> list[BaseRoute]:
                 **tok.describe(),
                 "token": tok.value,
                 "join_path": f"/join?{urlencode({'token': tok.value})}",
+                "join_urls": [join_url(base, tok) for base in (join_bases() if join_bases else [])],
             },
             status_code=201,
         )
@@ -318,7 +323,9 @@ def terminal_qr(text: str) -> str:
     return buf.getvalue()
 
 
-def join_banner(url: str, *, qr: bool = True) -> str:
+def join_banner(url: str, *, qr: bool = True, token_id: str | None = None) -> str:
+    """The join link (and its QR code) for people; ``token_id``: the token to name in
+    the revoke command (``webaccel tokens`` finds a ``webaccel serve`` by its state file)."""
     lines = [
         "Open this link in any browser to add it as a worker (the link is a secret):",
         f"  {url}",
@@ -328,7 +335,12 @@ def join_banner(url: str, *, qr: bool = True) -> str:
         lines += ["", code]
     elif qr:
         lines.append("  (a QR code of it needs the qr extra: pip install 'webaccel[qr]')")
-    lines.append("Revoke with: webaccel tokens revoke <id>   (or TokenStore.revoke)")
+    if token_id is not None:
+        lines.append(f"Revoke it with: webaccel tokens revoke {token_id}   "
+                     "(webaccel tokens list|create for more)")
+    else:
+        lines.append("Revoke with: webaccel tokens revoke <id> (for webaccel serve), "
+                     "TokenStore.revoke, or DELETE /admin/tokens/<id> with the server's token")
     return "\n".join(lines)
 
 
@@ -437,7 +449,7 @@ class RemoteJoin:
         self.public_url = public_url.rstrip("/") if public_url else None
         self.tokens = TokenStore().attach(server)
         server.add_routes(join_routes(self.tokens, threads=threads))
-        server.add_routes(token_admin_routes(self.tokens, server.token))
+        server.add_routes(token_admin_routes(self.tokens, server.token, self.base_urls))
         self.joined = JoinedWorkers(server)
 
     def base_urls(self) -> list[str]:

@@ -114,7 +114,11 @@ class GenerationParams:
 
 
 def _number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    if isinstance(x, bool):
+        return False
+    if isinstance(x, int):  # always finite; math.isfinite would overflow past 1e308
+        return True
+    return isinstance(x, float) and math.isfinite(x)
 
 
 class Mulberry32:

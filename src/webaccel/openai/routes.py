@@ -16,14 +16,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 
 from webaccel.errors import (
     INTERNAL_MESSAGE,
     CancelledError_,
     InternalError,
+    MethodNotAllowedError,
     ModelNotFoundError,
     NotFoundError,
     UnauthorizedError,
@@ -45,6 +47,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 API_KEY_ENV = "WEBACCEL_API_KEY"
+
+
+class _AnyPath(Convertor[str]):
+    """Starlette's ``path`` convertor is ``.*``, which stops at a newline: a path with
+    ``%0A`` in it matched no /v1 route and got the server's bare 404, without the key
+    check.  This one takes every character."""
+
+    regex = r"(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anypath", _AnyPath())
 
 
 def resolve_api_key(explicit: str | None = None) -> tuple[str, bool]:
@@ -123,12 +142,17 @@ def openai_routes(
         validation.check_fields(
             body, validation.CHAT_FIELDS if chat else validation.COMPLETION_FIELDS
         )
-        model = validation.model(body, "text_generation")
+        # Every field is checked before the model is looked up (and loaded): a client
+        # learns what is wrong with its request whatever model it names.
         if chat:
             prompt_kw: dict[str, Any] = {"messages": validation.messages(body)}
         else:
             prompt_kw = {"prompt": validation.prompt(body)}
-        validation.generation_params(body)  # every field checked before the model loads
+        validation.generation_params(body)
+        stream = validation.get(body, "stream", bool, False)
+        opts = validation.stream_options(body)
+        validation.passive_fields(body)
+        model = validation.model(body, "text_generation")
         # As vLLM: sampling fields the request leaves out come from the model's
         # own generation config (its first use builds the model: not on the loop).
         with stage(f"{model}: building and reading it (first use)", after_s=2.0):
@@ -136,8 +160,6 @@ def openai_routes(
         defaults = gm.sampling_defaults
         params = validation.generation_params(body, defaults)
         sources = validation.sampling_sources(body, defaults)
-        stream = validation.get(body, "stream", bool, False)
-        opts = validation.get(body, "stream_options", dict, {}) or {}
         include_usage = bool(opts.get("include_usage"))
         created = int(time.time())
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
@@ -257,8 +279,7 @@ def openai_routes(
     async def embeddings(request: Request) -> Response:
         body = await validation.json_body(request)
         validation.check_fields(body, validation.EMBEDDING_FIELDS)
-        model = validation.model(body, "text_embedding")
-        texts = validation.embedding_inputs(body)
+        texts = validation.embedding_inputs(body)  # every field before the model, as above
         fmt = validation.get(body, "encoding_format", str, "float")
         if fmt not in ("float", "base64"):
             raise bad("encoding_format must be 'float' or 'base64'", "encoding_format")
@@ -266,6 +287,8 @@ def openai_routes(
         # Over the model's context: 400, unless the request asks to truncate (vLLM's
         # truncate_prompt_tokens); then the answer says which inputs were cut.
         truncate = validation.get(body, "truncate_prompt_tokens", int)
+        validation.passive_fields(body)
+        model = validation.model(body, "text_embedding")
         texts, truncated, tokens = await asyncio.to_thread(
             validation.fit_embedding_inputs, model, texts, truncate
         )
@@ -341,20 +364,34 @@ def openai_routes(
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
 
-    async def not_found(request: Request) -> Response:
-        raise NotFoundError(
-            f"no route {request.method} {request.url.path}; GET /v1/openapi.json lists the routes"
-        )
-
-    return [
+    routes = [
         Route("/v1/chat/completions", guarded(chat_completions), methods=["POST"]),
         Route("/v1/completions", guarded(completions), methods=["POST"]),
         Route("/v1/embeddings", guarded(embeddings), methods=["POST"]),
         Route("/v1/models", guarded(models), methods=["GET"]),
-        Route("/v1/models/{model:path}", guarded(model_detail), methods=["GET"]),
+        Route("/v1/models/{model:anypath}", guarded(model_detail), methods=["GET"]),
         Route("/v1/openapi.json", guarded(openapi, auth=False), methods=["GET"]),
-        Route("/v1/{rest:path}", guarded(not_found), methods=["GET", "POST", "PUT", "DELETE"]),
     ]
+
+    async def not_found(request: Request) -> Response:
+        # A known path asked with another method: 405 naming the methods it takes.
+        for route in routes:
+            match, _ = route.matches({**request.scope, "method": "GET", "type": "http"})
+            if match != Match.NONE and route.methods:
+                allow = sorted(route.methods)
+                raise MethodNotAllowedError(
+                    f"{request.url.path} takes {' or '.join(allow)}, not {request.method}",
+                    details={"allow": allow},
+                )
+        raise NotFoundError(
+            f"no route {request.method} {request.url.path}; GET /v1/openapi.json lists the routes"
+        )
+
+    # Any method (TRACE, QUERY...): the key first, then 404 or 405 in OpenAI's shape.
+    # (Starlette turns methods=None into GET for a function endpoint: unset it after.)
+    rest = Route("/v1/{rest:anypath}", guarded(not_found))
+    rest.methods = None
+    return [*routes, rest]
 
 
 async def _disconnected(request: Request) -> bool:

@@ -31,6 +31,8 @@ from webaccel.models import registry
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_EMBEDDING_INPUTS = 256
+MAX_TOP_K = 2**31 - 1
+MIN_SEED, MAX_SEED = -(2**63), 2**63 - 1  # as OpenAI's int64; the page uses its low 32 bits
 
 
 async def json_body(request: Request) -> dict[str, Any]:
@@ -52,6 +54,9 @@ def get(
         return default
     value = body[name]
     kinds_t = kinds if isinstance(kinds, tuple) else (kinds,)
+    # 5.0 is an integer to JSON Schema (and to pydantic, hence vLLM): take it as 5.
+    if isinstance(value, float) and int in kinds_t and float not in kinds_t and value.is_integer():
+        value = int(value)
     # bool is an int in Python, but not in JSON Schema.
     if isinstance(value, bool) and bool not in kinds_t:
         raise bad(f"'{name}' must be of type {'/'.join(k.__name__ for k in kinds_t)}", name)
@@ -158,16 +163,32 @@ def generation_params(
     for name in ("presence_penalty", "frequency_penalty"):
         if get(body, name, (int, float), 0) != 0:
             raise bad(f"{name} is not supported (use repetition_penalty)", name)
-    max_tokens = get(body, "max_completion_tokens", int) or get(body, "max_tokens", int, 256)
-    if not 1 <= max_tokens <= 8192:
-        raise bad("max_tokens must be between 1 and 8192", "max_tokens")
+    # max_completion_tokens (OpenAI's current name) wins over max_tokens; both are checked.
+    max_tokens = 256
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = get(body, name, int)
+        if value is not None:
+            if not 1 <= value <= 8192:
+                raise bad(f"{name} must be between 1 and 8192", name)
+            max_tokens = value
     defaults = {**OPENAI_SAMPLING_DEFAULTS, **(model_defaults or {})}
+    # Ranges are checked on the numbers as sent, before any float(): a 400-digit
+    # integer is a 400 here, not an OverflowError.
     temperature = get(body, "temperature", (int, float), defaults["temperature"])
     if not 0 <= temperature <= 2:
         raise bad("temperature must be between 0 and 2", "temperature")
     top_p = get(body, "top_p", (int, float), defaults["top_p"])
     if not 0 < top_p <= 1:
         raise bad("top_p must be in (0, 1]", "top_p")
+    penalty = get(body, "repetition_penalty", (int, float), defaults["repetition_penalty"])
+    if not 0 < penalty <= 10:
+        raise bad("repetition_penalty must be in (0, 10]", "repetition_penalty")
+    top_k = get(body, "top_k", int, defaults["top_k"])
+    if not 0 <= top_k <= MAX_TOP_K:
+        raise bad(f"top_k must be between 0 (no limit) and {MAX_TOP_K}", "top_k")
+    seed = get(body, "seed", int)
+    if seed is not None and not MIN_SEED <= seed <= MAX_SEED:
+        raise bad("seed must be a 64-bit signed integer", "seed")
     stop = get(body, "stop", (str, list), None)
     if isinstance(stop, str):
         stop = [stop]
@@ -177,18 +198,34 @@ def generation_params(
         "max_tokens": max_tokens,
         "temperature": float(temperature),
         "top_p": float(top_p),
-        "seed": get(body, "seed", int),
+        "seed": seed,
         "stop": tuple(stop or ()),
-        "top_k": get(body, "top_k", int, defaults["top_k"]),
-        "repetition_penalty": float(
-            get(body, "repetition_penalty", (int, float), defaults["repetition_penalty"])
-        ),
+        "top_k": top_k,
+        "repetition_penalty": float(penalty),
     }
     try:
         GenerationParams.from_kwargs(**params)
     except InvalidInputError as exc:
         raise bad(exc.message) from None
     return params
+
+
+def passive_fields(body: dict[str, Any]) -> None:
+    """Fields the server accepts but does not act on must still have their types:
+    ``user`` a string, ``metadata`` an object of strings, ``store`` a boolean."""
+    get(body, "user", str)
+    metadata = get(body, "metadata", dict, {})
+    if not all(isinstance(v, str) for v in metadata.values()):
+        raise bad("metadata must be an object whose values are strings", "metadata")
+    get(body, "store", bool)
+
+
+def stream_options(body: dict[str, Any]) -> dict[str, Any]:
+    """``stream_options``: an object whose ``include_usage`` (if sent) is a boolean."""
+    opts = get(body, "stream_options", dict, {}) or {}
+    if opts.get("include_usage") is not None and not isinstance(opts["include_usage"], bool):
+        raise bad("stream_options.include_usage must be a boolean", "stream_options.include_usage")
+    return opts
 
 
 def sampling_sources(body: dict[str, Any], model_defaults: dict[str, Any]) -> dict[str, str]:
