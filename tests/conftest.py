@@ -14,7 +14,7 @@ def accelerator():
     acc.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not session: pool tests check no browser outlives them
 def software_gpu_accelerator():
     """Pages that load the WebGPU build even on a software adapter (SwiftShader here):
     WebGPU correctness runs on machines without a GPU."""

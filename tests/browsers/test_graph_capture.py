@@ -37,7 +37,8 @@ async def test_captured_minilm_replays_match_native_and_other_shapes_are_refused
     path = registry.get("minilm").ensure_onnx("fp32")
     native = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     async with WebAccelServer() as server:
-        worker = await launch_worker(server, "chromium", timeout=60)
+        # the WebGPU build even on a software adapter (SwiftShader here): capture is what is tested
+        worker = await launch_worker(server, "chromium", timeout=60, ort_build="all")
         try:
             if "webgpu" not in worker.available_backends():
                 pytest.skip(f"no WebGPU in this Chromium: {worker.capabilities.get('webgpu')}")

@@ -571,7 +571,10 @@ async def test_remote_browser_through_a_tls_reverse_proxy(netns: Netns, tmp_path
         worker = await remote.joined.next(timeout=60)
         caps = worker.capabilities
         assert caps["wasm"]["crossOriginIsolated"] is True  # COOP/COEP survived the proxy
-        assert caps["webgpu"]["available"] is True  # secure context: navigator.gpu exists
+        # secure context: navigator.gpu exists and gave an adapter (a software one here,
+        # which the page then leaves unused: it loads the wasm-only build, see page.mjs)
+        gpu = caps["webgpu"]
+        assert gpu["available"] is True or gpu["software"] is True, gpu
         result = await smoke_test(worker, server)
         assert result["backend"] == "wasm"
         # Revocation works through the proxy too.
