@@ -117,8 +117,15 @@ def serve_process(tmp_path_factory):
     stopped with SIGTERM at the end of the module)."""
     started: list[ServeProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> ServeProcess:
-        proc = ServeProcess(tmp_path_factory.mktemp("serve-home"), args, env)
+    def start(*args: str, env: dict[str, str] | None = None,
+              built_models: bool = False) -> ServeProcess:
+        """``built_models``: the new home shares the models built already (a symlink)."""
+        from webaccel import paths
+
+        home = tmp_path_factory.mktemp("serve-home")
+        if built_models:
+            (home / "models").symlink_to(paths.subdir("models"))
+        proc = ServeProcess(home, args, env)
         started.append(proc)
         proc.wait_ready()
         return proc

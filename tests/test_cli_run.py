@@ -100,3 +100,40 @@ def test_run_minilm_with_a_transformers_js_dtype():
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["precision"] == "int8" and len(out["embedding"]) == 384
+
+
+def test_run_talks_to_a_running_serve_as_ipfs_to_its_daemon(serve_process, image):
+    """With a `webaccel serve` running for this WEBACCEL_HOME, `webaccel run` sends the
+    request there (its browser stays warm between calls); --local starts its own."""
+    server = serve_process("--browsers", "1", built_models=True)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "webaccel.cli", "run", *args], capture_output=True,
+            text=True, timeout=300, env={**server.env, "COLUMNS": "60"},
+        )
+
+    first, second = run("minilm", "some text", "--json"), run("minilm", "other text", "--json")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    a, b = json.loads(first.stdout), json.loads(second.stdout)
+    assert len(a["embedding"]) == 384 and a["worker_id"] == b["worker_id"]  # the server's one
+    assert b["load_ms"] is None or b["load_ms"] == 0  # loaded once, on the first call
+    picture = run("nsfw-cnn", str(image), "--json")  # a file travels as its bytes
+    assert picture.returncode == 0, picture.stderr
+    assert json.loads(picture.stdout)["worker_id"] == a["worker_id"]
+    here = run("minilm", "some text", "--json", "--local")
+    assert here.returncode == 0, here.stderr
+    assert json.loads(here.stdout)["worker_id"] != a["worker_id"]
+    np.testing.assert_allclose(json.loads(here.stdout)["embedding"], a["embedding"], atol=1e-4)
+    import httpx  # the route itself: the master key only, typed errors
+
+    url = server.url + "/api/v0/run"
+    r = httpx.post(url, json={"model": "minilm", "input": "x"}, timeout=30)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "UNAUTHORIZED"
+    key = {"authorization": f"Bearer {server.master_key}"}
+    for body in ({"input": "x"}, {"model": "minilm", "input": {"file": "%%%"}},
+                 {"model": "minilm", "input": "x", "platform": "../x"}):
+        r = httpx.post(url, json=body, headers=key, timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "BAD_REQUEST", r.text
+    r = httpx.post(url, json={"model": "no-such-model", "input": "x"}, headers=key, timeout=30)
+    assert r.status_code == 404, r.text

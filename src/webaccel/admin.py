@@ -224,7 +224,8 @@ def resolve_target(api: str | None = None, key: str | None = None) -> Target:
 
 
 class AdminClient:
-    """``/admin/tokens`` of one server, with errors that say what to do."""
+    """``/admin/tokens`` (and ``/api/v0/run``) of one server, with errors that say what
+    to do."""
 
     def __init__(
         self, target: Target, *, timeout: float = 10.0, transport: httpx.BaseTransport | None = None
@@ -278,6 +279,10 @@ class AdminClient:
             ) from None
 
     # -------------------------------------------------------------- transport
+    def run(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``webaccel run`` on this server (``POST /api/v0/run``, webaccel.run_route)."""
+        return self._call("POST", "/api/v0/run", json=body)
+
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             resp = self._http.request(method, path, **kwargs)

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from webaccel.errors import WebAccelError
 from webaccel.progress import quiet_third_party, show_on_stderr, silence_loggers, stage
+from webaccel.run_route import jsonable
 from webaccel.terminal import LazyConsole, make_console
 
 app = typer.Typer(
@@ -51,21 +52,9 @@ def typed_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def _plain(value: Any, digits: int = 4) -> Any:
     """Numbers as people read them (``0.9731``, not ``np.float64(0.97314...)``)."""
-    value = _jsonable(value)
+    value = jsonable(value)
     if isinstance(value, float):
         return round(value, digits)
     if isinstance(value, dict):
@@ -126,6 +115,9 @@ def run(
     stages: int = typer.Option(
         0, "--stages", help="split into N pipeline stages, each on its own browser (0: whole)"
     ),
+    local: bool = typer.Option(
+        False, "--local", help="start a browser here even when a webaccel serve is running"
+    ),
 ) -> None:
     """Run MODEL on INPUT in a headless browser and print the result.
 
@@ -133,44 +125,36 @@ def run(
     object at the end, with usage.  Stage lines (building, browser start, model
     load) go to stderr.
     """
-    from webaccel.api import WebAccelerator
     from webaccel.dtypes import to_precision
     from webaccel.models import registry
 
     show_on_stderr()
     spec = registry.get(model)
     variant = to_precision(precision)
-    _ensure_built(spec, variant or "fp32")
     default_browser = "chromium" if browser == "auto" else browser
     options: dict[str, Any] = {"timeout": timeout}
     if variant is not None:
         options["precision"] = variant
     platform = None if backend == "auto" else backend
-    with WebAccelerator(
-        default_browser=default_browser, default_platform="auto", max_connections=max(1, stages)
-    ) as acc:
-        with stage(f"starting a headless {default_browser}", after_s=2.0):
-            acc.start_worker()
-        if spec.task == "text_generation" and not stages:
-            _run_generation(acc, spec, input_text, variant, platform, max_tokens,
-                            temperature, top_p, seed, raw, as_json, timeout)
+    pinned = None if browser == "auto" else browser
+    # As `ipfs` talks to its daemon: a running `webaccel serve` answers with its warm
+    # browsers (streamed generation and --stages still start their own here).
+    server = None if local or stages or spec.task == "text_generation" else _live_server()
+    if server is not None:
+        with stage(f"{spec.name}: on the running webaccel serve at {server.url}", after_s=2.0):
+            result = _run_on_server(server, spec.name, input_text, options, platform, pinned,
+                                    timeout)
+    else:
+        result = _run_here(spec, input_text, variant, default_browser, options, platform,
+                           pinned, stages, max_tokens, temperature, top_p, seed, raw, as_json,
+                           timeout)
+        if result is None:  # generation printed as it went
             return
-        pinned = None if browser == "auto" else browser
-        with stage(f"{spec.name}: loading into the page and running", after_s=2.0):
-            if stages:  # webaccel.sharding: one browser per stage
-                from webaccel.sharding.run import run_split
-
-                result = run_split(acc, spec.name, input_text, stages=stages,
-                                   precision=variant or "fp32", platform=platform, browser=pinned)
-            else:
-                result = acc.accelerate(
-                    spec.name, input_text, options, platform=platform, browser=pinned
-                )
     if "embeddings" in result:
         result["embedding"] = result.pop("embeddings")[0]
         result["truncated"] = result["truncated"][0]
     if as_json:
-        print(json.dumps(_jsonable(result)))
+        print(json.dumps(jsonable(result)))
         return
     if "embedding" in result:
         vec = result["embedding"]
@@ -195,6 +179,63 @@ def run(
         if key not in skip:
             _show(key, value)
 
+
+
+def _live_server() -> Any:
+    """The running ``webaccel serve`` of this WEBACCEL_HOME (webaccel.admin), or None."""
+    from webaccel import admin
+    from webaccel.errors import ServerNotRunningError
+
+    try:
+        return admin.running_server()
+    except ServerNotRunningError:
+        return None
+
+
+def _run_on_server(server: Any, model: str, input_text: str, options: dict[str, Any],
+                   platform: str | None, browser: str | None, timeout: float) -> dict[str, Any]:
+    """POST /api/v0/run (webaccel.run_route): a file argument travels as its bytes."""
+    import base64
+
+    from webaccel import admin
+
+    path = Path(input_text)
+    value: Any = input_text
+    if len(input_text) < 4096 and path.is_file():
+        value = {"file": base64.b64encode(path.read_bytes()).decode(), "suffix": path.suffix}
+    target = admin.Target(url=admin.local_url(server.url), key=server.key,
+                          source=f"the state file {server.path} (pid {server.pid})",
+                          key_source=f"the state file {server.path}")
+    with admin.AdminClient(target, timeout=timeout + 10) as client:
+        return client.run({"model": model, "input": value, "options": options,
+                           "platform": platform, "browser": browser})
+
+
+def _run_here(spec: Any, input_text: str, variant: str | None, default_browser: str,
+              options: dict[str, Any], platform: str | None, pinned: str | None, stages: int,
+              max_tokens: int, temperature: float | None, top_p: float | None,
+              seed: int | None, raw: bool, as_json: bool, timeout: float) -> Any:
+    """``webaccel run`` with a browser of its own; None when generation printed already."""
+    from webaccel.api import WebAccelerator
+
+    _ensure_built(spec, variant or "fp32")
+    with WebAccelerator(
+        default_browser=default_browser, default_platform="auto", max_connections=max(1, stages)
+    ) as acc:
+        with stage(f"starting a headless {default_browser}", after_s=2.0):
+            acc.start_worker()
+        if spec.task == "text_generation" and not stages:
+            _run_generation(acc, spec, input_text, variant, platform, max_tokens,
+                            temperature, top_p, seed, raw, as_json, timeout)
+            return None
+        with stage(f"{spec.name}: loading into the page and running", after_s=2.0):
+            if stages:  # webaccel.sharding: one browser per stage
+                from webaccel.sharding.run import run_split
+
+                return run_split(acc, spec.name, input_text, stages=stages,
+                                 precision=variant or "fp32", platform=platform, browser=pinned)
+            return acc.accelerate(spec.name, input_text, options, platform=platform,
+                                  browser=pinned)
 
 def _run_generation(
     acc: Any,
@@ -247,7 +288,7 @@ def _run_generation(
             "sampling": {k: params.get(k) for k in ("temperature", "top_p", "top_k", "seed")},
             "browser": result.browser if result else None,
             "backend": result.backend if result else None,
-            "stats": _jsonable(result.stats) if result else None,
+            "stats": jsonable(result.stats) if result else None,
         }
         print(json.dumps(out, ensure_ascii=False))
         return

@@ -83,6 +83,7 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
     from webaccel.metrics.http import metrics_health, metrics_routes
     from webaccel.metrics.store import MetricsStore
     from webaccel.openai import openai_routes, resolve_api_key
+    from webaccel.run_route import run_routes
 
     console = make_console()
     console.quiet = quiet
@@ -102,6 +103,7 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8700, browsers: int
     server = engine.server
     server.add_routes([
         *openai_routes(engine, key),
+        *run_routes(engine, server.token),  # `webaccel run` on this server (its master key)
         *metrics_routes(metrics, lambda: live_snapshot(engine), api_key=key,
                         open_metrics=loopback),
     ])
