@@ -29,30 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+# The seeded ids every GPU probe uses (int4_probe.mjs and probe.mjs make the same).
+from webaccel.bench.webgpu_vs_wasm import feeds
+
 SHAPES = ((1, 16), (32, 128))
 HERE = Path(__file__).resolve().parent
-
-
-def _token_ids(batch: int, seq: int, seed: int = 1234) -> np.ndarray:
-    """Seeded LCG ids (the same as webgpu_vs_wasm.token_ids and int4_probe.mjs)."""
-    out = np.empty(batch * seq, dtype=np.int64)
-    s = seed
-    mask = (1 << 64) - 1
-    for i in range(out.size):
-        s = (s * 6364136223846793005 + 1442695040888963407) & mask
-        out[i] = 1000 + ((s >> 33) % 28000)
-    ids = out.reshape(batch, seq)
-    ids[:, 0] = 101
-    ids[:, -1] = 102
-    return ids
-
-
-def _feeds(batch: int, seq: int) -> dict[str, np.ndarray]:
-    return {
-        "input_ids": _token_ids(batch, seq),
-        "attention_mask": np.ones((batch, seq), dtype=np.int64),
-        "token_type_ids": np.zeros((batch, seq), dtype=np.int64),
-    }
 
 
 def _session(path: Path):
@@ -64,7 +45,7 @@ def _session(path: Path):
 
 
 def _native(path: Path, batch: int, seq: int) -> np.ndarray:
-    return np.asarray(_session(path).run(None, _feeds(batch, seq))[0], dtype=np.float32)
+    return np.asarray(_session(path).run(None, feeds(batch, seq))[0], dtype=np.float32)
 
 
 def _sentence_feeds(ids: list[int]) -> dict[str, np.ndarray]:
@@ -94,9 +75,11 @@ def sentences(out: Path) -> None:
     """Token ids of calibration.SENTENCES, for a machine without the tokenizer."""
     from webaccel.models import calibration, registry
 
-    feeds = calibration.feeds_for(registry.get("minilm"))
+    per_sentence = calibration.feeds_for(registry.get("minilm"))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sentences.json").write_text(json.dumps([f["input_ids"][0].tolist() for f in feeds]))
+    (out / "sentences.json").write_text(
+        json.dumps([f["input_ids"][0].tolist() for f in per_sentence])
+    )
 
 
 def _worst_cosine(a: np.ndarray, b: np.ndarray) -> float:
