@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -18,24 +17,6 @@ TEXTS = [
     f"Sentence number {i}: " + " ".join(["music", "guitar", "a crowd", "the stage"][: 1 + i % 4])
     for i in range(24)
 ]
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[Any]:
-    try:
-        from webaccel.browsers.chromium import find_chromium
-
-        find_chromium(None)
-    except Exception as exc:  # noqa: BLE001 - no browser stack here
-        pytest.skip(f"needs Chromium: {exc}")
-    from webaccel.engine import Engine
-
-    eng = Engine(max_connections=3, default_platform="wasm")
-    await eng.start()
-    try:
-        yield eng
-    finally:
-        await eng.close()
 
 
 async def _unsplit(engine: Any, chunks: list[list[str]]) -> list[np.ndarray]:

@@ -7,30 +7,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[Any]:
-    try:
-        from webaccel.browsers.chromium import find_chromium
-
-        find_chromium(None)
-    except Exception as exc:  # noqa: BLE001 - no browser stack here
-        pytest.skip(f"needs Chromium: {exc}")
-    from webaccel.engine import Engine
-
-    eng = Engine(max_connections=3, default_platform="wasm")
-    await eng.start()
-    try:
-        yield eng
-    finally:
-        await eng.close()
 
 
 async def test_encoder_and_decoder_on_two_workers_equal_one_worker(engine):
