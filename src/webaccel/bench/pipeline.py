@@ -1,7 +1,9 @@
 """``pipeline``: a split model with micro-batches in flight vs the same split one batch at a time.
 
 MiniLM is split into ``stages`` (default 2) stage models, each placed by the
-pool on its own Chromium worker (WASM, one thread).  The same micro-batches
+pool on its own worker (WASM, one thread): a Chromium page, or with
+``browser=node-webgpu`` the same page runtime in Node (the GPU machine has no
+browser; scripts/gpu/run.sh pipeline).  The same micro-batches
 (``micro_batches`` of ``batch`` texts) go through it three ways, the modes
 interleaved in every repeat so the machine's load drifts over all of them alike:
 
@@ -53,12 +55,13 @@ def _texts(n: int) -> list[str]:
     better="higher",
 )
 def pipeline(ctx: BenchContext) -> Measurement:
-    try:
-        from webaccel.browsers.chromium import find_chromium
+    if ctx.options.get("browser", "chromium") == "chromium":
+        try:
+            from webaccel.browsers.chromium import find_chromium
 
-        find_chromium(None)
-    except Exception as exc:  # noqa: BLE001 - no browser here
-        raise BenchmarkUnavailable(f"needs Chromium: {exc}") from None
+            find_chromium(None)
+        except Exception as exc:  # noqa: BLE001 - no browser here
+            raise BenchmarkUnavailable(f"needs Chromium: {exc}") from None
     return asyncio.run(_measure(ctx))
 
 
@@ -72,19 +75,21 @@ async def _measure(ctx: BenchContext) -> Measurement:
     n_mb = int(ctx.options.get("micro_batches", 16))
     batch = int(ctx.options.get("batch", 4))
     platform = ctx.options.get("platform", "wasm")
+    browser = ctx.options.get("browser", "chromium")
     repeats = max(1, ctx.repeat)
     spec = registry.get("minilm")
     split = await asyncio.to_thread(split_model, "minilm", stages)
     proc = spec.processor()
     texts = _texts(n_mb * batch)
     feeds = [proc.preprocess(texts[i : i + batch], {}).tensors for i in range(0, len(texts), batch)]
-    engine = Engine(max_connections=stages, adaptive_scaling=False, default_platform=platform)
+    engine = Engine(max_connections=stages, adaptive_scaling=False,
+                    default_platform=platform, default_browser=browser)
     await engine.start()
     times: dict[str, list[float]] = {"pipelined": [], "one_at_a_time": [], "unsplit": []}
     try:
-        async with Pipeline(engine.pool, split, platform=platform) as pipe, engine.pool.session(
-            "minilm", precision="fp32", platform=platform, record=False
-        ) as whole:
+        async with Pipeline(engine.pool, split, platform=platform, browser=browser) as pipe, \
+                engine.pool.session("minilm", precision="fp32", platform=platform,
+                                    browser=browser, record=False) as whole:
 
             async def unsplit() -> list[dict[str, np.ndarray]]:
                 out = []
@@ -142,6 +147,7 @@ async def _measure(ctx: BenchContext) -> Measurement:
             "stage_workers": [s["worker_id"] for s in report],
             "unsplit_worker": whole_worker,
             "platform": platform,
+            "browser": browser,
             "load_avg": os.getloadavg(),
             "cores": os.cpu_count(),
         },

@@ -128,3 +128,37 @@ def print_line(name: str, ctx: BenchContext) -> int:
     result = run_one(name, REGISTRY[name], ctx)
     print(json.dumps(result), flush=True)
     return 1 if "error" in result else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m webaccel.bench.runner NAME [-o KEY=VALUE]...``: one benchmark's JSON line.
+
+    For GPU machines whose Python lacks duckdb/typer (see :func:`print_line`), e.g.
+    ``python3 -m webaccel.bench.runner pipeline -o browser=node-webgpu -o stages=4``.
+    """
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m webaccel.bench.runner")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="one JSON object (the default)")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("-o", "--option", action="append", default=[], help="KEY=VALUE (JSON value)")
+    args = p.parse_args(argv)
+    options: dict[str, Any] = {}
+    for item in args.option:
+        key, _, value = item.partition("=")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    found = load([args.name])[args.name]
+    if isinstance(found, str):
+        p.error(found)
+    ctx = BenchContext(repeat=args.repeat, warmup=args.warmup, options=options)
+    return print_line(args.name, ctx)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
