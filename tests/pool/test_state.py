@@ -122,12 +122,28 @@ def test_batching_merges_same_model_and_shape_up_to_max() -> None:
     for r in rs:
         s.submit(r, 0)
     s.submit(odd, 0)
-    assert s.next_assignment(0.001) is None  # waiting for company (3 < 4 rows)
+    # The three wait for company (3 < 4 rows); the odd shape is alone and goes.
+    b = s.next_assignment(0.001)
+    assert b is not None and b.requests == (odd,)
+    s.finish(b.id, 0.002)
+    assert s.next_assignment(0.005) is None  # still inside the window
     a = s.next_assignment(0.011)
     assert a is not None and set(a.requests) == set(rs) and a.rows == 3
-    s.finish(a.id, 0.02)
-    b = s.next_assignment(0.03)
-    assert b is not None and b.requests == (odd,)
+
+
+def test_a_lone_request_does_not_wait_for_company_but_one_behind_a_running_batch_does() -> None:
+    s = PoolState()
+    s.register_model(model("m", max_batch=4, max_wait=10.0))
+    add_worker(s, "w", slots=2)
+    first = req("m", batch_key="k", rows=1)
+    s.submit(first, 0)
+    a = s.next_assignment(0)  # nothing else of "m" runs or waits: no window
+    assert a is not None and a.requests == (first,)
+    second = req("m", batch_key="k", rows=1)
+    s.submit(second, 0.001)
+    assert s.next_assignment(0.002) is None  # "m" is running: company is likely
+    b = s.next_assignment(10.002)
+    assert b is not None and b.requests == (second,)
 
 
 def test_full_batch_goes_at_once_and_respects_max_rows() -> None:

@@ -621,7 +621,19 @@ class PoolState:
             return False
         if sum(r.rows for r in batch) >= info.max_batch:
             return False
+        if len(batch) == 1 and not self._model_running(head.model):
+            # A lone request while none of its model runs: nothing suggests company
+            # is coming (a caller one request at a time), so waiting would only add
+            # max_wait to its latency.  Under concurrent load requests queue up
+            # behind running ones and the window merges them as before.
+            return False
         return now < head.enqueued_at + info.max_wait
+
+    def _model_running(self, model: str) -> bool:
+        return any(
+            a.kind == RUN and a.requests and a.requests[0].model == model
+            for a in self.running.values()
+        )
 
     def next_assignment(self, now: float) -> Assignment | None:
         """The next (requests, worker) to start now, or None (nothing queued, or no free worker)."""
