@@ -466,3 +466,54 @@ def test_scaling_counts_a_callers_backlog_as_demand() -> None:
     s.submit(_with_backlog(req("m"), 60), 0)
     busy = s.scaling_plan(0.0, ["chromium"])
     assert len(busy.launch) > len(quiet.launch)
+
+
+def test_run_depth_follows_the_measured_round_trip_and_bounds_runs_in_flight() -> None:
+    from webaccel.pool.state import MAX_RUN_DEPTH
+
+    s = PoolState(adaptive_depth=True)
+    s.register_model(model("tiny"))
+    s.register_model(model("big"))
+    add_worker(s, "w", slots=2)
+    assert s.run_depth("tiny") == 0  # nothing measured yet: the worker's slots
+
+    def one(name: str, rt: float, page: float) -> None:
+        for _ in range(2):  # the first run loads the model: not a round trip's measure
+            s.submit(req(name), 0)
+            a = s.next_assignment(0)
+            assert a is not None and a.alone
+            s.finish(a.id, 0, ms=rt, page_ms=page)
+
+    one("big", rt=23.0, page=20.0)  # 3 ms of bridge next to 20 ms of work
+    assert s.run_depth("big") == 2
+    one("tiny", rt=1.5, page=0.05)  # the bridge is 30x the work
+    assert s.run_depth("tiny") == MAX_RUN_DEPTH
+    tiny = [req("tiny") for _ in range(MAX_RUN_DEPTH + 2)]
+    for r in tiny:
+        s.submit(r, 0)
+    started = []
+    while (a := s.next_assignment(0)) is not None:
+        started.append(a)
+    assert len(started) == MAX_RUN_DEPTH  # the bound holds
+    assert not any(a.alone for a in started[1:])  # pipelined runs do not feed the estimate
+    s.finish(started[0].id, 0, ms=50.0, page_ms=0.05)
+    assert s.run_depth("tiny") == MAX_RUN_DEPTH
+    big = req("big")
+    s.submit(big, 0)
+    assert s.next_assignment(0) is not None  # a freed slot: the queued "tiny" goes first
+    assert s.next_assignment(0) is None  # "big" may have only 2 in flight; there are 8
+
+
+def test_without_adaptive_depth_a_worker_holds_its_slots() -> None:
+    s = PoolState()
+    s.register_model(model("tiny"))
+    add_worker(s, "w", slots=2)
+    for _ in range(2):
+        s.submit(req("tiny"), 0)
+        a = s.next_assignment(0)
+        assert a is not None
+        s.finish(a.id, 0, ms=1.5, page_ms=0.05)
+    for _ in range(4):
+        s.submit(req("tiny"), 0)
+    assert s.next_assignment(0) is not None and s.next_assignment(0) is not None
+    assert s.next_assignment(0) is None

@@ -19,7 +19,9 @@ single-thread browser per core best), ``window_s`` (2.0), ``windows``
 (``min(ctx.repeat, 5)``), ``overload`` (clients per worker, 8),
 ``max_pending`` (= clients: the windows measure a full queue, not refusals;
 clients spinning on refusals would steal the browsers' CPU on a small machine),
-``slots`` (runs in flight per worker; default: the pool's).
+``slots`` (runs in flight per worker; default: the Engine's, 2),
+``adaptive_depth`` (default true: the pool may pipeline a short model's runs
+deeper than ``slots``, see ``PoolState.run_depth``).
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def _launcher_available() -> Any:
 
 
 async def _measure(ctx: BenchContext, launch_worker: Any) -> Measurement:
+    from webaccel.engine import PIPELINE_SLOTS
     from webaccel.pool import ResolvedModel, ResourcePool, StaticResolver
     from webaccel.pool.transport import ModelRef
     from webaccel.server import WebAccelServer
@@ -116,7 +119,8 @@ async def _measure(ctx: BenchContext, launch_worker: Any) -> Measurement:
             max_pending=max_pending,
             request_timeout=30.0,
             connection_timeout=60.0,
-            slots_per_worker=int(ctx.options.get("slots", 1)),
+            slots_per_worker=int(ctx.options.get("slots", PIPELINE_SLOTS)),
+            adaptive_depth=bool(ctx.options.get("adaptive_depth", True)),
         )
         try:
             async with pool:
@@ -213,6 +217,7 @@ async def _drive(
             "busy_fraction": spread,
             "page_compute_fraction": summarize(page_fractions),
             "slots_per_worker": pool.slots_per_worker,
+            "run_depth": pool.run_depth("bench-mlp"),
             "queue_wait_ms_p50": wait.get("median"),
             "queue_wait_ms_p99": p99,
             "throughput_per_s": done_total / (window * windows),

@@ -183,6 +183,7 @@ class ResourcePool(WorkerIO):
         idle_timeout: float = 30.0,
         heartbeat_interval: float = 1.0,
         slots_per_worker: int = 1,
+        adaptive_depth: bool = True,
         session_slots: int = 4,
         memory_budget_bytes: int | None = None,
         metrics: MetricsSink | None = None,
@@ -217,6 +218,10 @@ class ResourcePool(WorkerIO):
         request, so V8's WASM tier-up is not paid by callers (0: none); it
         stops early after ``warmup_budget_s`` (the request that caused the
         load is waiting for it).
+        ``slots_per_worker``: runs one page may have in flight (the next one waits
+        in the page, so the worker never idles for a round trip); with
+        ``adaptive_depth`` a model whose runs are short next to the bridge's round
+        trip may have more, up to 8 (``PoolState.run_depth``).
         ``memory_probe``: ``probe(worker) -> RSS bytes | None``, what a worker takes
         on this host (default: its local browser process tree,
         :mod:`webaccel.pool.memory`; None: never measure).  The heartbeat task
@@ -274,6 +279,7 @@ class ResourcePool(WorkerIO):
             policy=self.policy,
             scaling=scaling,
             seed=seed,
+            adaptive_depth=adaptive_depth,
         )
         self._workers: dict[str, WorkerTransport] = {}
         self._models: dict[str, ResolvedModel] = {}
@@ -796,6 +802,11 @@ class ResourcePool(WorkerIO):
         snap["verify"] = dataclasses.asdict(self.verify)
         return snap
 
+    def run_depth(self, model: str) -> int:
+        """Runs of ``model`` one worker may have in flight: its slots, or more when
+        the model's runs are short next to the bridge's round trip (adaptive_depth)."""
+        return max(self.slots_per_worker, self._state.run_depth(model))
+
     def run_slots(self) -> int:
         """Runs the pool can have in its pages right now: ready workers x ``slots_per_worker``
         (at least one slot, so a caller pacing itself by it never stalls)."""
@@ -997,7 +1008,8 @@ class ResourcePool(WorkerIO):
         if a is None:  # its worker was declared lost first: the requests were retried
             return
         self._state.finish(
-            aid, now, ms=res.round_trip_ms, load_ms=load.load_ms if load is not None else None
+            aid, now, ms=res.round_trip_ms, load_ms=load.load_ms if load is not None else None,
+            page_ms=res.page_ms,
         )
         rec_browser = self._browser_of(a.worker_id)
         v = a.variant
