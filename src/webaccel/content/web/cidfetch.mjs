@@ -131,13 +131,67 @@ class CacheApiStore {
   async delete (key) { return (await this.cs.open(this.name)).delete(key) }
 }
 
+// Reads an OPFS file with a synchronous access handle, which only dedicated
+// workers have: one read() into a buffer that is then transferred (no copy).
+// File.arrayBuffer() on the page streams the bytes through the browser
+// process's blob system instead (32 MiB: ~100 ms warm in Chromium 156 here).
+const SYNC_READER = `onmessage = async (e) => {
+  const { id, dir, file } = e.data
+  try {
+    const d = await (await navigator.storage.getDirectory()).getDirectoryHandle(dir)
+    const h = await (await d.getFileHandle(file)).createSyncAccessHandle()
+    try {
+      const buf = new ArrayBuffer(h.getSize())
+      h.read(new Uint8Array(buf), { at: 0 })
+      postMessage({ id, buf }, [buf])
+    } finally { h.close() }
+  } catch (err) { postMessage({ id, error: err.name, message: String(err.message) }) }
+}`
+
+class SyncReader {
+  constructor () {
+    this.worker = new Worker(URL.createObjectURL(new Blob([SYNC_READER], { type: 'text/javascript' })))
+    this.pending = new Map()
+    this.next = 0
+    this.worker.onmessage = (e) => {
+      const p = this.pending.get(e.data.id)
+      this.pending.delete(e.data.id)
+      if (e.data.error) p.reject(Object.assign(new Error(e.data.message), { name: e.data.error }))
+      else p.resolve(new Uint8Array(e.data.buf))
+    }
+  }
+
+  read (dir, file) {
+    const id = this.next++
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject })
+      this.worker.postMessage({ id, dir, file })
+    })
+  }
+}
+
+let syncReader
+function syncReaderOrNull () {
+  if (syncReader === undefined) {
+    syncReader = null
+    if (typeof Worker === 'function' && typeof Blob === 'function' && globalThis.FileSystemFileHandle &&
+        'createSyncAccessHandle' in globalThis.FileSystemFileHandle.prototype) {
+      try { syncReader = new SyncReader() } catch { syncReader = null }
+    }
+  }
+  return syncReader
+}
+
 class OpfsStore {
   constructor (storage, name) { this.storage = storage; this.name = name; this.kind = 'opfs' }
   async dir () { return (await this.storage.getDirectory()).getDirectoryHandle(this.name, { create: true }) }
   static file (key) { return key.replace(/^\/ipfs\//, '') }
   async get (key) {
     try {
-      const fh = await (await this.dir()).getFileHandle(OpfsStore.file(key))
+      const d = await this.dir() // creates the folder the worker looks in
+      const reader = this.storage === globalThis.navigator?.storage ? syncReaderOrNull() : null
+      if (reader) return await reader.read(this.name, OpfsStore.file(key))
+      const fh = await d.getFileHandle(OpfsStore.file(key))
       return new Uint8Array(await (await fh.getFile()).arrayBuffer())
     } catch (err) {
       if (err && err.name === 'NotFoundError') return null
