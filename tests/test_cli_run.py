@@ -107,9 +107,9 @@ def test_run_talks_to_a_running_serve_as_ipfs_to_its_daemon(serve_process, image
     request there (its browser stays warm between calls); --local starts its own."""
     server = serve_process("--browsers", "1", built_models=True)
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:  # the `webaccel` command
         return subprocess.run(
-            [sys.executable, "-m", "webaccel.cli", "run", *args], capture_output=True,
+            [sys.executable, "-m", "webaccel.quickrun", "run", *args], capture_output=True,
             text=True, timeout=300, env={**server.env, "COLUMNS": "60"},
         )
 
@@ -121,6 +121,18 @@ def test_run_talks_to_a_running_serve_as_ipfs_to_its_daemon(serve_process, image
     picture = run("nsfw-cnn", str(image), "--json")  # a file travels as its bytes
     assert picture.returncode == 0, picture.stderr
     assert json.loads(picture.stdout)["worker_id"] == a["worker_id"]
+    human = run("minilm", "some text")
+    assert human.returncode == 0 and human.stdout.startswith("embedding: 384 floats"), human
+    assert f"worker_id: {a['worker_id']}" in human.stdout
+    # That went the quick way: the standard library only, no SDK imported.
+    quick = subprocess.run(
+        [sys.executable, "-c", "import sys; from webaccel.quickrun import run; "
+         "s = run(['run', 'minilm', 'some text', '--json']); "
+         "print(s, sorted({'numpy', 'typer', 'rich', 'webaccel.cli'} & set(sys.modules)))"],
+        capture_output=True, text=True, timeout=120, env=server.env)
+    assert quick.stdout.strip().endswith("0 []"), quick.stdout + quick.stderr
+    missing = run("no-such-model", "x")  # the server's typed error, as the full CLI prints it
+    assert missing.returncode == 2 and "[MODEL_NOT_FOUND]" in missing.stderr, missing
     here = run("minilm", "some text", "--json", "--local")
     assert here.returncode == 0, here.stderr
     assert json.loads(here.stdout)["worker_id"] != a["worker_id"]
@@ -137,3 +149,7 @@ def test_run_talks_to_a_running_serve_as_ipfs_to_its_daemon(serve_process, image
         assert r.status_code == 400 and r.json()["error"]["code"] == "BAD_REQUEST", r.text
     r = httpx.post(url, json={"model": "no-such-model", "input": "x"}, headers=key, timeout=30)
     assert r.status_code == 404, r.text
+    # A task the client runs itself (streamed generation) is not run here.
+    r = httpx.post(url, json={"model": "minilm", "input": "x", "local_tasks": ["text_embedding"]},
+                   headers=key, timeout=30)
+    assert r.status_code == 200 and r.json() == {"local": True, "task": "text_embedding"}, r.text

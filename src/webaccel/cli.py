@@ -14,12 +14,12 @@ from functools import wraps
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import typer
 from rich.table import Table
 
 from webaccel.errors import WebAccelError
 from webaccel.progress import quiet_third_party, show_on_stderr, silence_loggers, stage
+from webaccel.run_output import plain, print_result, show
 from webaccel.run_route import jsonable
 from webaccel.terminal import LazyConsole, make_console
 
@@ -54,20 +54,11 @@ def typed_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _plain(value: Any, digits: int = 4) -> Any:
     """Numbers as people read them (``0.9731``, not ``np.float64(0.97314...)``)."""
-    value = jsonable(value)
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {k: _plain(v, digits) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v, digits) for v in value]
-    return value
+    return plain(jsonable(value), digits)
 
 
 def _show(key: str, value: Any) -> None:
-    value = _plain(value)
-    text = json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value
-    console.print(f"{key}: {text}", highlight=False, markup=False)
+    show(key, jsonable(value), _console_line)
 
 
 def _ensure_built(spec: Any, precision: str) -> None:
@@ -150,35 +141,11 @@ def run(
                            timeout)
         if result is None:  # generation printed as it went
             return
-    if "embeddings" in result:
-        result["embedding"] = result.pop("embeddings")[0]
-        result["truncated"] = result["truncated"][0]
-    if as_json:
-        print(json.dumps(jsonable(result)))
-        return
-    if "embedding" in result:
-        vec = result["embedding"]
-        _show("embedding", f"{len(vec)} floats, first 4: {_plain(np.asarray(vec[:4]))}")
-    elif "text" in result:
-        _show("text", result["text"])
-    elif "results" in result:
-        res = result["results"]
-        if "label" in res:
-            _show("label", res["label"])
-            _show("score", res["score"])
-            _show("scores", res["scores"])
-        if "regions" in res:
-            _show("regions", res["regions"])
-            _show("size", res["size"])
-            if "heatmap" in res:
-                hm = np.asarray(res["heatmap"])
-                _show("heatmap", f"{hm.shape[0]}x{hm.shape[1]}, max {float(hm.max()):.4f} "
-                      "(--json for the values)")
-    skip = {"embedding", "embeddings", "user_agent", "text", "results", "outputs"}
-    for key, value in result.items():
-        if key not in skip:
-            _show(key, value)
+    print_result(jsonable(result), as_json=as_json, emit=_console_line)
 
+
+def _console_line(line: str) -> None:
+    console.print(line, highlight=False, markup=False)
 
 
 def _live_server() -> Any:

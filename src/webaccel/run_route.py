@@ -3,7 +3,9 @@
 As ``ipfs`` commands talk to a running daemon, ``webaccel run`` sends its request
 here when ``$WEBACCEL_HOME/serve.json`` names a live server (:mod:`webaccel.admin`),
 so the server's warm browsers and loaded models answer instead of a new browser.
-The body is ``{"model", "input", "options", "platform", "browser"}``; ``input`` is
+The body is ``{"model", "input", "options", "platform", "browser", "local_tasks"}``
+(a model whose task is in ``local_tasks`` is not run: the answer is ``{"local":
+true, "task": ...}``, and the client runs it itself); ``input`` is
 text, or ``{"file": base64, "suffix": ".jpg"}`` for an image or audio file (written
 to a temporary file the model's processor reads, then removed).  The answer is
 the result ``webaccel run --json`` prints.  The server's master key only: the
@@ -54,6 +56,7 @@ def run_routes(engine: Engine, master_token: str) -> list[BaseRoute]:
     from starlette.routing import Route
 
     from webaccel.http_body import read_json_object
+    from webaccel.models import registry
 
     async def run(request: Request) -> Response:
         try:
@@ -70,6 +73,12 @@ def run_routes(engine: Engine, master_token: str) -> list[BaseRoute]:
             options = body.get("options") or {}
             if not isinstance(options, dict):
                 raise InvalidInputError("options must be an object")
+            local = body.get("local_tasks") or []
+            if not (isinstance(local, list) and all(isinstance(t, str) for t in local)):
+                raise InvalidInputError("local_tasks must be a list of task names")
+            task = registry.get(body["model"]).task
+            if task in local:  # the client runs these itself (streamed generation)
+                return JSONResponse({"local": True, "task": task})
             with _input(body.get("input")) as value:
                 result = await engine.accelerate(
                     body["model"],
