@@ -172,6 +172,9 @@ def run(ctx: BenchContext) -> Measurement:
             "cold_verified_mb_per_s": size / 1e3 / cold["median"],
             "warm_mb_per_s": size / 1e3 / warm["median"],
             "warm_gateway_requests": last["warm"]["gateway_requests"],
+            # the last warm load's steps in the store (open the folder, read the file)
+            "warm_timing": last["warm"].get("timing"),
+            "warm_same_page_timing": last["warm"].get("again_timing"),
             "cold_gateway_requests": last["cold"]["gateway_requests"],
             "browser": "chromium headless (restarted between cold and warm, same profile)",
             "cache": last["warm"].get("store"),
