@@ -560,6 +560,7 @@ class Engine:
             "adapter": WorkerCaps.parse(caps).adapter,
             "precision": result.precision,
             "page_ms": result.page_ms,
+            "page_handle_ms": result.handle_ms,
             "round_trip_ms": result.run_ms,
             "queue_ms": result.queue_ms,
             "load_ms": result.load_ms,

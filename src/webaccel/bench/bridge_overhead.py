@@ -30,12 +30,21 @@ def bridge_overhead(ctx: BenchContext) -> Measurement:
         sdk_ms: list[float] = []
         page_ms: list[float] = []
         bridge_ms: list[float] = []
+        parts: dict[str, list[float]] = {"page_outside_run": [], "wire": [], "python": [],
+                                         "sdk_thread": []}
         for _ in range(ctx.repeat):
             start = time.perf_counter()
             result = acc.accelerate("minilm", SENTENCE)
-            sdk_ms.append((time.perf_counter() - start) * 1000)
+            took = (time.perf_counter() - start) * 1000
+            sdk_ms.append(took)
             page_ms.append(result["page_ms"])
             bridge_ms.append(result["round_trip_ms"])
+            handle = result.get("page_handle_ms")
+            if handle is not None:  # where the time outside session.run goes
+                parts["page_outside_run"].append(handle - result["page_ms"])
+                parts["wire"].append(result["round_trip_ms"] - handle)
+                parts["python"].append(result["latency_ms"] - result["round_trip_ms"])
+                parts["sdk_thread"].append(took - result["latency_ms"])
         browser = result["user_agent"]
     sdk, page = summarize(sdk_ms), summarize(page_ms)
     return Measurement(
@@ -45,6 +54,10 @@ def bridge_overhead(ctx: BenchContext) -> Measurement:
             "in_page_ms": page,
             "bridge_round_trip_ms": summarize(bridge_ms),
             "overhead_ms_median": sdk["median"] - page["median"],
+            # medians: the page outside session.run (decode, queue, encode); the wire
+            # (WebSocket both ways, framing, browser IPC); the engine and pool in
+            # Python; the SDK's hop to its event-loop thread and back
+            "overhead_parts_ms": {k: summarize(v)["median"] for k, v in parts.items() if v},
             "backend": "wasm",
             "batch": 1,
             "warmup_runs": max(ctx.warmup, 20),

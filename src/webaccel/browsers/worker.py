@@ -129,6 +129,7 @@ class BrowserWorker:
             outputs=reply.tensors,
             page_ms=float(reply.data.get("page_ms", 0.0)),
             round_trip_ms=round_trip,
+            handle_ms=_float_or_none(reply.data.get("handle_ms")),
         )
 
     async def stream(
@@ -327,3 +328,7 @@ def _status() -> dict[str, Any]:
 
 
 launchers.register(launchers.Launcher("subprocess", "chromium", _launch, _status))
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None

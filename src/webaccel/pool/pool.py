@@ -1059,6 +1059,7 @@ class ResourcePool(WorkerIO):
                     reasons=a.reasons,
                     shape_bucket=res.shape_bucket,
                     fallback_reason=_fallback_text(a),
+                    handle_ms=res.handle_ms,
                 ),
             )
         self._settle_worker_after(a.worker_id)

@@ -43,6 +43,8 @@ class InferenceResult:
     shape_bucket: str | None = None
     # Why better-ranked backends were not used (None: the first choice served)
     fallback_reason: str | None = None
+    # frame in -> result out, inside the page; run_ms - handle_ms is the bridge itself
+    handle_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "outputs"}

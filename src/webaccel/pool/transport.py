@@ -60,6 +60,8 @@ class RunResult:
     page_ms: float  # inference time measured inside the page
     round_trip_ms: float  # measured by the caller, includes the bridge
     shape_bucket: str | None = None  # ran padded to this fixed shape, graph captured
+    # frame in -> result out, in the page (page_ms plus decoding, queueing, encoding)
+    handle_ms: float | None = None
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,7 @@ export class WorkerRuntime {
   }
 
   async onBinary(frame) {
+    const tRecv = now();
     const { header, tensors } = frame;
     if (header.type === 'generate') return runGenerate(this, frame);
     if (header.type !== 'run') throw new ProtocolError(`binary frames from the server must be runs, got ${header.type}`);
@@ -218,8 +219,9 @@ export class WorkerRuntime {
     this.queue = job.catch(() => {});
     const { pageMs, result } = await job;
     if (this.cancelled.delete(header.id)) return;
-    this.send(encodeBinary({ id: header.id, type: 'result', model_name: header.model_name,
-      data: { page_ms: pageMs, backend: entry.backend } }, result));
+    const wire = encodeBinary({ id: header.id, type: 'result', model_name: header.model_name,
+      data: { page_ms: pageMs, handle_ms: now() - tRecv, backend: entry.backend } }, result);
+    this.send(wire);
   }
 }
 
