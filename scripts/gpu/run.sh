@@ -102,10 +102,14 @@ if [ "$MODE" = bench ] || [ "$MODE" = all ]; then
   step "bench exit $?"
 fi
 if [ "$MODE" = concurrency ] || [ "$MODE" = all ]; then
-  step "bench concurrency (Node + Dawn workers on the GPU)"
-  timeout ${CONC_TIMEOUT:-200} python3 -m webaccel.bench.concurrency --browser node-webgpu --platform webgpu \
-    --raw --no-content --models 2 ${CONC_ARGS:-} > $OUT/concurrency.json 2> $OUT/concurrency.err
-  step "concurrency exit $?"
+  # 2 models on 2 workers sharing the GPU, then both in one worker (one Dawn device)
+  for workers in ${CONC_WORKERS:-2 1}; do
+    step "bench concurrency, $workers worker(s) (Node + Dawn on the GPU)"
+    timeout ${CONC_TIMEOUT:-200} python3 -m webaccel.bench.runner concurrency -o browser=node-webgpu \
+      -o platform=webgpu -o raw=true -o content_addressed=false -o models=2 -o workers=$workers \
+      ${CONC_ARGS:-} >> $OUT/concurrency.jsonl 2>> $OUT/concurrency.err
+    step "concurrency exit $?"
+  done
 fi
 if [ "$MODE" = generation ] || [ "$MODE" = all ]; then
   # Random weights in SmolLM2-135M's shape, built here (the real 540 MB cannot travel).

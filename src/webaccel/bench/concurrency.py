@@ -10,7 +10,9 @@ nothing.  With streams of equal length that is total time one after another /
 total time concurrently; unlike that wall-clock ratio (kept in the figures as
 ``wall_ratio``) it is not capped by the slowest model's stream: 20 ViT runs
 (0.7 s each) next to 20 MiniLM runs (28 ms) held it at 1.2 whatever the pool did.
-Default: 2 models on 2 workers (the issue's row; 2 cores here).
+Default: 2 models on 2 workers (the issue's row; 2 cores here); ``workers=1`` puts
+every model in one worker (runs of different models overlap in its page: the
+pool's slots per worker).
 Every model is warmed up on every worker first so V8's WASM tiering and model
 loads are outside the timed runs.
 
@@ -91,7 +93,9 @@ async def _measure(models: list[str], ctx: BenchContext) -> Measurement:
     platform = ctx.options.get("platform", "wasm")
     inputs = {name: _inputs(name, bool(ctx.options.get("raw", False))) for name in models}
     engine = Engine(
-        max_connections=len(models),
+        # one worker per model by default; workers=1 serves every model from one
+        # page (on a GPU: one Dawn device, several sessions)
+        max_connections=int(ctx.options.get("workers", len(models))),
         adaptive_scaling=False,
         default_platform=platform,
         default_browser=browser,
