@@ -233,6 +233,9 @@ class PoolState:
         self.load_cost: dict[str, float] = {}  # model -> EWMA of measured load ms
         self.rng = random.Random(seed)
         self.scan_limit = scan_limit
+        # Generation streams join a page already decoding their model (its batch)
+        # before another worker is used; see ResourcePool's ``pack_streams``.
+        self.pack_streams = True
         self.models: dict[str, ModelInfo] = {}
         self.workers: dict[str, WorkerRecord] = {}
         self.queues: dict[str, list[Request]] = {}
@@ -467,6 +470,22 @@ class PoolState:
         chosen = [v for v in info.variants if v.precision in auto]
         return list(chosen or info.variants[:1])  # a model with only int8 still runs
 
+    def _is_stream(self, req: Request) -> bool:
+        """A generation stream: a session of a text-generation model."""
+        return req.kind == SESSION and "text_generation" in (
+            req.model_type,
+            self._model_type(req),
+        )
+
+    def _streams_on(self, rec: WorkerRecord, key: str) -> int:
+        """Generation streams of variant ``key`` on ``rec`` now."""
+        n = 0
+        for aid in rec.sessions:
+            a = self.running.get(aid)
+            if a is not None and a.variant is not None and a.variant.key == key:
+                n += any(self._is_stream(r) for r in a.requests)
+        return n
+
     def _model_type(self, req: Request) -> str | None:
         return req.model_type if req.model == LEASE else self.models[req.model].model_type
 
@@ -548,6 +567,7 @@ class PoolState:
         cands: list[Candidate] = []
         rejected: dict[str, Rejection] = {}
         notes: list[str] = []
+        stream = self._is_stream(req)
         for rec in workers:
             if rec.caps is None or rec.state not in ACCEPTS_WORK:
                 rejected[rec.id] = Rejection(Reason.NOT_READY, f"worker is {rec.state.value}")
@@ -584,6 +604,7 @@ class PoolState:
                     ("loaded; " if loaded else "") + why,
                     resident=len(rec.loaded),
                     rank=req.constraints.rank(v.backend) if v is not None else 0,
+                    streams=self._streams_on(rec, v.key) if v is not None and stream else 0,
                 )
                 if best is None or (c.rank, not c.loaded, c.est_ms) < (
                     best.rank,
@@ -655,7 +676,12 @@ class PoolState:
             if self._waiting_for_company(req, info, batch, now):
                 no_route.add(sig)
                 continue
-            pick = choose(cands, self.rng, self.policy.tie_tolerance)
+            pick = choose(
+                cands,
+                self.rng,
+                self.policy.tie_tolerance,
+                pack=self.pack_streams and self._is_stream(req),
+            )
             return self._start(req, batch, pick, rejected, notes, now)
         return None
 
