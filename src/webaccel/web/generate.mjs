@@ -189,10 +189,15 @@ class Batch {
 
   add(s) {
     this.joining.push(s);
-    if (!this.running) {
-      this.running = true;
-      this.loop().finally(() => { this.running = false; });
-    }
+    if (this.running) return; // the loop takes it in before its next step
+    this.running = true;
+    this.loop().catch((err) => {
+      // A bug here must not leave streams waiting forever: fail them all.
+      for (const r of [...this.rows, ...this.joining]) this.fail(r, err);
+      this.joining = [];
+      this.reset();
+      this.running = false;
+    });
   }
 
   async loop() {
@@ -218,7 +223,10 @@ class Batch {
         }
       }
       if (!this.rows.length) {
-        if (!this.joining.length) return;
+        if (!this.joining.length) {
+          this.running = false; // no await since the check: add() cannot slip in between
+          return;
+        }
         continue;
       }
       await this.step();
