@@ -164,3 +164,38 @@ def test_a_cancelled_stream_leaves_the_batch(acc, tiny, native):
     # The page is idle again and serves the next request normally.
     again = acc.generate("tiny-llama", PROMPTS[1], max_tokens=150, return_result=True)
     assert again.token_ids == want[1] and again.stats["page"]["batch_max"] == 1
+
+
+@pytest.mark.slow
+def test_webgpu_streams_batch_with_the_kv_cache_on_the_gpu(software_gpu_accelerator, tiny):
+    """On webgpu the present.* outputs stay GPU buffers: a step feeds them back as they
+    are, and a join or leave downloads them to re-pack (SwiftShader here).  Compared
+    with solo webgpu runs: SwiftShader's float math differs from the CPU's enough to
+    flip a near-tie of the random model (on "Alpha alpha alpha", solo too)."""
+    acc = software_gpu_accelerator
+    worker = run(acc, acc._engine.any_worker())
+    if not (worker.capabilities.get("webgpu") or {}).get("available"):
+        pytest.skip("this Chromium has no WebGPU adapter")
+    plan = [("Hello", 60), (PROMPTS[1], 12), (PROMPTS[2], 40)]
+    gpu = {"platform": "webgpu", "allow_software": True}
+    want = [
+        acc.generate("tiny-llama", p, max_tokens=m, return_result=True, **gpu).token_ids
+        for p, m in plan
+    ]
+
+    async def on_gpu():
+        first = asyncio.Event()
+        streams = [
+            stream_generate(acc._engine, "tiny-llama", p, max_tokens=m, **gpu) for p, m in plan
+        ]
+        return await asyncio.gather(
+            _drain(streams[0], then=first, count=3),
+            _drain(streams[1], after=first),
+            _drain(streams[2], after=first),
+        )
+
+    results = run(acc, on_gpu())
+    for res, w in zip(results, want, strict=True):
+        assert res.backend == "webgpu" and res.token_ids == w
+        assert res.stats["page"]["kv_location"] == "gpu-buffer"
+    assert max(r.stats["page"]["batch_max"] for r in results) >= 2
