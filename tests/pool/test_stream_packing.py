@@ -1,9 +1,11 @@
-"""Generation streams join the page already decoding their model (its batch).
+"""Where the pool puts concurrent generation streams (generate.mjs batches a page's
+streams of one model into one decode step).
 
-generate.mjs batches a page's concurrent streams of one model into one decode
-step, so the pool places a stream on the worker running the most streams of
-that variant (while it has a session slot) instead of spreading by load;
-``pack_streams=False`` spreads them.  ResourcePool's docstring has the numbers.
+By default streams spread over the workers holding the model (least loaded),
+each page batching its share; a worker that does not hold it is used only once
+the holders' session slots are full, so a first burst batches on one page.
+``pack_streams`` makes a stream join the busiest page's batch instead.
+ResourcePool's docstring has the measurements behind the default.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ from webaccel.pool.state import PoolState
 from .helpers import add_worker, model, ref, req
 
 
-def _state(pack: bool = True, model_type: str = "text_generation") -> PoolState:
+def _state(
+    pack: bool = False, model_type: str = "text_generation", holders: tuple[str, ...] = ("w1", "w2")
+) -> PoolState:
     s = PoolState()
     s.pack_streams = pack
     s.register_model(model("gen", model_type))
     for wid in ("w1", "w2"):
         add_worker(s, wid)
-        s.workers[wid].loaded[ref("gen").key] = 0  # both hold the model
+        if wid in holders:
+            s.workers[wid].loaded[ref("gen").key] = 0
     return s
 
 
@@ -33,18 +38,24 @@ def _place(s: PoolState, n: int) -> list[str]:
     return out
 
 
-def test_streams_of_one_model_pack_onto_one_page_up_to_its_session_slots() -> None:
+def test_streams_spread_over_the_workers_holding_the_model() -> None:
     s = _state()
+    assert sorted(_place(s, 4)) == ["w1", "w1", "w2", "w2"]
+    assert all(a.kind == "session" for a in s.running.values())
+
+
+def test_a_first_burst_batches_on_the_only_holder_until_its_slots_are_full() -> None:
+    s = _state(holders=("w1",))
+    assert _place(s, 4) == ["w1"] * 4  # session_slots (4) of w1
+    assert _place(s, 1) == ["w2"]  # overflow: w2 loads the model
+
+
+def test_pack_streams_joins_the_busiest_page_up_to_its_session_slots() -> None:
+    s = _state(pack=True)
     placed = _place(s, 4)
     assert len(set(placed)) == 1
-    assert all(a.kind == "session" for a in s.running.values())
-    # The page's session slots (4) are full: the next stream goes to the other worker,
-    # and the one after joins that one's batch.
-    more = _place(s, 2)
+    more = _place(s, 2)  # that page is full: the next ones batch on the other
     assert more[0] == more[1] != placed[0]
-
-
-def test_spread_when_packing_is_off_or_not_a_generation_model() -> None:
-    for s in (_state(pack=False), _state(model_type="speech_recognition")):
-        placed = _place(s, 4)
-        assert sorted(placed) == ["w1", "w1", "w2", "w2"]
+    # Only generation streams pack: sessions of other models spread as before.
+    s = _state(pack=True, model_type="speech_recognition")
+    assert sorted(_place(s, 4)) == ["w1", "w1", "w2", "w2"]

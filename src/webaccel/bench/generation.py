@@ -20,9 +20,12 @@ servers), ``max_tokens`` (32),
 ``prompt``, ``precision`` (fp32; fp16/int8/int4 variants from the registry),
 ``repeat`` (default: the runner's repeat, capped at 5: one SmolLM2 run is
 seconds of decoding), ``streams`` (0: off; N > 1 adds the continuous-batching
-figures below), ``workers`` (browser workers of the run, default 1), ``pack``
-(true: the pool's default placement, streams join one page's batch; false:
-spread, at most ceil(N / workers) streams a worker, for comparing).
+figures below), ``workers`` (browser workers of the run, default 1; with more,
+a first burst of the N streams at most ceil(N / workers) to a worker loads the
+model on every worker, then the pool places the measured streams itself),
+``pack`` (false, the pool's default: streams spread over the workers holding
+the model, each page batching its share; true: they join one page's batch;
+see ResourcePool's ``pack_streams``).
 
 ``-o streams=N``: the same run also measures N concurrent greedy streams
 through the pool (N different prompts from :data:`STREAM_PROMPTS`, the same
@@ -90,7 +93,7 @@ def generation(ctx: BenchContext) -> Measurement:
     browser = str(opts.get("browser", "chromium"))
     streams = int(opts.get("streams", 0))
     workers = int(opts.get("workers", 1))
-    pack = str(opts.get("pack", "true")).lower() not in ("0", "false", "no", "off")
+    pack = str(opts.get("pack", "false")).lower() not in ("0", "false", "no", "off")
     if model == "tiny-llama":
         from webaccel.generation.testing import tiny_llama_spec
 
@@ -235,14 +238,13 @@ def _streams(
 
     prompts = [STREAM_PROMPTS[i % len(STREAM_PROMPTS)] for i in range(n)]
     engine = acc._engine
-    if not pack:
-        # Spread: no joining a busy page's batch, and few enough session slots that
-        # the burst overflows onto (and loads the model on) the other workers.
-        pool = engine.pool
-        pool._state.pack_streams = False
-        pool.session_slots = max(1, math.ceil(n / max(1, workers)))
+    pool = engine.pool
+    pool._state.pack_streams = pack
+
+    def session_slots(k: int) -> None:
+        pool.session_slots = k
         for rec in pool._state.workers.values():
-            rec.session_slots = pool.session_slots
+            rec.session_slots = k
 
     def start(prompt: str) -> Any:
         return stream_generate(
@@ -268,7 +270,13 @@ def _streams(
         out = await asyncio.gather(*(start(p).collect() for p in prompts))
         return list(out), time.perf_counter() - t0
 
+    slots = pool.session_slots
+    if workers > 1:
+        # Few enough session slots that this burst overflows onto (and loads the
+        # model on) every worker; the measured ones are placed by the pool itself.
+        session_slots(max(1, math.ceil(n / workers)))
     acc._loop.run(together())  # every stream's page path warm (V8 tier-up at batch n)
+    session_slots(slots)
     solo_tps, conc_tps, same, batch, used, page_decode = [], [], [], [], set(), []
     for _ in range(repeat):
         alone, alone_s = acc._loop.run(solo())

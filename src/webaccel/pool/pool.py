@@ -198,7 +198,7 @@ class ResourcePool(WorkerIO):
         warmup_budget_s: float = 1.0,
         memory_interval: float = 5.0,
         memory_probe: MemoryProbe | None = worker_rss,
-        pack_streams: bool = True,
+        pack_streams: bool = False,
     ) -> None:
         """``launcher``: ``async launcher(family) -> WorkerTransport``; by default
         local headless browsers behind a loopback server this pool owns (and,
@@ -225,20 +225,22 @@ class ResourcePool(WorkerIO):
         each model load is measured before and after (its RSS growth); both go to
         ``metrics`` (``record_worker_memory``, ``record_model_load(rss_delta_bytes=)``)
         and the latest and peak per worker show in ``stats()["memory"]``.
-        ``pack_streams``: a generation stream goes to a worker already decoding
-        its model while that page has a free session slot, and joins its batch
-        (generate.mjs batches a page's streams of one model into one decode
-        step), rather than to the least loaded worker holding the model.
-        Measured with SmolLM2-135M fp32 on wasm, this 2-core machine, 4 greedy
-        streams of 32 tokens, the lead's jobs running beside (1-min load 3-7):
-        one worker at batch 4 gave 24.1, 25.4, 10.4, 10.7, 26.7, 25.4 tokens/s
-        (median 24.8; 1.3-2.7x the same prompts one at a time), two workers at
-        batch 2 each 22.7, 22.6, 13.4, 17.4, 19.6, 19.4 (median 19.5; 2.1-2.6x),
-        alternating runs: spreading was not faster, while packing keeps one browser
-        (and its core) free for other work and one 540 MB copy of the model
-        instead of two.  A burst beyond ``session_slots`` still spreads.
-        ``webaccel bench generation -o streams=4 -o workers=2`` re-measures
-        (``-o pack=false`` for the spread)."""
+        ``pack_streams``: placement of generation streams (generate.mjs batches a
+        page's concurrent streams of one model into one decode step).  Off (the
+        default), a stream goes to the least loaded worker holding its model, so
+        streams spread over the workers that hold it and each page batches its
+        share; a worker that does not hold the model gets streams only once the
+        holders' ``session_slots`` are full (loading SmolLM2's 540 MB on another page
+        takes longer than a burst of short streams takes on one page at batch 4).  On: a stream
+        joins the page already decoding the most streams of its model.  Measured
+        with SmolLM2-135M fp32 on wasm, this 2-core machine, 4 greedy streams of
+        32 tokens against the same prompts one at a time (``webaccel bench
+        generation -o streams=4 -o workers=2 [-o pack=true]``, back to back, the
+        lead's jobs beside): two workers at batch 2 each 2.74x (28.0-39.8 tokens/s,
+        1-min load 5.3-3.9) and 2.82x (32.5-35.3, load 1.5-2.2); one worker at
+        batch 4 2.07x (20.0-25.8, load 1.7-5.2) and 2.28x (27.8-28.1, load 2-3).
+        Two single-thread pages use both cores; a batch row costs ~20 ms a step
+        on top of ~73 ms, so batch 4 on one core gains less."""
         self._host: Any = None
         if launcher is None:
             from webaccel.hosting import BrowserHost  # the browser stack, only when asked for

@@ -233,9 +233,9 @@ class PoolState:
         self.load_cost: dict[str, float] = {}  # model -> EWMA of measured load ms
         self.rng = random.Random(seed)
         self.scan_limit = scan_limit
-        # Generation streams join a page already decoding their model (its batch)
-        # before another worker is used; see ResourcePool's ``pack_streams``.
-        self.pack_streams = True
+        # True: generation streams join the page already decoding their model (its
+        # batch) before another holder is used; see ResourcePool's ``pack_streams``.
+        self.pack_streams = False
         self.models: dict[str, ModelInfo] = {}
         self.workers: dict[str, WorkerRecord] = {}
         self.queues: dict[str, list[Request]] = {}
