@@ -20,7 +20,8 @@ servers), ``max_tokens`` (32),
 ``prompt``, ``precision`` (fp32; fp16/int8/int4 variants from the registry),
 ``repeat`` (default: the runner's repeat, capped at 5: one SmolLM2 run is
 seconds of decoding), ``streams`` (0: off; N > 1 adds the continuous-batching
-figures below), ``workers`` (browser workers of the run, default 1; with more,
+figures below), ``workers`` (browser workers of the run: 1, or with ``streams``
+the engine's default, one per core up to 4, as a server would have; with more,
 a first burst of the N streams at most ceil(N / workers) to a worker loads the
 model on every worker, then the pool places the measured streams itself),
 ``pack`` (false, the pool's default: streams spread over the workers holding
@@ -92,7 +93,14 @@ def generation(ctx: BenchContext) -> Measurement:
     repeat = int(opts.get("repeat", max(1, min(ctx.repeat, 5))))
     browser = str(opts.get("browser", "chromium"))
     streams = int(opts.get("streams", 0))
-    workers = int(opts.get("workers", 1))
+    if "workers" in opts:
+        workers = int(opts["workers"])
+    elif streams > 1:
+        from webaccel.engine import default_workers
+
+        workers = default_workers()
+    else:
+        workers = 1
     pack = str(opts.get("pack", "false")).lower() not in ("0", "false", "no", "off")
     if model == "tiny-llama":
         from webaccel.generation.testing import tiny_llama_spec
@@ -298,6 +306,7 @@ def _streams(
         "round_ratios": [c / s for s, c in zip(solo_tps, conc_tps, strict=True)],
         "texts_identical_to_solo": all(same),
         "batch_max": max(batch),
+        "workers": workers,
         "workers_used": len(used),
         "pack": pack,
         "per_stream_page_decode_tokens_per_s": summarize([v for v in page_decode if v]),
