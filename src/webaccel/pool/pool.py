@@ -207,8 +207,9 @@ class ResourcePool(WorkerIO):
         sessions of fixed shape on JSEP WebGPU workers (see
         :mod:`webaccel.pool.buckets`), at most ``bucket_sessions`` per model
         and worker (least recently used unloaded first).  ``session_slots``:
-        sessions (streams) one worker serves at once; the page interleaves
-        their steps.  ``verify``: how answers are checked against a model's
+        sessions (streams) one worker serves at once; the page decodes its
+        generation streams of one model as one batch (generate.mjs), other
+        sessions' steps alternate.  ``verify``: how answers are checked against a model's
         trusted reference (:mod:`webaccel.pool.verify`): "sample" (default: the
         first answer of every loaded variant, then 5% of a remote worker's),
         "all" (every answer, before it is delivered), "off", or a

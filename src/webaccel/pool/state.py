@@ -169,7 +169,7 @@ class WorkerRecord:
     state: WorkerState
     caps: WorkerCaps | None = None  # None while launching
     slots: int = 1  # concurrent runs
-    session_slots: int = 4  # concurrent sessions (streams interleave their steps in the page)
+    session_slots: int = 4  # concurrent sessions (a page batches its generation streams)
     running: set[int] = field(default_factory=set)  # every assignment on it, sessions included
     sessions: set[int] = field(default_factory=set)
     loaded: OrderedDict[str, int] = field(default_factory=OrderedDict)  # key -> bytes, LRU first
