@@ -277,6 +277,14 @@ class Batch {
     const ort = this.rt.ort;
     const rows = [...keep, ...joined.map((j) => j.s)];
     if (!rows.length) { this.reset(); return; }
+    if (!keep.length && joined.length === 1) {
+      // One stream alone: its prefill's present.* are the past as they are.
+      dispose(this.past);
+      this.past = joined[0].kv;
+      this.rows = rows;
+      this.len = rows[0].len;
+      return;
+    }
     const L = rows.reduce((m, s) => Math.max(m, s.len), 0);
     const H = this.kvHeads;
     const D = this.headDim;
