@@ -35,11 +35,12 @@ def run(acc, coro):
 
 def solo(native, gm, prompt, max_tokens, **params):
     seed = params.pop("seed", 0)
+    stops = [*gm.eos_token_ids, *params.pop("stop_token_ids", [])]
     return native.generate(
         gm.encode(prompt),
         GenerationParams(max_tokens=max_tokens, **params),
         seed=seed,
-        stop_token_ids=gm.eos_token_ids,
+        stop_token_ids=stops,
     ).token_ids
 
 
@@ -65,18 +66,25 @@ def test_four_concurrent_greedy_streams_equal_their_solo_runs(acc, tiny, native)
     _, gm, _ = tiny
     engine = acc._engine
     max_tokens = [160, 120, 140, 100]
-    want = [solo(native, gm, p, m) for p, m in zip(PROMPTS, max_tokens, strict=True)]
+    # The third stream ends early on a stop id (its 30th greedy token).
+    stop = [solo(native, gm, PROMPTS[2], 140)[29]]
+    extra = [{}, {}, {"stop_token_ids": stop}, {}]
+    want = [
+        solo(native, gm, p, m, **e) for p, m, e in zip(PROMPTS, max_tokens, extra, strict=True)
+    ]
+    assert len(want[2]) <= 30
 
     async def four():
         streams = [
-            stream_generate(engine, "tiny-llama", p, max_tokens=m)
-            for p, m in zip(PROMPTS, max_tokens, strict=True)
+            stream_generate(engine, "tiny-llama", p, max_tokens=m, **e)
+            for p, m, e in zip(PROMPTS, max_tokens, extra, strict=True)
         ]
         return await asyncio.gather(*(_drain(s) for s in streams))
 
     results = run(acc, four())
     for res, w in zip(results, want, strict=True):
         assert res.token_ids == w
+    assert results[2].finish_reason == "stop"
     assert len({r.worker_id for r in results}) == 1  # one page served all four
     batch = [r.stats["page"]["batch_max"] for r in results]
     assert max(batch) >= 3, batch  # they were decoded together, not one after another
