@@ -36,3 +36,28 @@ def test_generation_benchmark_tiny(tiny):
         < 1e-9
     )
     assert "skipped" in fig["webgpu"] or "decode_tokens_per_s" in fig["webgpu"]
+
+
+def test_generation_benchmark_streams_option(tiny):
+    """``-o streams=3``: concurrent streams vs one at a time, texts checked, batch seen."""
+    from webaccel.bench.core import BenchContext, load
+    from webaccel.bench.runner import run_one
+
+    spec = load(["generation"])["generation"]
+    assert not isinstance(spec, str), spec
+    result = run_one(
+        "generation",
+        spec,
+        BenchContext(
+            repeat=1, options={"model": "tiny-llama", "max_tokens": 150, "streams": 3, "workers": 1}
+        ),
+    )
+    assert "error" not in result, result.get("error")
+    json.dumps(result)
+    fig = result["figures"]
+    streams = fig["streams"]
+    assert fig["streams_over_one"] == streams["streams_over_one"] > 0
+    assert streams["streams"] == 3 and len(set(streams["prompts"])) == 3
+    assert streams["texts_identical_to_solo"] is True
+    assert streams["batch_max"] >= 2 and streams["workers"] == streams["workers_used"] == 1
+    assert streams["one_stream_tokens_per_s"]["n"] == 1

@@ -19,7 +19,25 @@ SmolLM2's shape for machines the real weights cannot reach), ``browser``
 servers), ``max_tokens`` (32),
 ``prompt``, ``precision`` (fp32; fp16/int8/int4 variants from the registry),
 ``repeat`` (default: the runner's repeat, capped at 5: one SmolLM2 run is
-seconds of decoding).
+seconds of decoding), ``streams`` (0: off; N > 1 adds the continuous-batching
+figures below), ``workers`` (browser workers of the run: 1, or with ``streams``
+the engine's default, one per core up to 4, as a server would have; with more,
+a first burst of the N streams at most ceil(N / workers) to a worker loads the
+model on every worker, then the pool places the measured streams itself),
+``pack`` (false, the pool's default: streams spread over the workers holding
+the model, each page batching its share; true: they join one page's batch;
+see ResourcePool's ``pack_streams``).
+
+``-o streams=N``: the same run also measures N concurrent greedy streams
+through the pool (N different prompts from :data:`STREAM_PROMPTS`, the same
+``max_tokens``, eos ignored so every stream makes exactly ``max_tokens``)
+against the same prompts run one at a time: ``streams_over_one`` = total
+tokens/s of the N concurrent streams (all tokens / wall time from the first
+request to the last token, as the Python caller sees it) over tokens/s of one
+stream alone (the same, summed over the solo runs), medians over ``repeat``
+rounds that alternate solo and concurrent.  It checks each stream's text
+equals its solo run's (``texts_identical_to_solo``) and reports the largest
+batch the page decoded (``batch_max``, from the page's ``done`` stats).
 """
 
 from __future__ import annotations
@@ -38,6 +56,17 @@ from webaccel.bench.core import (
 )
 
 PROMPT = "The capital of France is"
+# Prompts of the concurrent streams (``-o streams=N``; cycled past 8).
+STREAM_PROMPTS = (
+    "The capital of France is",
+    "Once upon a time, there was a",
+    "The best way to learn Python is",
+    "In 1969, the first humans",
+    "Water boils at a temperature of",
+    "My favourite food is",
+    "The three primary colours are",
+    "A good night's sleep helps",
+)
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -63,6 +92,16 @@ def generation(ctx: BenchContext) -> Measurement:
     prompt = str(opts.get("prompt", PROMPT))
     repeat = int(opts.get("repeat", max(1, min(ctx.repeat, 5))))
     browser = str(opts.get("browser", "chromium"))
+    streams = int(opts.get("streams", 0))
+    if "workers" in opts:
+        workers = int(opts["workers"])
+    elif streams > 1:
+        from webaccel.engine import default_workers
+
+        workers = default_workers()
+    else:
+        workers = 1
+    pack = str(opts.get("pack", "false")).lower() not in ("0", "false", "no", "off")
     if model == "tiny-llama":
         from webaccel.generation.testing import tiny_llama_spec
 
@@ -90,7 +129,7 @@ def generation(ctx: BenchContext) -> Measurement:
     figures: dict[str, Any] = {}
     load_before = os.getloadavg()[0]
     with WebAccelerator(
-        max_connections=1,
+        max_connections=workers,
         default_platform="wasm",
         default_browser=browser,
         launch_timeout=120,
@@ -139,6 +178,11 @@ def generation(ctx: BenchContext) -> Measurement:
                 "to measure it anyway"
             )
         user_agent = caps.get("userAgent", "")
+        if streams > 1:
+            figures["streams"] = _streams(
+                acc, model, precision, max_tokens, streams, repeat, pack=pack, workers=workers
+            )
+            figures["streams_over_one"] = figures["streams"]["streams_over_one"]
 
     page = _page_figures(page_runs)
     native_decode = [r.stats["decode_tokens_per_s"] for r in native_runs]
@@ -181,6 +225,93 @@ def generation(ctx: BenchContext) -> Measurement:
         }
     )
     return Measurement(ratio=ratio, figures=figures)
+
+
+def _streams(
+    acc: Any,
+    model: str,
+    precision: str,
+    max_tokens: int,
+    n: int,
+    repeat: int,
+    *,
+    pack: bool = True,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """N concurrent greedy streams through the pool vs the same prompts one at a time."""
+    import asyncio
+    import math
+
+    from webaccel.generation import stream_generate
+
+    prompts = [STREAM_PROMPTS[i % len(STREAM_PROMPTS)] for i in range(n)]
+    engine = acc._engine
+    pool = engine.pool
+    pool._state.pack_streams = pack
+
+    def session_slots(k: int) -> None:
+        pool.session_slots = k
+        for rec in pool._state.workers.values():
+            rec.session_slots = k
+
+    def start(prompt: str) -> Any:
+        return stream_generate(
+            engine,
+            model,
+            prompt,
+            max_tokens=max_tokens,
+            include_eos_stops=False,
+            precision=precision,
+            timeout=1800,
+        )
+
+    async def solo() -> tuple[list[Any], float]:
+        out, busy = [], 0.0
+        for p in prompts:
+            t0 = time.perf_counter()
+            out.append(await start(p).collect())
+            busy += time.perf_counter() - t0
+        return out, busy
+
+    async def together() -> tuple[list[Any], float]:
+        t0 = time.perf_counter()
+        out = await asyncio.gather(*(start(p).collect() for p in prompts))
+        return list(out), time.perf_counter() - t0
+
+    slots = pool.session_slots
+    if workers > 1:
+        # Few enough session slots that this burst overflows onto (and loads the
+        # model on) every worker; the measured ones are placed by the pool itself.
+        session_slots(max(1, math.ceil(n / workers)))
+    acc._loop.run(together())  # every stream's page path warm (V8 tier-up at batch n)
+    session_slots(slots)
+    solo_tps, conc_tps, same, batch, used, page_decode = [], [], [], [], set(), []
+    for _ in range(repeat):
+        alone, alone_s = acc._loop.run(solo())
+        conc, conc_s = acc._loop.run(together())
+        solo_tps.append(sum(len(r.token_ids) for r in alone) / alone_s)
+        conc_tps.append(sum(len(r.token_ids) for r in conc) / conc_s)
+        same.append(all(a.text == c.text for a, c in zip(alone, conc, strict=True)))
+        batch += [c.stats["page"].get("batch_max") or 1 for c in conc]
+        used |= {c.worker_id for c in conc}
+        page_decode += [c.stats["page"].get("decode_tokens_per_s") for c in conc]
+    one, many = statistics.median(solo_tps), statistics.median(conc_tps)
+    return {
+        "streams": n,
+        "prompts": prompts,
+        "new_tokens_each": max_tokens,
+        "one_stream_tokens_per_s": summarize(solo_tps),
+        "concurrent_tokens_per_s": summarize(conc_tps),
+        "streams_over_one": many / one,
+        "round_ratios": [c / s for s, c in zip(solo_tps, conc_tps, strict=True)],
+        "texts_identical_to_solo": all(same),
+        "batch_max": max(batch),
+        "workers": workers,
+        "workers_used": len(used),
+        "pack": pack,
+        "per_stream_page_decode_tokens_per_s": summarize([v for v in page_decode if v]),
+        "load_average_1m": os.getloadavg()[0],
+    }
 
 
 def _page_figures(runs: list[Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ never import this one.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -60,20 +61,26 @@ def all_models() -> list[ModelSpec]:
 
 
 _builtins_loaded = False
+# Concurrent first look-ups (streams started together each resolve their model in a
+# thread) must not see the flag set before the built-ins are registered.
+_builtins_lock = threading.Lock()
 
 
 def _load_builtins() -> None:
     global _builtins_loaded
     if _builtins_loaded:
         return
-    _builtins_loaded = True
-    from webaccel.models import smollm, text, vision, whisper
+    with _builtins_lock:
+        if _builtins_loaded:
+            return
+        from webaccel.models import smollm, text, vision, whisper
 
-    register(text.MINILM)
-    register(smollm.SMOLLM2)
-    register(vision.NSFW_CNN)
-    register(vision.VIT_SALIENCY)
-    register(whisper.WHISPER_TINY_EN)
+        register(text.MINILM)
+        register(smollm.SMOLLM2)
+        register(vision.NSFW_CNN)
+        register(vision.VIT_SALIENCY)
+        register(whisper.WHISPER_TINY_EN)
+        _builtins_loaded = True
 
 
 class RawTensorProcessor:

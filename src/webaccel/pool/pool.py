@@ -199,6 +199,7 @@ class ResourcePool(WorkerIO):
         warmup_budget_s: float = 1.0,
         memory_interval: float = 5.0,
         memory_probe: MemoryProbe | None = worker_rss,
+        pack_streams: bool = False,
     ) -> None:
         """``launcher``: ``async launcher(family) -> WorkerTransport``; by default
         local headless browsers behind a loopback server this pool owns (and,
@@ -207,8 +208,9 @@ class ResourcePool(WorkerIO):
         sessions of fixed shape on JSEP WebGPU workers (see
         :mod:`webaccel.pool.buckets`), at most ``bucket_sessions`` per model
         and worker (least recently used unloaded first).  ``session_slots``:
-        sessions (streams) one worker serves at once; the page interleaves
-        their steps.  ``verify``: how answers are checked against a model's
+        sessions (streams) one worker serves at once; the page decodes its
+        generation streams of one model as one batch (generate.mjs), other
+        sessions' steps alternate.  ``verify``: how answers are checked against a model's
         trusted reference (:mod:`webaccel.pool.verify`): "sample" (default: the
         first answer of every loaded variant, then 5% of a remote worker's),
         "all" (every answer, before it is delivered), "off", or a
@@ -228,7 +230,23 @@ class ResourcePool(WorkerIO):
         samples every worker every ``memory_interval`` seconds (0: never), and
         each model load is measured before and after (its RSS growth); both go to
         ``metrics`` (``record_worker_memory``, ``record_model_load(rss_delta_bytes=)``)
-        and the latest and peak per worker show in ``stats()["memory"]``."""
+        and the latest and peak per worker show in ``stats()["memory"]``.
+        ``pack_streams``: placement of generation streams (generate.mjs batches a
+        page's concurrent streams of one model into one decode step).  Off (the
+        default), a stream goes to the least loaded worker holding its model, so
+        streams spread over the workers that hold it and each page batches its
+        share; a worker that does not hold the model gets streams only once the
+        holders' ``session_slots`` are full (loading SmolLM2's 540 MB on another page
+        takes longer than a burst of short streams takes on one page at batch 4).  On: a stream
+        joins the page already decoding the most streams of its model.  Measured
+        with SmolLM2-135M fp32 on wasm, this 2-core machine, 4 greedy streams of
+        32 tokens against the same prompts one at a time (``webaccel bench
+        generation -o streams=4 -o workers=2 [-o pack=true]``, back to back, the
+        lead's jobs beside): two workers at batch 2 each 2.74x (28.0-39.8 tokens/s,
+        1-min load 5.3-3.9) and 2.82x (32.5-35.3, load 1.5-2.2); one worker at
+        batch 4 2.07x (20.0-25.8, load 1.7-5.2) and 2.28x (27.8-28.1, load 2-3).
+        Two single-thread pages use both cores; a batch row costs ~20 ms a step
+        on top of ~73 ms, so batch 4 on one core gains less."""
         self._host: Any = None
         if launcher is None:
             from webaccel.hosting import BrowserHost  # the browser stack, only when asked for
@@ -281,6 +299,7 @@ class ResourcePool(WorkerIO):
             seed=seed,
             adaptive_depth=adaptive_depth,
         )
+        self._state.pack_streams = pack_streams
         self._workers: dict[str, WorkerTransport] = {}
         self._models: dict[str, ResolvedModel] = {}
         self._tickets: dict[int, _Ticket] = {}

@@ -472,11 +472,21 @@ class Candidate:
     why: str
     resident: int = 0  # models already loaded on the worker
     rank: int = 0  # position of the variant's backend in the caller's order (0 = first)
+    streams: int = 0  # generation streams of this variant the worker runs now (its page batch)
 
 
-def choose(candidates: Sequence[Candidate], rng: random.Random, tie_tolerance: float) -> Candidate:
+def choose(
+    candidates: Sequence[Candidate],
+    rng: random.Random,
+    tie_tolerance: float,
+    *,
+    pack: bool = False,
+) -> Candidate:
     """The caller's backend order first, then affinity, then estimate; power of two
-    choices among near-ties."""
+    choices among near-ties.  ``pack`` (a generation stream): among workers holding
+    the variant, the one already decoding the most streams of it, so the stream
+    joins that page's batch (see :class:`webaccel.pool.ResourcePool`,
+    ``pack_streams``)."""
     if not candidates:
         raise ValueError("no candidates")
     top = min(c.rank for c in candidates)
@@ -488,6 +498,10 @@ def choose(candidates: Sequence[Candidate], rng: random.Random, tie_tolerance: f
         (c for c in pool if c.est_ms <= best * (1.0 + tie_tolerance) + 1e-9),
         key=lambda c: (c.est_ms, c.worker_id),
     )
+    if pack and best_loaded:
+        batching = [c for c in pool if c.streams > 0]
+        if batching:
+            return min(batching, key=lambda c: (-c.streams, c.est_ms, c.worker_id))
     if not best_loaded:
         # Placing a model (a load): spread models over workers, so models
         # served at the same time do not queue behind each other on one page.

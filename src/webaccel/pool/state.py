@@ -171,7 +171,7 @@ class WorkerRecord:
     state: WorkerState
     caps: WorkerCaps | None = None  # None while launching
     slots: int = 1  # concurrent runs
-    session_slots: int = 4  # concurrent sessions (streams interleave their steps in the page)
+    session_slots: int = 4  # concurrent sessions (a page batches its generation streams)
     running: set[int] = field(default_factory=set)  # every assignment on it, sessions included
     sessions: set[int] = field(default_factory=set)
     loaded: OrderedDict[str, int] = field(default_factory=OrderedDict)  # key -> bytes, LRU first
@@ -247,6 +247,9 @@ class PoolState:
         self.load_cost: dict[str, float] = {}  # model -> EWMA of measured load ms
         self.rng = random.Random(seed)
         self.scan_limit = scan_limit
+        # True: generation streams join the page already decoding their model (its
+        # batch) before another holder is used; see ResourcePool's ``pack_streams``.
+        self.pack_streams = False
         self.models: dict[str, ModelInfo] = {}
         self.workers: dict[str, WorkerRecord] = {}
         self.queues: dict[str, list[Request]] = {}
@@ -481,6 +484,22 @@ class PoolState:
         chosen = [v for v in info.variants if v.precision in auto]
         return list(chosen or info.variants[:1])  # a model with only int8 still runs
 
+    def _is_stream(self, req: Request) -> bool:
+        """A generation stream: a session of a text-generation model."""
+        return req.kind == SESSION and "text_generation" in (
+            req.model_type,
+            self._model_type(req),
+        )
+
+    def _streams_on(self, rec: WorkerRecord, key: str) -> int:
+        """Generation streams of variant ``key`` on ``rec`` now."""
+        n = 0
+        for aid in rec.sessions:
+            a = self.running.get(aid)
+            if a is not None and a.variant is not None and a.variant.key == key:
+                n += any(self._is_stream(r) for r in a.requests)
+        return n
+
     def _model_type(self, req: Request) -> str | None:
         return req.model_type if req.model == LEASE else self.models[req.model].model_type
 
@@ -562,6 +581,7 @@ class PoolState:
         cands: list[Candidate] = []
         rejected: dict[str, Rejection] = {}
         notes: list[str] = []
+        stream = self._is_stream(req)
         for rec in workers:
             if rec.caps is None or rec.state not in ACCEPTS_WORK:
                 rejected[rec.id] = Rejection(Reason.NOT_READY, f"worker is {rec.state.value}")
@@ -598,6 +618,7 @@ class PoolState:
                     ("loaded; " if loaded else "") + why,
                     resident=len(rec.loaded),
                     rank=req.constraints.rank(v.backend) if v is not None else 0,
+                    streams=self._streams_on(rec, v.key) if v is not None and stream else 0,
                 )
                 if best is None or (c.rank, not c.loaded, c.est_ms) < (
                     best.rank,
@@ -684,7 +705,12 @@ class PoolState:
             if self._waiting_for_company(req, info, batch, now):
                 no_route.add(sig)
                 continue
-            pick = choose(cands, self.rng, self.policy.tie_tolerance)
+            pick = choose(
+                cands,
+                self.rng,
+                self.policy.tie_tolerance,
+                pack=self.pack_streams and self._is_stream(req),
+            )
             return self._start(req, batch, pick, rejected, notes, now)
         return None
 

@@ -9,13 +9,19 @@
 // carry kv_heads and head_dim (the empty past's shape).  A `cancel`
 // for the request id stops it before its next step.
 //
+// Concurrent generations of one model on this page are batched continuously
+// (class Batch below): they share each decode step as rows of one batch, a
+// new one joins between steps after its own prefill, a finished or cancelled
+// one leaves.  Each keeps its own options, seeded PRNG, repetition-penalty set
+// and stop ids; `done` reports batch_max, the largest batch it decoded in.
+//
 // Sampling mirrors webaccel/generation/sampling.py exactly (same order, same
 // seeded PRNG, same tie-breaking), so Python can check the page's choices:
 // repetition penalty -> temperature (0 = greedy) -> top-k -> top-p -> draw.
 //
 // The model contract is webaccel/generation/export.py's: inputs input_ids,
 // attention_mask, position_ids, past_key_values.{i}.key|value
-// [1, kv_heads, past, head_dim]; outputs logits [1, 1, vocab], present.{i}.*.
+// [batch, kv_heads, past, head_dim]; outputs logits [batch, 1, vocab], present.{i}.*.
 // Environment-agnostic like runtime.mjs (also runs in Node).
 import { control, ProtocolError } from './protocol.mjs';
 
@@ -110,7 +116,7 @@ function checkOptions(o) {
 }
 
 // Run fn on the runtime's queue: one session.run at a time per page (wasm
-// sessions are not re-entrant), so concurrent generations alternate steps.
+// sessions are not re-entrant); other models' steps and plain runs alternate.
 function enqueue(rt, fn) {
   const job = rt.queue.then(fn, fn);
   rt.queue = job.catch(() => {});
@@ -137,6 +143,7 @@ function generations(rt) {
 }
 
 // Called by runtime.mjs for a `cancel` control frame; true if it named a generation.
+// The batch drops the stream's row before its next step.
 export function cancelGeneration(rt, id) {
   const g = generations(rt).get(id);
   if (!g) return false;
@@ -147,6 +154,247 @@ export function cancelGeneration(rt, id) {
 function dispose(tensors) {
   for (const t of tensors) {
     if (t && t.location && t.location !== 'cpu' && typeof t.dispose === 'function') t.dispose();
+  }
+}
+
+async function cpuData(t) {
+  return t.location && t.location !== 'cpu' ? t.getData(true) : t.data;
+}
+
+// Continuous batching: every stream of one model on this page decodes in one
+// session.run per step.  Row r of the batch holds stream r's KV cache left-padded
+// to the common past length L (attention_mask 0 over the padding, position_ids
+// the stream's own count), so each row's logits are its solo run's (up to float
+// rounding; tests/generation/test_batched_decode.py checks the exported graph).
+// While the rows stay the same, a step's present.* outputs are the next step's
+// past as they are (on the GPU under webgpu: nothing copied).  A new stream
+// prefills alone (batch 1) between steps and joins; a finished, cancelled or
+// failed one leaves; either re-packs the cache once (a CPU copy of the valid
+// positions, dropping padding no row needs).  Row order is stable.
+class Batch {
+  constructor(rt, entry, kvHeads, headDim) {
+    this.rt = rt;
+    this.entry = entry;
+    this.session = entry.session;
+    this.kvHeads = kvHeads;
+    this.headDim = headDim;
+    this.pastNames = this.session.inputNames.filter((n) => n.startsWith('past_key_values.'));
+    this.presentNames = this.pastNames.map((n) => n.replace('past_key_values.', 'present.'));
+    this.rows = []; // streams in the batch, in row order
+    this.past = []; // KV tensors [rows, kvHeads, L, headDim], one per past name
+    this.len = 0; // L: the common (padded) past length
+    this.joining = []; // streams waiting for their prefill
+    this.running = false;
+  }
+
+  add(s) {
+    this.joining.push(s);
+    if (this.running) return; // the loop takes it in before its next step
+    this.running = true;
+    this.loop().catch((err) => {
+      // A bug here must not leave streams waiting forever: fail them all.
+      for (const r of [...this.rows, ...this.joining]) this.fail(r, err);
+      this.joining = [];
+      this.reset();
+      this.running = false;
+    });
+  }
+
+  async loop() {
+    for (;;) {
+      await yieldToTasks();
+      for (const s of this.rows) if (s.cancelled && !s.ended) this.finish(s, 'cancelled');
+      const keep = this.rows.filter((s) => !s.ended);
+      const changed = keep.length !== this.rows.length;
+      const joined = [];
+      while (this.joining.length) {
+        const s = this.joining.shift();
+        if (s.cancelled) { this.finish(s, 'cancelled'); continue; }
+        const kv = await this.prefill(s);
+        if (kv) joined.push({ s, kv });
+      }
+      if (joined.length || changed) {
+        try {
+          await this.repack(keep, joined);
+        } catch (err) {
+          for (const s of [...keep, ...joined.map((j) => j.s)]) this.fail(s, err);
+          this.reset();
+          continue;
+        }
+      }
+      if (!this.rows.length) {
+        if (!this.joining.length) {
+          this.running = false; // no await since the check: add() cannot slip in between
+          return;
+        }
+        continue;
+      }
+      await this.step();
+    }
+  }
+
+  reset() {
+    dispose(this.past);
+    this.past = [];
+    this.rows = [];
+    this.len = 0;
+  }
+
+  // The prompt alone (batch 1): the first token, and the stream's KV cache to join with.
+  async prefill(s) {
+    const ort = this.rt.ort;
+    const ids = s.promptIds;
+    const n = ids.length;
+    const feeds = {
+      input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [1, n]),
+      attention_mask: new ort.Tensor('int64', new BigInt64Array(n).fill(1n), [1, n]),
+      position_ids: new ort.Tensor('int64', BigInt64Array.from(ids.map((_, i) => BigInt(i))), [1, n]),
+    };
+    for (const name of this.pastNames) {
+      feeds[name] = new ort.Tensor('float32', new Float32Array(0), [1, this.kvHeads, 0, this.headDim]);
+    }
+    let kv = [];
+    try {
+      const tStep = now();
+      const result = await enqueue(this.rt, () => this.session.run(feeds));
+      s.prefillMs = now() - tStep;
+      kv = this.presentNames.map((name) => result[name]);
+      s.kvLocation = kv[0] ? (kv[0].location || 'cpu') : null;
+      const logits = result.logits;
+      const data = await cpuData(logits);
+      const vocab = logits.dims[logits.dims.length - 1];
+      s.len = n;
+      if (this.accept(s, data.subarray(data.length - vocab))) return kv;
+    } catch (err) {
+      this.fail(s, err);
+    }
+    dispose(kv);
+    return null;
+  }
+
+  // Lay out kept rows (in order) then joiners, each left-padded to the longest.
+  async repack(keep, joined) {
+    const ort = this.rt.ort;
+    const rows = [...keep, ...joined.map((j) => j.s)];
+    if (!rows.length) { this.reset(); return; }
+    if (!keep.length && joined.length === 1) {
+      // One stream alone: its prefill's present.* are the past as they are.
+      dispose(this.past);
+      this.past = joined[0].kv;
+      this.rows = rows;
+      this.len = rows[0].len;
+      return;
+    }
+    const L = rows.reduce((m, s) => Math.max(m, s.len), 0);
+    const H = this.kvHeads;
+    const D = this.headDim;
+    const oldRows = this.rows;
+    const oldL = this.len;
+    const oldIndex = new Map(oldRows.map((s, i) => [s, i]));
+    const next = [];
+    try {
+      for (let k = 0; k < this.pastNames.length; k += 1) {
+        const dst = new Float32Array(rows.length * H * L * D);
+        const old = keep.length ? await cpuData(this.past[k]) : null;
+        const joinData = [];
+        for (const j of joined) joinData.push(await cpuData(j.kv[k]));
+        rows.forEach((s, r) => {
+          let src;
+          let srcRow;
+          let srcL;
+          if (r < keep.length) {
+            src = old; srcRow = oldIndex.get(s); srcL = oldL;
+          } else {
+            src = joinData[r - keep.length]; srcRow = 0; srcL = s.len;
+          }
+          for (let h = 0; h < H; h += 1) {
+            const from = ((srcRow * H + h) * srcL + (srcL - s.len)) * D;
+            const to = ((r * H + h) * L + (L - s.len)) * D;
+            dst.set(src.subarray(from, from + s.len * D), to);
+          }
+        });
+        next.push(new ort.Tensor('float32', dst, [rows.length, H, L, D]));
+      }
+    } finally {
+      dispose(this.past);
+      for (const j of joined) dispose(j.kv);
+    }
+    this.past = next;
+    this.rows = rows;
+    this.len = L;
+  }
+
+  // One decode step of every row.
+  async step() {
+    const ort = this.rt.ort;
+    const rows = this.rows;
+    const B = rows.length;
+    const L = this.len;
+    const mask = new BigInt64Array(B * (L + 1));
+    const ids = new BigInt64Array(B);
+    const pos = new BigInt64Array(B);
+    rows.forEach((s, r) => {
+      mask.fill(1n, r * (L + 1) + (L - s.len), (r + 1) * (L + 1));
+      ids[r] = BigInt(s.out[s.out.length - 1]);
+      pos[r] = BigInt(s.len);
+      if (B > s.batchMax) s.batchMax = B;
+    });
+    const feeds = {
+      input_ids: new ort.Tensor('int64', ids, [B, 1]),
+      attention_mask: new ort.Tensor('int64', mask, [B, L + 1]),
+      position_ids: new ort.Tensor('int64', pos, [B, 1]),
+    };
+    this.pastNames.forEach((name, i) => { feeds[name] = this.past[i]; });
+    let result;
+    let data;
+    try {
+      result = await enqueue(this.rt, () => this.session.run(feeds));
+      data = await cpuData(result.logits);
+    } catch (err) {
+      // Every stream of the step fails with the same error; streams still
+      // waiting to join go on in a fresh batch.
+      for (const s of rows) this.fail(s, err);
+      if (result) dispose(this.presentNames.map((n) => result[n]));
+      this.reset();
+      return;
+    }
+    dispose(this.past); // the previous step's KV tensors (GPU buffers) are no longer needed
+    this.past = this.presentNames.map((n) => result[n]);
+    this.len = L + 1;
+    const vocab = result.logits.dims[result.logits.dims.length - 1];
+    rows.forEach((s, r) => {
+      s.len += 1;
+      this.accept(s, data.subarray(r * vocab, (r + 1) * vocab));
+    });
+    // Rows that ended leave before the next step (loop() re-packs the others).
+  }
+
+  // Pick the stream's next token from its row's logits and report it; false
+  // once the stream has ended (finished, or failed to send).
+  accept(s, logits) {
+    const token = pick(logits, s.opts, s.seen, s.rng);
+    s.seen.add(token);
+    s.out.push(token);
+    s.tLast = now();
+    if (s.tFirst === null) s.tFirst = s.tLast;
+    if (s.cancelled) { this.finish(s, 'cancelled'); return false; }
+    this.rt.send(control(s.id, 'stream', { token, index: s.out.length - 1 }));
+    if (s.stops.has(token)) { this.finish(s, 'stop'); return false; }
+    if (s.out.length >= s.opts.max_tokens) { this.finish(s, 'length'); return false; }
+    return true;
+  }
+
+  finish(s, reason) {
+    if (s.ended) return;
+    s.ended = true;
+    s.finish = reason;
+    s.resolve();
+  }
+
+  fail(s, err) {
+    if (s.ended) return;
+    s.ended = true;
+    s.reject(err);
   }
 }
 
@@ -161,87 +409,66 @@ export async function runGenerate(rt, frame) {
     throw new ProtocolError('generate needs input_ids: int64 [1, n] with n >= 1');
   }
   const opts = checkOptions(header.options || {});
-  const pastNames = session.inputNames.filter((n) => n.startsWith('past_key_values.'));
-  const presentNames = pastNames.map((n) => n.replace('past_key_values.', 'present.'));
+  const hasPast = session.inputNames.some((n) => n.startsWith('past_key_values.'));
   const kvHeads = header.options && header.options.kv_heads;
   const headDim = header.options && header.options.head_dim;
-  if (!pastNames.length || !int32(kvHeads) || !int32(headDim)) {
+  if (!hasPast || !int32(kvHeads) || !int32(headDim)) {
     throw new ProtocolError('generate needs a model with past_key_values inputs and options.kv_heads / options.head_dim');
   }
-  const ort = rt.ort;
-  const stops = new Set(opts.stop_token_ids);
-  const rng = mulberry32(opts.seed);
+  if (entry.batch && (entry.batch.kvHeads !== kvHeads || entry.batch.headDim !== headDim)) {
+    throw new ProtocolError(`options.kv_heads / options.head_dim (${kvHeads}, ${headDim}) differ from the running streams' `
+      + `(${entry.batch.kvHeads}, ${entry.batch.headDim})`);
+  }
   const promptIds = Array.from(prompt.data, Number);
-  const seen = new Set(promptIds);
-  const state = { cancelled: false };
-  generations(rt).set(id, state);
-  if (rt.cancelled && rt.cancelled.delete(id)) state.cancelled = true; // cancel raced ahead
-
-  const t0 = now();
-  let feeds = {
-    input_ids: new ort.Tensor('int64', BigInt64Array.from(promptIds, BigInt), [1, promptIds.length]),
-    attention_mask: new ort.Tensor('int64', new BigInt64Array(promptIds.length).fill(1n), [1, promptIds.length]),
-    position_ids: new ort.Tensor('int64', BigInt64Array.from(promptIds.map((_, i) => BigInt(i))), [1, promptIds.length]),
+  const s = {
+    id,
+    opts,
+    promptIds,
+    stops: new Set(opts.stop_token_ids),
+    rng: mulberry32(opts.seed),
+    seen: new Set(promptIds),
+    out: [],
+    len: 0, // KV positions this stream holds
+    cancelled: false,
+    ended: false,
+    finish: 'length',
+    t0: now(),
+    tFirst: null,
+    tLast: 0,
+    prefillMs: 0,
+    kvLocation: null,
+    batchMax: 1,
   };
-  for (const name of pastNames) feeds[name] = new ort.Tensor('float32', new Float32Array(0), [1, kvHeads, 0, headDim]);
-  let past = [];
-  let total = promptIds.length;
-  const out = [];
-  let tFirst = null;
-  let tLast = t0;
-  let prefillMs = 0;
-  let finish = 'length';
-  let kvLocation = null;
+  s.tLast = s.t0;
+  const ended = new Promise((resolve, reject) => { s.resolve = resolve; s.reject = reject; });
+  generations(rt).set(id, s);
+  if (rt.cancelled && rt.cancelled.delete(id)) s.cancelled = true; // cancel raced ahead
+  if (!entry.batch) entry.batch = new Batch(rt, entry, kvHeads, headDim);
   rt.busy += 1;
   try {
-    while (out.length < opts.max_tokens) {
-      if (out.length) await yieldToTasks();
-      if (state.cancelled) { finish = 'cancelled'; break; }
-      const f = feeds;
-      const tStep = now();
-      const result = await enqueue(rt, () => session.run(f));
-      if (out.length === 0) prefillMs = now() - tStep;
-      dispose(past); // the previous step's KV tensors (GPU buffers) are no longer needed
-      past = presentNames.map((n) => result[n]);
-      kvLocation = past[0] ? (past[0].location || 'cpu') : null;
-      const logits = result.logits;
-      const data = logits.location && logits.location !== 'cpu' ? await logits.getData(true) : logits.data;
-      const token = pick(data.subarray(data.length - (logits.dims[logits.dims.length - 1])), opts, seen, rng);
-      seen.add(token);
-      out.push(token);
-      tLast = now();
-      if (tFirst === null) tFirst = tLast;
-      if (state.cancelled) { finish = 'cancelled'; break; }
-      rt.send(control(id, 'stream', { token, index: out.length - 1 }));
-      if (stops.has(token)) { finish = 'stop'; break; }
-      if (out.length >= opts.max_tokens) break;
-      total += 1;
-      feeds = {
-        input_ids: new ort.Tensor('int64', BigInt64Array.of(BigInt(token)), [1, 1]),
-        attention_mask: new ort.Tensor('int64', new BigInt64Array(total).fill(1n), [1, total]),
-        position_ids: new ort.Tensor('int64', BigInt64Array.of(BigInt(total - 1)), [1, 1]),
-      };
-      pastNames.forEach((name, i) => { feeds[name] = past[i]; });
-    }
+    entry.batch.add(s);
+    await ended;
   } finally {
     rt.busy -= 1;
-    dispose(past);
     generations(rt).delete(id);
   }
-  if (finish === 'cancelled') return; // Python stopped listening: nothing to send
+  if (s.finish === 'cancelled') return; // Python stopped listening: nothing to send
+  const { out, t0, tFirst, tLast } = s;
   const decodeMs = tFirst === null ? 0 : tLast - tFirst;
   rt.send(control(id, 'done', {
     tokens: out.length,
     prompt_tokens: promptIds.length,
-    finish_reason: finish,
+    finish_reason: s.finish,
     ttft_ms: tFirst === null ? null : tFirst - t0,
-    prefill_ms: prefillMs,
+    prefill_ms: s.prefillMs,
     decode_ms: decodeMs,
     total_ms: tLast - t0,
     decode_tokens_per_s: out.length > 1 && decodeMs > 0 ? (out.length - 1) / (decodeMs / 1000) : null,
     tokens_per_s: tLast > t0 ? out.length / ((tLast - t0) / 1000) : null,
     backend: entry.backend,
-    kv_location: kvLocation,
+    kv_location: s.kvLocation,
+    // the most streams this one decoded beside (itself included) in one step
+    batch_max: s.batchMax,
     // what this loop sampled with, after defaults: callers check it (the OpenAI
     // server fills a request's gaps from the model's generation config)
     sampling: {
