@@ -73,4 +73,5 @@ def test_warm_load_bench_in_chromium(node_ok) -> None:
     assert f["cache"] in ("opfs", "cache-api")
     if f["cache"] == "opfs":  # read in one call by a worker's sync access handle
         assert f["warm_timing"]["reader"] == f["warm_same_page_timing"]["reader"] == "sync-worker"
+        assert f["warm_store_open_ms"]["n"] == 1  # opened at page boot, outside warm_ms
     assert m.ratio > 1

@@ -135,10 +135,23 @@ class CacheApiStore {
 // workers have: one read() into a buffer that is then transferred (no copy).
 // File.arrayBuffer() on the page streams the bytes through the browser
 // process's blob system instead (32 MiB: ~100 ms warm in Chromium 156 here).
-const SYNC_READER = `onmessage = async (e) => {
+// The worker keeps each folder's handle: opening OPFS costs ~40 ms after a
+// browser restart, so prepareStore() has it done at page boot, off the path of
+// the first model load.
+const SYNC_READER = `const dirs = new Map()
+function dirOf (name) {
+  if (!dirs.has(name)) {
+    const p = navigator.storage.getDirectory().then(root => root.getDirectoryHandle(name, { create: true }))
+    p.catch(() => dirs.delete(name))
+    dirs.set(name, p)
+  }
+  return dirs.get(name)
+}
+onmessage = async (e) => {
   const { id, dir, file } = e.data
   try {
-    const d = await (await navigator.storage.getDirectory()).getDirectoryHandle(dir, { create: true })
+    const d = await dirOf(dir)
+    if (file === undefined) { postMessage({ id, buf: null }); return }
     const h = await (await d.getFileHandle(file)).createSyncAccessHandle()
     try {
       const buf = new ArrayBuffer(h.getSize())
@@ -157,10 +170,11 @@ class SyncReader {
       const p = this.pending.get(e.data.id)
       this.pending.delete(e.data.id)
       if (e.data.error) p.reject(Object.assign(new Error(e.data.message), { name: e.data.error }))
-      else p.resolve(new Uint8Array(e.data.buf))
+      else p.resolve(e.data.buf === null ? null : new Uint8Array(e.data.buf))
     }
   }
 
+  // file undefined: only open the folder
   read (dir, file) {
     const id = this.next++
     return new Promise((resolve, reject) => {
@@ -247,6 +261,19 @@ export function openStore (opts = {}) {
   return null
 }
 
+// Starts the store's reader and opens its folder now (a page calls this at
+// boot), so the first load from the cache does not pay for it.  Returns the
+// time it took; never throws (a store that cannot open is found out by get()).
+export async function prepareStore (opts = {}) {
+  const t0 = performance.now()
+  const store = openStore(opts)
+  if (store && store.kind === 'opfs' && store.storage === globalThis.navigator?.storage) {
+    const reader = syncReaderOrNull()
+    if (reader) await reader.read(store.name).catch(() => {})
+  }
+  return { ms: performance.now() - t0, store: store ? store.kind : null }
+}
+
 // opts: gateways (default: this page's origin), concurrency (16), store (see
 // openStore), fetch, timeoutMs (30000).
 export async function fetchByCid (cidText, opts = {}) {
@@ -284,6 +311,7 @@ export async function evict (cidText, opts = {}) {
 // A `fetchModel(url, opts)` for WorkerRuntime: URLs of the form .../ipfs/<cid>
 // (or opts.cid) load verified by CID through the cache; others fall back.
 export function cidFetchModel (fallback, defaults = {}) {
+  prepareStore(defaults) // at page boot, long before the first model load
   return async (url, opts = {}) => {
     const m = /\/ipfs\/([A-Za-z0-9]+)\/?$/.exec(url || '')
     const cid = opts.cid || (m && m[1])
