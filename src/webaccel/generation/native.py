@@ -1,4 +1,5 @@
-"""The same decode loop as generate.mjs, on native onnxruntime (CPU).
+"""The same decode loop as generate.mjs (:mod:`webaccel.generation.decode_loop`), on native
+onnxruntime (CPU).
 
 It is the reference the page is checked against (same graph, same sampler,
 same seed -> same tokens) and the baseline of the ``generation`` benchmark.
@@ -11,19 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from webaccel.generation.sampling import GenerationParams, Sampler
-
-
-def decode_feeds(token: int, total: int) -> dict[str, np.ndarray]:
-    """The next decode step's inputs after ``token``, with ``total`` tokens in the cache
-    (the past key/values are added by the caller)."""
-    return {
-        "input_ids": np.array([[token]], dtype=np.int64),
-        "attention_mask": np.ones((1, total), dtype=np.int64),
-        "position_ids": np.array([[total - 1]], dtype=np.int64),
-    }
+from webaccel.generation.decode_loop import DecodeLoop
+from webaccel.generation.sampling import GenerationParams
 
 
 @dataclass
@@ -58,44 +48,24 @@ class NativeGenerator:
         seed: int = 0,
         stop_token_ids: list[int] | tuple[int, ...] = (),
     ) -> NativeResult:
-        sampler = Sampler(params, seed)
-        sampler.observe(prompt_ids)
-        stops = set(stop_token_ids)
-        n = len(prompt_ids)
-        feeds: dict[str, np.ndarray] = {
-            "input_ids": np.array([prompt_ids], dtype=np.int64),
-            "attention_mask": np.ones((1, n), dtype=np.int64),
-            "position_ids": np.arange(n, dtype=np.int64)[None],
-        }
-        empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32)
-        for name in self.past_names:
-            feeds[name] = empty
-        out: list[int] = []
-        finish = "length"
-        total = n
+        loop = DecodeLoop(prompt_ids, params, past_names=self.past_names,
+                          kv_heads=self.kv_heads, head_dim=self.head_dim, seed=seed,
+                          stop_token_ids=stop_token_ids)
         t0 = time.perf_counter()
         t_first: float | None = None
         t_last = t0
         outputs = ["logits", *self.present_names]
-        while len(out) < params.max_tokens:
-            results = self.session.run(outputs, feeds)
-            token = sampler.pick(results[0][0, -1])
-            out.append(token)
+        while loop.feeds is not None:
+            results = self.session.run(outputs, loop.feeds)
+            loop.advance(results[0][0, -1], dict(zip(self.present_names, results[1:], strict=True)))
             t_last = time.perf_counter()
             if t_first is None:
                 t_first = t_last
-            if token in stops:
-                finish = "stop"
-                break
-            if len(out) >= params.max_tokens:
-                break
-            total += 1
-            feeds = decode_feeds(token, total)
-            feeds.update(zip(self.past_names, results[1:], strict=True))
+        out, n = loop.token_ids, loop.prompt_tokens
         decode_s = (t_last - t_first) if t_first is not None else 0.0
         return NativeResult(
             out,
-            finish,
+            loop.finish_reason,
             {
                 "tokens": len(out),
                 "prompt_tokens": n,
