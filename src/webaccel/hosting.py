@@ -32,6 +32,7 @@ CID_PROFILE = "unixfs-v1-2025"
 def content_id(path: Path, blocks: Any) -> str:
     """The CID of a model file, adding its blocks to ``blocks`` once.
 
+    A model file that is a symbolic link is added as the file it points to.
     A sidecar ``<file>.cid.json`` remembers the CID for this size and mtime, so
     a second engine does not re-hash hundreds of MB; the root block must still
     be in the store, or the file is added again.
@@ -45,7 +46,8 @@ def content_id(path: Path, blocks: Any) -> str:
         known = json.loads(sidecar.read_text())
         if {k: known.get(k) for k in key} == key and blocks.has(known["cid"]):
             return str(known["cid"])
-    cid = str(add_path(path, CID_PROFILE, store=blocks, pin=True))
+    # the file's bytes, not a UnixFS symlink node when the model file is a link
+    cid = str(add_path(path.resolve(), CID_PROFILE, store=blocks, pin=True))
     tmp = sidecar.with_name(f"{sidecar.name}.{secrets.token_hex(6)}.tmp")  # one per writer
     tmp.write_text(json.dumps({**key, "cid": cid}))
     os.replace(tmp, sidecar)

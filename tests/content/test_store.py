@@ -216,3 +216,21 @@ def test_add_larger_than_budget_keeps_its_own_blocks_when_pinned(tmp_path: Path)
     root = add_path(big, "kubo-v1", store=s, pin=True)
     assert b"".join(s.read_file(root)) == big.read_bytes()  # no GC during the add
     assert not s.has(old)  # the budget was enforced afterwards, on unpinned blocks
+
+
+def test_a_model_file_behind_a_symlink_gets_its_bytes_cid(tmp_path):
+    # A linked model file (scripts/gpu/run.sh links the registry's path to a
+    # staged graph) must be served as its bytes, not as a UnixFS symlink node.
+    from webaccel.content.dag import decode
+    from webaccel.content.store import BlockStore
+    from webaccel.hosting import content_id
+
+    real = tmp_path / "real.onnx"
+    real.write_bytes(bytes(range(256)) * 4096)
+    link = tmp_path / "model.onnx"
+    link.symlink_to(real)
+    store = BlockStore(tmp_path / "blocks")
+    cid = content_id(link, store)
+    assert cid == content_id(real, BlockStore(tmp_path / "other"))
+    root = cidmod.parse(cid)
+    assert decode(root, store.get_local(root)).kind == "file"
