@@ -11,8 +11,12 @@ the same fp32 graph whose weights are the fp16-rounded originals: every op
 still computes in fp32, so its timings are those of the fp32 model, and all
 correctness checks there compare runtimes on those same files.  Rounding is
 idempotent, so fp16 variants made from them equal those made from the originals.
+``pack8`` stores int8 with a scale per tensor instead (a quarter of the bytes):
+for runs where only the shape and the compute matter (the pipeline benchmark
+compares the split and unsplit graphs made from the same weights), when the
+fp16 pack does not fit one call beside Node.
 
-    python scripts/gpu/pack_graphs.py pack OUT.npz NAME=FP32.onnx [NAME=FP32.onnx ...]
+    python scripts/gpu/pack_graphs.py pack|pack8 OUT.npz NAME=FP32.onnx [NAME=FP32.onnx ...]
     python scripts/gpu/pack_graphs.py unpack IN.npz DIR   # writes DIR/NAME.fp32.onnx
 """
 
@@ -28,7 +32,7 @@ import onnx
 from onnx import numpy_helper
 
 
-def pack(dest: Path, graphs: dict[str, Path]) -> None:
+def pack(dest: Path, graphs: dict[str, Path], int8: bool = False) -> None:
     arrays: dict[str, np.ndarray] = {}
     by_digest: dict[str, str] = {}
     index: dict[str, dict[str, str]] = {}  # graph -> initializer name -> array key
@@ -45,7 +49,12 @@ def pack(dest: Path, graphs: dict[str, Path]) -> None:
             half = arr.astype(np.float16)
             digest = hashlib.sha256(half.tobytes() + str(half.shape).encode()).hexdigest()
             key = by_digest.setdefault(digest, f"w{len(by_digest)}")
-            arrays[key] = half
+            if int8:
+                scale = np.float32(max(float(np.abs(arr).max()), 1e-12) / 127)
+                arrays[key] = np.round(arr / scale).astype(np.int8)
+                arrays[f"{key}_scale"] = np.array(scale)
+            else:
+                arrays[key] = half
             refs[init.name] = key
             init.ClearField("raw_data")
             init.ClearField("float_data")
@@ -66,7 +75,10 @@ def unpack(src: Path, folder: Path) -> list[Path]:
         for init in model.graph.initializer:
             key = refs.get(init.name)
             if key is not None:
-                init.CopyFrom(numpy_helper.from_array(data[key].astype(np.float32), init.name))
+                arr = data[key].astype(np.float32)
+                if f"{key}_scale" in data:
+                    arr *= data[f"{key}_scale"]
+                init.CopyFrom(numpy_helper.from_array(arr, init.name))
         out = folder / f"{name}.fp32.onnx"
         tmp = folder / f".{name}.tmp"
         onnx.save(model, str(tmp))
@@ -77,8 +89,8 @@ def unpack(src: Path, folder: Path) -> list[Path]:
 
 if __name__ == "__main__":
     cmd, a, *rest = sys.argv[1:]
-    if cmd == "pack":
-        pack(Path(a), {k: Path(v) for k, v in (arg.split("=", 1) for arg in rest)})
+    if cmd in ("pack", "pack8"):
+        pack(Path(a), {k: Path(v) for k, v in (arg.split("=", 1) for arg in rest)}, cmd == "pack8")
     elif cmd == "unpack":
         print(*unpack(Path(a), Path(rest[0])), sep="\n")
     else:
