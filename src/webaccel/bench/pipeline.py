@@ -4,7 +4,8 @@ MiniLM is split into ``stages`` (default 2) stage models, each placed by the
 pool on its own worker (WASM, one thread): a Chromium page, or with
 ``browser=node-webgpu`` the same page runtime in Node (the GPU machine has no
 browser; scripts/gpu/run.sh pipeline).  The same micro-batches
-(``micro_batches`` of ``batch`` texts) go through it three ways, the modes
+(``micro_batches`` of ``batch`` texts; by default 16 per stage boundary, see
+``fill_drain_ceiling`` in the figures) go through it three ways, the modes
 interleaved in every repeat so the machine's load drifts over all of them alike:
 
 * ``pipelined``: up to 2 x stages micro-batches in flight, so every stage is busy;
@@ -72,7 +73,10 @@ async def _measure(ctx: BenchContext) -> Measurement:
     from webaccel.sharding.stages import split_model
 
     stages = int(ctx.options.get("stages", 2))
-    n_mb = int(ctx.options.get("micro_batches", 16))
+    # Filling and draining the pipeline costs stages - 1 steps, so n micro-batches can
+    # go at most n x stages / (n + stages - 1) times faster: 16 per stage boundary
+    # keeps that ceiling within ~6% of the stage count (4 stages: 48 -> 3.76).
+    n_mb = int(ctx.options.get("micro_batches", 16 * max(1, stages - 1)))
     batch = int(ctx.options.get("batch", 4))
     platform = ctx.options.get("platform", "wasm")
     browser = ctx.options.get("browser", "chromium")
@@ -137,6 +141,7 @@ async def _measure(ctx: BenchContext) -> Measurement:
             "stages": stages,
             "layers_per_stage": list(split.sizes),
             "micro_batches": n_mb,
+            "fill_drain_ceiling": n_mb * stages / (n_mb + stages - 1),
             "batch": batch,
             "in_flight": 2 * stages,
             "items_per_s": {k: items / v for k, v in med.items()},
