@@ -60,4 +60,5 @@ def test_generation_benchmark_streams_option(tiny):
     assert streams["streams"] == 3 and len(set(streams["prompts"])) == 3
     assert streams["texts_identical_to_solo"] is True
     assert streams["batch_max"] >= 2 and streams["workers"] == streams["workers_used"] == 1
+    assert streams["backends"] == ["wasm"]  # no GPU here: the pool picks wasm
     assert streams["one_stream_tokens_per_s"]["n"] == 1

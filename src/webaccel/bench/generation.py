@@ -286,6 +286,7 @@ def _streams(
     acc._loop.run(together())  # every stream's page path warm (V8 tier-up at batch n)
     session_slots(slots)
     solo_tps, conc_tps, same, batch, used, page_decode = [], [], [], [], set(), []
+    backends: set[str] = set()
     for _ in range(repeat):
         alone, alone_s = acc._loop.run(solo())
         conc, conc_s = acc._loop.run(together())
@@ -294,6 +295,7 @@ def _streams(
         same.append(all(a.text == c.text for a, c in zip(alone, conc, strict=True)))
         batch += [c.stats["page"].get("batch_max") or 1 for c in conc]
         used |= {c.worker_id for c in conc}
+        backends |= {r.backend for r in (*alone, *conc)}
         page_decode += [c.stats["page"].get("decode_tokens_per_s") for c in conc]
     one, many = statistics.median(solo_tps), statistics.median(conc_tps)
     return {
@@ -308,6 +310,7 @@ def _streams(
         "batch_max": max(batch),
         "workers": workers,
         "workers_used": len(used),
+        "backends": sorted(backends),  # the pool's choice: no platform is asked for
         "pack": pack,
         "per_stream_page_decode_tokens_per_s": summarize([v for v in page_decode if v]),
         "load_average_1m": os.getloadavg()[0],
