@@ -356,11 +356,7 @@ class Engine:
             result,
             route,
             outputs,
-            {
-                "preprocess_ms": (t_pre - t_start) * 1000,
-                "postprocess_ms": (t_end - t_run) * 1000,
-                "latency_ms": (t_end - t_start) * 1000,
-            },
+            _timings(t_start, t_pre, t_run, t_end),
         )
 
     def _over_budget(self, spec: ModelSpec) -> bool:
@@ -455,11 +451,7 @@ class Engine:
             first,
             route,
             merged,
-            {
-                "preprocess_ms": (t_pre - t_start) * 1000,
-                "postprocess_ms": (t_end - t_run) * 1000,
-                "latency_ms": (t_end - t_start) * 1000,
-            },
+            _timings(t_start, t_pre, t_run, t_end),
         )
         described.update(
             micro_batches=len(parts),
@@ -599,6 +591,15 @@ def _request_keywords(options: dict[str, Any], route: dict[str, Any]) -> dict[st
         "timeout": timeout,
         "run_timeout": timeout,
         **route,
+    }
+
+
+def _timings(t_start: float, t_pre: float, t_run: float, t_end: float) -> dict[str, float]:
+    """A request's Python-side times (perf_counter marks: start, inputs ready, run done, end)."""
+    return {
+        "preprocess_ms": (t_pre - t_start) * 1000,
+        "postprocess_ms": (t_end - t_run) * 1000,
+        "latency_ms": (t_end - t_start) * 1000,
     }
 
 
