@@ -58,6 +58,14 @@ def _inputs(name: str, raw: bool = False) -> Any:
     return rng.integers(0, 255, size=(224, 224, 3), dtype=np.uint8)
 
 
+def balanced_counts(typical_ms: dict[str, float], per_model: int, cap: int = 10) -> dict[str, int]:
+    """Requests per model so that every stream lasts about as long as the slowest
+    model's ``per_model`` requests (at most ``cap`` times ``per_model``)."""
+    slowest = max(typical_ms.values())
+    return {name: min(cap * per_model, max(per_model, round(per_model * slowest / ms)))
+            for name, ms in typical_ms.items()}
+
+
 def _available_models(wanted: int) -> list[str]:
     from webaccel.errors import WebAccelError
     from webaccel.models import registry
@@ -121,11 +129,9 @@ async def _measure(models: list[str], ctx: BenchContext) -> Measurement:
                 warm_ms[name].append((time.perf_counter() - t) * 1000)
         # the last warm-up runs are tiered up: their median sets each stream's length
         typical = {name: float(np.median(t[-3:])) for name, t in warm_ms.items()}
-        counts = {name: per_model for name in models}
-        if ctx.options.get("balance", True) not in (False, "false", "0"):
-            slowest = max(typical.values())
-            counts = {name: min(10 * per_model, max(per_model, round(per_model * slowest / ms)))
-                      for name, ms in typical.items()}
+        counts = (balanced_counts(typical, per_model)
+                  if ctx.options.get("balance", True) not in (False, "false", "0")
+                  else {name: per_model for name in models})
         start = time.perf_counter()
         sequential = [await stream(name) for name in models]
         seq_s = time.perf_counter() - start
