@@ -135,7 +135,7 @@ class CacheApiStore {
 // workers have: one read() into a buffer that is then transferred (no copy).
 // File.arrayBuffer() on the page streams the bytes through the browser
 // process's blob system instead (32 MiB: ~100 ms warm in Chromium 156 here).
-// The worker keeps each folder's handle: opening OPFS costs ~40 ms after a
+// The worker keeps each folder's handle: opening OPFS took 30-35 ms after a
 // browser restart, so prepareStore() has it done at page boot, off the path of
 // the first model load.
 const SYNC_READER = `const dirs = new Map()
@@ -201,10 +201,12 @@ class OpfsStore {
   constructor (storage, name) { this.storage = storage; this.name = name; this.kind = 'opfs' }
   async dir () { return (await this.storage.getDirectory()).getDirectoryHandle(this.name, { create: true }) }
   static file (key) { return key.replace(/^\/ipfs\//, '') }
+  // the worker that reads this origin's OPFS (not a stubbed storage's); null if none
+  reader () { return this.storage === globalThis.navigator?.storage ? syncReaderOrNull() : null }
   async get (key) {
     try {
       const t0 = performance.now()
-      const reader = this.storage === globalThis.navigator?.storage ? syncReaderOrNull() : null
+      const reader = this.reader()
       if (reader) {
         try { // the worker opens the folder itself: the page's own open cost ~40 ms after a restart
           const bytes = await reader.read(this.name, OpfsStore.file(key))
@@ -267,10 +269,8 @@ export function openStore (opts = {}) {
 export async function prepareStore (opts = {}) {
   const t0 = performance.now()
   const store = openStore(opts)
-  if (store && store.kind === 'opfs' && store.storage === globalThis.navigator?.storage) {
-    const reader = syncReaderOrNull()
-    if (reader) await reader.read(store.name).catch(() => {})
-  }
+  const reader = store && store.kind === 'opfs' ? store.reader() : null
+  if (reader) await reader.read(store.name).catch(() => {})
   return { ms: performance.now() - t0, store: store ? store.kind : null }
 }
 
