@@ -144,11 +144,16 @@ async def test_a_recovery_is_recorded_with_the_lost_and_the_new_worker() -> None
 
 
 def test_process_tree_rss_sums_a_process_and_its_children() -> None:
-    own = psutil.Process().memory_info().rss
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    # The child says when its interpreter is up: right after exec its RSS can be < 1 MB
+    # (CI saw 0.25 MB), which made this test flaky.
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE,
+    )
     try:
-        # The child may still be starting; its RSS only adds to ours.
-        assert process_tree_rss(os.getpid()) >= own + 1 * MB  # a Python child is > 1 MB
+        assert child.stdout is not None and child.stdout.readline() == b"up\n"
+        own = psutil.Process().memory_info().rss
+        assert process_tree_rss(os.getpid()) >= own + 1 * MB  # a started Python is > 1 MB
         worker = SimpleNamespace(process=SimpleNamespace(pid=child.pid, returncode=None))
         rss = worker_rss(worker)
         assert rss is not None and rss > 1 * MB
