@@ -105,6 +105,7 @@ class BrowserWorker:
             source={"cache": "browser-cache"}.get(
                 str(d.get("source")), str(d.get("source", "network"))
             ),
+            decode_step=d.get("decode_step"),
         )
 
     async def run(

@@ -8,7 +8,10 @@ may be empty)::
              past_key_values.{i}.key|value [batch, kv_heads, past, head_dim] float32
     outputs: logits [batch, 1, vocab] (last position only: the loop needs nothing else,
              and skipping the LM head on the prompt saves ~20% of prefill for SmolLM2),
-             present.{i}.key|value [batch, kv_heads, past+seq, head_dim]
+             present.{i}.key|value [batch, kv_heads, past+seq, head_dim],
+             next_token [batch, 1] int64 (greedy choice: ArgMax of logits, first
+             maximum on ties like the samplers; a GPU loop reads back 8 bytes a row
+             instead of the vocabulary's logits)
 
 The names follow Optimum / transformers.js, so other tools read the file.  The
 tokenizer and everything the decode loop needs (layers, kv shape, stop ids,
@@ -33,7 +36,9 @@ GENERATION_CONFIG_FILE = "generation_config.json"
 # The registry revision of exported causal LMs (files of another are rebuilt).
 # 2: softmax NaN guards as Equal(x, x), which WebGPU runs (was a GPU sync per layer).
 # 3: generation_config.json (the model's sampling defaults) beside the model.
-EXPORT_REVISION = "3"
+# 4: next_token output (ArgMax in the graph) and mask/position inputs converted on
+#    the GPU (no CPU node left): the captured decode step.
+EXPORT_REVISION = "4"
 # The sampling fields of a Hugging Face GenerationConfig that serve as request
 # defaults (vLLM's ``--generation-config auto`` reads these same ones).
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "repetition_penalty")
@@ -155,7 +160,8 @@ def export_causal_lm(
     model.eval()  # docs/FACTS.md: export can leave the module in training mode
     if getattr(cfg, "tie_word_embeddings", False):
         untie_lm_head(Path(dest))
-    _nan_guards_on_gpu(Path(dest))
+    _gpu_rewrites(Path(dest), int(getattr(cfg, "max_position_embeddings", 2048)))
+    out_names.append(NEXT_TOKEN)
     meta = {
         "format": "webaccel-causal-lm/1",
         "source": source,
@@ -183,14 +189,43 @@ def export_causal_lm(
     (out_dir / GENERATION_CONFIG_FILE).write_text(json.dumps(gen_cfg, indent=1), encoding="utf-8")
 
 
-def _nan_guards_on_gpu(path: Path) -> None:
-    import onnx
+NEXT_TOKEN = "next_token"
 
-    from webaccel.models.rewrites import nan_guards_on_gpu
+
+def _gpu_rewrites(path: Path, max_positions: int) -> None:
+    """Graph edits for onnxruntime-web's WebGPU kernels (models/rewrites.py): NaN guards
+    and the mask/position inputs on the GPU (no CPU node left, so the decode step can
+    be captured), and ``next_token``."""
+    import numpy as np
+    import onnx
+    import onnx.numpy_helper
+    from onnx import TensorProto, helper
+
+    from webaccel.models.rewrites import int64_inputs_on_gpu, nan_guards_on_gpu
 
     model = onnx.load(str(path))
-    if nan_guards_on_gpu(model):
-        onnx.save(model, str(path))
+    nan_guards_on_gpu(model)
+    int64_inputs_on_gpu(model, max_positions)
+    graph = model.graph
+    view = next((n for n in graph.node if "logits" in n.output), None)
+    if view is not None and view.op_type in ("Unsqueeze", "Reshape", "Squeeze", "Flatten"):
+        # onnxruntime-web's WebGPU build runs these as buffer copies, which graph
+        # capture does not record: a replay left the logits output unwritten
+        # (untie_lm_head's Unsqueeze).  An Add of 0 is a kernel, recorded like the rest.
+        view.output[0] = "logits_view"
+        graph.initializer.append(onnx.numpy_helper.from_array(np.zeros((), np.float32), "zero"))
+        graph.node.append(helper.make_node("Add", ["logits_view", "zero"], ["logits"]))
+    # ONNX ArgMax keeps the first maximum, as greedy picking in sampling.py and
+    # generate.mjs does.
+    model.graph.node.append(
+        helper.make_node(
+            "ArgMax", ["logits"], [NEXT_TOKEN], axis=-1, keepdims=0, name="/next_token"
+        )
+    )
+    model.graph.output.append(
+        helper.make_tensor_value_info(NEXT_TOKEN, TensorProto.INT64, ["batch", 1])
+    )
+    onnx.save(model, str(path))
 
 
 def untie_lm_head(path: Path) -> bool:

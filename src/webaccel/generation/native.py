@@ -48,9 +48,15 @@ class NativeGenerator:
         seed: int = 0,
         stop_token_ids: list[int] | tuple[int, ...] = (),
     ) -> NativeResult:
-        loop = DecodeLoop(prompt_ids, params, past_names=self.past_names,
-                          kv_heads=self.kv_heads, head_dim=self.head_dim, seed=seed,
-                          stop_token_ids=stop_token_ids)
+        loop = DecodeLoop(
+            prompt_ids,
+            params,
+            past_names=self.past_names,
+            kv_heads=self.kv_heads,
+            head_dim=self.head_dim,
+            seed=seed,
+            stop_token_ids=stop_token_ids,
+        )
         t0 = time.perf_counter()
         t_first: float | None = None
         t_last = t0

@@ -17,6 +17,7 @@ client disconnect) cancels the generation in the page too.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -265,6 +266,9 @@ async def _stream(
             "load_ms": sum(s.load_info.load_ms for s in sessions if s.load_info is not None)
             or None,
             "seed": seed,
+            "decode_step": last.load_info.decode_step
+            if last is not None and last.load_info is not None
+            else None,
             "page": page_stats,
             "failovers": max(0, len(sessions) - 1),
         }
@@ -286,9 +290,34 @@ def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
     return min(hits) if hits else None
 
 
+# The captured decode step on webgpu (generate.mjs): rows decoded together, and KV
+# cache positions (prompt + new tokens; longer requests decode step by step).
+# WEBACCEL_DECODE_STEP=ROWSxPOSITIONS changes it, =off turns it off.
+DECODE_STEP_ROWS = 8
+DECODE_STEP_POSITIONS = 512
+
+
+def decode_step_option() -> dict[str, int] | None:
+    raw = os.environ.get("WEBACCEL_DECODE_STEP", "").strip().lower()
+    if raw in ("off", "0", "no", "false"):
+        return None
+    if not raw:
+        return {"batch": DECODE_STEP_ROWS, "max_len": DECODE_STEP_POSITIONS}
+    try:
+        rows, positions = (int(v) for v in raw.split("x"))
+    except ValueError:
+        raise InvalidInputError(
+            f"WEBACCEL_DECODE_STEP={raw!r}: give ROWSxPOSITIONS (e.g. 8x512) or off"
+        ) from None
+    if rows < 1 or positions < 2:
+        raise InvalidInputError(f"WEBACCEL_DECODE_STEP={raw!r}: rows >= 1 and positions >= 2")
+    return {"batch": rows, "max_len": positions}
+
+
 def generation_session_options(spec: Any, backend: str) -> dict[str, Any]:
     """Session options of a generator's variant: on WebGPU the KV cache stays on the
-    GPU between steps (onnxruntime-web io binding of the ``present.*`` outputs)."""
+    GPU between steps (onnxruntime-web io binding of the ``present.*`` outputs), and
+    the decode step is a captured session (``decode_step_option``)."""
     if backend != "webgpu":
         return {}
     meta_path = spec.onnx_path("fp32")
@@ -302,4 +331,10 @@ def generation_session_options(spec: Any, backend: str) -> dict[str, Any]:
         for n in gm.meta["inputs"]
         if n.startswith("past_key_values.")
     ]
-    return {"ort": {"preferredOutputLocation": dict.fromkeys(present, "gpu-buffer")}}
+    options: dict[str, Any] = {
+        "ort": {"preferredOutputLocation": dict.fromkeys(present, "gpu-buffer")}
+    }
+    step = decode_step_option()
+    if step is not None and "next_token" in gm.meta["outputs"]:
+        options["decode_step"] = step
+    return options

@@ -1,4 +1,5 @@
 """ONNX graph rewrites that keep outputs but suit onnxruntime-web's backends better."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -128,4 +129,107 @@ def nan_guards_on_gpu(model: Any) -> int:
         for u in uses:
             u.input[1], u.input[2] = u.input[2], u.input[1]
         count += 1
+    return count
+
+
+# Ops that move or select elements whatever their type (a bool mask can pass through
+# them as float and come out the same values).
+_TYPE_AGNOSTIC = {"Flatten", "Gather", "Reshape", "Unsqueeze", "Squeeze", "Expand", "Slice"}
+
+
+def int64_inputs_on_gpu(model: Any, max_positions: int) -> int:
+    """Rewrite the int64 and bool ops of a causal LM export's mask and rotary inputs
+    so that onnxruntime-web's WebGPU (JSEP) kernels run them; returns how many parts
+    it rewrote (0, 1 or 2).
+
+    JSEP's Cast takes no int64 input and its Flatten/Gather/Reshape/And take no
+    bool, so transformers' mask code (``Cast(attention_mask, to=bool)``, then
+    flatten, gather, reshape, ``And`` with the causal mask) and the rotary
+    embedding's ``Cast(Unsqueeze(position_ids), to=float)`` ran on the CPU (7
+    nodes, GPU syncs every step), and graph capture refuses a session with any
+    CPU node.  Here the mask travels as float 0/1 from a ``Gather`` of a
+    ``[0., 1.]`` table (JSEP gathers with int64 indices, as for token embeddings)
+    up to its cast back to bool, ``And`` becomes ``Greater(Mul(float a, float b), 0.5)``,
+    and positions come from ``Gather(arange(max_positions) as float, position_ids)``.
+    Same values: masks hold 0/1, positions stay below ``max_positions``.
+    """
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = model.graph
+    nodes = list(g.node)
+    producers = {o: n for n in nodes for o in n.output}
+    users: dict[str, list[Any]] = {}
+    for n in nodes:
+        for name in n.input:
+            users.setdefault(name, []).append(n)
+
+    def cast_to(n: Any) -> int | None:
+        return next((a.i for a in n.attribute if a.name == "to"), None)
+
+    def float_path(start: str) -> bool:
+        """Whether every use of ``start`` (through type-agnostic ops, as their data
+        input) ends in a Cast to bool or a Shape, so it may carry floats instead."""
+        todo, seen = [start], set()
+        while todo:
+            name = todo.pop()
+            for u in users.get(name, []):
+                if u.op_type == "Shape" or (u.op_type == "Cast" and cast_to(u) == TensorProto.BOOL):
+                    continue
+                if u.op_type not in _TYPE_AGNOSTIC or u.input[0] != name or u.name in seen:
+                    return False
+                seen.add(u.name)
+                todo.extend(u.output)
+        return True
+
+    def add_init(array: Any, name: str) -> str:
+        g.initializer.append(numpy_helper.from_array(array, name))
+        return name
+
+    count = 0
+    for n in nodes:
+        if n.op_type != "Cast":
+            continue
+        src = n.input[0]
+        if cast_to(n) == TensorProto.BOOL and src == "attention_mask" and float_path(n.output[0]):
+            table = add_init(np.array([0.0, 1.0], np.float32), "attention_mask_values")
+            g.node.insert(
+                list(g.node).index(n),
+                helper.make_node("Gather", [table, src], [n.output[0]], name=n.name + "_gather"),
+            )
+            g.node.remove(n)
+            count += 1
+        elif cast_to(n) == TensorProto.FLOAT and src in producers:
+            unsq = producers[src]
+            if unsq.op_type != "Unsqueeze" or unsq.input[0] != "position_ids":
+                continue
+            table = add_init(np.arange(max_positions, dtype=np.float32), "position_values")
+            gathered = "position_ids_as_float"
+            g.node.insert(
+                list(g.node).index(unsq),
+                helper.make_node(
+                    "Gather", [table, "position_ids"], [gathered], name=unsq.name + "_gather"
+                ),
+            )
+            unsq.input[0] = gathered  # the Cast now casts float to float: a copy
+            count += 1
+    if count:
+        half = add_init(np.array(0.5, np.float32), "bool_and_threshold")
+        for n in list(g.node):
+            if n.op_type != "And":
+                continue
+            at = list(g.node).index(n)
+            a, b = (f"{n.name}_{k}_as_float" for k in "ab")
+            prod = n.name + "_product"
+            new = [
+                helper.make_node("Cast", [n.input[0]], [a], to=TensorProto.FLOAT),
+                helper.make_node("Cast", [n.input[1]], [b], to=TensorProto.FLOAT),
+                helper.make_node("Mul", [a, b], [prod]),
+                helper.make_node("Greater", [prod, half], [n.output[0]], name=n.name),
+            ]
+            g.node.remove(n)
+            for k, node in enumerate(new):
+                g.node.insert(at + k, node)
+        # Intermediate types changed (bool -> float): let onnxruntime infer them again.
+        del g.value_info[:]
     return count

@@ -48,6 +48,9 @@ class LoadInfo:
     input_names: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ()
     source: str = "network"  # "network" | "cache" (browser Cache API by CID)
+    # A generator on webgpu: "captured" (its decode step is a captured session), or
+    # "not captured: <why>"; None where no captured step was asked for.
+    decode_step: str | None = None
     # Filled in by the pool, not the worker: the RSS of the worker's local browser
     # process tree before the load and after it (and its warm-up); None: not measured.
     rss_before_bytes: int | None = None

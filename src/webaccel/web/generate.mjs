@@ -24,6 +24,7 @@
 // [batch, kv_heads, past, head_dim]; outputs logits [batch, 1, vocab], present.{i}.*.
 // Environment-agnostic like runtime.mjs (also runs in Node).
 import { control, ProtocolError } from './protocol.mjs';
+import { captureBuffers, padded, releaseCapture } from './capture.mjs';
 
 const now = () => (globalThis.performance ? performance.now() : Date.now());
 
@@ -207,7 +208,7 @@ class Batch {
       const keep = this.rows.filter((s) => !s.ended);
       const changed = keep.length !== this.rows.length;
       const joined = [];
-      while (this.joining.length) {
+      while (this.joining.length && this.canJoin(keep.length + joined.length)) {
         const s = this.joining.shift();
         if (s.cancelled) { this.finish(s, 'cancelled'); continue; }
         const kv = await this.prefill(s);
@@ -231,6 +232,10 @@ class Batch {
       }
       await this.step();
     }
+  }
+
+  canJoin() {
+    return true; // rows grow as needed: every joiner prefills before the next step
   }
 
   reset() {
@@ -372,7 +377,10 @@ class Batch {
   // Pick the stream's next token from its row's logits and report it; false
   // once the stream has ended (finished, or failed to send).
   accept(s, logits) {
-    const token = pick(logits, s.opts, s.seen, s.rng);
+    return this.record(s, pick(logits, s.opts, s.seen, s.rng));
+  }
+
+  record(s, token) {
     s.seen.add(token);
     s.out.push(token);
     s.tLast = now();
@@ -398,6 +406,176 @@ class Batch {
   }
 }
 
+// ----------------------------------------------------- the captured decode step
+//
+// On webgpu a plain decode step is hundreds of small dispatches issued from JS
+// (30 layers of SmolLM2: ~80 ms a token on an H100, slower than one CPU thread),
+// so the step is a second session of the same graph with every dimension fixed
+// (`batch` rows, a KV cache of `max_len` positions) and graph capture: a step
+// is one replay of recorded GPU commands.  The cache is that session's
+// past_key_values.* input buffers, kept across steps.  Row r holds its stream's
+// positions 0..len-1 (each row its own length: no padding, nothing re-packed
+// when streams join or leave).  A step attends over the max_len cache slots and
+// the new token's own key (the export's present = Concat(past, new), as it is),
+// attention_mask 0 over the slots a row does not use, position_ids the row's
+// length; afterwards GPU copies move the new key/value (present's last slot)
+// into slot len of the row's cache.  Only next_token (the graph's ArgMax) is
+// read back, or the logits when a row samples or penalizes repetition.
+// Prefill stays on the dynamic session (batch 1, the prompt's length); its
+// present.* are copied into the joining row's cache.
+export async function createDecodeStep(ort, bytes, opts, sessionExtra) {
+  const batch = opts.batch;
+  const maxLen = opts.max_len;
+  if (!int32(batch) || !int32(maxLen)) throw new ProtocolError('decode_step needs integer batch and max_len > 0');
+  const session = await ort.InferenceSession.create(bytes, {
+    executionProviders: ['webgpu'],
+    graphOptimizationLevel: 'all',
+    extra: sessionExtra,
+    freeDimensionOverrides: { batch, sequence: 1, past_sequence: maxLen, total_sequence: maxLen + 1 },
+    enableGraphCapture: true,
+  });
+  let io;
+  try {
+    io = await captureBuffers(ort, session);
+    if (!io.outputs.some((o) => o.name === 'next_token')) {
+      throw new Error('the model has no next_token output (exports before revision 4): re-export it');
+    }
+  } catch (err) {
+    releaseCapture(io);
+    await session.release();
+    throw err;
+  }
+  return { session, io, batch, maxLen };
+}
+
+class CapturedBatch extends Batch {
+  constructor(rt, entry, kvHeads, headDim) {
+    super(rt, entry, kvHeads, headDim);
+    const { io, batch, maxLen } = entry.step;
+    this.stepSession = entry.step.session;
+    this.io = io;
+    this.device = io.device;
+    this.B = batch;
+    this.M = maxLen;
+    const out = (name) => io.outputs.find((o) => o.name === name);
+    this.cache = this.pastNames.map((n) => io.inputs.get(n));
+    this.present = this.presentNames.map(out);
+    this.tokens = out('next_token');
+    this.logits = out('logits');
+    this.vocab = this.logits.shape[this.logits.shape.length - 1];
+    this.feeds = Object.fromEntries([...io.inputs].map(([n, slot]) => [n, slot.tensor]));
+    this.fetches = Object.fromEntries(io.outputs.map((slot) => [slot.name, slot.tensor]));
+    this.ids = new BigInt64Array(batch);
+    this.pos = new BigInt64Array(batch);
+    this.mask = new BigInt64Array(batch * (maxLen + 1));
+    this.readback = new Map(); // output slot -> MAP_READ buffer, made once
+    this.free = Array.from({ length: batch }, (_, r) => batch - 1 - r); // pop() gives row 0 first
+  }
+
+  // Whether a stream fits the cache: its last step writes slot prompt + max_tokens - 2.
+  fits(promptTokens, maxTokens) {
+    return promptTokens + maxTokens - 1 <= this.M;
+  }
+
+  canJoin(rows) {
+    return rows < this.B;
+  }
+
+  reset() {
+    this.rows = [];
+    this.free = Array.from({ length: this.B }, (_, r) => this.B - 1 - r);
+  }
+
+  // Leavers free their rows; each joiner takes one and its prefill's KV is
+  // copied into the row's first slots (GPU to GPU).
+  async repack(keep, joined) {
+    for (const s of this.rows) if (!keep.includes(s)) this.free.push(s.row);
+    const H = this.kvHeads;
+    const D = this.headDim;
+    const enc = this.device.createCommandEncoder();
+    const uploads = [];
+    try {
+      for (const { s, kv } of joined) {
+        s.row = this.free.pop();
+        const n = s.len * D * 4;
+        kv.forEach((t, k) => {
+          const dst = this.cache[k].buffer;
+          for (let h = 0; h < H; h += 1) {
+            const to = (s.row * H + h) * this.M * D * 4;
+            if (t.location === 'gpu-buffer') enc.copyBufferToBuffer(t.gpuBuffer, h * n, dst, to, n);
+            else uploads.push([dst, to, t.data.subarray(h * s.len * D, (h + 1) * s.len * D)]);
+          }
+        });
+      }
+      for (const [dst, to, data] of uploads) this.device.queue.writeBuffer(dst, to, data);
+      this.device.queue.submit([enc.finish()]);
+    } finally {
+      for (const j of joined) dispose(j.kv); // after the submit: pending copies still read them
+    }
+    this.rows = [...keep, ...joined.map((j) => j.s)];
+  }
+
+  readbackBuffer(slot) {
+    let buf = this.readback.get(slot);
+    if (!buf) {
+      buf = this.device.createBuffer({ size: padded(slot.bytes), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      this.readback.set(slot, buf);
+    }
+    return buf;
+  }
+
+  async step() {
+    const { B, M, kvHeads: H, headDim: D, rows } = this;
+    this.ids.fill(0n);
+    this.pos.fill(0n);
+    this.mask.fill(0n);
+    for (let r = 0; r < B; r += 1) this.mask[r * (M + 1) + M] = 1n; // a free row attends to itself: finite
+    for (const s of rows) {
+      this.ids[s.row] = BigInt(s.out[s.out.length - 1]);
+      this.pos[s.row] = BigInt(s.len);
+      this.mask.fill(1n, s.row * (M + 1), s.row * (M + 1) + s.len);
+      if (rows.length > s.batchMax) s.batchMax = rows.length;
+    }
+    const greedy = rows.every((s) => s.opts.temperature === 0 && s.opts.repetition_penalty === 1);
+    const wanted = greedy ? this.tokens : this.logits;
+    let data;
+    try {
+      const q = this.device.queue;
+      q.writeBuffer(this.io.inputs.get('input_ids').buffer, 0, this.ids);
+      q.writeBuffer(this.io.inputs.get('position_ids').buffer, 0, this.pos);
+      q.writeBuffer(this.io.inputs.get('attention_mask').buffer, 0, this.mask);
+      await enqueue(this.rt, () => this.stepSession.run(this.feeds, this.fetches));
+      const enc = this.device.createCommandEncoder();
+      this.present.forEach((p, k) => {
+        for (const s of rows) {
+          for (let h = 0; h < H; h += 1) {
+            const rh = s.row * H + h;
+            enc.copyBufferToBuffer(p.buffer, (rh * (M + 1) + M) * D * 4, this.cache[k].buffer, (rh * M + s.len) * D * 4, D * 4);
+          }
+        }
+      });
+      const staging = this.readbackBuffer(wanted);
+      enc.copyBufferToBuffer(wanted.buffer, 0, staging, 0, padded(wanted.bytes));
+      q.submit([enc.finish()]);
+      await staging.mapAsync(GPUMapMode.READ);
+      const bytes = staging.getMappedRange(0, padded(wanted.bytes)).slice(0, wanted.bytes);
+      staging.unmap();
+      data = greedy ? new BigInt64Array(bytes) : new Float32Array(bytes);
+    } catch (err) {
+      for (const s of rows) this.fail(s, err);
+      this.reset();
+      return;
+    }
+    const V = this.vocab;
+    for (const s of rows) {
+      s.len += 1;
+      s.decode = 'captured';
+      if (greedy) this.record(s, Number(data[s.row]));
+      else this.accept(s, data.subarray(s.row * V, (s.row + 1) * V));
+    }
+  }
+}
+
 export async function runGenerate(rt, frame) {
   const { header, tensors } = frame;
   const id = header.id;
@@ -415,9 +593,10 @@ export async function runGenerate(rt, frame) {
   if (!hasPast || !int32(kvHeads) || !int32(headDim)) {
     throw new ProtocolError('generate needs a model with past_key_values inputs and options.kv_heads / options.head_dim');
   }
-  if (entry.batch && (entry.batch.kvHeads !== kvHeads || entry.batch.headDim !== headDim)) {
+  const running = entry.batch || entry.captured;
+  if (running && (running.kvHeads !== kvHeads || running.headDim !== headDim)) {
     throw new ProtocolError(`options.kv_heads / options.head_dim (${kvHeads}, ${headDim}) differ from the running streams' `
-      + `(${entry.batch.kvHeads}, ${entry.batch.headDim})`);
+      + `(${running.kvHeads}, ${running.headDim})`);
   }
   const promptIds = Array.from(prompt.data, Number);
   const s = {
@@ -438,15 +617,26 @@ export async function runGenerate(rt, frame) {
     prefillMs: 0,
     kvLocation: null,
     batchMax: 1,
+    decode: 'dynamic', // 'captured' once a step ran on the captured session
   };
   s.tLast = s.t0;
   const ended = new Promise((resolve, reject) => { s.resolve = resolve; s.reject = reject; });
   generations(rt).set(id, s);
   if (rt.cancelled && rt.cancelled.delete(id)) s.cancelled = true; // cancel raced ahead
-  if (!entry.batch) entry.batch = new Batch(rt, entry, kvHeads, headDim);
+  // The captured step takes every stream that fits its cache; longer ones decode
+  // step by step on the dynamic session (both batches share the page's run queue).
+  let batch;
+  if (entry.step) {
+    if (!entry.captured) entry.captured = new CapturedBatch(rt, entry, kvHeads, headDim);
+    if (entry.captured.fits(promptIds.length, opts.max_tokens)) batch = entry.captured;
+  }
+  if (!batch) {
+    if (!entry.batch) entry.batch = new Batch(rt, entry, kvHeads, headDim);
+    batch = entry.batch;
+  }
   rt.busy += 1;
   try {
-    entry.batch.add(s);
+    batch.add(s);
     await ended;
   } finally {
     rt.busy -= 1;
@@ -467,6 +657,7 @@ export async function runGenerate(rt, frame) {
     tokens_per_s: tLast > t0 ? out.length / ((tLast - t0) / 1000) : null,
     backend: entry.backend,
     kv_location: s.kvLocation,
+    decode: s.decode,
     // the most streams this one decoded beside (itself included) in one step
     batch_max: s.batchMax,
     // what this loop sampled with, after defaults: callers check it (the OpenAI

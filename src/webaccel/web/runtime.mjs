@@ -5,7 +5,8 @@
 // model bytes; everything else (frames, sessions, error codes, timing) lives
 // here, so both kinds of worker behave the same.
 import { decodeBinary, encodeBinary, control, ProtocolError } from './protocol.mjs';
-import { runGenerate, cancelGeneration } from './generate.mjs';
+import { runGenerate, cancelGeneration, createDecodeStep } from './generate.mjs';
+import { captureBuffers, checkCaptureShapes, runCaptured, releaseCapture } from './capture.mjs';
 
 // Map onnxruntime-web / fetch failures to the bridge's stable error codes.
 export function errorCode(err, fallback = 'INTERNAL') {
@@ -77,7 +78,11 @@ export class WorkerRuntime {
         if (entry) {
           this.sessions.delete(msg.model_name);
           await entry.session.release();
-          if (entry.io) for (const slot of [...entry.io.inputs.values(), ...entry.io.outputs]) slot.buffer.destroy();
+          releaseCapture(entry.io);
+          if (entry.step) {
+            await entry.step.session.release();
+            releaseCapture(entry.step.io);
+          }
         }
         return this.send(control(msg.id, 'unloaded', { key: msg.model_name }));
       }
@@ -153,11 +158,30 @@ export class WorkerRuntime {
         throw err;
       }
     }
+    // A generator's decode step as a second, captured session (generate.mjs): JSEP
+    // only, like all capture here.  If it cannot be made the model still loads and
+    // decodes step by step; `decode_step` in the reply says which and why.
+    let step = null;
+    let decodeStep;
+    if (extra.decode_step && backend === 'webgpu') {
+      if (this.ortBuild !== 'all') {
+        decodeStep = `not captured: graph capture needs the JSEP build, this worker loaded "${this.ortBuild}"`;
+      } else {
+        try {
+          step = await createDecodeStep(this.ort, bytes, extra.decode_step, JSEP_SESSION_CONFIG);
+          decodeStep = 'captured';
+        } catch (err) {
+          decodeStep = `not captured: ${(err && err.message) || err}`;
+          this.log('warn', msg.id, 'decode step', decodeStep);
+        }
+      }
+    }
     const t2 = now();
-    this.sessions.set(key, { session, backend, io });
+    this.sessions.set(key, { session, backend, io, step });
     this.send(control(msg.id, 'loaded', {
       key, backend, fetch_ms: t1 - t0, create_ms: t2 - t1, load_ms: t2 - t0, bytes: bytes.byteLength,
       source, inputs: session.inputNames, outputs: session.outputNames,
+      ...(decodeStep ? { decode_step: decodeStep } : {}),
     }));
   }
 
@@ -243,67 +267,3 @@ function hasAscii(bytes, text) {
 // 128x128 39.7 -> 30.0 ms without it).  The WebGPU EP build's Gemm is fine
 // (there it is faster with the fusion), so this is for JSEP only.
 const JSEP_SESSION_CONFIG = { optimization: { disable_specified_optimizers: 'MatMulAddFusion' } };
-
-// --------------------------------------------------------------- graph capture
-
-const BYTES_PER = { float32: 4, float16: 2, int64: 8, uint64: 8, int32: 4, uint32: 4, int8: 1, uint8: 1, bool: 1 };
-const TYPED = { float32: Float32Array, float16: Uint16Array, int64: BigInt64Array, uint64: BigUint64Array,
-  int32: Int32Array, uint32: Uint32Array, int8: Int8Array, uint8: Uint8Array, bool: Uint8Array };
-const padded = (n) => Math.ceil(n / 16) * 16;
-
-async function captureBuffers(ort, session) {
-  const device = await ort.env.webgpu.device;
-  const slot = (m) => {
-    if (!m.isTensor || !BYTES_PER[m.type] || !m.shape.every((d) => Number.isInteger(d) && d > 0)) {
-      throw new RuntimeError('LOAD_FAILED', `graph capture needs every input and output at a fixed shape `
-        + `(set freeDimensionOverrides for each free dimension); ${m.name} is ${m.type} [${m.shape}]`);
-    }
-    const bytes = m.shape.reduce((a, b) => a * b, 1) * BYTES_PER[m.type];
-    const buffer = device.createBuffer({ size: padded(bytes),
-      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
-    return { name: m.name, type: m.type, shape: m.shape, bytes, buffer,
-      tensor: ort.Tensor.fromGpuBuffer(buffer, { dataType: m.type, dims: m.shape }) };
-  };
-  return { device, inputs: new Map(session.inputMetadata.map((m) => [m.name, slot(m)])),
-    outputs: session.outputMetadata.map(slot) };
-}
-
-function checkCaptureShapes(io, tensors) {
-  for (const [name, t] of Object.entries(tensors)) {
-    const s = io.inputs.get(name);
-    if (t.dtype !== s.type || t.shape.join() !== s.shape.join()) {
-      throw new RuntimeError('BAD_REQUEST', `this session was captured for ${name} ${s.type} [${s.shape}], `
-        + `got ${t.dtype} [${t.shape}]; pad the request to that shape or load a session for this one`);
-    }
-  }
-}
-
-async function runCaptured(session, io, tensors) {
-  for (const [name, t] of Object.entries(tensors)) {
-    const s = io.inputs.get(name);
-    const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-    let words = bytes;
-    if (bytes.byteLength % 4) {  // writeBuffer takes whole 4-byte words
-      words = new Uint8Array(padded(bytes.byteLength));
-      words.set(bytes);
-    }
-    io.device.queue.writeBuffer(s.buffer, 0, words.buffer, words.byteOffset, words.byteLength);
-  }
-  await session.run(Object.fromEntries([...io.inputs].map(([n, s]) => [n, s.tensor])),
-    Object.fromEntries(io.outputs.map((s) => [s.name, s.tensor])));
-  const encoder = io.device.createCommandEncoder();
-  const staging = io.outputs.map((s) => {
-    const b = io.device.createBuffer({ size: padded(s.bytes), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    encoder.copyBufferToBuffer(s.buffer, 0, b, 0, padded(s.bytes));
-    return b;
-  });
-  io.device.queue.submit([encoder.finish()]);
-  await Promise.all(staging.map((b) => b.mapAsync(GPUMapMode.READ)));
-  const result = {};
-  io.outputs.forEach((s, i) => {
-    const copy = staging[i].getMappedRange(0, padded(s.bytes)).slice(0, s.bytes);
-    staging[i].destroy();
-    result[s.name] = { dtype: s.type, shape: s.shape, data: new TYPED[s.type](copy) };
-  });
-  return result;
-}
