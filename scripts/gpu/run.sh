@@ -6,6 +6,7 @@
 #   scripts/gpu/run.sh generation   # webaccel bench generation: SmolLM2-shaped decode loop on the GPU
 #   scripts/gpu/run.sh pipeline     # webaccel bench pipeline: MiniLM in STAGES stages on Node WASM workers (CPU cores)
 #   scripts/gpu/run.sh all     # probe, bench and concurrency
+#   scripts/gpu/run.sh pipeline,generation  # several modes, comma-separated (generation, pipeline)
 #   scripts/gpu/run.sh exec CMD...  # CMD with node, $G (graphs) and $OUT set up
 #   scripts/gpu/run.sh unpack  # only unpack what this call carried (the stage is split over three calls)
 # Results go to $OUT (the device tool brings them back) or ./gpu-out.
@@ -113,14 +114,19 @@ if [ "$MODE" = concurrency ] || [ "$MODE" = all ]; then
     step "concurrency exit $?"
   done
 fi
-if [ "$MODE" = generation ] || [ "$MODE" = all ]; then
+if [[ ",$MODE," == *,generation,* ]] || [ "$MODE" = all ]; then
   # Random weights in SmolLM2-135M's shape, built here (the real 540 MB cannot travel).
   step "bench generation (SmolLM2-shaped, Node + Dawn worker)"
   timeout ${GEN_TIMEOUT:-300} python3 -m webaccel.bench.generation -o browser=node-webgpu \
-    -o model=smollm2-random ${GEN_ARGS:-} > $OUT/generation.json 2> $OUT/generation.err
+    -o model=smollm2-random ${GEN_ARGS:-} >> $OUT/generation.jsonl 2>> $OUT/generation.err
   step "generation exit $?"
+  if [ -z "${NO_TORCH_GEN:-}" ]; then  # the same weights and prompts in PyTorch CUDA
+    step "PyTorch CUDA generate"
+    timeout 200 python3 scripts/gpu/torch_generate.py ${TORCH_GEN_ARGS:-} >> $OUT/torch_generate.jsonl 2>> $OUT/torch_generate.err
+    step "torch generate exit $?"
+  fi
 fi
-if [ "$MODE" = pipeline ]; then
+if [[ ",$MODE," == *,pipeline,* ]]; then
   # Node workers on the wasm build: one single-thread worker per stage, on this machine's CPU cores.
   for n in ${STAGES:-4}; do
     step "bench pipeline, $n stages (Node WASM workers, $(nproc) cores)"

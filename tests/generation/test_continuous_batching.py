@@ -69,9 +69,7 @@ def test_four_concurrent_greedy_streams_equal_their_solo_runs(acc, tiny, native)
     # The third stream ends early on a stop id (its 30th greedy token).
     stop = [solo(native, gm, PROMPTS[2], 140)[29]]
     extra = [{}, {}, {"stop_token_ids": stop}, {}]
-    want = [
-        solo(native, gm, p, m, **e) for p, m, e in zip(PROMPTS, max_tokens, extra, strict=True)
-    ]
+    want = [solo(native, gm, p, m, **e) for p, m, e in zip(PROMPTS, max_tokens, extra, strict=True)]
     assert len(want[2]) <= 30
 
     async def four():
@@ -99,15 +97,18 @@ def test_streams_join_mid_decode_and_leave_early(acc, tiny, native):
     engine = acc._engine
     # A is long: the page decodes the tiny model faster than Python reacts to its
     # tokens, so B, C and D must find A still running when they start.
-    plan = {"a": (PROMPTS[0], 1000), "b": (PROMPTS[1], 300), "c": (PROMPTS[2], 8),
-            "d": (PROMPTS[3], 100)}
+    plan = {
+        "a": (PROMPTS[0], 1000),
+        "b": (PROMPTS[1], 300),
+        "c": (PROMPTS[2], 8),
+        "d": (PROMPTS[3], 100),
+    }
     want = {k: solo(native, gm, p, m) for k, (p, m) in plan.items()}
 
     async def staggered():
         a_started, c_done = asyncio.Event(), asyncio.Event()
         s = {
-            k: stream_generate(engine, "tiny-llama", p, max_tokens=m)
-            for k, (p, m) in plan.items()
+            k: stream_generate(engine, "tiny-llama", p, max_tokens=m) for k, (p, m) in plan.items()
         }
         return await asyncio.gather(
             _drain(s["a"], then=a_started, count=20),
@@ -175,11 +176,15 @@ def test_a_cancelled_stream_leaves_the_batch(acc, tiny, native):
 
 
 @pytest.mark.slow
-def test_webgpu_streams_batch_with_the_kv_cache_on_the_gpu(software_gpu_accelerator, tiny):
-    """On webgpu the present.* outputs stay GPU buffers: a step feeds them back as they
-    are, and a join or leave downloads them to re-pack (SwiftShader here).  Compared
-    with solo webgpu runs: SwiftShader's float math differs from the CPU's enough to
-    flip a near-tie of the random model (on "Alpha alpha alpha", solo too)."""
+def test_webgpu_streams_batch_with_the_kv_cache_on_the_gpu(
+    monkeypatch, software_gpu_accelerator, tiny
+):
+    """Without the captured step (WEBACCEL_DECODE_STEP=off), on webgpu the present.*
+    outputs stay GPU buffers: a step feeds them back as they are, and a join or leave
+    downloads them to re-pack (SwiftShader here).  Compared with solo webgpu runs:
+    SwiftShader's float math differs from the CPU's enough to flip a near-tie of the
+    random model (on "Alpha alpha alpha", solo too)."""
+    monkeypatch.setenv("WEBACCEL_DECODE_STEP", "off")
     acc = software_gpu_accelerator
     worker = run(acc, acc._engine.any_worker())
     if not (worker.capabilities.get("webgpu") or {}).get("available"):
@@ -207,3 +212,47 @@ def test_webgpu_streams_batch_with_the_kv_cache_on_the_gpu(software_gpu_accelera
         assert res.backend == "webgpu" and res.token_ids == w
         assert res.stats["page"]["kv_location"] == "gpu-buffer"
     assert max(r.stats["page"]["batch_max"] for r in results) >= 2
+
+
+@pytest.mark.slow
+def test_captured_decode_step_rows_join_wait_and_leave(monkeypatch, tiny, native):
+    """The captured decode step (webgpu, JSEP; SwiftShader here) with 2 rows and a cache
+    of 32 positions: three streams that fit take the two rows (the third waits for a
+    free one), a sampled stream reads logits instead of next_token, and a longer one
+    decodes step by step on the dynamic session beside them; each equals its solo run
+    on native onnxruntime (same sampler and seed)."""
+    from webaccel.api import WebAccelerator
+
+    monkeypatch.setenv("WEBACCEL_DECODE_STEP", "2x32")
+    _, gm, _ = tiny
+    gpu = {"platform": "webgpu", "allow_software": True}
+    # (not PROMPTS[0]: SwiftShader and the CPU break one of its near-ties differently)
+    plan = [
+        ("Hello", 20, {}),
+        (PROMPTS[1], 12, {}),
+        (PROMPTS[2], 16, {"temperature": 0.8, "top_k": 20, "seed": 5}),
+        ("Once upon a time", 30, {}),  # 16 + 30 - 1 > 32 positions: not captured
+    ]
+    acc = WebAccelerator(max_connections=1, allow_software=True)
+    try:
+        worker = run(acc, acc._engine.any_worker())
+        if not (worker.capabilities.get("webgpu") or {}).get("available"):
+            pytest.skip("this Chromium has no WebGPU adapter")
+
+        async def together():
+            streams = [
+                stream_generate(acc._engine, "tiny-llama", p, max_tokens=m, **gpu, **kw)
+                for p, m, kw in plan
+            ]
+            return await asyncio.gather(*(s.collect() for s in streams))
+
+        results = run(acc, together())
+    finally:
+        acc.shutdown()
+    for res, (prompt, max_tokens, kw) in zip(results, plan, strict=True):
+        assert res.backend == "webgpu"
+        assert res.token_ids == solo(native, gm, prompt, max_tokens, **kw)
+    assert [r.stats["page"]["decode"] for r in results] == ["captured"] * 3 + ["dynamic"]
+    # (the load's word on the step comes with the request that loaded the model)
+    assert "captured" in {r.stats["decode_step"] for r in results}
+    assert max(r.stats["page"]["batch_max"] for r in results[:3]) == 2  # two rows at most

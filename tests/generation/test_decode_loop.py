@@ -36,8 +36,9 @@ def run(loop: DecodeLoop) -> list[dict[str, np.ndarray]]:
 
 
 def test_greedy_runs_to_max_tokens_with_the_cache_handed_over() -> None:
-    loop = DecodeLoop([3, 4, 5], GenerationParams(max_tokens=4), past_names=PAST,
-                      kv_heads=2, head_dim=4)
+    loop = DecodeLoop(
+        [3, 4, 5], GenerationParams(max_tokens=4), past_names=PAST, kv_heads=2, head_dim=4
+    )
     seen = run(loop)
     assert loop.token_ids == [6, 7, 8, 9] and loop.finish_reason == "length"
     assert len(seen) == 4  # prefill + 3 decode steps: the last token needs no run
@@ -49,8 +50,14 @@ def test_greedy_runs_to_max_tokens_with_the_cache_handed_over() -> None:
 
 
 def test_a_stop_token_ends_the_loop_and_is_kept() -> None:
-    loop = DecodeLoop([3], GenerationParams(max_tokens=10), past_names=PAST, kv_heads=2, head_dim=4,
-                      stop_token_ids=[6])
+    loop = DecodeLoop(
+        [3],
+        GenerationParams(max_tokens=10),
+        past_names=PAST,
+        kv_heads=2,
+        head_dim=4,
+        stop_token_ids=[6],
+    )
     run(loop)
     assert loop.token_ids == [4, 5, 6] and loop.finish_reason == "stop"
     with pytest.raises(RuntimeError):

@@ -24,6 +24,8 @@ figures below), ``workers`` (browser workers of the run: 1, or with ``streams``
 the engine's default, one per core up to 4, as a server would have; with more,
 a first burst of the N streams at most ceil(N / workers) to a worker loads the
 model on every worker, then the pool places the measured streams itself),
+``prompt_tokens`` (a prompt of this many tokens, repeating ``prompt``),
+``streams_platform`` (the streams' platform, e.g. webgpu; default: the pool's choice),
 ``pack`` (false, the pool's default: streams spread over the workers holding
 the model, each page batching its share; true: they join one page's batch;
 see ResourcePool's ``pack_streams``).
@@ -116,6 +118,12 @@ def generation(ctx: BenchContext) -> Measurement:
         build_s = time.perf_counter() - t0
     except LoadFailedError as exc:
         raise BenchmarkUnavailable(f"{model} cannot be built here: {exc.message}") from exc
+    if "prompt_tokens" in opts:  # a prompt of exactly this many tokens (TTFT at a known length)
+        want = int(opts["prompt_tokens"])
+        words = (prompt + " ") * want
+        while len(gm.encode(words)) > want:
+            words = words[:-1]
+        prompt = words
     prompt_ids = gm.encode(prompt)
     params = GenerationParams(max_tokens=max_tokens, include_eos_stops=False)
 
@@ -144,6 +152,9 @@ def generation(ctx: BenchContext) -> Measurement:
                 include_eos_stops=False,
                 precision=precision,
                 platform=platform,
+                allow_software=True
+                if platform == "webgpu" and opts.get("webgpu_software")
+                else None,
                 return_result=True,
                 timeout=1800,
             )
@@ -180,7 +191,15 @@ def generation(ctx: BenchContext) -> Measurement:
         user_agent = caps.get("userAgent", "")
         if streams > 1:
             figures["streams"] = _streams(
-                acc, model, precision, max_tokens, streams, repeat, pack=pack, workers=workers
+                acc,
+                model,
+                precision,
+                max_tokens,
+                streams,
+                repeat,
+                pack=pack,
+                workers=workers,
+                platform=opts.get("streams_platform"),
             )
             figures["streams_over_one"] = figures["streams"]["streams_over_one"]
 
@@ -237,6 +256,7 @@ def _streams(
     *,
     pack: bool = True,
     workers: int = 1,
+    platform: str | None = None,
 ) -> dict[str, Any]:
     """N concurrent greedy streams through the pool vs the same prompts one at a time."""
     import asyncio
@@ -262,6 +282,8 @@ def _streams(
             max_tokens=max_tokens,
             include_eos_stops=False,
             precision=precision,
+            platform=platform,
+            allow_software=True if platform == "webgpu" else None,
             timeout=1800,
         )
 
@@ -287,6 +309,7 @@ def _streams(
     session_slots(slots)
     solo_tps, conc_tps, same, batch, used, page_decode = [], [], [], [], set(), []
     backends: set[str] = set()
+    decode: set[str] = set()
     for _ in range(repeat):
         alone, alone_s = acc._loop.run(solo())
         conc, conc_s = acc._loop.run(together())
@@ -297,6 +320,7 @@ def _streams(
         used |= {c.worker_id for c in conc}
         backends |= {r.backend for r in (*alone, *conc)}
         page_decode += [c.stats["page"].get("decode_tokens_per_s") for c in conc]
+        decode |= {r.stats["page"].get("decode") or "" for r in (*alone, *conc)}
     one, many = statistics.median(solo_tps), statistics.median(conc_tps)
     return {
         "streams": n,
@@ -310,7 +334,9 @@ def _streams(
         "batch_max": max(batch),
         "workers": workers,
         "workers_used": len(used),
-        "backends": sorted(backends),  # the pool's choice: no platform is asked for
+        "backends": sorted(backends),  # the pool's choice unless streams_platform is set
+        "platform": platform,
+        "decode": sorted(decode),
         "pack": pack,
         "per_stream_page_decode_tokens_per_s": summarize([v for v in page_decode if v]),
         "load_average_1m": os.getloadavg()[0],
@@ -328,6 +354,10 @@ def _page_figures(runs: list[Any]) -> dict[str, Any]:
         "client_tokens_per_s": summarize([r.stats["tokens_per_s"] for r in runs]),
         "backend": pages[0].get("backend"),
         "kv_location": pages[0].get("kv_location"),
+        # "captured" when the page decoded with the captured step (webgpu), and the
+        # load's word on it (why not, when it could not be made)
+        "decode": pages[0].get("decode"),
+        "decode_step": runs[0].stats.get("decode_step"),
     }
 
 

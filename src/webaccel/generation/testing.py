@@ -40,19 +40,29 @@ def byte_tokenizer_json() -> str:
 TINY_SAMPLING = {"temperature": 0.7, "top_p": 0.8, "top_k": 20}
 
 
+def random_llama(seed: int, **config: Any) -> Any:
+    """The seeded random ``LlamaForCausalLM`` of ``config`` (CPU, eval): the weights
+    every export of that seed and config carries (PyTorch baselines rebuild it)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, **config)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg).eval()
+
+
+# build_smollm2_shaped's config beside SMOLLM2_SHAPE
+SMOLLM2_RANDOM = {"initializer_range": 0.02, "pad_token_id": 2}
+
+
 def _build_random_llama(
     dest: Path, *, seed: int, source: str, sampling: dict[str, Any] | None = None, **config: Any
 ) -> None:
     """A seeded random Llama of ``config`` with the byte tokenizer, through the real export;
     ``sampling`` goes into its ``generation_config`` (as a Hub model's would be)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from webaccel.generation.export import export_causal_lm
 
-    cfg = LlamaConfig(tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, **config)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg).eval()
+    model = random_llama(seed, **config)
     for key, value in (sampling or {}).items():
         setattr(model.generation_config, key, value)
     if sampling:
@@ -138,8 +148,7 @@ def build_smollm2_shaped(dest: Path, *, seed: int = 0) -> None:
         dest,
         seed=seed,
         source=f"random:smollm2-shape/seed={seed}",
-        initializer_range=0.02,
-        pad_token_id=2,
+        **SMOLLM2_RANDOM,
         **SMOLLM2_SHAPE,
     )
 

@@ -125,13 +125,24 @@ export class WorkerRuntime {
         + 'wasm backend, the int8/fp16 variants on webgpu, or a Node worker with the WebGPU EP build');
     }
     const ep = backend === 'webnn' ? { name: 'webnn', deviceType: extra.deviceType || 'gpu' } : backend;
+    const wantStep = Boolean(extra.decode_step) && backend === 'webgpu' && this.ortBuild === 'all';
+    let ortOptions = extra.ort || {};
+    if (wantStep) {
+      // Beside a captured session, this one must take no GPU-buffer inputs: onnxruntime-web
+      // (1.30) registers a run's GPU inputs before it switches to the run's session, so a
+      // run right after a replay fails ("Registering a different external buffer under
+      // graph capture mode").  Its KV (prefill, and requests too long for the step) stays
+      // on the CPU; the step keeps its own cache on the GPU.
+      const { preferredOutputLocation, ...rest } = ortOptions;
+      ortOptions = rest;
+    }
     let session;
     try {
       session = await this.ort.InferenceSession.create(bytes, {
         executionProviders: [ep],
         graphOptimizationLevel: 'all',
         ...(backend === 'webgpu' && this.ortBuild === 'all' ? { extra: JSEP_SESSION_CONFIG } : {}),
-        ...(extra.ort || {}),
+        ...ortOptions,
       });
     } catch (err) {
       const hint = extra.ort && extra.ort.enableGraphCapture
@@ -164,7 +175,7 @@ export class WorkerRuntime {
     let step = null;
     let decodeStep;
     if (extra.decode_step && backend === 'webgpu') {
-      if (this.ortBuild !== 'all') {
+      if (!wantStep) {
         decodeStep = `not captured: graph capture needs the JSEP build, this worker loaded "${this.ortBuild}"`;
       } else {
         try {
