@@ -13,8 +13,9 @@ WebGPU EP build (``webgpu``) and prints one JSON object with everything.
     python scripts/gpu/int4_check.py run DIR [--builds all,webgpu] [--node node] [-- PROBE ARGS]
 
 A VARIANT is ``int4-b<block>[-sym][-nogbq][-a0]`` (block size, symmetric
-weights, embedding tables left in fp32, accuracy_level unset instead of 4) or
-``fp16``.
+weights, embedding tables left in fp32, accuracy_level unset instead of 4),
+``mixed<NN>`` (``to_mixed`` at worst cosine >= 0.NN on the calibration
+sentences: 4-bit where measured safe, 8-bit elsewhere) or ``fp16``.
 """
 
 from __future__ import annotations
@@ -92,6 +93,14 @@ def _build(fp32: Path, dest: Path, variant: str) -> dict:
     if variant == "fp16":
         precision.to_fp16(fp32, dest)
         return {"precision": "fp16"}
+    mixed = re.fullmatch(r"mixed(\d+)", variant)  # mixed95: to_mixed, worst cosine >= 0.95
+    if mixed:
+        from webaccel.models import calibration, registry
+
+        target = int(mixed.group(1)) / 100
+        feeds = calibration.feeds_for(registry.get("minilm"))
+        plan = precision.to_mixed(fp32, dest, feeds, target=target, metric="cosine")
+        return {"precision": "mixed", "target": target, "choice": plan.choice}
     m = re.fullmatch(r"int4-b(\d+)((?:-sym|-nogbq|-a0|-dq)*)", variant)
     if not m:
         raise SystemExit(f"unknown variant {variant}")
