@@ -52,7 +52,7 @@ def random_llama(seed: int, **config: Any) -> Any:
 
 
 # build_smollm2_shaped's config beside SMOLLM2_SHAPE
-SMOLLM2_RANDOM = {"initializer_range": 0.02, "pad_token_id": 2}
+SMOLLM2_RANDOM: dict[str, Any] = {"initializer_range": 0.02, "pad_token_id": 2}
 
 
 def _build_random_llama(

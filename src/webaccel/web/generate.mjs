@@ -9,6 +9,9 @@
 // carry kv_heads and head_dim (the empty past's shape).  A `cancel`
 // for the request id stops it before its next step.
 //
+// On webgpu (JSEP), for a model loaded with session_options.decode_step, the steps run on a captured
+// fixed-shape session instead (class CapturedBatch, below).
+//
 // Concurrent generations of one model on this page are batched continuously
 // (class Batch below): they share each decode step as rows of one batch, a
 // new one joins between steps after its own prefill, a finished or cancelled
@@ -422,7 +425,7 @@ class Batch {
 // into slot len of the row's cache.  Only next_token (the graph's ArgMax) is
 // read back, or the logits when a row samples or penalizes repetition.
 // Prefill stays on the dynamic session (batch 1, the prompt's length); its
-// present.* are copied into the joining row's cache.
+// present.* are written into the joining row's cache.
 export async function createDecodeStep(ort, bytes, opts, sessionExtra) {
   const batch = opts.batch;
   const maxLen = opts.max_len;
@@ -486,31 +489,25 @@ class CapturedBatch extends Batch {
     this.free = Array.from({ length: this.B }, (_, r) => this.B - 1 - r);
   }
 
-  // Leavers free their rows; each joiner takes one and its prefill's KV is
-  // copied into the row's first slots (GPU to GPU).
+  // Leavers free their rows; each joiner takes one and its prefill's KV (on the
+  // CPU: runtime.mjs says why) is written into the row's first slots.
   async repack(keep, joined) {
     for (const s of this.rows) if (!keep.includes(s)) this.free.push(s.row);
     const H = this.kvHeads;
     const D = this.headDim;
-    const enc = this.device.createCommandEncoder();
-    const uploads = [];
     try {
       for (const { s, kv } of joined) {
         s.row = this.free.pop();
-        const n = s.len * D * 4;
-        kv.forEach((t, k) => {
-          const dst = this.cache[k].buffer;
+        for (let k = 0; k < kv.length; k += 1) {
+          const data = await cpuData(kv[k]); // [1, H, len, D]
           for (let h = 0; h < H; h += 1) {
-            const to = (s.row * H + h) * this.M * D * 4;
-            if (t.location === 'gpu-buffer') enc.copyBufferToBuffer(t.gpuBuffer, h * n, dst, to, n);
-            else uploads.push([dst, to, t.data.subarray(h * s.len * D, (h + 1) * s.len * D)]);
+            this.device.queue.writeBuffer(this.cache[k].buffer, (s.row * H + h) * this.M * D * 4,
+              data.subarray(h * s.len * D, (h + 1) * s.len * D));
           }
-        });
+        }
       }
-      for (const [dst, to, data] of uploads) this.device.queue.writeBuffer(dst, to, data);
-      this.device.queue.submit([enc.finish()]);
     } finally {
-      for (const j of joined) dispose(j.kv); // after the submit: pending copies still read them
+      for (const j of joined) dispose(j.kv);
     }
     this.rows = [...keep, ...joined.map((j) => j.s)];
   }
