@@ -82,6 +82,7 @@ export class WorkerRuntime {
           if (entry.step) {
             await entry.step.session.release();
             releaseCapture(entry.step.io);
+            if (entry.captured) entry.captured.release();
           }
         }
         return this.send(control(msg.id, 'unloaded', { key: msg.model_name }));
