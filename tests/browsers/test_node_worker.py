@@ -293,3 +293,34 @@ async def test_mixed_4bit_minilm_keeps_cosine_on_the_webgpu_ep_build(minilm_fp32
                 assert cosine_min(out, native(dest, f)) >= 0.995
         finally:
             await worker.close()
+
+
+async def test_decode_step_is_refused_on_the_webgpu_ep_build_and_says_why():
+    """The captured decode step needs JSEP (the WebGPU EP build replays wrong outputs):
+    on a WebGPU-EP worker the generator loads anyway and the reply says why not."""
+    pytest.importorskip("torch")
+    from webaccel.generation import load_generation_model
+    from webaccel.generation.testing import tiny_llama_spec
+
+    tiny_llama_spec("tiny-llama")
+    _, _, path = load_generation_model("tiny-llama")
+    async with WebAccelServer() as server:
+        worker = await launch_node_worker(server, build="webgpu", env=SOFTWARE_VULKAN, timeout=120)
+        try:
+            if not worker.capabilities["webgpu"]["available"]:
+                pytest.skip(f"Dawn found no WebGPU adapter here: {worker.capabilities['webgpu']}")
+            url = server.model_files.add("tiny-llama", path)
+            info = await worker.load_model(
+                ModelRef(
+                    key="t",
+                    name="tiny-llama",
+                    url=url,
+                    backend="webgpu",
+                    session_options={"decode_step": {"batch": 2, "max_len": 32}},
+                ),
+                timeout=300,
+            )
+            assert info.decode_step is not None
+            assert info.decode_step.startswith("not captured") and "JSEP" in info.decode_step
+        finally:
+            await worker.close()

@@ -80,8 +80,7 @@ export class WorkerRuntime {
           await entry.session.release();
           releaseCapture(entry.io);
           if (entry.step) {
-            await entry.step.session.release();
-            releaseCapture(entry.step.io);
+            await releaseStep(entry.step);
             if (entry.captured) entry.captured.release();
           }
         }
@@ -126,9 +125,26 @@ export class WorkerRuntime {
         + 'wasm backend, the int8/fp16 variants on webgpu, or a Node worker with the WebGPU EP build');
     }
     const ep = backend === 'webnn' ? { name: 'webnn', deviceType: extra.deviceType || 'gpu' } : backend;
-    const wantStep = Boolean(extra.decode_step) && backend === 'webgpu' && this.ortBuild === 'all';
+    // A generator's decode step as a second, captured session (generate.mjs), made
+    // first: JSEP only, like all capture here.  If it cannot be made the model still
+    // loads and decodes step by step; `decode_step` in the reply says which and why.
+    let step = null;
+    let decodeStep;
+    if (extra.decode_step && backend === 'webgpu') {
+      if (this.ortBuild !== 'all') {
+        decodeStep = `not captured: graph capture needs the JSEP build, this worker loaded "${this.ortBuild}"`;
+      } else {
+        try {
+          step = await createDecodeStep(this.ort, bytes, extra.decode_step, JSEP_SESSION_CONFIG);
+          decodeStep = 'captured';
+        } catch (err) {
+          decodeStep = `not captured: ${(err && err.message) || err}`;
+          this.log('warn', msg.id, 'decode step', decodeStep);
+        }
+      }
+    }
     let ortOptions = extra.ort || {};
-    if (wantStep) {
+    if (step) {
       // Beside a captured session, this one must take no GPU-buffer inputs: onnxruntime-web
       // (1.30) registers a run's GPU inputs before it switches to the run's session, so a
       // run right after a replay fails ("Registering a different external buffer under
@@ -146,6 +162,7 @@ export class WorkerRuntime {
         ...ortOptions,
       });
     } catch (err) {
+      if (step) await releaseStep(step);
       const hint = extra.ort && extra.ort.enableGraphCapture
         ? ' (graph capture needs every free dimension fixed with freeDimensionOverrides and every node on the GPU)' : '';
       throw new RuntimeError(errorCode(err, 'LOAD_FAILED'), `${backend} session for ${key} failed: ${err.message}${hint}`);
@@ -159,6 +176,7 @@ export class WorkerRuntime {
         // The WebGPU EP build replays wrong results (max abs 0.2 on MiniLM here;
         // onnxruntime issue 29594) or fails in dawn.node; JSEP replays exactly.
         await session.release();
+        if (step) await releaseStep(step);
         throw new RuntimeError('BACKEND_UNAVAILABLE', `graph capture is only trusted with the JSEP build `
           + `(ort=all in pages, build "all" for Node workers); this worker loaded "${this.ortBuild}", whose `
           + 'replays return wrong outputs. Load without enableGraphCapture, or on a JSEP worker');
@@ -167,25 +185,8 @@ export class WorkerRuntime {
         io = await captureBuffers(this.ort, session);
       } catch (err) {
         await session.release();
+        if (step) await releaseStep(step);
         throw err;
-      }
-    }
-    // A generator's decode step as a second, captured session (generate.mjs): JSEP
-    // only, like all capture here.  If it cannot be made the model still loads and
-    // decodes step by step; `decode_step` in the reply says which and why.
-    let step = null;
-    let decodeStep;
-    if (extra.decode_step && backend === 'webgpu') {
-      if (!wantStep) {
-        decodeStep = `not captured: graph capture needs the JSEP build, this worker loaded "${this.ortBuild}"`;
-      } else {
-        try {
-          step = await createDecodeStep(this.ort, bytes, extra.decode_step, JSEP_SESSION_CONFIG);
-          decodeStep = 'captured';
-        } catch (err) {
-          decodeStep = `not captured: ${(err && err.message) || err}`;
-          this.log('warn', msg.id, 'decode step', decodeStep);
-        }
       }
     }
     const t2 = now();
@@ -259,6 +260,11 @@ export class WorkerRuntime {
       data: { page_ms: pageMs, handle_ms: now() - tRecv, backend: entry.backend } }, result);
     this.send(wire);
   }
+}
+
+async function releaseStep(step) {
+  await step.session.release();
+  releaseCapture(step.io);
 }
 
 // Whether the ASCII string occurs in bytes (an op type in an ONNX file's
