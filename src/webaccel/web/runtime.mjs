@@ -146,7 +146,7 @@ export class WorkerRuntime {
     let ortOptions = extra.ort || {};
     if (step) {
       // Beside a captured session, this one must take no GPU-buffer inputs: onnxruntime-web
-      // (1.30) registers a run's GPU inputs before it switches to the run's session, so a
+      // (1.30, 1.31.1) registers a run's GPU inputs before it switches to the run's session, so a
       // run right after a replay fails ("Registering a different external buffer under
       // graph capture mode").  Its KV (prefill, and requests too long for the step) stays
       // on the CPU; the step keeps its own cache on the GPU.
