@@ -217,14 +217,12 @@ def _gpu_rewrites(path: Path, max_positions: int) -> None:
         graph.node.append(helper.make_node("Add", ["logits_view", "zero"], ["logits"]))
     # ONNX ArgMax keeps the first maximum, as greedy picking in sampling.py and
     # generate.mjs does.
-    model.graph.node.append(
+    graph.node.append(
         helper.make_node(
             "ArgMax", ["logits"], [NEXT_TOKEN], axis=-1, keepdims=0, name="/next_token"
         )
     )
-    model.graph.output.append(
-        helper.make_tensor_value_info(NEXT_TOKEN, TensorProto.INT64, ["batch", 1])
-    )
+    graph.output.append(helper.make_tensor_value_info(NEXT_TOKEN, TensorProto.INT64, ["batch", 1]))
     onnx.save(model, str(path))
 
 
