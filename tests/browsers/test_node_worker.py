@@ -9,9 +9,12 @@ needs no GPU and always runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -255,6 +258,19 @@ def test_webgpu_vs_wasm_is_unavailable_without_a_real_gpu():
     assert "WebGPU" in result["unavailable"] or "software" in result["unavailable"]
 
 
+@contextlib.asynccontextmanager
+async def webgpu_ep_worker(server: WebAccelServer) -> AsyncIterator[Any]:
+    """A Node worker on onnxruntime-web's WebGPU EP build (SwiftShader here); skips the
+    test when Dawn finds no adapter."""
+    worker = await launch_node_worker(server, build="webgpu", env=SOFTWARE_VULKAN, timeout=120)
+    try:
+        if not worker.capabilities["webgpu"]["available"]:
+            pytest.skip(f"Dawn found no WebGPU adapter here: {worker.capabilities['webgpu']}")
+        yield worker
+    finally:
+        await worker.close()
+
+
 @pytest.mark.slow
 async def test_mixed_4bit_minilm_keeps_cosine_on_the_webgpu_ep_build(minilm_fp32, tmp_path):
     """MiniLM at <= 0.20 of fp32's bytes with worst cosine >= 0.95 on WebGPU (issue 18):
@@ -276,23 +292,17 @@ async def test_mixed_4bit_minilm_keeps_cosine_on_the_webgpu_ep_build(minilm_fp32
     texts, _ = sentences(200)
     proc = TextEmbeddingProcessor()
     feeds = [proc.preprocess(t, {}).tensors for t in texts[::25]]  # 8, none in calibration
-    async with WebAccelServer() as server:
-        worker = await launch_node_worker(server, build="webgpu", env=SOFTWARE_VULKAN, timeout=120)
-        try:
-            if not worker.capabilities["webgpu"]["available"]:
-                pytest.skip(f"Dawn found no WebGPU adapter here: {worker.capabilities['webgpu']}")
-            url = server.model_files.add("minilm-mixed95", dest)
-            await worker.load_model(
-                ModelRef(key="q", name="minilm", url=url, backend="webgpu"), timeout=300
-            )
-            for f in feeds:
-                out = (await worker.run("q", f, timeout=300)).outputs["sentence_embedding"]
-                assert cosine_min(out, native(minilm_fp32, f)) >= 0.95
-                # and the quantized model's own result (native MatMulNBits computes with int8
-                # activations, accuracy_level 4; WebGPU in fp32): a wrong kernel is far off
-                assert cosine_min(out, native(dest, f)) >= 0.995
-        finally:
-            await worker.close()
+    async with WebAccelServer() as server, webgpu_ep_worker(server) as worker:
+        url = server.model_files.add("minilm-mixed95", dest)
+        await worker.load_model(
+            ModelRef(key="q", name="minilm", url=url, backend="webgpu"), timeout=300
+        )
+        for f in feeds:
+            out = (await worker.run("q", f, timeout=300)).outputs["sentence_embedding"]
+            assert cosine_min(out, native(minilm_fp32, f)) >= 0.95
+            # and the quantized model's own result (native MatMulNBits computes with int8
+            # activations, accuracy_level 4; WebGPU in fp32): a wrong kernel is far off
+            assert cosine_min(out, native(dest, f)) >= 0.995
 
 
 async def test_decode_step_is_refused_on_the_webgpu_ep_build_and_says_why():
@@ -304,23 +314,17 @@ async def test_decode_step_is_refused_on_the_webgpu_ep_build_and_says_why():
 
     tiny_llama_spec("tiny-llama")
     _, _, path = load_generation_model("tiny-llama")
-    async with WebAccelServer() as server:
-        worker = await launch_node_worker(server, build="webgpu", env=SOFTWARE_VULKAN, timeout=120)
-        try:
-            if not worker.capabilities["webgpu"]["available"]:
-                pytest.skip(f"Dawn found no WebGPU adapter here: {worker.capabilities['webgpu']}")
-            url = server.model_files.add("tiny-llama", path)
-            info = await worker.load_model(
-                ModelRef(
-                    key="t",
-                    name="tiny-llama",
-                    url=url,
-                    backend="webgpu",
-                    session_options={"decode_step": {"batch": 2, "max_len": 32}},
-                ),
-                timeout=300,
-            )
-            assert info.decode_step is not None
-            assert info.decode_step.startswith("not captured") and "JSEP" in info.decode_step
-        finally:
-            await worker.close()
+    async with WebAccelServer() as server, webgpu_ep_worker(server) as worker:
+        url = server.model_files.add("tiny-llama", path)
+        info = await worker.load_model(
+            ModelRef(
+                key="t",
+                name="tiny-llama",
+                url=url,
+                backend="webgpu",
+                session_options={"decode_step": {"batch": 2, "max_len": 32}},
+            ),
+            timeout=300,
+        )
+        assert info.decode_step is not None
+        assert info.decode_step.startswith("not captured") and "JSEP" in info.decode_step
