@@ -116,15 +116,11 @@ if [ "$MODE" = concurrency ] || [ "$MODE" = all ]; then
 fi
 if [[ ",$MODE," == *,generation,* ]] || [ "$MODE" = all ]; then
   # Random weights in SmolLM2-135M's shape, built here (the real 540 MB cannot travel).
+  # GEN_ARGS="-o torch=cuda" adds PyTorch CUDA on the same weights to the same result line.
   step "bench generation (SmolLM2-shaped, Node + Dawn worker)"
   timeout ${GEN_TIMEOUT:-300} python3 -m webaccel.bench.generation -o browser=node-webgpu \
     -o model=smollm2-random ${GEN_ARGS:-} >> $OUT/generation.jsonl 2>> $OUT/generation.err
   step "generation exit $?"
-  if [ -z "${NO_TORCH_GEN:-}" ]; then  # the same weights and prompts in PyTorch CUDA
-    step "PyTorch CUDA generate"
-    timeout 200 python3 scripts/gpu/torch_generate.py ${TORCH_GEN_ARGS:-} >> $OUT/torch_generate.jsonl 2>> $OUT/torch_generate.err
-    step "torch generate exit $?"
-  fi
 fi
 if [[ ",$MODE," == *,pipeline,* ]]; then
   # Node workers on the wasm build: one single-thread worker per stage, on this machine's CPU cores.

@@ -18,7 +18,9 @@ def test_generation_benchmark_tiny(tiny):
     result = run_one(
         "generation",
         spec,
-        BenchContext(repeat=2, options={"model": "tiny-llama", "max_tokens": 24}),
+        BenchContext(
+            repeat=2, options={"model": "tiny-llama", "max_tokens": 24, "torch": "cpu"}
+        ),
     )
     assert "error" not in result, result.get("error")
     json.dumps(result)  # JSON-safe
@@ -36,6 +38,11 @@ def test_generation_benchmark_tiny(tiny):
         < 1e-9
     )
     assert "skipped" in fig["webgpu"] or "decode_tokens_per_s" in fig["webgpu"]
+    # -o torch=cpu: transformers generate on the same weights makes the same greedy tokens
+    ref = fig["torch"]
+    assert ref["device"] == "cpu" and ref["tokens_identical_to_native"] is True
+    assert len(ref["token_ids"]) == 24 and ref["ttft_ms"] > 0
+    assert ref["decode_tokens_per_s"] > 0 and ref["streams"] == 1
 
 
 def test_generation_benchmark_streams_option(tiny):

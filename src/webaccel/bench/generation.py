@@ -25,6 +25,9 @@ the engine's default, one per core up to 4, as a server would have; with more,
 a first burst of the N streams at most ceil(N / workers) to a worker loads the
 model on every worker, then the pool places the measured streams itself),
 ``prompt_tokens`` (a prompt of this many tokens, repeating ``prompt``),
+``torch`` (a device, e.g. ``cuda`` or ``cpu``: PyTorch ``generate`` on the same weights
+and prompts in the same run, ``figures["torch"]``, with ``webgpu_decode_over_torch`` and
+``streams_over_torch``; tiny-llama, smollm2-random and smollm2),
 ``streams_platform`` (the streams' platform, e.g. webgpu; default: the pool's choice),
 ``pack`` (false, the pool's default: streams spread over the workers holding
 the model, each page batching its share; true: they join one page's batch;
@@ -203,6 +206,27 @@ def generation(ctx: BenchContext) -> Measurement:
             )
             figures["streams_over_one"] = figures["streams"]["streams_over_one"]
 
+    if opts.get("torch"):  # PyTorch on the same weights and prompts, in this run
+        stream_prompts = [STREAM_PROMPTS[i % len(STREAM_PROMPTS)] for i in range(max(streams, 1))]
+        ref = _torch_figures(
+            model,
+            str(opts["torch"]),
+            prompt_ids,
+            [gm.encode(p) for p in stream_prompts],
+            max_tokens,
+            repeat,
+            pad_id=gm.eos_token_ids[0],
+        )
+        ref["tokens_identical_to_native"] = ref["token_ids"] == native_runs[0].token_ids
+        figures["torch"] = ref
+        gpu_decode = (webgpu.get("decode_tokens_per_s") or {}).get("median")
+        if gpu_decode and ref["decode_tokens_per_s"]:
+            figures["webgpu_decode_over_torch"] = gpu_decode / ref["decode_tokens_per_s"]
+        if "streams" in figures:
+            figures["streams_over_torch"] = (
+                figures["streams"]["concurrent_tokens_per_s"]["median"]
+                / ref["streams_tokens_per_s"]
+            )
     page = _page_figures(page_runs)
     native_decode = [r.stats["decode_tokens_per_s"] for r in native_runs]
     native_fig: dict[str, Any] = {
@@ -340,6 +364,66 @@ def _streams(
         "pack": pack,
         "per_stream_page_decode_tokens_per_s": summarize([v for v in page_decode if v]),
         "load_average_1m": os.getloadavg()[0],
+    }
+
+
+def _torch_figures(
+    model: str,
+    device: str,
+    prompt_ids: list[int],
+    stream_ids: list[list[int]],
+    max_tokens: int,
+    repeat: int,
+    pad_id: int,
+) -> dict[str, Any]:
+    """PyTorch (transformers ``generate``, eager fp32, KV cache, greedy, eos ignored) on the
+    same weights and prompts: one stream's decode tokens/s ((N-1) / (time for N tokens -
+    time for 1)) and token ids, time to the first token, and the stream prompts batched
+    (left-padded, as transformers batches) in all tokens/s.  Medians of ``repeat`` runs
+    after a warm-up."""
+    try:
+        import torch
+
+        from webaccel.generation.testing import torch_model
+    except ImportError as exc:
+        raise BenchmarkUnavailable(f"-o torch needs torch and transformers: {exc}") from exc
+    try:
+        lm = torch_model(model).to(device)
+    except KeyError as exc:
+        raise BenchmarkUnavailable(str(exc)) from exc
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def timed(rows: list[list[int]], n: int) -> tuple[float, Any]:
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+        times: list[float] = []
+        out: Any = None
+        for i in range(repeat + 1):
+            sync()
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                out = lm.generate(
+                    ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                    do_sample=False, pad_token_id=pad_id, eos_token_id=None,
+                )  # fmt: skip
+            sync()
+            if i:  # the first is the warm-up
+                times.append(time.perf_counter() - t0)
+        return statistics.median(times), out[:, width:]
+
+    t_n, tokens = timed([prompt_ids], max_tokens)
+    t_1, _ = timed([prompt_ids], 1)
+    t_b, _ = timed(stream_ids, max_tokens)
+    return {
+        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "decode_tokens_per_s": (max_tokens - 1) / (t_n - t_1) if t_n > t_1 else None,
+        "ttft_ms": t_1 * 1000,
+        "token_ids": tokens[0].tolist(),
+        "streams": len(stream_ids),
+        "streams_tokens_per_s": len(stream_ids) * max_tokens / t_b,
     }
 
 

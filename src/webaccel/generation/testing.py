@@ -94,6 +94,20 @@ def _register_random(name: str, source: str, description: str, build: Any) -> Mo
     return register(spec, replace=True)
 
 
+def tiny_llama_config(layers: int = 2, hidden: int = 64, init_std: float = 0.4) -> dict[str, Any]:
+    return {
+        "vocab_size": 256 + len(SPECIALS),
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "initializer_range": init_std,
+        "pad_token_id": 0,
+    }
+
+
 def build_tiny_llama(
     dest: Path, *, seed: int = 0, layers: int = 2, hidden: int = 64, init_std: float = 0.4
 ) -> None:
@@ -102,15 +116,7 @@ def build_tiny_llama(
         seed=seed,
         source=f"random:tiny-llama/seed={seed}",
         sampling=TINY_SAMPLING,
-        vocab_size=256 + len(SPECIALS),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        initializer_range=init_std,
-        pad_token_id=0,
+        **tiny_llama_config(layers, hidden, init_std),
     )
 
 
@@ -161,3 +167,17 @@ def smollm2_shaped_spec(name: str = "smollm2-random", *, seed: int = 0) -> Model
         "random weights in SmolLM2-135M's shape (timing only)",
         lambda dest: build_smollm2_shaped(dest, seed=seed),
     )
+
+
+def torch_model(name: str) -> Any:
+    """The PyTorch model whose weights ``name``'s export carries (eval, CPU): the random
+    models of this module (seed 0, as their specs register them) and ``smollm2``."""
+    if name == "tiny-llama":
+        return random_llama(0, **tiny_llama_config())
+    if name == "smollm2-random":
+        return random_llama(0, **SMOLLM2_RANDOM, **SMOLLM2_SHAPE)
+    if name == "smollm2":
+        from webaccel.models.smollm import load_torch_model
+
+        return load_torch_model()[0]
+    raise KeyError(f"no PyTorch model for {name}: tiny-llama, smollm2-random or smollm2")
