@@ -18,9 +18,7 @@ def test_generation_benchmark_tiny(tiny):
     result = run_one(
         "generation",
         spec,
-        BenchContext(
-            repeat=2, options={"model": "tiny-llama", "max_tokens": 24, "torch": "cpu"}
-        ),
+        BenchContext(repeat=2, options={"model": "tiny-llama", "max_tokens": 24, "torch": "cpu"}),
     )
     assert "error" not in result, result.get("error")
     json.dumps(result)  # JSON-safe
