@@ -153,16 +153,27 @@ export class WorkerRuntime {
       const { preferredOutputLocation, ...rest } = ortOptions;
       ortOptions = rest;
     }
+    const create = (options) => this.ort.InferenceSession.create(bytes, {
+      executionProviders: [ep],
+      graphOptimizationLevel: 'all',
+      ...(backend === 'webgpu' && this.ortBuild === 'all' ? { extra: JSEP_SESSION_CONFIG } : {}),
+      ...options,
+    });
     let session;
     try {
-      session = await this.ort.InferenceSession.create(bytes, {
-        executionProviders: [ep],
-        graphOptimizationLevel: 'all',
-        ...(backend === 'webgpu' && this.ortBuild === 'all' ? { extra: JSEP_SESSION_CONFIG } : {}),
-        ...ortOptions,
-      });
+      try {
+        session = await create(ortOptions);
+      } catch (err) {
+        if (!step) throw err;
+        // The step holds a second copy of the weights: when the plain session does
+        // not fit beside it, the model loads without the step rather than not at all.
+        await releaseStep(step);
+        step = null;
+        decodeStep = `not captured: the plain session did not fit beside the step (${err.message})`;
+        this.log('warn', msg.id, 'decode step', decodeStep);
+        session = await create(extra.ort || {});
+      }
     } catch (err) {
-      if (step) await releaseStep(step);
       const hint = extra.ort && extra.ort.enableGraphCapture
         ? ' (graph capture needs every free dimension fixed with freeDimensionOverrides and every node on the GPU)' : '';
       throw new RuntimeError(errorCode(err, 'LOAD_FAILED'), `${backend} session for ${key} failed: ${err.message}${hint}`);
