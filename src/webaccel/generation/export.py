@@ -196,25 +196,20 @@ def _gpu_rewrites(path: Path, max_positions: int) -> None:
     """Graph edits for onnxruntime-web's WebGPU kernels (models/rewrites.py): NaN guards
     and the mask/position inputs on the GPU (no CPU node left, so the decode step can
     be captured), and ``next_token``."""
-    import numpy as np
     import onnx
-    import onnx.numpy_helper
     from onnx import TensorProto, helper
 
-    from webaccel.models.rewrites import int64_inputs_on_gpu, nan_guards_on_gpu
+    from webaccel.models.rewrites import (
+        graph_outputs_from_kernels,
+        int64_inputs_on_gpu,
+        nan_guards_on_gpu,
+    )
 
     model = onnx.load(str(path))
     nan_guards_on_gpu(model)
     int64_inputs_on_gpu(model, max_positions)
+    graph_outputs_from_kernels(model)  # logits (untie_lm_head's Unsqueeze)
     graph = model.graph
-    view = next((n for n in graph.node if "logits" in n.output), None)
-    if view is not None and view.op_type in ("Unsqueeze", "Reshape", "Squeeze", "Flatten"):
-        # onnxruntime-web's WebGPU build runs these as buffer copies, which graph
-        # capture does not record: a replay left the logits output unwritten
-        # (untie_lm_head's Unsqueeze).  An Add of 0 is a kernel, recorded like the rest.
-        view.output[0] = "logits_view"
-        graph.initializer.append(onnx.numpy_helper.from_array(np.zeros((), np.float32), "zero"))
-        graph.node.append(helper.make_node("Add", ["logits_view", "zero"], ["logits"]))
     # ONNX ArgMax keeps the first maximum, as greedy picking in sampling.py and
     # generate.mjs does.
     graph.node.append(

@@ -233,3 +233,32 @@ def int64_inputs_on_gpu(model: Any, max_positions: int) -> int:
         # Intermediate types changed (bool -> float): let onnxruntime infer them again.
         del g.value_info[:]
     return count
+
+
+# Ops onnxruntime-web's WebGPU (JSEP) build runs as buffer copies rather than kernels.
+_VIEW_OPS = ("Unsqueeze", "Reshape", "Squeeze", "Flatten")
+
+
+def graph_outputs_from_kernels(model: Any) -> int:
+    """Make every graph output that a view op (Reshape, Unsqueeze, ...) produces come from
+    an ``Add`` of 0 instead; returns how many.
+
+    JSEP runs view ops as buffer copies, which graph capture does not record: replays
+    left such an output unwritten while every kernel ran (a generator's logits, made
+    by untie_lm_head's Unsqueeze).  An Add of 0 is a kernel, recorded like the rest,
+    and changes no value.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    outputs = {o.name for o in g.output}
+    views = [n for n in g.node if n.op_type in _VIEW_OPS and n.output[0] in outputs]
+    if views:
+        zero = "graph_output_zero"
+        g.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), zero))
+    for n in views:
+        name = n.output[0]
+        n.output[0] = f"{name}_view"
+        g.node.append(helper.make_node("Add", [n.output[0], zero], [name], name=f"{name}_kernel"))
+    return len(views)

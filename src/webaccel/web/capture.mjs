@@ -33,8 +33,12 @@ export async function captureBuffers(ort, session) {
     return { name: m.name, type: m.type, shape: m.shape, bytes, buffer,
       tensor: ort.Tensor.fromGpuBuffer(buffer, { dataType: m.type, dims: m.shape }) };
   };
-  return { device, inputs: new Map(session.inputMetadata.map((m) => [m.name, slot(m)])),
-    outputs: session.outputMetadata.map(slot) };
+  const inputs = new Map(session.inputMetadata.map((m) => [m.name, slot(m)]));
+  const outputs = session.outputMetadata.map(slot);
+  // session.run's feeds and fetches: the same tensors on every run
+  const feeds = Object.fromEntries([...inputs].map(([n, s]) => [n, s.tensor]));
+  const fetches = Object.fromEntries(outputs.map((s) => [s.name, s.tensor]));
+  return { device, inputs, outputs, feeds, fetches };
 }
 
 export function checkCaptureShapes(io, tensors) {
@@ -58,8 +62,7 @@ export async function runCaptured(session, io, tensors) {
     }
     io.device.queue.writeBuffer(s.buffer, 0, words.buffer, words.byteOffset, words.byteLength);
   }
-  await session.run(Object.fromEntries([...io.inputs].map(([n, s]) => [n, s.tensor])),
-    Object.fromEntries(io.outputs.map((s) => [s.name, s.tensor])));
+  await session.run(io.feeds, io.fetches);
   const encoder = io.device.createCommandEncoder();
   const staging = io.outputs.map((s) => {
     const b = io.device.createBuffer({ size: padded(s.bytes), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });

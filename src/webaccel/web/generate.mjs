@@ -488,13 +488,11 @@ class CapturedBatch extends Batch {
     this.tokens = out('next_token');
     this.logits = out('logits');
     this.vocab = this.logits.shape[this.logits.shape.length - 1];
-    this.feeds = Object.fromEntries([...io.inputs].map(([n, slot]) => [n, slot.tensor]));
-    this.fetches = Object.fromEntries(io.outputs.map((slot) => [slot.name, slot.tensor]));
     this.ids = new BigInt64Array(batch);
     this.pos = new BigInt64Array(batch);
     this.mask = new BigInt64Array(batch * (maxLen + 1));
     this.readback = new Map(); // output slot -> MAP_READ buffer, made once
-    this.free = Array.from({ length: batch }, (_, r) => batch - 1 - r); // pop() gives row 0 first
+    this.reset();
     const dev = this.device;
     const module = dev.createShaderModule({ code: scatterWgsl(kvHeads, headDim, maxLen) });
     this.scatter = dev.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
@@ -519,7 +517,7 @@ class CapturedBatch extends Batch {
 
   reset() {
     this.rows = [];
-    this.free = Array.from({ length: this.B }, (_, r) => this.B - 1 - r);
+    this.free = Array.from({ length: this.B }, (_, r) => this.B - 1 - r); // pop() gives row 0 first
   }
 
   release() {
@@ -560,7 +558,7 @@ class CapturedBatch extends Batch {
   }
 
   async step() {
-    const { B, M, rows } = this;
+    const { B, M, rows, io } = this;
     this.ids.fill(0n);
     this.pos.fill(0n);
     this.mask.fill(0n);
@@ -576,10 +574,10 @@ class CapturedBatch extends Batch {
     let data;
     try {
       const q = this.device.queue;
-      q.writeBuffer(this.io.inputs.get('input_ids').buffer, 0, this.ids);
-      q.writeBuffer(this.io.inputs.get('position_ids').buffer, 0, this.pos);
-      q.writeBuffer(this.io.inputs.get('attention_mask').buffer, 0, this.mask);
-      await enqueue(this.rt, () => this.stepSession.run(this.feeds, this.fetches));
+      q.writeBuffer(io.inputs.get('input_ids').buffer, 0, this.ids);
+      q.writeBuffer(io.inputs.get('position_ids').buffer, 0, this.pos);
+      q.writeBuffer(io.inputs.get('attention_mask').buffer, 0, this.mask);
+      await enqueue(this.rt, () => this.stepSession.run(io.feeds, io.fetches));
       this.rowInfo[0] = rows.length;
       rows.forEach((s, i) => { this.rowInfo[1 + 2 * i] = s.row; this.rowInfo[2 + 2 * i] = s.len; });
       q.writeBuffer(this.rowInfoBuffer, 0, this.rowInfo);
